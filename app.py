@@ -1,0 +1,102 @@
+"""Deutzia's Chalice app: the Kinesis handler that records DynamoDB calls, and the API that serves their history.
+
+Wiring only: each handler parses, calls one function of `chalicelib`, and maps the result or error. Components
+are built on first use, never at import, so tests set their environment (and moto) first.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from chalice.app import BadRequestError, Chalice, ChaliceViewError, IAMAuthorizer, KinesisEvent, NotFoundError
+
+from chalicelib.config import audit_prefix, audited_tables, flag, setting
+from chalicelib.errors import (
+    ConfigError,
+    InvalidRequestError,
+    QueryError,
+    QueryTimeoutError,
+    QueryUnavailableError,
+    UnknownTableError,
+)
+from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS, process_kinesis_batch
+from chalicelib.query import QueryEngine, parse_audit_request
+from chalicelib.store import S3AuditStore
+
+app = Chalice(app_name="deutzia")
+
+
+class BadGatewayError(ChaliceViewError):
+    STATUS_CODE = 502
+
+
+class ServiceUnavailableError(ChaliceViewError):
+    STATUS_CODE = 503
+
+
+class GatewayTimeoutError(ChaliceViewError):
+    STATUS_CODE = 504
+
+
+@cache
+def get_audit_store() -> S3AuditStore:
+    return S3AuditStore.from_environment()
+
+
+@cache
+def get_query_engine() -> QueryEngine:
+    backend = setting("QUERY_BACKEND", "athena")
+    if backend == "athena":
+        from chalicelib.athena import AthenaQueryRunner
+
+        return AthenaQueryRunner.from_environment()
+    if backend == "duckdb":
+        from chalicelib.duckdb_engine import DuckDBQueryRunner
+
+        return DuckDBQueryRunner.from_environment()
+    raise ConfigError(f"environment variable QUERY_BACKEND must be athena or duckdb, not {backend!r}")
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.route("/audit", methods=["GET"], authorizer=IAMAuthorizer())
+def get_audit() -> dict[str, Any]:
+    try:
+        request = app.current_request
+        parameters = request.query_params if request is not None else None
+        query, token = parse_audit_request(parameters or {}, audited_tables())
+        page = get_query_engine().fetch_page(query, token)
+    except InvalidRequestError as exc:
+        raise BadRequestError(str(exc)) from exc
+    except UnknownTableError as exc:
+        raise NotFoundError(str(exc)) from exc
+    except QueryTimeoutError as exc:
+        raise GatewayTimeoutError(str(exc)) from exc
+    except QueryUnavailableError as exc:
+        raise ServiceUnavailableError(str(exc)) from exc
+    except QueryError as exc:
+        raise BadGatewayError(str(exc)) from exc
+    except ConfigError as exc:
+        raise ChaliceViewError(str(exc)) from exc
+    return {
+        "table": query.table,
+        "key": None if query.key is None else json.loads(query.key),
+        "entries": page.entries,
+        "next_token": page.next_token,
+    }
+
+
+@app.on_kinesis_record(
+    stream=setting("AUDIT_STREAM"),
+    batch_size=BATCH_SIZE,
+    starting_position="TRIM_HORIZON",
+    maximum_batching_window_in_seconds=MAXIMUM_BATCHING_WINDOW_SECONDS,
+    name="ingest_audit_events",
+)
+def ingest_audit_events(event: KinesisEvent) -> dict[str, Any]:
+    return process_kinesis_batch(event.to_dict(), get_audit_store(), audit_prefix(), flag("REPORT_BATCH_ITEM_FAILURES"))

@@ -1,0 +1,194 @@
+"""GET /audit on Athena: runs the shared audit SQL with ExecutionParameters, waits under a deadline, pages results.
+
+The only module that talks to Athena. A page token carries the query execution id and Athena's own token, so
+later pages read the same results instead of running the query again; the execution is checked to be this
+query's before its results are served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.config import number, setting
+from chalicelib.errors import ConfigError, InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
+from chalicelib.query import (
+    ENTRY_COLUMNS,
+    AuditPage,
+    AuditQuery,
+    PageToken,
+    SqlValue,
+    build_audit_sql,
+    encode_page_token,
+    row_to_entry,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_athena import AthenaClient
+    from mypy_boto3_athena.type_defs import DatumTypeDef, GetQueryResultsInputTypeDef
+
+_Response = TypeVar("_Response")
+
+# API Gateway gives a request 29 s; the answer must leave it in time.
+DEFAULT_TIMEOUT_SECONDS = 25.0
+_ATHENA_MAX_RESULTS = 1000
+_FIRST_POLL_SECONDS = 0.1
+_MAX_POLL_SECONDS = 1.0
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,255}$")
+_THROTTLING_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", "ServiceUnavailable"})
+
+
+def athena_literal(value: SqlValue) -> str:
+    """A value as Athena's ExecutionParameters want it: strings quoted, with `'` doubled."""
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+class AthenaQueryRunner:
+    """QueryEngine on Athena, in one workgroup, over `"<database>"."<table>"`."""
+
+    def __init__(
+        self,
+        client: AthenaClient,
+        workgroup: str,
+        database: str,
+        table: str = "audit",
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        for variable, name in (("ATHENA_DATABASE", database), ("ATHENA_TABLE", table)):
+            if not _IDENTIFIER.match(name):
+                raise ConfigError(f"environment variable {variable} is not an Athena identifier: {name!r}")
+        self._client = client
+        self._workgroup = workgroup
+        self._relation = f'"{database}"."{table}"'
+        self._timeout = timeout_seconds
+        self._clock = clock
+        self._sleep = sleep
+
+    @classmethod
+    def from_environment(cls) -> AthenaQueryRunner:
+        """A runner configured by ATHENA_WORKGROUP, ATHENA_DATABASE, ATHENA_TABLE and QUERY_TIMEOUT_SECONDS."""
+        return cls(
+            boto3.client("athena"),
+            workgroup=setting("ATHENA_WORKGROUP"),
+            database=setting("ATHENA_DATABASE"),
+            table=setting("ATHENA_TABLE", "audit"),
+            timeout_seconds=number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS),
+        )
+
+    def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
+        deadline = self._clock() + self._timeout
+        sql, parameters = build_audit_sql(query, self._relation)
+        execution_parameters = [athena_literal(value) for value in parameters]
+        if token is None:
+            execution_id = self._start(sql, execution_parameters)
+            self._wait(execution_id, deadline)
+        else:
+            execution_id = self._resume(token, sql, execution_parameters)
+        return self._read_page(query, execution_id, token.athena_token if token else None)
+
+    def _start(self, sql: str, execution_parameters: list[str]) -> str:
+        response = self._call(
+            "StartQueryExecution",
+            lambda: self._client.start_query_execution(
+                QueryString=sql, WorkGroup=self._workgroup, ExecutionParameters=execution_parameters
+            ),
+        )
+        return response["QueryExecutionId"]
+
+    def _wait(self, execution_id: str, deadline: float) -> None:
+        delay = _FIRST_POLL_SECONDS
+        while True:
+            execution = self._call(
+                "GetQueryExecution", lambda: self._client.get_query_execution(QueryExecutionId=execution_id)
+            )["QueryExecution"]
+            status = execution.get("Status", {})
+            state = status.get("State")
+            if state == "SUCCEEDED":
+                return
+            if state in ("FAILED", "CANCELLED"):
+                reason = status.get("StateChangeReason", state)
+                if status.get("AthenaError", {}).get("Retryable"):
+                    raise QueryUnavailableError(f"Athena query {execution_id} failed, retry later: {reason}")
+                raise QueryError(f"Athena query {execution_id} {state.lower()}: {reason}")
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                self._stop(execution_id)
+                raise QueryTimeoutError(f"Athena query {execution_id} did not finish within {self._timeout:g} s")
+            self._sleep(min(delay, remaining))
+            delay = min(delay * 2, _MAX_POLL_SECONDS)
+
+    def _stop(self, execution_id: str) -> None:
+        # Best effort: the query is abandoned either way, and the workgroup's own limits end it.
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self._client.stop_query_execution(QueryExecutionId=execution_id)
+
+    def _resume(self, token: PageToken, sql: str, execution_parameters: list[str]) -> str:
+        """The execution a page token names, after checking it ran exactly this query."""
+        if token.execution_id is None or token.athena_token is None:
+            raise InvalidRequestError("next_token", "is not a token of this query engine")
+        try:
+            execution = self._client.get_query_execution(QueryExecutionId=token.execution_id)["QueryExecution"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRequestException":
+                raise InvalidRequestError("next_token", "names a query Athena does not know") from None
+            raise self._engine_error("GetQueryExecution", exc) from exc
+        except BotoCoreError as exc:
+            raise self._engine_error("GetQueryExecution", exc) from exc
+        same_query = (
+            execution.get("Query") == sql
+            and list(execution.get("ExecutionParameters", [])) == execution_parameters
+            and execution.get("WorkGroup", self._workgroup) == self._workgroup
+        )
+        if not same_query or execution.get("Status", {}).get("State") != "SUCCEEDED":
+            raise InvalidRequestError("next_token", "does not belong to this query")
+        return token.execution_id
+
+    def _read_page(self, query: AuditQuery, execution_id: str, athena_token: str | None) -> AuditPage:
+        # The first page starts with the header row, which takes one of Athena's (at most 1000) rows.
+        first_page = athena_token is None
+        max_results = min(query.limit + 1, _ATHENA_MAX_RESULTS) if first_page else query.limit
+        arguments: GetQueryResultsInputTypeDef = {"QueryExecutionId": execution_id, "MaxResults": max_results}
+        if athena_token is not None:
+            arguments["NextToken"] = athena_token
+        response = self._call("GetQueryResults", lambda: self._client.get_query_results(**arguments))
+        rows = response.get("ResultSet", {}).get("Rows", [])
+        if first_page and rows:
+            rows = rows[1:]
+        entries = [
+            row_to_entry(dict(zip(ENTRY_COLUMNS, _row_values(row.get("Data", [])), strict=False))) for row in rows
+        ]
+        next_athena_token = response.get("NextToken")
+        next_token = None
+        if next_athena_token:
+            next_token = encode_page_token(PageToken(query.fingerprint(), execution_id, next_athena_token))
+        return AuditPage(entries, next_token)
+
+    def _call(self, operation: str, call: Callable[[], _Response]) -> _Response:
+        try:
+            return call()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._engine_error(operation, exc) from exc
+
+    @staticmethod
+    def _engine_error(operation: str, exc: Exception) -> QueryError:
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            message = exc.response.get("Error", {}).get("Message", "")
+            if code in _THROTTLING_CODES:
+                return QueryUnavailableError(f"Athena {operation} throttled: {code}")
+            return QueryError(f"Athena {operation} failed: {code}: {message}")
+        return QueryUnavailableError(f"Athena {operation} unreachable: {type(exc).__name__}")
+
+
+def _row_values(data: Sequence[DatumTypeDef]) -> list[str | None]:
+    return [cell.get("VarCharValue") for cell in data]

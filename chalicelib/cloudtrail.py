@@ -1,0 +1,289 @@
+"""Turns one CloudTrail event into audit records: one per DynamoDB item the call touched.
+
+Defensive by design: request parameter names match case-insensitively, shapes AWS has not published are read
+from the documented fields, and an item that cannot be identified is kept with `item_key` null. Only an event
+without its id or time is refused (MalformedEventError). Pure: no I/O, no logging of key values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from chalicelib.errors import MalformedEventError
+from chalicelib.partiql import read_statement_target
+from chalicelib.records import UNKNOWN_PARTITION, AuditRecord, canonical_key, compact_json
+
+DYNAMODB_EVENT_SOURCE = "dynamodb.amazonaws.com"
+
+# The operation an event names for its single item; multi-item calls name theirs per item.
+SINGLE_ITEM_OPERATIONS: Mapping[str, str] = {
+    "PutItem": "Put",
+    "UpdateItem": "Update",
+    "DeleteItem": "Delete",
+    "GetItem": "Get",
+    "Query": "Query",
+    "Scan": "Scan",
+    "ExecuteStatement": "Statement",
+}
+MULTI_ITEM_OPERATIONS: Mapping[str, str] = {
+    "BatchGetItem": "Get",
+    "BatchWriteItem": "Put",
+    "TransactWriteItems": "Update",
+    "TransactGetItems": "Get",
+    "BatchExecuteStatement": "Statement",
+    "ExecuteTransaction": "Statement",
+}
+DATA_OPERATIONS = frozenset(SINGLE_ITEM_OPERATIONS) | frozenset(MULTI_ITEM_OPERATIONS)
+_STATEMENT_OPERATIONS = frozenset({"ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction"})
+# The lists an item-level request's items arrive in, in the order they are looked for.
+_ITEM_LISTS = ("requestItems", "transactItems", "transactStatements", "statements")
+# Request shapes of the DynamoDB API itself (`{"PutRequest": {...}}`, `{"Update": {...}}`), read when logged.
+_WRAPPED_OPERATIONS: Mapping[str, str] = {
+    "putrequest": "Put",
+    "deleterequest": "Delete",
+    "put": "Put",
+    "update": "Update",
+    "delete": "Delete",
+    "conditioncheck": "ConditionCheck",
+    "get": "Get",
+}
+_OPERATION_NAMES: Mapping[str, str] = {
+    name.lower(): name for name in ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan", "Statement")
+}
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One item of a request: its operation, table, key and the parameters that describe it."""
+
+    operation: str
+    table_name: str | None
+    key: object
+    parameters: Mapping[str, object]
+
+
+def parse_event_message(message: str) -> object:
+    """A log event's message as JSON, with exact decimals (so a key like 1.10 keeps every digit)."""
+    return json.loads(message, parse_float=Decimal)
+
+
+def is_dynamodb_data_event(event: object) -> bool:
+    """True for an item-level DynamoDB call (the only events that become audit records)."""
+    return (
+        isinstance(event, Mapping)
+        and event.get("eventSource") == DYNAMODB_EVENT_SOURCE
+        and event.get("eventName") in DATA_OPERATIONS
+        and event.get("eventCategory", "Data") == "Data"
+    )
+
+
+def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
+    """The audit records of one DynamoDB data event, in request order."""
+    event_id = event.get("eventID")
+    if not isinstance(event_id, str) or not event_id:
+        raise MalformedEventError("eventID is missing")
+    event_time = _normalise_time(event.get("eventTime"))
+    event_name = str(event.get("eventName"))
+    parameters = event.get("requestParameters")
+    parameters = parameters if isinstance(parameters, Mapping) else {}
+    identity = _mapping(event.get("userIdentity"))
+    session_issuer = _mapping(_mapping(identity.get("sessionContext")).get("sessionIssuer"))
+    table_resources = _table_resources(event.get("resources"))
+    error_code = _text(event.get("errorCode"))
+    base = AuditRecord(
+        table_name=UNKNOWN_PARTITION,
+        item_index=0,
+        operation=event_name,
+        item_key=None,
+        event_id=event_id,
+        event_time=event_time,
+        event_name=event_name,
+        read_only=_boolean(event.get("readOnly")),
+        success=error_code is None,
+        error_code=error_code,
+        error_message=_text(event.get("errorMessage")),
+        principal_type=_text(identity.get("type")),
+        principal_arn=_text(identity.get("arn")),
+        principal_id=_text(identity.get("principalId")),
+        principal_name=_principal_name(identity),
+        session_issuer_arn=_text(session_issuer.get("arn")),
+        access_key_id=_text(identity.get("accessKeyId")),
+        account_id=_text(identity.get("accountId")),
+        invoked_by=_text(identity.get("invokedBy")),
+        source_ip=_text(event.get("sourceIPAddress")),
+        user_agent=_text(event.get("userAgent")),
+        aws_region=_text(event.get("awsRegion")),
+        recipient_account_id=_text(event.get("recipientAccountId")),
+        request_id=_text(event.get("requestID")),
+        shared_event_id=_text(event.get("sharedEventID")),
+        vpc_endpoint_id=_text(event.get("vpcEndpointId")),
+        event_version=_text(event.get("eventVersion")),
+    )
+    records = []
+    for index, item in enumerate(_items(event_name, parameters)):
+        table_name = item.table_name or _only_table(table_resources) or UNKNOWN_PARTITION
+        key = item.key if isinstance(item.key, Mapping) and item.key else None
+        records.append(
+            replace(
+                base,
+                table_name=table_name,
+                item_index=index,
+                operation=item.operation,
+                item_key=canonical_key(key) if key is not None else None,
+                attribute_names=_attribute_names(item),
+                table_arn=table_resources.get(table_name) or _only_arn(table_resources, item.table_name),
+                condition_expression=_text(_get(item.parameters, "conditionExpression")),
+                update_expression=_text(_get(item.parameters, "updateExpression")),
+                statement=_text(_get(item.parameters, "statement")),
+                request_parameters=compact_json(item.parameters),
+            )
+        )
+    return records
+
+
+def _items(event_name: str, parameters: Mapping[str, object]) -> list[_Item]:
+    """The items a request touches, in request order, counted across tables."""
+    if event_name in SINGLE_ITEM_OPERATIONS:
+        return [_item(SINGLE_ITEM_OPERATIONS[event_name], event_name, None, parameters)]
+    default_operation = MULTI_ITEM_OPERATIONS[event_name]
+    items: list[_Item] = []
+    for name in _ITEM_LISTS:
+        listed = _get(parameters, name)
+        if isinstance(listed, Sequence) and not isinstance(listed, str):
+            for entry in listed:
+                items.extend(_listed_items(entry, default_operation, event_name, None))
+        elif isinstance(listed, Mapping):  # the API's own shape: {table: [requests]} or {table: {"Keys": [...]}}
+            for table_name, requests in listed.items():
+                keys = _get(requests, "keys")
+                entries = keys if isinstance(keys, Sequence) else requests
+                if isinstance(entries, Sequence) and not isinstance(entries, str):
+                    for entry in entries:
+                        wrapped = {"key": entry} if isinstance(keys, Sequence) else entry
+                        items.extend(_listed_items(wrapped, default_operation, event_name, str(table_name)))
+        if items:
+            return items
+    return [_Item(default_operation, None, None, parameters)]
+
+
+def _listed_items(entry: object, default_operation: str, event_name: str, table_name: str | None) -> list[_Item]:
+    if not isinstance(entry, Mapping):
+        return [_Item(default_operation, table_name, None, {})]
+    if len(entry) == 1:
+        ((wrapper, inner),) = entry.items()
+        operation = _WRAPPED_OPERATIONS.get(str(wrapper).lower())
+        if operation is not None and isinstance(inner, Mapping):
+            return [_item(operation, event_name, table_name, inner)]
+    named = _OPERATION_NAMES.get(str(_get(entry, "operation")).lower(), default_operation)
+    return [_item(named, event_name, table_name, entry)]
+
+
+def _item(operation: str, event_name: str, table_name: str | None, parameters: Mapping[str, object]) -> _Item:
+    statement = _get(parameters, "statement")
+    if event_name in _STATEMENT_OPERATIONS and isinstance(statement, str):
+        target = read_statement_target(statement)
+        return _Item("Statement", table_name or target.table_name, target.key, parameters)
+    if operation in ("Query", "Scan"):
+        return _Item(operation, table_name or _text(_get(parameters, "tableName")), None, parameters)
+    key = _get(parameters, "key")
+    return _Item(operation, table_name or _text(_get(parameters, "tableName")), key, parameters)
+
+
+def _attribute_names(item: _Item) -> list[str]:
+    if item.operation == "Put":
+        names = _get(item.parameters, "item")
+        if names is None:
+            names = _get(item.parameters, "items")
+        if isinstance(names, Mapping):
+            return [str(name) for name in names]
+        if isinstance(names, Sequence) and not isinstance(names, str):
+            return [str(name) for name in names]
+    elif item.operation == "Update":
+        names = _get(item.parameters, "expressionAttributeNames")
+        if isinstance(names, Mapping):
+            return list(dict.fromkeys(str(name) for name in names.values()))
+    return []
+
+
+def _get(mapping: object, name: str) -> object:
+    """`mapping[name]`, matching the name case-insensitively (AWS's own examples mix `key` and `Key`)."""
+    if not isinstance(mapping, Mapping):
+        return None
+    if name in mapping:
+        return mapping[name]
+    folded = name.casefold()
+    for candidate, value in mapping.items():
+        if isinstance(candidate, str) and candidate.casefold() == folded:
+            return value
+    return None
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return compact_json(value)
+
+
+def _boolean(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _normalise_time(value: object) -> str:
+    if not isinstance(value, str):
+        raise MalformedEventError("eventTime is missing")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise MalformedEventError("eventTime is not ISO 8601") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _principal_name(identity: Mapping[str, object]) -> str | None:
+    """The IAM user name, or the session name of an assumed role."""
+    user_name = identity.get("userName")
+    if isinstance(user_name, str):
+        return user_name
+    arn = identity.get("arn")
+    if identity.get("type") == "AssumedRole":
+        if isinstance(arn, str) and ":assumed-role/" in arn:
+            return arn.rsplit("/", 1)[-1]
+        principal_id = identity.get("principalId")
+        if isinstance(principal_id, str) and ":" in principal_id:
+            return principal_id.split(":", 1)[1]
+    return None
+
+
+def _table_resources(resources: object) -> dict[str, str]:
+    """Table name to ARN, from the event's `AWS::DynamoDB::Table` resources."""
+    tables: dict[str, str] = {}
+    if not isinstance(resources, Sequence) or isinstance(resources, str):
+        return tables
+    for resource in resources:
+        arn = _get(resource, "ARN")
+        if _get(resource, "type") == "AWS::DynamoDB::Table" and isinstance(arn, str):
+            resource_path = arn.split(":", 5)[-1]
+            if resource_path.startswith("table/"):
+                tables[resource_path.split("/")[1]] = arn
+    return tables
+
+
+def _only_table(tables: Mapping[str, str]) -> str | None:
+    return next(iter(tables)) if len(tables) == 1 else None
+
+
+def _only_arn(tables: Mapping[str, str], table_name: str | None) -> str | None:
+    """The single table resource's ARN, when the item's own table is unknown."""
+    return next(iter(tables.values())) if table_name is None and len(tables) == 1 else None

@@ -1,0 +1,121 @@
+"""GET /audit on DuckDB, for the local stack: the same SQL as Athena over the same S3 objects.
+
+DuckDB scans the gzip JSON Lines itself through an fsspec filesystem on pyarrow's S3 client (its httpfs extension
+cannot be installed here), with hive partitioning, so `table_name` and `dt` prune objects as Athena's partitions
+do. One cursor per request; a timer interrupts a query that outlives the deadline. Local use only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+import duckdb
+from fsspec.implementations.arrow import ArrowFSWrapper
+from pyarrow import fs as pafs
+
+from chalicelib.config import audit_prefix, number, setting
+from chalicelib.errors import InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
+from chalicelib.query import (
+    ENTRY_COLUMNS,
+    AuditPage,
+    AuditQuery,
+    PageToken,
+    build_audit_sql,
+    encode_page_token,
+    position_of,
+    row_to_entry,
+)
+from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
+
+DEFAULT_TIMEOUT_SECONDS = 25.0
+RELATION = "audit"
+
+
+class S3ArrowFileSystem(ArrowFSWrapper):  # type: ignore[misc]
+    """pyarrow's S3 client as the fsspec filesystem DuckDB reads `s3://` paths through."""
+
+    protocol = ("s3",)
+
+
+def s3_filesystem(endpoint_url: str | None) -> S3ArrowFileSystem:
+    """An S3 filesystem with boto3's credentials and region, through `endpoint_url` when given."""
+    session = boto3.session.Session()
+    credentials = session.get_credentials()
+    options: dict[str, Any] = {"region": session.region_name or "us-east-1"}
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        options.update(access_key=frozen.access_key, secret_key=frozen.secret_key, session_token=frozen.token)
+    if endpoint_url:
+        scheme, _, authority = endpoint_url.partition("://")
+        options.update(endpoint_override=authority.rstrip("/"), scheme=scheme)
+    return S3ArrowFileSystem(pafs.S3FileSystem(**options))
+
+
+def read_json_sql(bucket: str, prefix: str) -> str:
+    """The `read_json` scan of every audit object, typed by the schema, partitions from the key."""
+    columns = ", ".join(f"'{column.name}': '{column.duckdb_type}'" for column in AUDIT_COLUMNS)
+    hive_types = ", ".join(f"'{column.name}': 'VARCHAR'" for column in PARTITION_COLUMNS)
+    return (
+        f"read_json('s3://{bucket}/{prefix}*/*/*.json.gz', format = 'newline_delimited', compression = 'gzip', "
+        f"hive_partitioning = true, hive_types = {{{hive_types}}}, columns = {{{columns}}})"
+    )
+
+
+def connect(bucket: str, prefix: str, filesystem: S3ArrowFileSystem) -> duckdb.DuckDBPyConnection:
+    """A connection with the `audit` view and the `json_format` Athena has, so the shared SQL runs unchanged."""
+    for name, value in (("AUDIT_BUCKET", bucket), ("AUDIT_PREFIX", prefix)):
+        if "'" in value:
+            raise QueryError(f"{name} must not contain a quote")
+    connection = duckdb.connect()
+    connection.register_filesystem(filesystem)
+    connection.execute("CREATE MACRO json_format(document) AS CAST(document AS VARCHAR)")
+    connection.execute(f"CREATE VIEW {RELATION} AS SELECT * FROM {read_json_sql(bucket, prefix)}")
+    return connection
+
+
+class DuckDBQueryRunner:
+    """QueryEngine on an in-process DuckDB whose `audit` view reads the audit bucket."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
+        self._connection = connection
+        self._timeout = timeout_seconds
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_environment(cls) -> DuckDBQueryRunner:
+        """A runner on $AUDIT_BUCKET/$AUDIT_PREFIX, through $AWS_ENDPOINT_URL when set."""
+        filesystem = s3_filesystem(os.environ.get("AWS_ENDPOINT_URL"))
+        connection = connect(setting("AUDIT_BUCKET"), audit_prefix(), filesystem)
+        return cls(connection, number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
+
+    def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
+        if token is not None and token.after is None:
+            raise InvalidRequestError("next_token", "is not a token of this query engine")
+        after = token.after if token is not None else None
+        sql, parameters = build_audit_sql(query, RELATION, after=after, limit=query.limit + 1)
+        with self._lock:
+            cursor = self._connection.cursor()
+        timer = threading.Timer(self._timeout, cursor.interrupt)
+        timer.start()
+        try:
+            rows = cursor.execute(sql, parameters).fetchall()
+        except duckdb.InterruptException:
+            raise QueryTimeoutError(f"DuckDB query did not finish within {self._timeout:g} s") from None
+        except duckdb.IOException as exc:
+            if "No files found" in str(exc):
+                rows = []
+            else:
+                raise QueryUnavailableError(f"DuckDB could not read the audit bucket: {exc}") from exc
+        except duckdb.Error as exc:
+            raise QueryError(f"DuckDB query failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            timer.cancel()
+            cursor.close()
+        entries = [row_to_entry(dict(zip(ENTRY_COLUMNS, row, strict=False))) for row in rows[: query.limit]]
+        next_token = None
+        if len(rows) > query.limit:
+            next_token = encode_page_token(PageToken(query.fingerprint(), after=position_of(entries[-1])))
+        return AuditPage(entries, next_token)

@@ -1,0 +1,281 @@
+"""GET /audit's query: validating the request, the SQL both engines run, page tokens, and result rows as entries.
+
+Pure. User input never becomes SQL text: every value is a `?` parameter; the only names in the SQL are the
+relation (from configuration) and the schema's columns. The same SQL text runs on Athena and on DuckDB.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from chalicelib.errors import InvalidRequestError, UnknownTableError
+from chalicelib.records import canonical_key
+from chalicelib.schema import AUDIT_COLUMNS
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+TABLE_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,255}$"
+OPERATIONS = ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan", "Statement")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_TOKEN_VERSION = 1
+
+SqlValue = str | int
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """A validated GET /audit request: times as `YYYY-MM-DDTHH:MM:SSZ`, the key canonical."""
+
+    table: str
+    key: str | None = None
+    since: str | None = None
+    until: str | None = None
+    principal: str | None = None
+    operation: str | None = None
+    limit: int = DEFAULT_LIMIT
+
+    def fingerprint(self) -> str:
+        """What a page token is bound to: every filter, not the page size."""
+        filters = [self.table, self.key, self.since, self.until, self.principal, self.operation]
+        return hashlib.sha256(json.dumps(filters).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PageToken:
+    """Where the next page starts: Athena's execution and token, or the last entry's sort key (DuckDB)."""
+
+    fingerprint: str
+    execution_id: str | None = None
+    athena_token: str | None = None
+    after: tuple[str, str, int] | None = None
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of entries, newest first, and the token of the next page."""
+
+    entries: list[dict[str, object]]
+    next_token: str | None
+
+
+class QueryEngine(Protocol):
+    """Runs an AuditQuery; Athena in AWS, DuckDB on one machine."""
+
+    def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage: ...
+
+
+class _AuditParameters(BaseModel):
+    """The query string of GET /audit, as received (every value a string)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(pattern=TABLE_NAME_PATTERN)
+    key: str | None = None
+    since: str | None = None
+    until: str | None = None
+    principal: str | None = Field(default=None, min_length=1, max_length=2048)
+    operation: str | None = None
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, strict=False)
+    next_token: str | None = Field(default=None, min_length=1, max_length=8192)
+
+    @field_validator("key")
+    @classmethod
+    def _canonical_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            key = json.loads(value, parse_float=Decimal)
+        except ValueError:
+            raise ValueError('must be a JSON object, such as {"id": "42"}') from None
+        if not isinstance(key, dict) or not key:
+            raise ValueError("must be a JSON object naming at least one key attribute")
+        return canonical_key(key)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _timestamp(cls, value: str | None) -> str | None:
+        return None if value is None else parse_time(value)
+
+    @field_validator("operation")
+    @classmethod
+    def _operation(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for operation in OPERATIONS:
+            if operation.lower() == value.lower():
+                return operation
+        raise ValueError(f"must be one of {', '.join(OPERATIONS)}")
+
+
+def parse_time(value: str) -> str:
+    """`YYYY-MM-DDTHH:MM:SSZ`, or a date meaning its midnight UTC, as `YYYY-MM-DDTHH:MM:SSZ`."""
+    text = value + "T00:00:00Z" if _DATE.match(value) else value
+    if not _TIMESTAMP.match(text):
+        raise ValueError("must be YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD (UTC)")
+    try:
+        datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError("is not a valid date and time") from None
+    return text
+
+
+def parse_audit_request(
+    parameters: Mapping[str, str], audited_tables: frozenset[str] | None
+) -> tuple[AuditQuery, PageToken | None]:
+    """The query and page token of a GET /audit query string; InvalidRequestError or UnknownTableError."""
+    try:
+        fields = _AuditParameters.model_validate(dict(parameters))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        parameter = str(error["loc"][0]) if error["loc"] else "query"
+        if error["type"] == "missing":
+            raise InvalidRequestError(parameter, "is required") from None
+        if error["type"] == "extra_forbidden":
+            raise InvalidRequestError(parameter, "is not a parameter of GET /audit") from None
+        if parameter == "table" and error["type"] == "string_pattern_mismatch":
+            raise InvalidRequestError("table", "is not a DynamoDB table name ([A-Za-z0-9_.-], 3 to 255)") from None
+        message = error["msg"].removeprefix("Value error, ")
+        raise InvalidRequestError(parameter, message) from None
+    if fields.since and fields.until and fields.since >= fields.until:
+        raise InvalidRequestError("until", "must be later than since")
+    if audited_tables is not None and fields.table not in audited_tables:
+        raise UnknownTableError(f"table {fields.table} is not audited here")
+    query = AuditQuery(
+        table=fields.table,
+        key=fields.key,
+        since=fields.since,
+        until=fields.until,
+        principal=fields.principal,
+        operation=fields.operation,
+        limit=fields.limit,
+    )
+    token = decode_page_token(fields.next_token, query) if fields.next_token else None
+    return query, token
+
+
+def encode_page_token(token: PageToken) -> str:
+    """An opaque, URL-safe token."""
+    document = {"v": _TOKEN_VERSION, "f": token.fingerprint}
+    if token.execution_id is not None:
+        document["q"] = token.execution_id
+    if token.athena_token is not None:
+        document["t"] = token.athena_token
+    text = json.dumps([document, list(token.after) if token.after else None], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_page_token(text: str, query: AuditQuery) -> PageToken:
+    """The token a previous page returned; InvalidRequestError when it is not one, or belongs to another query."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        document, after = json.loads(raw)
+        fingerprint = document["f"]
+        execution_id = document.get("q")
+        athena_token = document.get("t")
+        if document["v"] != _TOKEN_VERSION or not isinstance(fingerprint, str):
+            raise ValueError("unknown token version")
+        if after is not None:
+            event_time, event_id, item_index = after
+            if not (isinstance(event_time, str) and isinstance(event_id, str) and isinstance(item_index, int)):
+                raise ValueError("bad position")
+            after = (event_time, event_id, item_index)
+        for value in (execution_id, athena_token):
+            if value is not None and not isinstance(value, str):
+                raise ValueError("bad execution")
+    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+        raise InvalidRequestError("next_token", "is not a token this API returned") from None
+    if fingerprint != query.fingerprint():
+        raise InvalidRequestError("next_token", "belongs to a query with other parameters") from None
+    return PageToken(fingerprint, execution_id, athena_token, after)
+
+
+# The entry's columns in result order; arrays travel as JSON text so both engines return them the same way.
+ENTRY_COLUMNS: tuple[str, ...] = (*tuple(column.name for column in AUDIT_COLUMNS), "table_name")
+_COLUMN_TYPES = {column.name: column.glue_type for column in AUDIT_COLUMNS}
+
+
+def _select_list() -> str:
+    expressions = []
+    for name in ENTRY_COLUMNS:
+        if _COLUMN_TYPES.get(name) == "array<string>":
+            expressions.append(f"json_format(CAST({name} AS JSON)) AS {name}")
+        else:
+            expressions.append(name)
+    return ", ".join(expressions)
+
+
+def build_audit_sql(
+    query: AuditQuery, relation: str, after: tuple[str, str, int] | None = None, limit: int | None = None
+) -> tuple[str, list[SqlValue]]:
+    """SQL and its `?` parameters: the query's entries, each (event_id, item_index) once, newest first.
+
+    `relation` is a configured, already-quoted name; `after` and `limit` page without an engine's own cursor.
+    """
+    conditions = ["table_name = ?"]
+    parameters: list[SqlValue] = [query.table]
+    if query.key is not None:
+        conditions.append("item_key = ?")
+        parameters.append(query.key)
+    if query.since is not None:
+        conditions += ["dt >= ?", "event_time >= ?"]
+        parameters += [query.since[:10], query.since]
+    if query.until is not None:
+        conditions += ["dt <= ?", "event_time < ?"]
+        parameters += [query.until[:10], query.until]
+    if query.principal is not None:
+        conditions.append("(principal_arn = ? OR session_issuer_arn = ?)")
+        parameters += [query.principal, query.principal]
+    if query.operation is not None:
+        conditions.append("operation = ?")
+        parameters.append(query.operation)
+    outer = ["duplicate_rank = 1"]
+    if after is not None:
+        outer.append("(event_time < ? OR (event_time = ? AND (event_id < ? OR (event_id = ? AND item_index < ?))))")
+        parameters += [after[0], after[0], after[1], after[1], after[2]]
+    sql = (
+        f"SELECT {_select_list()} FROM ("
+        "SELECT *, row_number() OVER (PARTITION BY event_id, item_index ORDER BY dt) AS duplicate_rank "
+        f"FROM {relation} WHERE {' AND '.join(conditions)}"
+        f") WHERE {' AND '.join(outer)} "
+        "ORDER BY event_time DESC, event_id DESC, item_index DESC"
+    )
+    if limit is not None:
+        sql += " LIMIT ?"
+        parameters.append(limit)
+    return sql, parameters
+
+
+def row_to_entry(values: Mapping[str, object]) -> dict[str, object]:
+    """One result row as a JSON-ready entry: ints, booleans and arrays restored from either engine's values."""
+    entry: dict[str, object] = {}
+    for name in ENTRY_COLUMNS:
+        value = values.get(name)
+        column_type = _COLUMN_TYPES.get(name, "string")
+        if value is None:
+            entry[name] = [] if column_type == "array<string>" else None
+        elif column_type == "int":
+            entry[name] = int(str(value))
+        elif column_type == "boolean":
+            entry[name] = value if isinstance(value, bool) else str(value).lower() == "true"
+        elif column_type == "array<string>":
+            entry[name] = json.loads(value) if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        else:
+            entry[name] = str(value)
+    return entry
+
+
+def position_of(entry: Mapping[str, object]) -> tuple[str, str, int]:
+    """An entry's place in the newest-first order, for the next page's `after`."""
+    return (str(entry["event_time"]), str(entry["event_id"]), int(str(entry["item_index"])))

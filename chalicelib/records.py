@@ -1,0 +1,154 @@
+"""The audit record, the canonical item key, and how records become S3 objects.
+
+Pure: builds keys, lines and object names from data; the caller does the writing. Object names are deterministic
+in their input (shard id and sequence number), so a retried Kinesis record overwrites its own objects.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from urllib.parse import quote
+
+from chalicelib.schema import COLUMN_NAMES
+
+# Hive's name for a partition whose value is unknown; used when an item's table cannot be identified.
+UNKNOWN_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+# DynamoDB's typed attribute values (`{"S": "x"}`), unwrapped when an event carries them instead of plain scalars.
+_TYPE_DESCRIPTORS = frozenset({"S", "N", "B"})
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One item touched by one DynamoDB call; fields are the `audit` table's columns, plus its partition."""
+
+    table_name: str
+    event_id: str
+    item_index: int
+    event_time: str
+    event_name: str
+    operation: str
+    item_key: str | None
+    attribute_names: list[str] = field(default_factory=list)
+    read_only: bool | None = None
+    success: bool = True
+    error_code: str | None = None
+    error_message: str | None = None
+    principal_type: str | None = None
+    principal_arn: str | None = None
+    principal_id: str | None = None
+    principal_name: str | None = None
+    session_issuer_arn: str | None = None
+    access_key_id: str | None = None
+    account_id: str | None = None
+    invoked_by: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+    aws_region: str | None = None
+    recipient_account_id: str | None = None
+    request_id: str | None = None
+    shared_event_id: str | None = None
+    vpc_endpoint_id: str | None = None
+    table_arn: str | None = None
+    condition_expression: str | None = None
+    update_expression: str | None = None
+    statement: str | None = None
+    event_version: str | None = None
+    request_parameters: str | None = None
+
+    @property
+    def dt(self) -> str:
+        """The UTC date partition, from `event_time`."""
+        return self.event_time[:10]
+
+    def to_line(self) -> str:
+        """The record as one compact JSON line, without its partition columns."""
+        values = asdict(self)
+        return json.dumps({name: values[name] for name in COLUMN_NAMES}, separators=(",", ":"), ensure_ascii=False)
+
+
+def normalise_number(value: int | float | Decimal) -> str:
+    """Write a number the way DynamoDB stores it: no exponent, no trailing zeros after the point."""
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not number.is_finite():
+        return str(number)
+    if number.is_zero():
+        return "0"
+    text = format(number.normalize(), "f")
+    return text
+
+
+def scalar_text(value: object) -> str:
+    """The string form of one key attribute value (numbers normalised, strings unchanged)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return normalise_number(value)
+    if isinstance(value, Mapping) and len(value) == 1:
+        ((descriptor, inner),) = value.items()
+        if descriptor in _TYPE_DESCRIPTORS:
+            if descriptor == "N" and isinstance(inner, str):
+                try:
+                    return normalise_number(Decimal(inner))
+                except ArithmeticError:
+                    return inner
+            return scalar_text(inner)
+    if value is None:
+        return "null"
+    return compact_json(value)
+
+
+def canonical_key(key: Mapping[str, object]) -> str:
+    """The key as sorted compact JSON of string values: `{"id": 7}` and `{"id": "7"}` give the same text."""
+    return json.dumps(
+        {str(name): scalar_text(value) for name, value in key.items()},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def compact_json(value: object) -> str:
+    """Compact JSON that keeps non-ASCII text and writes exact decimals as numbers."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def partition_path(prefix: str, table_name: str, dt: str) -> str:
+    """`<prefix>table_name=<t>/dt=<d>/`, the table name percent-encoded (a valid DynamoDB name is unchanged)."""
+    return f"{prefix}table_name={quote(table_name, safe='')}/dt={dt}/"
+
+
+def build_object_key(prefix: str, table_name: str, dt: str, shard_id: str, sequence_number: str) -> str:
+    """The deterministic S3 key of the records one Kinesis record contributes to one partition."""
+    return f"{partition_path(prefix, table_name, dt)}{shard_id}-{sequence_number}.json.gz"
+
+
+def build_quarantine_key(dt: str, shard_id: str, sequence_number: str) -> str:
+    """The S3 key under which an undecodable Kinesis record is kept, byte for byte."""
+    return f"quarantine/dt={dt}/{shard_id}-{sequence_number}"
+
+
+def group_by_partition(records: Iterable[AuditRecord]) -> dict[tuple[str, str], list[AuditRecord]]:
+    """Records grouped by `(table_name, dt)`, each group in input order."""
+    groups: dict[tuple[str, str], list[AuditRecord]] = {}
+    for record in records:
+        groups.setdefault((record.table_name, record.dt), []).append(record)
+    return groups
+
+
+def encode_object(records: Iterable[AuditRecord]) -> bytes:
+    """Gzip JSON Lines, byte-identical for identical input (mtime fixed), so a retry rewrites the same object."""
+    text = "".join(record.to_line() + "\n" for record in records)
+    return gzip.compress(text.encode("utf-8"), mtime=0)
