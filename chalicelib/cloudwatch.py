@@ -36,6 +36,8 @@ class LogsPayload:
 
 def decode_logs_payload(data: bytes) -> LogsPayload:
     """The payload in `data`; UndecodableRecordError saying why when it is not gzip, not JSON, or not the shape."""
+    if not data:
+        raise UndecodableRecordError("empty record data")
     try:
         text = gzip.decompress(data)
     except EOFError:

@@ -1,0 +1,32 @@
+"""Test-wide safety: dummy credentials and a dead default endpoint, so no test can ever reach AWS."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Set before any test module imports app.py (which reads AUDIT_STREAM) or builds a boto3 client.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_CONFIG_FILE=os.devnull,
+    AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    # Nothing listens on the discard port: a client that escapes the fixtures fails instead of reaching AWS.
+    AWS_ENDPOINT_URL="http://127.0.0.1:9",
+    AUDIT_STREAM="deutzia-audit-events-test",
+)
+for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(variable, None)
+
+SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+@pytest.fixture
+def shared_fixtures() -> Path:
+    """../shared/fixtures, or a skip that says why (a user's clone has no ../shared)."""
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(f"{SHARED_FIXTURES} is absent: the shared AWS fixtures come with CI's checkout, not a clone")
+    return SHARED_FIXTURES

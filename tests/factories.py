@@ -1,0 +1,113 @@
+"""Builders of the formats Deutzia consumes: CloudTrail events, CloudWatch Logs payloads, Lambda Kinesis events."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import gzip
+import itertools
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+SHARD = "shardId-000000000000"
+
+_sequence = itertools.count(49_600_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000)
+
+
+def cloudtrail_event(
+    event_name: str = "PutItem",
+    request_parameters: Mapping[str, Any] | None = None,
+    *,
+    table: str = "Music",
+    event_time: str = "2024-05-01T12:00:00Z",
+    user: str = "alice",
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A CloudTrail DynamoDB data event of the documented shape, made by IAM user `user`."""
+    if request_parameters is None:
+        request_parameters = {"tableName": table, "key": {"id": "item-1"}, "item": ["id", "title"]}
+    event: dict[str, Any] = {
+        "eventVersion": "1.09",
+        "userIdentity": {
+            "type": "IAMUser",
+            "principalId": f"AIDA{user.upper()}",
+            "arn": f"arn:aws:iam::{ACCOUNT}:user/{user}",
+            "accountId": ACCOUNT,
+            "accessKeyId": f"AKIA{user.upper()}",
+            "userName": user,
+        },
+        "eventTime": event_time,
+        "eventSource": "dynamodb.amazonaws.com",
+        "eventName": event_name,
+        "awsRegion": REGION,
+        "sourceIPAddress": "192.0.2.10",
+        "userAgent": "aws-cli/2.15.0",
+        "requestParameters": dict(request_parameters),
+        "responseElements": None,
+        "requestID": uuid.uuid4().hex.upper(),
+        "eventID": str(uuid.uuid4()),
+        "readOnly": event_name in ("GetItem", "BatchGetItem", "TransactGetItems", "Query", "Scan"),
+        "resources": [{"accountId": ACCOUNT, "type": "AWS::DynamoDB::Table", "ARN": table_arn(table)}],
+        "eventType": "AwsApiCall",
+        "apiVersion": "2012-08-10",
+        "managementEvent": False,
+        "recipientAccountId": ACCOUNT,
+        "eventCategory": "Data",
+    }
+    event.update(copy.deepcopy(overrides))
+    return event
+
+
+def table_arn(table: str) -> str:
+    return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}"
+
+
+def logs_payload(messages: Iterable[str | Mapping[str, Any]], message_type: str = "DATA_MESSAGE") -> bytes:
+    """What a CloudWatch Logs subscription filter puts on Kinesis: gzip JSON of the log events."""
+    events = [
+        {
+            "id": str(index),
+            "timestamp": 1714564800000 + index,
+            "message": message if isinstance(message, str) else json.dumps(message),
+        }
+        for index, message in enumerate(messages)
+    ]
+    document = {
+        "messageType": message_type,
+        "owner": ACCOUNT,
+        "logGroup": "/deutzia/cloudtrail",
+        "logStream": f"{ACCOUNT}_CloudTrail_{REGION}",
+        "subscriptionFilters": ["deutzia-to-kinesis"],
+        "logEvents": events,
+    }
+    return gzip.compress(json.dumps(document).encode())
+
+
+def kinesis_event(payloads: Iterable[bytes], shard: str = SHARD) -> dict[str, Any]:
+    """A Lambda Kinesis event, one record per payload, with distinct increasing sequence numbers."""
+    records = []
+    for payload in payloads:
+        sequence = str(next(_sequence))
+        records.append(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "1",
+                    "sequenceNumber": sequence,
+                    "data": base64.b64encode(payload).decode("ascii"),
+                    "approximateArrivalTimestamp": 1714564800.5,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{shard}:{sequence}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": f"arn:aws:iam::{ACCOUNT}:role/deutzia-ingest",
+                "awsRegion": REGION,
+                "eventSourceARN": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/deutzia-audit-events-test",
+            }
+        )
+    return {"Records": records}

@@ -1,0 +1,243 @@
+"""Every DynamoDB data operation becomes records; unknown shapes are read defensively and never crash."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from chalicelib.cloudtrail import build_audit_records, is_dynamodb_data_event, parse_event_message
+from chalicelib.errors import MalformedEventError
+from chalicelib.records import UNKNOWN_PARTITION
+from tests.factories import cloudtrail_event, table_arn
+
+
+def _keys(records: list[Any]) -> list[str | None]:
+    return [record.item_key for record in records]
+
+
+@pytest.mark.parametrize(
+    ("event_name", "operation"),
+    [("PutItem", "Put"), ("UpdateItem", "Update"), ("DeleteItem", "Delete"), ("GetItem", "Get")],
+)
+def test_single_item_calls_yield_their_operation_and_key(event_name: str, operation: str) -> None:
+    event = cloudtrail_event(event_name, {"tableName": "Music", "key": {"id": "item-1"}})
+    (record,) = build_audit_records(event)
+    assert (record.operation, record.item_key, record.item_index) == (operation, '{"id":"item-1"}', 0)
+    assert record.principal_type == "IAMUser"
+    assert record.principal_name == "alice"
+    assert record.principal_arn == "arn:aws:iam::123456789012:user/alice"
+    assert record.table_arn == table_arn("Music")
+
+
+@pytest.mark.parametrize("event_name", ["Query", "Scan"])
+def test_query_and_scan_name_no_single_item(event_name: str) -> None:
+    event = cloudtrail_event(event_name, {"tableName": "Music", "keyConditionExpression": "id = :v"})
+    (record,) = build_audit_records(event)
+    assert (record.operation, record.item_key, record.table_name) == (event_name, None, "Music")
+    assert record.read_only is True
+
+
+def test_batch_write_items_expand_in_request_order_across_tables() -> None:
+    parameters = {
+        "requestItems": [
+            {"operation": "Put", "tableName": "Music", "key": {"id": "a"}, "items": ["id", "x"]},
+            {"operation": "Delete", "tableName": "Books", "key": {"isbn": 978}},
+            {"operation": "Put", "tableName": "Music", "key": {"id": "b"}, "items": ["id"]},
+        ]
+    }
+    event = cloudtrail_event(
+        "BatchWriteItem",
+        parameters,
+        resources=[
+            {"type": "AWS::DynamoDB::Table", "ARN": table_arn("Music")},
+            {"type": "AWS::DynamoDB::Table", "ARN": table_arn("Books")},
+        ],
+    )
+    records = build_audit_records(event)
+    assert [(r.item_index, r.table_name, r.operation) for r in records] == [
+        (0, "Music", "Put"),
+        (1, "Books", "Delete"),
+        (2, "Music", "Put"),
+    ]
+    assert _keys(records) == ['{"id":"a"}', '{"isbn":"978"}', '{"id":"b"}']
+    assert [r.table_arn for r in records] == [table_arn("Music"), table_arn("Books"), table_arn("Music")]
+    assert records[0].attribute_names == ["id", "x"]
+
+
+def test_batch_write_items_in_the_api_shape_are_read_too() -> None:
+    parameters = {
+        "RequestItems": {
+            "Music": [{"PutRequest": {"Item": {"id": {"S": "a"}}}}, {"DeleteRequest": {"Key": {"id": {"S": "b"}}}}]
+        }
+    }
+    records = build_audit_records(cloudtrail_event("BatchWriteItem", parameters))
+    assert [(r.operation, r.item_key) for r in records] == [("Put", None), ("Delete", '{"id":"b"}')]
+    assert records[0].attribute_names == ["id"]
+
+
+@pytest.mark.parametrize("event_name", ["BatchGetItem", "TransactGetItems"])
+def test_get_batches_yield_one_get_per_key(event_name: str) -> None:
+    parameters = {
+        "requestItems": [
+            {"operation": "Get", "tableName": "Music", "key": {"id": "a"}},
+            {"operation": "Get", "tableName": "Music", "key": {"id": "b"}},
+        ]
+    }
+    records = build_audit_records(cloudtrail_event(event_name, parameters))
+    assert [(r.item_index, r.operation) for r in records] == [(0, "Get"), (1, "Get")]
+    assert _keys(records) == ['{"id":"a"}', '{"id":"b"}']
+
+
+def test_batch_get_item_in_the_api_shape_yields_each_key() -> None:
+    parameters = {"requestItems": {"Music": {"Keys": [{"id": "a"}, {"id": {"N": "2.50"}}]}}}
+    records = build_audit_records(cloudtrail_event("BatchGetItem", parameters))
+    assert [(r.table_name, r.operation, r.item_key) for r in records] == [
+        ("Music", "Get", '{"id":"a"}'),
+        ("Music", "Get", '{"id":"2.5"}'),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("event_name", "list_name"),
+    [("ExecuteTransaction", "transactStatements"), ("BatchExecuteStatement", "requestItems")],
+)
+def test_statement_batches_yield_one_record_per_statement(event_name: str, list_name: str) -> None:
+    statements = [
+        {"statement": "UPDATE Music SET plays = ***(Redacted) WHERE id = 'a'"},
+        {"statement": "SELECT * FROM Music WHERE plays > ***(Redacted)"},
+    ]
+    records = build_audit_records(cloudtrail_event(event_name, {list_name: statements}))
+    assert [(r.item_index, r.operation, r.table_name) for r in records] == [
+        (0, "Statement", "Music"),
+        (1, "Statement", "Music"),
+    ]
+    assert _keys(records) == ['{"id":"a"}', None]
+    assert records[1].statement == "SELECT * FROM Music WHERE plays > ***(Redacted)"
+
+
+def test_transact_write_items_in_the_api_shape_are_read_too() -> None:
+    parameters = {
+        "transactItems": [
+            {"Put": {"TableName": "Music", "Key": {"id": "a"}, "Item": ["id"]}},
+            {"ConditionCheck": {"TableName": "Music", "Key": {"id": "b"}, "ConditionExpression": "x"}},
+        ]
+    }
+    records = build_audit_records(cloudtrail_event("TransactWriteItems", parameters))
+    assert [(r.operation, r.item_key) for r in records] == [("Put", '{"id":"a"}'), ("ConditionCheck", '{"id":"b"}')]
+    assert records[1].condition_expression == "x"
+
+
+def test_parameter_names_match_case_insensitively() -> None:
+    parameters = {"TABLENAME": "Music", "KEY": {"id": "a"}, "UpdateExpression": "SET x = :x"}
+    (record,) = build_audit_records(cloudtrail_event("UpdateItem", parameters))
+    assert (record.table_name, record.item_key, record.update_expression) == ("Music", '{"id":"a"}', "SET x = :x")
+
+
+def test_numbers_in_keys_are_written_the_way_dynamodb_normalises_them() -> None:
+    event = parse_event_message(
+        json.dumps(cloudtrail_event("GetItem", {"tableName": "T1x"})).replace(
+            '"tableName": "T1x"', '"tableName": "T1x", "key": {"n": 1.50, "i": 7.0, "big": 12345678901234567890.123}'
+        )
+    )
+    (record,) = build_audit_records(event)  # type: ignore[arg-type]
+    assert record.item_key == '{"big":"12345678901234567890.123","i":"7","n":"1.5"}'
+
+
+def test_unicode_and_quotes_in_keys_and_table_names_are_kept() -> None:
+    parameters = {"tableName": "Tä'ble\"/x", "key": {"pk": 'O\'Brien "☃" \u0000'}}
+    (record,) = build_audit_records(cloudtrail_event("PutItem", parameters, resources=[]))
+    assert record.table_name == "Tä'ble\"/x"
+    assert json.loads(record.item_key or "") == {"pk": 'O\'Brien "☃" \u0000'}
+    assert json.loads(record.to_line())["item_key"] == record.item_key
+
+
+def test_multi_item_call_without_items_is_kept_with_no_key() -> None:
+    (record,) = build_audit_records(cloudtrail_event("BatchWriteItem", {"returnConsumedCapacity": "TOTAL"}))
+    assert (record.operation, record.item_key, record.table_name) == ("Put", None, "Music")
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [None, "text", [], {"requestItems": "text"}, {"requestItems": [1, None, "x", {"key": 5}]}, {"key": []}],
+)
+def test_odd_parameters_never_crash(parameters: object) -> None:
+    for event_name in ("PutItem", "BatchWriteItem", "TransactWriteItems", "ExecuteStatement"):
+        event = cloudtrail_event(event_name)
+        event["requestParameters"] = parameters
+        records = build_audit_records(event)
+        assert records
+        assert all(r.item_key is None for r in records)
+
+
+def test_odd_identity_and_field_types_become_text_or_null() -> None:
+    event = cloudtrail_event("PutItem", userIdentity={"type": ["odd"], "arn": 5}, readOnly="yes", resources="x")
+    (record,) = build_audit_records(event)
+    assert (record.principal_type, record.principal_arn, record.read_only) == ('["odd"]', "5", None)
+    assert record.table_arn is None
+
+
+def test_unknown_table_goes_to_the_default_partition() -> None:
+    event = cloudtrail_event("Scan", {}, resources=[])
+    (record,) = build_audit_records(event)
+    assert record.table_name == UNKNOWN_PARTITION
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("eventID", None, "eventID"),
+        ("eventID", "", "eventID"),
+        ("eventTime", None, "eventTime"),
+        ("eventTime", "yesterday", "eventTime"),
+    ],
+)
+def test_event_without_id_or_time_is_malformed(field: str, value: object, message: str) -> None:
+    event = cloudtrail_event("PutItem")
+    event[field] = value
+    with pytest.raises(MalformedEventError, match=message):
+        build_audit_records(event)
+
+
+def test_event_time_is_normalised_to_utc_seconds() -> None:
+    (record,) = build_audit_records(cloudtrail_event(event_time="2024-05-01T23:30:00.123+02:00"))
+    assert (record.event_time, record.dt) == ("2024-05-01T21:30:00Z", "2024-05-01")
+
+
+def test_assumed_role_session_name_and_issuer_are_recorded() -> None:
+    identity = {
+        "type": "AssumedRole",
+        "principalId": "AROAEXAMPLE:deploy-bot",
+        "arn": "arn:aws:sts::123456789012:assumed-role/ci/deploy-bot",
+        "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::123456789012:role/ci"}},
+    }
+    (record,) = build_audit_records(cloudtrail_event(userIdentity=identity))
+    assert (record.principal_name, record.session_issuer_arn) == ("deploy-bot", "arn:aws:iam::123456789012:role/ci")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"eventName": "GetRecords"},
+        {"eventName": "UpdateTable"},
+        {"eventSource": "s3.amazonaws.com", "eventName": "PutObject"},
+        {"eventCategory": "Management"},
+    ],
+)
+def test_non_data_events_are_not_recorded(overrides: dict[str, str]) -> None:
+    assert not is_dynamodb_data_event(cloudtrail_event(**overrides))
+
+
+def test_large_event_is_recorded_whole() -> None:
+    statement = "SELECT * FROM Music WHERE id = 'a' AND note = ***(Redacted)" + " " * 250_000
+    (record,) = build_audit_records(cloudtrail_event("ExecuteStatement", {"statement": statement}))
+    assert record.item_key == '{"id":"a"}'
+    assert len(record.request_parameters or "") > 250_000
+
+
+def test_decimal_values_in_parameters_serialise_as_numbers() -> None:
+    event = cloudtrail_event("Query", {"tableName": "Music", "limit": Decimal("2.5")})
+    (record,) = build_audit_records(event)
+    assert json.loads(record.request_parameters or "")["limit"] == 2.5

@@ -1,0 +1,142 @@
+"""One Lambda batch: records written per partition, bad data quarantined, failures never reported as success."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+import pytest
+
+from chalicelib.errors import StoreError
+from chalicelib.ingest import IngestBatchError, process_kinesis_batch
+from tests.factories import cloudtrail_event, kinesis_event, logs_payload
+
+
+class MemoryStore:
+    """An AuditStore in memory that can fail its Nth write, as S3 does under throttling."""
+
+    def __init__(self, fail_on_write: int | None = None) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.quarantine: dict[str, tuple[bytes, str]] = {}
+        self.writes = 0
+        self._fail_on_write = fail_on_write
+
+    def _count(self) -> None:
+        self.writes += 1
+        if self.writes == self._fail_on_write:
+            raise StoreError("S3 PutObject failed: SlowDown")
+
+    def put_records(self, key: str, body: bytes) -> None:
+        self._count()
+        self.objects[key] = body
+
+    def put_quarantine(self, key: str, body: bytes, reason: str) -> None:
+        self._count()
+        self.quarantine[key] = (body, reason)
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for body in self.objects.values() for line in gzip.decompress(body).splitlines()]
+
+
+def _sequence_numbers(event: dict[str, Any]) -> list[str]:
+    return [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
+
+
+def test_events_are_written_one_object_per_record_and_partition() -> None:
+    store = MemoryStore()
+    events = [
+        cloudtrail_event(table="Music"),
+        cloudtrail_event(table="Books"),
+        cloudtrail_event(table="Music", event_time="2024-05-02T00:00:01Z"),
+        cloudtrail_event(table="Music"),
+    ]
+    event = kinesis_event([logs_payload(events)])
+    assert process_kinesis_batch(event, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
+    (sequence,) = _sequence_numbers(event)
+    assert sorted(store.objects) == [
+        f"audit/table_name=Books/dt=2024-05-01/shardId-000000000000-{sequence}.json.gz",
+        f"audit/table_name=Music/dt=2024-05-01/shardId-000000000000-{sequence}.json.gz",
+        f"audit/table_name=Music/dt=2024-05-02/shardId-000000000000-{sequence}.json.gz",
+    ]
+    assert sorted(line["event_id"] for line in store.lines()) == sorted(e["eventID"] for e in events)
+
+
+def test_undecodable_records_are_quarantined_byte_for_byte_and_not_retried() -> None:
+    store = MemoryStore()
+    garbage = b"\x00\x01 definitely not gzip"
+    event = kinesis_event([garbage, logs_payload([cloudtrail_event()])])
+    assert process_kinesis_batch(event, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
+    ((key, (body, reason)),) = store.quarantine.items()
+    assert key == f"quarantine/dt=2024-05-01/shardId-000000000000-{_sequence_numbers(event)[0]}"
+    assert body == garbage
+    assert "not gzip" in reason
+    assert len(store.lines()) == 1
+
+
+def test_control_messages_and_other_events_are_skipped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+    other = [cloudtrail_event(eventName="UpdateTable"), "START RequestId: 1", cloudtrail_event(eventName="GetRecords")]
+    event = kinesis_event([logs_payload(["CWL CONTROL MESSAGE"], "CONTROL_MESSAGE"), logs_payload(other)])
+    assert process_kinesis_batch(event, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
+    assert store.objects == {}
+    assert store.quarantine == {}
+
+
+def test_counts_are_logged_as_one_structured_line_without_key_values(capsys: pytest.CaptureFixture[str]) -> None:
+    secret_key = {"id": "customer-4711-secret"}
+    events = [cloudtrail_event(request_parameters={"tableName": "Music", "key": secret_key}), "not json"]
+    process_kinesis_batch(kinesis_event([logs_payload(events), b"junk"]), MemoryStore(), "audit/", True)
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "ingest batch" in line]
+    counts = json.loads(line)["counts"]
+    assert {k: counts[k] for k in ("records", "events", "audit_rows", "skipped", "quarantined", "failed")} == {
+        "records": 2,
+        "events": 2,
+        "audit_rows": 1,
+        "skipped": 1,
+        "quarantined": 1,
+        "failed": 0,
+    }
+    assert "customer-4711-secret" not in line
+
+
+def test_malformed_event_is_quarantined_while_its_neighbours_are_recorded() -> None:
+    store = MemoryStore()
+    broken = cloudtrail_event()
+    del broken["eventTime"]
+    good = cloudtrail_event()
+    event = kinesis_event([logs_payload([broken, good])])
+    assert process_kinesis_batch(event, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
+    assert [line["event_id"] for line in store.lines()] == [good["eventID"]]
+    ((body, reason),) = store.quarantine.values()
+    assert "log event 0: eventTime is missing" in reason
+    assert body == logs_payload([broken, good])
+
+
+def test_store_failure_reports_that_record_and_every_later_one() -> None:
+    store = MemoryStore(fail_on_write=2)
+    event = kinesis_event([logs_payload([cloudtrail_event()]) for _ in range(4)])
+    sequences = _sequence_numbers(event)
+    response = process_kinesis_batch(event, store, "audit/", report_item_failures=True)
+    assert response == {"batchItemFailures": [{"itemIdentifier": s} for s in sequences[1:]]}
+    assert len(store.objects) == 1
+
+
+def test_failures_raise_when_the_mapping_ignores_partial_responses() -> None:
+    store = MemoryStore(fail_on_write=1)
+    with pytest.raises(IngestBatchError, match="2 of 2 records failed"):
+        process_kinesis_batch(kinesis_event([logs_payload([cloudtrail_event()])] * 2), store, "audit/", False)
+
+
+def test_retry_after_a_failure_rewrites_the_same_objects() -> None:
+    store = MemoryStore(fail_on_write=2)
+    event = kinesis_event([logs_payload([cloudtrail_event(), cloudtrail_event(table="Books")]) for _ in range(2)])
+    first = process_kinesis_batch(event, store, "audit/", report_item_failures=True)
+    failed = {f["itemIdentifier"] for f in first["batchItemFailures"]}
+    assert failed == set(_sequence_numbers(event))
+    written_before = dict(store.objects)
+    retry = {"Records": [r for r in event["Records"] if r["kinesis"]["sequenceNumber"] in failed]}
+    assert process_kinesis_batch(retry, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
+    assert len(store.objects) == 4
+    assert all(store.objects[key] == body for key, body in written_before.items())
+    assert len(store.lines()) == 4
