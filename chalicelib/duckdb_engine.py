@@ -17,7 +17,7 @@ from fsspec.implementations.arrow import ArrowFSWrapper
 from pyarrow import fs as pafs
 
 from chalicelib.config import audit_prefix, number, setting
-from chalicelib.errors import InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
+from chalicelib.errors import ConfigError, InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
 from chalicelib.query import (
     ENTRY_COLUMNS,
     AuditPage,
@@ -31,7 +31,6 @@ from chalicelib.query import (
 from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
 
 DEFAULT_TIMEOUT_SECONDS = 25.0
-RELATION = "audit"
 
 
 class S3ArrowFileSystem(ArrowFSWrapper):  # type: ignore[misc]
@@ -64,38 +63,44 @@ def read_json_sql(bucket: str, prefix: str) -> str:
     )
 
 
-def connect(bucket: str, prefix: str, filesystem: S3ArrowFileSystem) -> duckdb.DuckDBPyConnection:
-    """A connection with the `audit` view and the `json_format` Athena has, so the shared SQL runs unchanged."""
-    for name, value in (("AUDIT_BUCKET", bucket), ("AUDIT_PREFIX", prefix)):
-        if "'" in value:
-            raise QueryError(f"{name} must not contain a quote")
+def connect(filesystem: S3ArrowFileSystem) -> duckdb.DuckDBPyConnection:
+    """A connection that reads `s3://` through `filesystem` and has Athena's `json_format`, so the SQL runs as is."""
     connection = duckdb.connect()
     connection.register_filesystem(filesystem)
     connection.execute("CREATE MACRO json_format(document) AS CAST(document AS VARCHAR)")
-    connection.execute(f"CREATE VIEW {RELATION} AS SELECT * FROM {read_json_sql(bucket, prefix)}")
     return connection
 
 
 class DuckDBQueryRunner:
-    """QueryEngine on an in-process DuckDB whose `audit` view reads the audit bucket."""
+    """QueryEngine on an in-process DuckDB that scans the audit bucket on every query (new objects show at once)."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        bucket: str,
+        prefix: str,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        for name, value in (("AUDIT_BUCKET", bucket), ("AUDIT_PREFIX", prefix)):
+            if "'" in value:
+                raise ConfigError(f"environment variable {name} must not contain a quote")
         self._connection = connection
+        self._relation = read_json_sql(bucket, prefix)
         self._timeout = timeout_seconds
         self._lock = threading.Lock()
 
     @classmethod
     def from_environment(cls) -> DuckDBQueryRunner:
         """A runner on $AUDIT_BUCKET/$AUDIT_PREFIX, through $AWS_ENDPOINT_URL when set."""
-        filesystem = s3_filesystem(os.environ.get("AWS_ENDPOINT_URL"))
-        connection = connect(setting("AUDIT_BUCKET"), audit_prefix(), filesystem)
-        return cls(connection, number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
+        connection = connect(s3_filesystem(os.environ.get("AWS_ENDPOINT_URL")))
+        timeout = number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)
+        return cls(connection, setting("AUDIT_BUCKET"), audit_prefix(), timeout)
 
     def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
         if token is not None and token.after is None:
             raise InvalidRequestError("next_token", "is not a token of this query engine")
         after = token.after if token is not None else None
-        sql, parameters = build_audit_sql(query, RELATION, after=after, limit=query.limit + 1)
+        sql, parameters = build_audit_sql(query, self._relation, after=after, limit=query.limit + 1)
         with self._lock:
             cursor = self._connection.cursor()
         timer = threading.Timer(self._timeout, cursor.interrupt)

@@ -1,0 +1,215 @@
+"""The contract both query engines keep, run against each: DuckDB itself, and Athena's runner on real SQL results.
+
+Records arrive the real way (Kinesis event -> `ingest_audit_events` -> S3) and are read through GET /audit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from chalice.test import Client
+
+import app as deutzia_app
+from chalicelib.athena import AthenaQueryRunner
+from tests.factories import ACCOUNT, cloudtrail_event
+from tests.functional.athena_fake import DATABASE, WORKGROUP, DuckDBAthenaClient
+
+ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
+BOB = f"arn:aws:iam::{ACCOUNT}:user/bob"
+CI_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ci"
+SONG_1 = {"id": "song-1"}
+
+
+def get_audit(client: Client, **parameters: str) -> tuple[int, dict[str, Any]]:
+    response = client.http.get(f"/audit?{urlencode(parameters)}")
+    return response.status_code, json.loads(response.body)
+
+
+def _ci_session() -> dict[str, Any]:
+    return {
+        "type": "AssumedRole",
+        "principalId": "AROACI:deploy",
+        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/ci/deploy",
+        "accountId": ACCOUNT,
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": CI_ROLE}},
+    }
+
+
+@pytest.fixture(params=["duckdb", "athena"])
+def engine(
+    request: pytest.FixtureRequest, audit_bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    if request.param == "athena":
+        runner = AthenaQueryRunner(DuckDBAthenaClient(audit_bucket, moto_endpoint), WORKGROUP, DATABASE)
+        monkeypatch.setattr(deutzia_app, "get_query_engine", lambda: runner)
+    yield request.param
+
+
+@pytest.fixture
+def history(engine: str, ingest: Callable[..., Any]) -> dict[str, dict[str, Any]]:
+    """song-1's life (put, failed update, get, delete, transaction), its neighbours, and one duplicate delivery."""
+    events = {
+        "put": cloudtrail_event(
+            "PutItem", {"tableName": "Music", "key": SONG_1, "item": ["id", "title"]}, event_time="2024-05-01T10:00:00Z"
+        ),
+        "update": cloudtrail_event(
+            "UpdateItem",
+            {
+                "tableName": "Music",
+                "key": SONG_1,
+                "updateExpression": "SET #t = :t",
+                "expressionAttributeNames": {"#t": "title"},
+            },
+            event_time="2024-05-01T11:00:00Z",
+            user="bob",
+            errorCode="ConditionalCheckFailedException",
+            errorMessage="The conditional request failed",
+        ),
+        "other": cloudtrail_event(
+            "PutItem",
+            {"tableName": "Music", "key": {"id": "song-2"}, "item": ["id"]},
+            event_time="2024-05-01T12:00:00Z",
+        ),
+        "get": cloudtrail_event("GetItem", {"tableName": "Music", "key": SONG_1}, event_time="2024-05-02T09:00:00Z"),
+        "delete": cloudtrail_event(
+            "DeleteItem",
+            {"tableName": "Music", "key": SONG_1},
+            event_time="2024-05-03T00:00:00Z",
+            userIdentity=_ci_session(),
+        ),
+        "transaction": cloudtrail_event(
+            "TransactWriteItems",
+            {
+                "requestItems": [
+                    {"operation": "Put", "tableName": "Music", "key": SONG_1, "items": ["id"]},
+                    {"operation": "Delete", "tableName": "Music", "key": {"id": "song-2"}},
+                ]
+            },
+            event_time="2024-05-03T12:00:00Z",
+            user="bob",
+        ),
+        "book": cloudtrail_event(
+            "PutItem",
+            {"tableName": "Books", "key": {"isbn": 7}, "item": ["isbn"]},
+            table="Books",
+            event_time="2024-05-01T10:00:00Z",
+        ),
+        "quoted": cloudtrail_event(
+            "PutItem", {"tableName": "Music", "key": {"id": 'O\'Brien ☃ "x"'}}, event_time="2024-05-01T13:00:00Z"
+        ),
+    }
+    ingest(list(events.values())[:4], list(events.values())[4:])
+    ingest([events["put"]])  # Kinesis delivers at least once: the same event in another record
+    return events
+
+
+def _ids(body: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(entry["event_id"], entry["item_index"]) for entry in body["entries"]]
+
+
+def test_item_history_is_newest_first_and_each_call_once(client: Client, history: dict[str, Any]) -> None:
+    status, body = get_audit(client, table="Music", key=json.dumps(SONG_1))
+    assert status == 200
+    assert (body["table"], body["key"], body["next_token"]) == ("Music", {"id": "song-1"}, None)
+    assert _ids(body) == [
+        (history["transaction"]["eventID"], 0),
+        (history["delete"]["eventID"], 0),
+        (history["get"]["eventID"], 0),
+        (history["update"]["eventID"], 0),
+        (history["put"]["eventID"], 0),
+    ]
+    assert [e["operation"] for e in body["entries"]] == ["Put", "Delete", "Get", "Update", "Put"]
+    assert [e["principal_arn"] for e in body["entries"]][1] == f"arn:aws:sts::{ACCOUNT}:assumed-role/ci/deploy"
+    failed = body["entries"][3]
+    assert (failed["success"], failed["error_code"], failed["principal_name"]) == (
+        False,
+        "ConditionalCheckFailedException",
+        "bob",
+    )
+    assert failed["attribute_names"] == ["title"]
+    put = body["entries"][4]
+    assert (put["success"], put["error_code"], put["attribute_names"], put["read_only"]) == (
+        True,
+        None,
+        ["id", "title"],
+        False,
+    )
+    assert put["table_name"] == "Music"
+    assert put["event_time"] == "2024-05-01T10:00:00Z"
+    assert put["item_key"] == '{"id":"song-1"}'
+    assert set(put) == set(json.loads(json.dumps(put)))  # every value is JSON
+    assert len(put) == 33
+
+
+def test_table_history_without_key_lists_every_item(client: Client, history: dict[str, Any]) -> None:
+    status, body = get_audit(client, table="Music")
+    assert status == 200
+    assert body["key"] is None
+    assert len(body["entries"]) == 8
+    times = [entry["event_time"] for entry in body["entries"]]
+    assert times == sorted(times, reverse=True)
+    assert (history["transaction"]["eventID"], 1) in _ids(body)
+    assert all(entry["table_name"] == "Music" for entry in body["entries"])
+
+
+def test_since_is_inclusive_and_until_exclusive(client: Client, history: dict[str, Any]) -> None:
+    _, body = get_audit(client, table="Music", key=json.dumps(SONG_1), since="2024-05-01T11:00:00Z", until="2024-05-03")
+    assert _ids(body) == [(history["get"]["eventID"], 0), (history["update"]["eventID"], 0)]
+    _, body = get_audit(client, table="Music", key=json.dumps(SONG_1), since="2024-05-03")
+    assert [e["operation"] for e in body["entries"]] == ["Put", "Delete"]
+
+
+def test_principal_matches_the_caller_or_the_role_behind_a_session(client: Client, history: dict[str, Any]) -> None:
+    _, body = get_audit(client, table="Music", principal=BOB)
+    assert _ids(body) == [
+        (history["transaction"]["eventID"], 1),
+        (history["transaction"]["eventID"], 0),
+        (history["update"]["eventID"], 0),
+    ]
+    _, body = get_audit(client, table="Music", principal=CI_ROLE)
+    assert _ids(body) == [(history["delete"]["eventID"], 0)]
+
+
+def test_operation_filters_entries(client: Client, history: dict[str, Any]) -> None:
+    _, body = get_audit(client, table="Music", key=json.dumps(SONG_1), operation="put")
+    assert _ids(body) == [(history["transaction"]["eventID"], 0), (history["put"]["eventID"], 0)]
+
+
+def test_pages_cover_the_history_once_in_order(client: Client, history: dict[str, Any]) -> None:
+    _, whole = get_audit(client, table="Music")
+    seen: list[tuple[str, int]] = []
+    parameters = {"table": "Music", "limit": "3"}
+    pages = 0
+    while True:
+        status, body = get_audit(client, **parameters)
+        assert status == 200
+        assert len(body["entries"]) <= 3
+        seen += _ids(body)
+        pages += 1
+        if body["next_token"] is None:
+            break
+        parameters["next_token"] = body["next_token"]
+    assert seen == _ids(whole)
+    assert pages == 3
+
+
+def test_number_keys_match_however_they_are_written(client: Client, history: dict[str, Any]) -> None:
+    for key in ('{"isbn": 7}', '{"isbn": "7"}', '{"isbn": 7.0}'):
+        _, body = get_audit(client, table="Books", key=key)
+        assert _ids(body) == [(history["book"]["eventID"], 0)], key
+
+
+def test_quotes_and_unicode_in_keys_stay_data(client: Client, history: dict[str, Any]) -> None:
+    _, body = get_audit(client, table="Music", key=json.dumps({"id": 'O\'Brien ☃ "x"'}))
+    assert _ids(body) == [(history["quoted"]["eventID"], 0)]
+    _, body = get_audit(client, table="Music", key=json.dumps({"id": "x' OR '1'='1"}))
+    assert body["entries"] == []
+
+
+def test_a_table_with_no_records_has_an_empty_history(client: Client, engine: str) -> None:
+    status, body = get_audit(client, table="Books")
+    assert (status, body["entries"], body["next_token"]) == (200, [], None)
