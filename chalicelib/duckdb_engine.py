@@ -76,7 +76,7 @@ class DuckDBQueryRunner:
 
     def __init__(
         self,
-        connection: duckdb.DuckDBPyConnection,
+        filesystem: S3ArrowFileSystem,
         bucket: str,
         prefix: str,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
@@ -84,7 +84,9 @@ class DuckDBQueryRunner:
         for name, value in (("AUDIT_BUCKET", bucket), ("AUDIT_PREFIX", prefix)):
             if "'" in value:
                 raise ConfigError(f"environment variable {name} must not contain a quote")
-        self._connection = connection
+        self._filesystem = filesystem
+        self._bucket = bucket
+        self._connection = connect(filesystem)
         self._relation = read_json_sql(bucket, prefix)
         self._timeout = timeout_seconds
         self._lock = threading.Lock()
@@ -92,9 +94,9 @@ class DuckDBQueryRunner:
     @classmethod
     def from_environment(cls) -> DuckDBQueryRunner:
         """A runner on $AUDIT_BUCKET/$AUDIT_PREFIX, through $AWS_ENDPOINT_URL when set."""
-        connection = connect(s3_filesystem(os.environ.get("AWS_ENDPOINT_URL")))
+        filesystem = s3_filesystem(os.environ.get("AWS_ENDPOINT_URL"))
         timeout = number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)
-        return cls(connection, setting("AUDIT_BUCKET"), audit_prefix(), timeout)
+        return cls(filesystem, setting("AUDIT_BUCKET"), audit_prefix(), timeout)
 
     def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
         if token is not None and token.after is None:
@@ -111,6 +113,7 @@ class DuckDBQueryRunner:
             raise QueryTimeoutError(f"DuckDB query did not finish within {self._timeout:g} s") from None
         except duckdb.IOException as exc:
             if "No files found" in str(exc):
+                self._check_bucket()
                 rows = []
             else:
                 raise QueryUnavailableError(f"DuckDB could not read the audit bucket: {exc}") from exc
@@ -124,3 +127,12 @@ class DuckDBQueryRunner:
         if len(rows) > query.limit:
             next_token = encode_page_token(PageToken(query.fingerprint(), after=position_of(entries[-1])))
         return AuditPage(entries, next_token)
+
+    def _check_bucket(self) -> None:
+        """No objects matched: tell an empty history from a bucket that cannot be read (the glob hides errors)."""
+        try:
+            info = self._filesystem.fs.get_file_info(self._bucket)
+        except OSError as exc:
+            raise QueryUnavailableError(f"cannot read the audit bucket {self._bucket}: {exc}") from exc
+        if info.type == pafs.FileType.NotFound:
+            raise QueryError(f"the audit bucket {self._bucket} does not exist")

@@ -6,7 +6,7 @@ Records arrive the real way (Kinesis event -> `ingest_audit_events` -> S3) and a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -42,11 +42,11 @@ def _ci_session() -> dict[str, Any]:
 @pytest.fixture(params=["duckdb", "athena"])
 def engine(
     request: pytest.FixtureRequest, audit_bucket: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
+) -> str:
     if request.param == "athena":
         runner = AthenaQueryRunner(DuckDBAthenaClient(audit_bucket, moto_endpoint), WORKGROUP, DATABASE)
         monkeypatch.setattr(deutzia_app, "get_query_engine", lambda: runner)
-    yield request.param
+    return str(request.param)
 
 
 @pytest.fixture

@@ -1,0 +1,109 @@
+"""GET /audit and GET /health through chalice.test.Client: the HTTP contract, bad input, and hostile input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from chalice.app import IAMAuthorizer
+from chalice.test import Client
+
+import app as deutzia_app
+from tests.factories import cloudtrail_event
+
+
+def _get(client: Client, path: str) -> tuple[int, dict[str, Any]]:
+    response = client.http.get(path)
+    return response.status_code, json.loads(response.body)
+
+
+def test_health_answers_ok(client: Client) -> None:
+    assert _get(client, "/health") == (200, {"status": "ok"})
+
+
+def test_audit_route_requires_iam_authorization() -> None:
+    route = deutzia_app.app.routes["/audit"]["GET"]
+    assert isinstance(route.authorizer, IAMAuthorizer)
+    assert deutzia_app.app.routes["/health"]["GET"].authorizer is None
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("", "table"),
+        ("table=Music&key=%7Bnot-json", "key"),
+        ("table=Music&key=%5B1%5D", "key"),
+        ("table=Music&since=2024-13-01", "since"),
+        ("table=Music&until=noon", "until"),
+        ("table=Music&limit=0", "limit"),
+        ("table=Music&limit=1001", "limit"),
+        ("table=Music&operation=Truncate", "operation"),
+        ("table=Music&next_token=%27%3B--", "next_token"),
+        ("table=x%27%3B%20DROP%20TABLE%20audit%3B--", "table"),
+    ],
+)
+def test_malformed_parameters_answer_400_naming_the_parameter(client: Client, query: str, parameter: str) -> None:
+    status, body = _get(client, f"/audit?{query}")
+    assert status == 400
+    assert body["Code"] == "BadRequestError"
+    assert body["Message"].startswith(f"{parameter}: ")
+
+
+def test_table_outside_audited_tables_answers_404(client: Client) -> None:
+    status, body = _get(client, "/audit?table=Payroll")
+    assert (status, body["Code"]) == (404, "NotFoundError")
+    assert "Payroll" in body["Message"]
+
+
+def test_every_table_is_served_under_star_but_names_are_still_checked(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDITED_TABLES", "*")
+    assert _get(client, "/audit?table=Payroll")[0] == 200
+    assert _get(client, "/audit?table=Pay%2Froll")[0] == 400
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["' OR '1'='1", "x'); DROP TABLE audit; --", "\\' OR 1=1 --", "Music\u0000", "☃' UNION SELECT 1 --"],
+)
+def test_sql_injection_attempts_stay_data(client: Client, ingest: Callable[..., Any], hostile: str) -> None:
+    ingest([cloudtrail_event(), cloudtrail_event(request_parameters={"tableName": "Music", "key": {"id": hostile}})])
+    parameters = {"table": "Music", "key": json.dumps({"id": hostile}), "principal": hostile}
+    status, body = _get(client, f"/audit?{urlencode(parameters)}")
+    assert (status, body["entries"]) == (200, [])
+    parameters = {"table": "Music", "key": json.dumps({"id": hostile})}
+    status, body = _get(client, f"/audit?{urlencode(parameters)}")
+    assert status == 200
+    assert [json.loads(entry["item_key"])["id"] for entry in body["entries"]] == [hostile]
+    status, body = _get(client, f"/audit?{urlencode({'table': 'Music', 'operation': hostile})}")
+    assert status == 400
+    status, body = _get(client, f"/audit?{urlencode({'table': 'Music', 'since': hostile})}")
+    assert status == 400
+
+
+def test_unreachable_store_answers_503(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("QUERY_TIMEOUT_SECONDS", "5")
+    deutzia_app.get_query_engine.cache_clear()
+    status, body = _get(client, "/audit?table=Music")
+    assert status in (503, 504)
+    assert body["Code"] in ("ServiceUnavailableError", "GatewayTimeoutError")
+
+
+def test_missing_configuration_is_named(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUDITED_TABLES")
+    status, body = _get(client, "/audit?table=Music")
+    assert status == 500
+    assert "AUDITED_TABLES" in body["Message"]
+
+
+def test_missing_bucket_answers_502(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDIT_BUCKET", "deutzia-no-such-bucket")
+    deutzia_app.get_query_engine.cache_clear()
+    status, body = _get(client, "/audit?table=Music")
+    assert (status, body["Code"]) == (502, "BadGatewayError")
+    assert "deutzia-no-such-bucket does not exist" in body["Message"]

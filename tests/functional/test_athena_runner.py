@@ -1,0 +1,246 @@
+"""The Athena engine on the wire, through botocore's Stubber: SQL text, ExecutionParameters, polling, paging, errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from chalice.test import Client
+
+import app as deutzia_app
+from chalicelib.athena import AthenaQueryRunner
+from chalicelib.query import ENTRY_COLUMNS
+
+WORKGROUP = "deutzia-test"
+EXPECTED_FROM = (
+    " FROM (SELECT *, row_number() OVER (PARTITION BY event_id, item_index ORDER BY dt) AS duplicate_rank"
+    ' FROM "deutzia"."audit" WHERE table_name = ? AND item_key = ?) WHERE duplicate_rank = 1'
+    " ORDER BY event_time DESC, event_id DESC, item_index DESC"
+)
+KEY = json.dumps({"id": "it's"})
+EXPECTED_PARAMETERS = ["'Music'", "'{\"id\":\"it''s\"}'"]
+
+
+class Clock:
+    """Time that passes only when the runner sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def athena(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    monkeypatch.setenv("AUDITED_TABLES", "Music")
+    athena_client = boto3.client("athena")
+    runner = AthenaQueryRunner(athena_client, WORKGROUP, "deutzia", timeout_seconds=5, clock=clock, sleep=clock.sleep)
+    monkeypatch.setattr(deutzia_app, "get_query_engine", lambda: runner)
+    with Stubber(athena_client) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    with Client(deutzia_app.app, stage_name="athena-test") as test_client:
+        yield test_client
+
+
+def _get(client: Client, **parameters: str) -> tuple[int, dict[str, Any]]:
+    response = client.http.get(f"/audit?{urlencode(parameters)}")
+    return response.status_code, json.loads(response.body)
+
+
+def _row(event_id: str, item_index: int) -> dict[str, Any]:
+    values = {name: None for name in ENTRY_COLUMNS}
+    values.update(
+        event_id=event_id,
+        item_index=str(item_index),
+        event_time="2024-05-01T10:00:00Z",
+        operation="Put",
+        item_key='{"id":"it\'s"}',
+        attribute_names='["id","note, with comma"]',
+        read_only="false",
+        success="true",
+        table_name="Music",
+    )
+    return {"Data": [{} if value is None else {"VarCharValue": value} for value in values.values()]}
+
+
+HEADER = {"Data": [{"VarCharValue": name} for name in ENTRY_COLUMNS]}
+
+
+def _expect_start(stubber: Stubber, execution_id: str = "q-1") -> None:
+    stubber.add_response(
+        "start_query_execution",
+        {"QueryExecutionId": execution_id},
+        {
+            "QueryString": _any_sql_ending_with(EXPECTED_FROM),
+            "WorkGroup": WORKGROUP,
+            "ExecutionParameters": EXPECTED_PARAMETERS,
+        },
+    )
+
+
+class _any_sql_ending_with(str):  # noqa: N801 - reads as a matcher in expected parameters
+    """Equal to the runner's SQL when its select list names every column and it ends with `tail`."""
+
+    def __new__(cls, tail: str) -> _any_sql_ending_with:
+        return super().__new__(cls, tail)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, str) or not other.endswith(str(self)):
+            return False
+        select_list = other.removeprefix("SELECT ").removesuffix(str(self))
+        expected = [
+            "json_format(CAST(attribute_names AS JSON)) AS attribute_names" if n == "attribute_names" else n
+            for n in ENTRY_COLUMNS
+        ]
+        return select_list.split(", ") == expected
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+def _execution(state: str, **status: Any) -> dict[str, Any]:
+    return {"QueryExecution": {"QueryExecutionId": "q-1", "Status": {"State": state, **status}}}
+
+
+def test_first_page_polls_with_backoff_and_converts_athena_text(client: Client, athena: Stubber, clock: Clock) -> None:
+    _expect_start(athena)
+    for state in ("QUEUED", "RUNNING", "SUCCEEDED"):
+        athena.add_response("get_query_execution", _execution(state), {"QueryExecutionId": "q-1"})
+    athena.add_response(
+        "get_query_results",
+        {"ResultSet": {"Rows": [HEADER, _row("e2", 0), _row("e1", 1)]}, "NextToken": "athena-page-2"},
+        {"QueryExecutionId": "q-1", "MaxResults": 3},
+    )
+    status, body = _get(client, table="Music", key=KEY, limit="2")
+    assert status == 200
+    assert clock.sleeps == [0.1, 0.2]
+    assert [(e["event_id"], e["item_index"]) for e in body["entries"]] == [("e2", 0), ("e1", 1)]
+    entry = body["entries"][0]
+    assert (entry["read_only"], entry["success"], entry["error_code"]) == (False, True, None)
+    assert entry["attribute_names"] == ["id", "note, with comma"]
+    assert body["next_token"] is not None
+
+
+def test_next_page_reads_the_same_execution_without_running_the_query_again(client: Client, athena: Stubber) -> None:
+    _expect_start(athena)
+    athena.add_response("get_query_execution", _execution("SUCCEEDED"), {"QueryExecutionId": "q-1"})
+    athena.add_response(
+        "get_query_results",
+        {"ResultSet": {"Rows": [HEADER, _row("e2", 0)]}, "NextToken": "athena-page-2"},
+        {"QueryExecutionId": "q-1", "MaxResults": 2},
+    )
+    _, first = _get(client, table="Music", key=KEY, limit="1")
+    athena.add_response(
+        "get_query_execution",
+        {
+            "QueryExecution": {
+                "QueryExecutionId": "q-1",
+                "Query": athena_sql(),
+                "ExecutionParameters": EXPECTED_PARAMETERS,
+                "WorkGroup": WORKGROUP,
+                "Status": {"State": "SUCCEEDED"},
+            }
+        },
+        {"QueryExecutionId": "q-1"},
+    )
+    athena.add_response(
+        "get_query_results",
+        {"ResultSet": {"Rows": [_row("e1", 0)]}},
+        {"QueryExecutionId": "q-1", "MaxResults": 1, "NextToken": "athena-page-2"},
+    )
+    status, second = _get(client, table="Music", key=KEY, limit="1", next_token=first["next_token"])
+    assert status == 200
+    assert [e["event_id"] for e in second["entries"]] == ["e1"]
+    assert second["next_token"] is None
+
+
+def athena_sql() -> str:
+    from chalicelib.query import AuditQuery, build_audit_sql
+
+    return build_audit_sql(AuditQuery(table="Music", key='{"id":"it\'s"}'), '"deutzia"."audit"')[0]
+
+
+def test_a_token_whose_execution_ran_another_query_is_refused(client: Client, athena: Stubber) -> None:
+    _expect_start(athena)
+    athena.add_response("get_query_execution", _execution("SUCCEEDED"), {"QueryExecutionId": "q-1"})
+    athena.add_response(
+        "get_query_results",
+        {"ResultSet": {"Rows": [HEADER, _row("e2", 0)]}, "NextToken": "t"},
+        {"QueryExecutionId": "q-1", "MaxResults": 2},
+    )
+    _, first = _get(client, table="Music", key=KEY, limit="1")
+    athena.add_response(
+        "get_query_execution",
+        {
+            "QueryExecution": {
+                "QueryExecutionId": "q-1",
+                "Query": "SELECT * FROM secrets",
+                "ExecutionParameters": EXPECTED_PARAMETERS,
+                "Status": {"State": "SUCCEEDED"},
+            }
+        },
+        {"QueryExecutionId": "q-1"},
+    )
+    status, body = _get(client, table="Music", key=KEY, limit="1", next_token=first["next_token"])
+    assert (status, body["Code"]) == (400, "BadRequestError")
+    assert body["Message"].startswith("next_token: ")
+
+
+def test_query_past_the_deadline_is_stopped_and_answers_504(client: Client, athena: Stubber, clock: Clock) -> None:
+    _expect_start(athena)
+    for _ in range(9):
+        athena.add_response("get_query_execution", _execution("RUNNING"), {"QueryExecutionId": "q-1"})
+    athena.add_response("stop_query_execution", {}, {"QueryExecutionId": "q-1"})
+    status, body = _get(client, table="Music", key=KEY)
+    assert (status, body["Code"]) == (504, "GatewayTimeoutError")
+    assert "did not finish within 5 s" in body["Message"]
+    assert clock.now == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(
+    ("athena_status", "http_status"),
+    [
+        ({"StateChangeReason": "SYNTAX_ERROR: line 1"}, 502),
+        ({"StateChangeReason": "capacity", "AthenaError": {"ErrorCategory": 1, "Retryable": True}}, 503),
+    ],
+)
+def test_failed_query_answers_with_the_reason(
+    client: Client, athena: Stubber, athena_status: dict[str, Any], http_status: int
+) -> None:
+    _expect_start(athena)
+    athena.add_response("get_query_execution", _execution("FAILED", **athena_status), {"QueryExecutionId": "q-1"})
+    status, body = _get(client, table="Music", key=KEY)
+    assert status == http_status
+    assert athena_status["StateChangeReason"] in body["Message"]
+
+
+@pytest.mark.parametrize(("code", "http_status"), [("TooManyRequestsException", 503), ("InvalidRequestException", 502)])
+def test_refused_start_answers_502_or_503(client: Client, athena: Stubber, code: str, http_status: int) -> None:
+    athena.add_client_error("start_query_execution", service_error_code=code, service_message="no")
+    status, body = _get(client, table="Music", key=KEY)
+    assert status == http_status
+    assert code in body["Message"]

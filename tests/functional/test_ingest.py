@@ -1,0 +1,124 @@
+"""`ingest_audit_events` through chalice.test.Client, writing to moto's S3: partitions, quarantine, S3 failures."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from chalice.test import Client
+
+import app as deutzia_app
+from chalicelib.ingest import IngestBatchError
+from chalicelib.store import S3AuditStore
+from tests.factories import cloudtrail_event, kinesis_event, logs_payload
+
+
+def _objects(s3: Any, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {item["Key"]: s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read() for item in listing}
+
+
+def _lines(objects: dict[str, bytes]) -> list[dict[str, Any]]:
+    return [json.loads(line) for body in objects.values() for line in gzip.decompress(body).splitlines()]
+
+
+def test_records_land_partitioned_by_table_and_utc_date(client: Client, s3: Any, audit_bucket: str) -> None:
+    events = [
+        cloudtrail_event(event_time="2024-05-01T23:59:59Z"),
+        cloudtrail_event(event_time="2024-05-02T00:00:00Z"),
+        cloudtrail_event(table="Books", request_parameters={"tableName": "Books", "key": {"isbn": 1}}),
+    ]
+    event = kinesis_event([logs_payload(events)])
+    assert client.lambda_.invoke("ingest_audit_events", event).payload == {"batchItemFailures": []}
+    objects = _objects(s3, audit_bucket)
+    assert sorted(key.rsplit("/", 1)[0] for key in objects) == [
+        "audit/table_name=Books/dt=2024-05-01",
+        "audit/table_name=Music/dt=2024-05-01",
+        "audit/table_name=Music/dt=2024-05-02",
+    ]
+    assert sorted(line["event_id"] for line in _lines(objects)) == sorted(e["eventID"] for e in events)
+
+
+def test_bad_records_are_quarantined_with_their_reason(client: Client, s3: Any, audit_bucket: str) -> None:
+    bad = {
+        "garbage": b"\xde\xad\xbe\xef",
+        "truncated gzip": logs_payload([cloudtrail_event()])[:30],
+        "gzip of non-JSON": gzip.compress(b"<html>nope</html>"),
+        "wrong shape": gzip.compress(json.dumps({"Records": []}).encode()),
+    }
+    event = kinesis_event(list(bad.values()))
+    assert client.lambda_.invoke("ingest_audit_events", event).payload == {"batchItemFailures": []}
+    sequences = [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
+    for (name, data), sequence in zip(bad.items(), sequences, strict=True):
+        key = f"quarantine/dt=2024-05-01/shardId-000000000000-{sequence}"
+        stored = s3.get_object(Bucket=audit_bucket, Key=key)
+        assert stored["Body"].read() == data, name
+        assert stored["Metadata"]["reason"], name
+    assert _objects(s3, audit_bucket, "audit/") == {}
+
+
+def test_shared_kinesis_fixtures_are_skipped_not_failed(
+    client: Client, s3: Any, audit_bucket: str, shared_fixtures: Path
+) -> None:
+    powertools = json.loads(
+        (shared_fixtures / "kinesis" / "powertools-kinesisStreamCloudWatchLogsEvent.json").read_text()
+    )
+    control = (shared_fixtures / "kinesis" / "clever-cwl-kinesis-control-message.b64").read_text().strip()
+    event = kinesis_event([base64.b64decode(control)])
+    event["Records"] += powertools["Records"]
+    assert client.lambda_.invoke("ingest_audit_events", event).payload == {"batchItemFailures": []}
+    assert _objects(s3, audit_bucket) == {}
+
+
+def _failing_store(bucket: str, fail_on: set[int]) -> S3AuditStore:
+    """A real S3 store whose PutObject calls numbered in `fail_on` are refused as S3 does under load."""
+    s3_client = boto3.client("s3")
+    calls = {"count": 0}
+
+    def refuse(**_: Any) -> None:
+        calls["count"] += 1
+        if calls["count"] in fail_on:
+            raise ClientError(
+                {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}, "PutObject"
+            )
+
+    s3_client.meta.events.register("before-call.s3.PutObject", refuse)
+    return S3AuditStore(s3_client, bucket)
+
+
+def test_s3_failure_mid_batch_reports_the_failed_record_and_later_ones_and_retry_adds_no_duplicate(
+    client: Client, s3: Any, audit_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _failing_store(audit_bucket, fail_on={3})
+    monkeypatch.setattr(deutzia_app, "get_audit_store", lambda: store)
+    batches = [[cloudtrail_event(), cloudtrail_event(table="Books")] for _ in range(3)]
+    event = kinesis_event([logs_payload(events) for events in batches])
+    sequences = [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
+    response = client.lambda_.invoke("ingest_audit_events", event).payload
+    assert response == {"batchItemFailures": [{"itemIdentifier": s} for s in sequences[1:]]}
+    assert len(_objects(s3, audit_bucket)) == 2
+
+    # Lambda retries from the first failed record; this time S3 accepts every write.
+    retry = {"Records": event["Records"][1:]}
+    assert client.lambda_.invoke("ingest_audit_events", retry).payload == {"batchItemFailures": []}
+    objects = _objects(s3, audit_bucket)
+    assert len(objects) == 6
+    event_ids = [line["event_id"] for line in _lines(objects)]
+    assert sorted(event_ids) == sorted(e["eventID"] for events in batches for e in events)
+
+
+def test_without_partial_responses_a_failure_fails_the_invocation(
+    client: Client, audit_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPORT_BATCH_ITEM_FAILURES", "false")
+    store = _failing_store(audit_bucket, fail_on={2})
+    monkeypatch.setattr(deutzia_app, "get_audit_store", lambda: store)
+    event = kinesis_event([logs_payload([cloudtrail_event()]) for _ in range(3)])
+    with pytest.raises(IngestBatchError, match="2 of 3 records failed"):
+        client.lambda_.invoke("ingest_audit_events", event)
