@@ -154,23 +154,32 @@ class AthenaQueryRunner:
         return token.execution_id
 
     def _read_page(self, query: AuditQuery, execution_id: str, athena_token: str | None) -> AuditPage:
-        # The first page starts with the header row, which takes one of Athena's (at most 1000) rows.
-        first_page = athena_token is None
-        max_results = min(query.limit + 1, _ATHENA_MAX_RESULTS) if first_page else query.limit
-        arguments: GetQueryResultsInputTypeDef = {"QueryExecutionId": execution_id, "MaxResults": max_results}
-        if athena_token is not None:
-            arguments["NextToken"] = athena_token
-        response = self._call("GetQueryResults", lambda: self._client.get_query_results(**arguments))
-        rows = response.get("ResultSet", {}).get("Rows", [])
-        if first_page and rows:
-            rows = rows[1:]
-        entries = [
-            row_to_entry(dict(zip(ENTRY_COLUMNS, _row_values(row.get("Data", [])), strict=False))) for row in rows
-        ]
-        next_athena_token = response.get("NextToken")
+        """Up to `query.limit` rows from `athena_token` on, reading more than once when Athena's page is smaller."""
+        entries: list[dict[str, object]] = []
+        header_pending = athena_token is None  # the result set starts with a header row
+        token = athena_token
+        while True:
+            wanted = query.limit - len(entries) + (1 if header_pending else 0)
+            arguments: GetQueryResultsInputTypeDef = {
+                "QueryExecutionId": execution_id,
+                "MaxResults": min(wanted, _ATHENA_MAX_RESULTS),
+            }
+            if token is not None:
+                arguments["NextToken"] = token
+            response = self._call("GetQueryResults", lambda: self._client.get_query_results(**arguments))
+            rows = response.get("ResultSet", {}).get("Rows", [])
+            if header_pending and rows:
+                rows = rows[1:]
+                header_pending = False
+            entries += [
+                row_to_entry(dict(zip(ENTRY_COLUMNS, _row_values(row.get("Data", [])), strict=True))) for row in rows
+            ]
+            token = response.get("NextToken")
+            if not token or len(entries) >= query.limit:
+                break
         next_token = None
-        if next_athena_token:
-            next_token = encode_page_token(PageToken(query.fingerprint(), execution_id, next_athena_token))
+        if token:
+            next_token = encode_page_token(PageToken(query.fingerprint(), execution_id, token))
         return AuditPage(entries, next_token)
 
     def _call(self, operation: str, call: Callable[[], _Response]) -> _Response:

@@ -122,7 +122,7 @@ class DuckDBQueryRunner:
         finally:
             timer.cancel()
             cursor.close()
-        entries = [row_to_entry(dict(zip(ENTRY_COLUMNS, row, strict=False))) for row in rows[: query.limit]]
+        entries = [row_to_entry(dict(zip(ENTRY_COLUMNS, row, strict=True))) for row in rows[: query.limit]]
         next_token = None
         if len(rows) > query.limit:
             next_token = encode_page_token(PageToken(query.fingerprint(), after=position_of(entries[-1])))

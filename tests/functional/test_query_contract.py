@@ -213,3 +213,17 @@ def test_quotes_and_unicode_in_keys_stay_data(client: Client, history: dict[str,
 def test_a_table_with_no_records_has_an_empty_history(client: Client, engine: str) -> None:
     status, body = get_audit(client, table="Books")
     assert (status, body["entries"], body["next_token"]) == (200, [], None)
+
+
+def test_the_largest_page_holds_exactly_the_limit(client: Client, engine: str, ingest: Callable[..., Any]) -> None:
+    events = [
+        cloudtrail_event(request_parameters={"tableName": "Music", "key": {"id": f"bulk-{n}"}, "item": ["id"]})
+        for n in range(1001)
+    ]
+    ingest(events)
+    status, first = get_audit(client, table="Music", limit="1000")
+    assert (status, len(first["entries"])) == (200, 1000)
+    _, rest = get_audit(client, table="Music", limit="1000", next_token=first["next_token"])
+    assert (len(rest["entries"]), rest["next_token"]) == (1, None)
+    seen = {entry["item_key"] for entry in first["entries"] + rest["entries"]}
+    assert len(seen) == 1001
