@@ -8,6 +8,7 @@ query's before its results are served.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -166,7 +167,7 @@ class AthenaQueryRunner:
             }
             if token is not None:
                 arguments["NextToken"] = token
-            response = self._call("GetQueryResults", lambda: self._client.get_query_results(**arguments))
+            response = self._call("GetQueryResults", functools.partial(self._client.get_query_results, **arguments))
             rows = response.get("ResultSet", {}).get("Rows", [])
             if header_pending and rows:
                 rows = rows[1:]
