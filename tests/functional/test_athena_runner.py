@@ -14,7 +14,7 @@ from chalice.test import Client
 
 import app as deutzia_app
 from chalicelib.athena import AthenaQueryRunner
-from chalicelib.query import ENTRY_COLUMNS
+from chalicelib.query import ENTRY_COLUMNS, AuditQuery, build_audit_sql
 
 WORKGROUP = "deutzia-test"
 EXPECTED_FROM = (
@@ -145,7 +145,8 @@ def test_first_page_polls_with_backoff_and_converts_athena_text(client: Client, 
     assert body["next_token"] is not None
 
 
-def test_next_page_reads_the_same_execution_without_running_the_query_again(client: Client, athena: Stubber) -> None:
+def _first_page_of_one(client: Client, athena: Stubber) -> str:
+    """Serve a first page of one entry with more to come; its next_token."""
     _expect_start(athena)
     athena.add_response("get_query_execution", _execution("SUCCEEDED"), {"QueryExecutionId": "q-1"})
     athena.add_response(
@@ -154,58 +155,42 @@ def test_next_page_reads_the_same_execution_without_running_the_query_again(clie
         {"QueryExecutionId": "q-1", "MaxResults": 2},
     )
     _, first = _get(client, table="Music", key=KEY, limit="1")
-    athena.add_response(
-        "get_query_execution",
-        {
-            "QueryExecution": {
-                "QueryExecutionId": "q-1",
-                "Query": athena_sql(),
-                "ExecutionParameters": EXPECTED_PARAMETERS,
-                "WorkGroup": WORKGROUP,
-                "Status": {"State": "SUCCEEDED"},
-            }
-        },
-        {"QueryExecutionId": "q-1"},
-    )
+    return str(first["next_token"])
+
+
+def _expect_resume_check(athena: Stubber, query: str) -> None:
+    execution = {
+        "QueryExecutionId": "q-1",
+        "Query": query,
+        "ExecutionParameters": EXPECTED_PARAMETERS,
+        "WorkGroup": WORKGROUP,
+        "Status": {"State": "SUCCEEDED"},
+    }
+    athena.add_response("get_query_execution", {"QueryExecution": execution}, {"QueryExecutionId": "q-1"})
+
+
+def test_next_page_reads_the_same_execution_without_running_the_query_again(client: Client, athena: Stubber) -> None:
+    next_token = _first_page_of_one(client, athena)
+    _expect_resume_check(athena, athena_sql())
     athena.add_response(
         "get_query_results",
         {"ResultSet": {"Rows": [_row("e1", 0)]}},
         {"QueryExecutionId": "q-1", "MaxResults": 1, "NextToken": "athena-page-2"},
     )
-    status, second = _get(client, table="Music", key=KEY, limit="1", next_token=first["next_token"])
+    status, second = _get(client, table="Music", key=KEY, limit="1", next_token=next_token)
     assert status == 200
     assert [e["event_id"] for e in second["entries"]] == ["e1"]
     assert second["next_token"] is None
 
 
 def athena_sql() -> str:
-    from chalicelib.query import AuditQuery, build_audit_sql
-
     return build_audit_sql(AuditQuery(table="Music", key='{"id":"it\'s"}'), '"deutzia"."audit"')[0]
 
 
 def test_a_token_whose_execution_ran_another_query_is_refused(client: Client, athena: Stubber) -> None:
-    _expect_start(athena)
-    athena.add_response("get_query_execution", _execution("SUCCEEDED"), {"QueryExecutionId": "q-1"})
-    athena.add_response(
-        "get_query_results",
-        {"ResultSet": {"Rows": [HEADER, _row("e2", 0)]}, "NextToken": "t"},
-        {"QueryExecutionId": "q-1", "MaxResults": 2},
-    )
-    _, first = _get(client, table="Music", key=KEY, limit="1")
-    athena.add_response(
-        "get_query_execution",
-        {
-            "QueryExecution": {
-                "QueryExecutionId": "q-1",
-                "Query": "SELECT * FROM secrets",
-                "ExecutionParameters": EXPECTED_PARAMETERS,
-                "Status": {"State": "SUCCEEDED"},
-            }
-        },
-        {"QueryExecutionId": "q-1"},
-    )
-    status, body = _get(client, table="Music", key=KEY, limit="1", next_token=first["next_token"])
+    next_token = _first_page_of_one(client, athena)
+    _expect_resume_check(athena, "SELECT * FROM secrets")
+    status, body = _get(client, table="Music", key=KEY, limit="1", next_token=next_token)
     assert (status, body["Code"]) == (400, "BadRequestError")
     assert body["Message"].startswith("next_token: ")
 
