@@ -122,3 +122,14 @@ def test_without_partial_responses_a_failure_fails_the_invocation(
     event = kinesis_event([logs_payload([cloudtrail_event()]) for _ in range(3)])
     with pytest.raises(IngestBatchError, match="2 of 3 records failed"):
         client.lambda_.invoke("ingest_audit_events", event)
+
+
+def test_a_250_kb_event_is_recorded_whole(client: Client, s3: Any, audit_bucket: str) -> None:
+    assignments = ", ".join(f"note{n} = ***(Redacted)" for n in range(12_000))
+    statement = f"UPDATE Music SET {assignments} WHERE id = 'big'"
+    event = cloudtrail_event("ExecuteStatement", {"statement": statement})
+    payload = logs_payload([event])
+    assert len(json.dumps(event)) > 250_000
+    assert client.lambda_.invoke("ingest_audit_events", kinesis_event([payload])).payload == {"batchItemFailures": []}
+    (line,) = _lines(_objects(s3, audit_bucket))
+    assert (line["item_key"], line["statement"]) == ('{"id":"big"}', statement)
