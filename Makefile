@@ -4,7 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit install clean
+OUT ?= out
+STAGE ?= prod
+STACK ?= deutzia
+TABLES ?=
+DEMO ?= false
+READS ?= true
+# Region for the commands that need one; packaging itself calls no AWS API.
+REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
+PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS)
+
+.PHONY: test lint install clean package deploy infra-deploy
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +31,29 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The merged template: infra/template.yaml rendered, then merged into Chalice's SAM output. No AWS call.
+package: $(STAMP)
+	$(BIN)/python -m infra.render $(OUT)/templates
+	AWS_DEFAULT_REGION=$(REGION) $(BIN)/chalice package --stage $(STAGE) --merge-template $(OUT)/templates/merge-template.json $(OUT)/package
+	@echo "merged template: $(OUT)/package/sam.json"
+
+# Everything in one stack, with the AWS CLI: make deploy DEPLOY_BUCKET=<bucket for code> TABLES=Orders,Users
+deploy: package
+	@test -n "$(DEPLOY_BUCKET)" || { echo "set DEPLOY_BUCKET to an S3 bucket (in $(REGION)) for the code package" >&2; exit 2; }
+	@test -n "$(TABLES)$(filter true,$(DEMO))" || { echo "set TABLES=<table,table> or DEMO=true" >&2; exit 2; }
+	$(BIN)/aws cloudformation package --region $(REGION) --template-file $(OUT)/package/sam.json \
+		--s3-bucket $(DEPLOY_BUCKET) --output-template-file $(OUT)/package/packaged.yaml
+	$(BIN)/aws cloudformation deploy --region $(REGION) --template-file $(OUT)/package/packaged.yaml \
+		--stack-name $(STACK) --capabilities CAPABILITY_NAMED_IAM CAPABILITY_AUTO_EXPAND \
+		--parameter-overrides $(PARAMETERS)
+
+# The `chalice deploy` path, step 1: the infrastructure alone (then see the README for `chalice deploy`).
+infra-deploy: $(STAMP)
+	@test -n "$(TABLES)$(filter true,$(DEMO))" || { echo "set TABLES=<table,table> or DEMO=true" >&2; exit 2; }
+	$(BIN)/python -m infra.render $(OUT)/templates
+	$(BIN)/aws cloudformation deploy --region $(REGION) --template-file $(OUT)/templates/infrastructure.json \
+		--stack-name $(STACK) --capabilities CAPABILITY_NAMED_IAM --parameter-overrides $(PARAMETERS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 # Set before any test module imports app.py (which reads AUDIT_STREAM) or builds a boto3 client.
 os.environ.update(
@@ -30,3 +33,17 @@ def shared_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():
         pytest.skip(f"{SHARED_FIXTURES} is absent: the shared AWS fixtures come with CI's checkout, not a clone")
     return SHARED_FIXTURES
+
+
+# moto logs every request it serves; the tests say what matters.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode on a free loopback port (DuckDB reads S3 over HTTP, so in-process mocks cannot serve it)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
 from chalice.test import Client
-from moto.server import ThreadedMotoServer
 
 import app as deutzia_app
 from tests.factories import kinesis_event, logs_payload
 
 _bucket_numbers = itertools.count()
-# moto logs every request it serves; the tests say what matters.
-logging.getLogger("werkzeug").setLevel(logging.WARNING)
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """moto in server mode on a free loopback port (DuckDB reads S3 over HTTP, so in-process mocks cannot serve it)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,291 @@
+"""The packaged template, checked offline with the tools AWS uses (cfn-lint, the SAM translator) and by reading it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib.schema import AUDIT_COLUMNS
+from infra.render import load_template, render_infrastructure, render_merge_template, without_resources
+from tests.infra.intrinsics import Resolver
+
+
+def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {name: body for name, body in template["Resources"].items() if body.get("Type") == resource_type}
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+@pytest.mark.parametrize("name", ["package/sam.json", "templates/infrastructure.json"])
+def test_cfn_lint_reports_no_errors(package_dir: Path, name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cfnlint", str(package_dir / name)], capture_output=True, text=True, check=False
+    )
+    print(result.stdout)
+    assert result.returncode & 2 == 0, result.stdout + result.stderr  # bit 2: errors; warnings are printed
+
+
+def test_sam_translator_leaves_plain_cloudformation(translated: dict[str, Any]) -> None:
+    types = {body["Type"] for body in translated["Resources"].values()}
+    assert not [t for t in types if t.startswith("AWS::Serverless::")]
+    assert {"AWS::Lambda::Function", "AWS::Lambda::EventSourceMapping", "AWS::ApiGateway::RestApi"} <= types
+
+
+@pytest.mark.parametrize("which", ["merged", "translated", "infrastructure"])
+def test_every_intrinsic_has_exactly_one_key(which: str, request: pytest.FixtureRequest) -> None:
+    template = request.getfixturevalue(which)
+    for node in _walk(template):
+        intrinsic = [key for key in node if key == "Ref" or key.startswith("Fn::")]
+        if intrinsic:
+            assert len(node) == 1, f"{intrinsic} shares its mapping with {sorted(node)}"
+
+
+def test_ingest_mapping_reports_failures_bisects_retries_and_has_a_failure_queue(translated: dict[str, Any]) -> None:
+    (mapping,) = _resources(translated, "AWS::Lambda::EventSourceMapping").values()
+    properties = mapping["Properties"]
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["BisectBatchOnFunctionError"] is True
+    assert 0 < properties["MaximumRetryAttempts"] <= 10
+    assert 0 < properties["MaximumRecordAgeInSeconds"] < 168 * 3600  # before the stream drops the record
+    assert properties["StartingPosition"] == "TRIM_HORIZON"
+    assert properties["EventSourceArn"] == {"Fn::Sub": "${AuditStream.Arn}"}
+    assert properties["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["IngestFailureQueue", "Arn"]}
+    functions = _resources(translated, "AWS::Lambda::Function")
+    ingest = next(body for name, body in functions.items() if name == "IngestAuditEvents")
+    assert ingest["Properties"]["Environment"]["Variables"]["REPORT_BATCH_ITEM_FAILURES"] == "true"
+    api = functions["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert "REPORT_BATCH_ITEM_FAILURES" not in api or api["REPORT_BATCH_ITEM_FAILURES"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("parameters", "names", "writes_only"),
+    [
+        ({"AuditedTableNames": "Orders,Users"}, ["/Orders", "/Users"], False),
+        ({"AuditedTableNames": "Orders", "AuditReads": "false"}, ["/Orders"], True),
+        ({"AuditedTableNames": "Orders", "CreateDemoTable": "true"}, ["/Orders", "/audit-demo"], False),
+        ({"CreateDemoTable": "true", "AuditReads": "false"}, ["/audit-demo"], True),
+    ],
+)
+def test_trail_logs_data_events_of_exactly_the_audited_tables(
+    merged: dict[str, Any], parameters: dict[str, str], names: list[str], writes_only: bool
+) -> None:
+    resolver = Resolver(merged, parameters)
+    (trail,) = _resources(merged, "AWS::CloudTrail::Trail").values()
+    properties = resolver.resolve(trail["Properties"])
+    assert properties["EnableLogFileValidation"] is True
+    assert properties["KMSKeyId"] == "<AuditKey.Arn>"
+    assert properties["CloudWatchLogsLogGroupArn"] == "<TrailLogGroup.Arn>"
+    (selector,) = properties["AdvancedEventSelectors"]
+    fields = {field["Field"]: field for field in selector["FieldSelectors"]}
+    assert fields["eventCategory"]["Equals"] == ["Data"]
+    assert fields["resources.type"]["Equals"] == ["AWS::DynamoDB::Table"]
+    assert fields["resources.ARN"]["StartsWith"] == ["arn:aws:dynamodb:eu-west-1:123456789012:table/"]
+    assert fields["resources.ARN"]["EndsWith"] == names
+    assert ("readOnly" in fields) is writes_only
+    if writes_only:
+        assert fields["readOnly"]["Equals"] == ["false"]
+    variables = resolver.resolve(merged["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"])
+    assert variables["AUDITED_TABLES"].split(",") == [name.lstrip("/") for name in names]
+
+
+def test_every_bucket_is_encrypted_versioned_public_blocked_and_tls_only(merged: dict[str, Any]) -> None:
+    buckets = _resources(merged, "AWS::S3::Bucket")
+    assert set(buckets) == {"TrailBucket", "AuditBucket", "AthenaResultsBucket"}
+    policies = {
+        body["Properties"]["Bucket"]["Ref"]: body for body in _resources(merged, "AWS::S3::BucketPolicy").values()
+    }
+    for name, bucket in buckets.items():
+        properties = bucket["Properties"]
+        (rule,) = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms", name
+        assert properties["VersioningConfiguration"] == {"Status": "Enabled"}, name
+        assert all(properties["PublicAccessBlockConfiguration"].values()), name
+        assert len(properties["PublicAccessBlockConfiguration"]) == 4, name
+        assert properties["LifecycleConfiguration"]["Rules"], name
+        statements = policies[name]["Properties"]["PolicyDocument"]["Statement"]
+        assert {
+            "Effect": "Deny",
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }.items() <= next(s for s in statements if s["Sid"] == "DenyInsecureTransport").items(), name
+
+
+def test_object_lock_is_set_only_when_asked(merged: dict[str, Any]) -> None:
+    for mode, expected in (("NONE", None), ("COMPLIANCE", "COMPLIANCE")):
+        resolver = Resolver(merged, {"AuditedTableNames": "Orders", "ObjectLockMode": mode})
+        for name in ("TrailBucket", "AuditBucket"):
+            properties = resolver.resolve(merged["Resources"][name]["Properties"])
+            lock = properties.get("ObjectLockConfiguration")
+            assert (lock["Rule"]["DefaultRetention"]["Mode"] if lock else None) == expected
+
+
+def test_no_iam_statement_allows_wildcard_actions(translated: dict[str, Any]) -> None:
+    documents = [body["Properties"]["KeyPolicy"] for body in _resources(translated, "AWS::KMS::Key").values()]
+    for role in _resources(translated, "AWS::IAM::Role").values():
+        documents += [policy["PolicyDocument"] for policy in role["Properties"].get("Policies", [])]
+        assert "ManagedPolicyArns" not in role["Properties"]
+    assert len(documents) >= 6
+    for document in documents:
+        for statement in document["Statement"]:
+            if statement["Effect"] != "Allow":
+                continue
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert not [action for action in actions if "*" in action], statement
+    for role in _resources(translated, "AWS::IAM::Role").values():
+        for policy in role["Properties"]["Policies"]:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                assert statement["Resource"] != "*", statement
+
+
+def test_glue_columns_are_the_code_record_schema(merged: dict[str, Any]) -> None:
+    table = merged["Resources"]["AuditTable"]["Properties"]["TableInput"]
+    columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
+    assert columns == [(column.name, column.glue_type) for column in AUDIT_COLUMNS]
+    assert [(c["Name"], c["Type"]) for c in table["PartitionKeys"]] == [("table_name", "string"), ("dt", "string")]
+    assert table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
+
+
+def test_partition_projection_covers_the_audited_tables_and_dates(merged: dict[str, Any]) -> None:
+    resolver = Resolver(merged, {"AuditedTableNames": "Orders,Users"})
+    parameters = resolver.resolve(merged["Resources"]["AuditTable"]["Properties"]["TableInput"]["Parameters"])
+    assert parameters["projection.enabled"] == "true"
+    assert (parameters["projection.table_name.type"], parameters["projection.table_name.values"]) == (
+        "enum",
+        "Orders,Users",
+    )
+    assert (parameters["projection.dt.type"], parameters["projection.dt.format"]) == ("date", "yyyy-MM-dd")
+    assert parameters["storage.location.template"] == "s3://<AuditBucket>/audit/table_name=${table_name}/dt=${dt}/"
+
+
+def test_crawler_runs_every_ten_minutes_on_the_catalog_table(merged: dict[str, Any]) -> None:
+    (crawler,) = _resources(merged, "AWS::Glue::Crawler").values()
+    assert crawler["Properties"]["Schedule"]["ScheduleExpression"] == "cron(0/10 * * * ? *)"
+    assert crawler["Properties"]["Targets"]["CatalogTargets"][0]["Tables"] == [{"Ref": "AuditTable"}]
+
+
+def test_workgroup_is_enabled_enforced_encrypted_and_capped(merged: dict[str, Any]) -> None:
+    (workgroup,) = _resources(merged, "AWS::Athena::WorkGroup").values()
+    configuration = workgroup["Properties"]["WorkGroupConfiguration"]
+    assert workgroup["Properties"]["State"] == "ENABLED"
+    assert configuration["EnforceWorkGroupConfiguration"] is True
+    assert configuration["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
+    assert configuration["BytesScannedCutoffPerQuery"] == {"Ref": "BytesScannedCutoffPerQuery"}
+    assert len(_resources(merged, "AWS::Athena::NamedQuery")) == 4
+
+
+def test_audit_route_requires_sigv4_and_health_does_not(merged: dict[str, Any]) -> None:
+    body = merged["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    assert body["paths"]["/audit"]["get"]["security"] == [{"sigv4": []}]
+    assert body["securityDefinitions"]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert "security" not in body["paths"]["/health"]["get"]
+
+
+def test_outputs_name_everything_a_user_needs(merged: dict[str, Any]) -> None:
+    expected = {
+        "EndpointURL",
+        "AuditBucketName",
+        "TrailBucketName",
+        "AthenaWorkGroupName",
+        "GlueDatabaseName",
+        "AuditStreamName",
+        "IngestFailureQueueUrl",
+        "AuditedTables",
+    }
+    assert expected <= set(merged["Outputs"])
+
+
+def test_stores_use_the_stack_key(merged: dict[str, Any]) -> None:
+    key = {"Fn::GetAtt": ["AuditKey", "Arn"]}
+    resources = merged["Resources"]
+    assert resources["AuditStream"]["Properties"]["StreamEncryption"] == {"EncryptionType": "KMS", "KeyId": key}
+    assert resources["IngestFailureQueue"]["Properties"]["KmsMasterKeyId"] == key
+    assert resources["TrailLogGroup"]["Properties"]["KmsKeyId"] == key
+    assert resources["Trail"]["Properties"]["KMSKeyId"] == key
+    assert resources["AuditKey"]["Properties"]["EnableKeyRotation"] is True
+
+
+def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, Any]) -> None:
+    metrics = {body["Properties"]["MetricName"] for body in _resources(merged, "AWS::CloudWatch::Alarm").values()}
+    assert metrics == {"IteratorAge", "ApproximateNumberOfMessagesVisible", "Errors"}
+
+
+def test_standalone_stack_has_no_chalice_resources_and_keeps_the_rest() -> None:
+    template = load_template()
+    standalone = render_infrastructure(template)
+    merge = render_merge_template(template)
+    assert "IngestAuditEvents" not in standalone["Resources"]
+    assert "IngestErrorsAlarm" not in standalone["Resources"]  # it watches a function this stack does not have
+    assert {"AuditBucket", "Trail", "AuditStream", "IngestFunctionRole", "AuditTable"} <= set(standalone["Resources"])
+    assert {"IngestFunctionRoleArn", "ApiFunctionRoleArn", "AuditStreamName"} <= set(standalone["Outputs"])
+    assert set(standalone["Resources"]) < set(merge["Resources"])
+
+
+MOTO_TYPES = {
+    "AWS::DynamoDB::Table",
+    "AWS::S3::Bucket",
+    "AWS::Kinesis::Stream",
+    "AWS::Logs::LogGroup",
+    "AWS::SQS::Queue",
+    "AWS::KMS::Key",
+    "AWS::IAM::Role",
+}
+
+
+def test_resources_moto_implements_are_created_from_the_template(
+    infrastructure: dict[str, Any], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    others = {name for name, body in infrastructure["Resources"].items() if body["Type"] not in MOTO_TYPES}
+    template = without_resources({k: v for k, v in infrastructure.items() if k != "Rules"}, others)
+    assert {body["Type"] for body in template["Resources"].values()} == MOTO_TYPES
+    cloudformation = boto3.client("cloudformation")
+    parameters = [
+        {"ParameterKey": "AuditedTableNames", "ParameterValue": "Orders"},
+        {"ParameterKey": "CreateDemoTable", "ParameterValue": "true"},
+        {"ParameterKey": "ShardCount", "ParameterValue": "2"},
+    ]
+    cloudformation.create_stack(
+        StackName="audit",
+        TemplateBody=json.dumps(template),
+        Parameters=parameters,
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
+    (stack,) = cloudformation.describe_stacks(StackName="audit")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    created = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cloudformation.describe_stack_resources(StackName="audit")["StackResources"]
+    }
+    assert set(created) == set(template["Resources"])
+
+    stream = boto3.client("kinesis").describe_stream_summary(StreamName=created["AuditStream"])[
+        "StreamDescriptionSummary"
+    ]
+    assert stream["OpenShardCount"] == 2  # moto ignores StreamEncryption: test_stores_use_the_stack_key reads it
+    s3 = boto3.client("s3")
+    for bucket in ("TrailBucket", "AuditBucket", "AthenaResultsBucket"):
+        encryption = s3.get_bucket_encryption(Bucket=created[bucket])["ServerSideEncryptionConfiguration"]
+        assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+        # moto's CloudFormation ignores VersioningConfiguration; the template test above reads it.
+    queue = boto3.client("sqs").get_queue_attributes(QueueUrl=created["IngestFailureQueue"], AttributeNames=["All"])
+    assert queue["Attributes"]["KmsMasterKeyId"]
+    table = boto3.client("dynamodb").describe_table(TableName="audit-demo")["Table"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    (group,) = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/deutzia/audit/")["logGroups"]
+    assert group["retentionInDays"] == 30
+    role = boto3.client("iam").get_role(RoleName="audit-ingest")["Role"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
