@@ -14,7 +14,7 @@ READS ?= true
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
 PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS)
 
-.PHONY: test lint install clean package deploy infra-deploy
+.PHONY: test lint install clean package deploy infra-deploy chalice-stage
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ infra-deploy: $(STAMP)
 	$(BIN)/python -m infra.render $(OUT)/templates
 	$(BIN)/aws cloudformation deploy --region $(REGION) --template-file $(OUT)/templates/infrastructure.json \
 		--stack-name $(STACK) --capabilities CAPABILITY_NAMED_IAM --parameter-overrides $(PARAMETERS)
+
+# The `chalice deploy` path, step 2: a Chalice stage from the stack's outputs (then `chalice deploy --stage $(STAGE)`).
+chalice-stage: $(STAMP)
+	AWS_DEFAULT_REGION=$(REGION) $(BIN)/python -m infra.stage --stack $(STACK) --stage $(STAGE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out
