@@ -14,7 +14,7 @@ READS ?= true
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
 PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS)
 
-.PHONY: test lint install clean package deploy infra-deploy chalice-stage
+.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+# The Lambda's own wheels (Linux x86_64, Python 3.11), fetched once, so `make package` then works offline.
+WHEELHOUSE := $(VENV)/wheelhouse
+WHEELS := $(WHEELHOUSE)/.complete
+$(WHEELS): requirements.txt $(STAMP)
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/pip download --quiet --only-binary=:all: --platform manylinux2014_x86_64 --python-version 3.11 \
+		--implementation cp -r requirements.txt -d $(WHEELHOUSE)
+	touch $(WHEELS)
+
 install: $(STAMP)
+
+wheelhouse: $(WHEELS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,9 +44,10 @@ test: lint
 	$(BIN)/pytest
 
 # The merged template: infra/template.yaml rendered, then merged into Chalice's SAM output. No AWS call.
-package: $(STAMP)
+package: $(WHEELS)
 	$(BIN)/python -m infra.render $(OUT)/templates
-	AWS_DEFAULT_REGION=$(REGION) $(BIN)/chalice package --stage $(STAGE) --merge-template $(OUT)/templates/merge-template.json $(OUT)/package
+	AWS_DEFAULT_REGION=$(REGION) AWS_EC2_METADATA_DISABLED=true PIP_NO_INDEX=1 PIP_FIND_LINKS=$(abspath $(WHEELHOUSE)) \
+		$(BIN)/chalice package --stage $(STAGE) --merge-template $(OUT)/templates/merge-template.json $(OUT)/package
 	@echo "merged template: $(OUT)/package/sam.json"
 
 # Everything in one stack, with the AWS CLI: make deploy DEPLOY_BUCKET=<bucket for code> TABLES=Orders,Users

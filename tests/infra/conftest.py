@@ -22,19 +22,28 @@ class _NoManagedPolicies:
         return {}
 
 
-@pytest.fixture(scope="session")
-def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("out")
+def _make(*arguments: str, env: dict[str, str]) -> None:
     result = subprocess.run(
-        ["make", "--no-print-directory", "package", f"OUT={out}"],
+        ["make", "--no-print-directory", *arguments],
         cwd=ROOT,
-        env=os.environ.copy(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make package` with no credentials and every connection refused (the Lambda's wheels are fetched first)."""
+    _make("wheelhouse", env=os.environ.copy())
+    offline = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    dead = "http://127.0.0.1:9"
+    offline.update(http_proxy=dead, https_proxy=dead, HTTP_PROXY=dead, HTTPS_PROXY=dead, no_proxy="", NO_PROXY="")
+    out = tmp_path_factory.mktemp("out")
+    _make("package", f"OUT={out}", env=offline)
     return out
 
 
