@@ -14,7 +14,7 @@ READS ?= true
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
 PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS)
 
-.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage
+.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,21 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The local stack (no AWS account): moto + the CloudTrail recorder on DEUTZIA_AWS_PORT (4566), the API on
+# DEUTZIA_API_PORT (8000). `run` = set up from nothing + up + the demo; Ctrl-C stops it.
+run: $(STAMP)
+	$(BIN)/python -m deutzia_local run
+
+up: $(STAMP)
+	$(BIN)/python -m deutzia_local up
+
+demo: $(STAMP)
+	$(BIN)/python -m deutzia_local demo
+
+sql: $(STAMP)
+	@test -n "$(Q)" || { echo 'usage: make sql Q="select ... from audit"' >&2; exit 2; }
+	@$(BIN)/python -m deutzia_local sql "$(Q)"
 
 # The merged template: infra/template.yaml rendered, then merged into Chalice's SAM output. No AWS call.
 package: $(WHEELS)

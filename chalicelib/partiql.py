@@ -1,4 +1,5 @@
-"""Reads which table and which item an audited PartiQL statement names, from the statement text CloudTrail logs.
+"""Reads which table and which item an audited PartiQL statement names, from the statement text CloudTrail logs;
+and redacts a statement the way CloudTrail does, for the local recorder.
 
 CloudTrail logs key literals as written and redacts every other literal as `***(Redacted)`, so the unredacted
 equalities of a WHERE clause (or of an INSERT's VALUE) are the key attributes. Anything this reader does not
@@ -26,10 +27,15 @@ _TOKEN = re.compile(
 _REDACTED = object()
 
 
+REDACTED = "***(Redacted)"
+
+
 @dataclass(frozen=True)
 class _Token:
     kind: str
     text: str
+    start: int = 0
+    end: int = 0
 
     def is_word(self, *words: str) -> bool:
         return self.kind == "word" and self.text.upper() in words
@@ -77,7 +83,7 @@ def _tokenize(statement: str) -> list[_Token] | None:
         if match is None or match.end() == position:
             return None
         kind = match.lastgroup or ""
-        tokens.append(_Token(kind, match.group(kind)))
+        tokens.append(_Token(kind, match.group(kind), match.start(kind), match.end(kind)))
         position = match.end()
     return tokens
 
@@ -172,3 +178,37 @@ def _read_insert(tokens: list[_Token]) -> StatementTarget:
             return StatementTarget(table, None)
         index += 1
     return StatementTarget(table, None)
+
+
+def redact_statement(statement: str, key_attributes: frozenset[str]) -> str:
+    """The statement with every literal redacted except the values of key attributes (`key = 'x'`, `'key': 'x'`).
+
+    A statement that cannot be read is redacted whole, never logged with its values.
+    """
+    tokens = _tokenize(statement)
+    if tokens is None:
+        return REDACTED
+    pieces: list[str] = []
+    position = 0
+    for index, token in enumerate(tokens):
+        if token.kind not in ("string", "number"):
+            continue
+        is_attribute_name = index + 1 < len(tokens) and tokens[index + 1].text == ":"
+        if is_attribute_name or _names_key_attribute(tokens, index, key_attributes):
+            continue
+        pieces += [statement[position : token.start], REDACTED]
+        position = token.end
+    pieces.append(statement[position:])
+    return "".join(pieces)
+
+
+def _names_key_attribute(tokens: list[_Token], index: int, key_attributes: frozenset[str]) -> bool:
+    """True for the literal of `key = literal` or `'key': literal`, where `key` is a key attribute."""
+    if index < 2 or tokens[index - 1].text not in ("=", ":"):
+        return False
+    name_token = tokens[index - 2]
+    if tokens[index - 1].text == ":":
+        name = name_token.text[1:-1].replace("''", "'") if name_token.kind == "string" else None
+    else:
+        name = _identifier(name_token)
+    return name in key_attributes

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib.partiql import read_statement_target
+from chalicelib.partiql import read_statement_target, redact_statement
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,37 @@ def test_statements_naming_no_single_item_give_no_key(statement: str) -> None:
 def test_unreadable_statements_give_nothing(statement: str) -> None:
     target = read_statement_target(statement)
     assert (target.table_name, target.key) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("statement", "redacted"),
+    [
+        (
+            "SELECT * FROM Music WHERE Artist = 'A' AND SongTitle = 'B' AND plays > 10",
+            "SELECT * FROM Music WHERE Artist = 'A' AND SongTitle = 'B' AND plays > ***(Redacted)",
+        ),
+        (
+            "UPDATE Music SET note = 'it''s' WHERE Artist='A'",
+            "UPDATE Music SET note = ***(Redacted) WHERE Artist='A'",
+        ),
+        (
+            "INSERT INTO Music VALUE {'Artist': 'A', 'SongTitle': 'B', 'plays': 3}",
+            "INSERT INTO Music VALUE {'Artist': 'A', 'SongTitle': 'B', 'plays': ***(Redacted)}",
+        ),
+        (
+            "SELECT * FROM Music WHERE Artist IN ['A', 'B']",
+            "SELECT * FROM Music WHERE Artist IN [***(Redacted), ***(Redacted)]",
+        ),
+        ("SELECT * FROM Music WHERE 'Artist' = 'A'", "SELECT * FROM Music WHERE ***(Redacted) = ***(Redacted)"),
+        ("garbage ¤ 'secret'", "***(Redacted)"),
+    ],
+)
+def test_statements_are_redacted_like_cloudtrail_except_key_values(statement: str, redacted: str) -> None:
+    assert redact_statement(statement, frozenset({"Artist", "SongTitle"})) == redacted
+
+
+def test_a_redacted_statement_still_names_its_item() -> None:
+    logged = redact_statement(
+        "DELETE FROM Music WHERE Artist = 'A' AND SongTitle = 'B' AND v = 2", frozenset({"Artist", "SongTitle"})
+    )
+    assert read_statement_target(logged).key == {"Artist": "A", "SongTitle": "B"}

@@ -1,0 +1,7 @@
+"""Entry point: `python -m deutzia_local up|run|demo|poll|sql`."""
+
+import sys
+
+from deutzia_local.cli import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""`python -m deutzia_local <command>`: the local stack's commands (what `make up`, `make run`, `make demo` and
+`make sql` call). Errors are one line naming the problem, with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from chalicelib.errors import DeutziaError
+from deutzia_local.settings import LocalSettings
+
+
+def _up(settings: LocalSettings, with_poller: bool, then: Any = None) -> int:
+    from deutzia_local.stack import LocalStack
+
+    stack = LocalStack(settings, with_poller=with_poller)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    try:
+        stack.start()
+        print(
+            f"deutzia local stack ready: AWS endpoint {settings.aws_endpoint}  API {settings.api_url}"
+            f"  (Ctrl-C stops it)",
+            flush=True,
+        )
+        if then is not None:
+            then(settings)
+        stopping.wait()
+    finally:
+        print("stopping the local stack...", flush=True)
+        stack.stop()
+        print("stopped", flush=True)
+    return 0
+
+
+def _poll(settings: LocalSettings) -> int:
+    """The poller alone, against a running stack (started with --no-poller)."""
+    from deutzia_local.stack import new_poller
+
+    settings.apply_to_environment()
+    poller = new_poller(settings)
+    signal.signal(signal.SIGTERM, lambda *_: poller.stop())
+    print(f"polling {settings.stream} on {settings.aws_endpoint}", flush=True)
+    poller.run()
+    return 0
+
+
+def _sql(settings: LocalSettings, query: str) -> int:
+    from deutzia_local.sql import run_sql
+
+    settings.apply_to_environment()
+    print(run_sql(settings, query))
+    return 0
+
+
+def _demo(settings: LocalSettings) -> int:
+    from deutzia_local.demo import run_demo
+
+    settings.apply_to_environment()
+    return run_demo(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deutzia_local", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start the local stack in the foreground")
+    up.add_argument("--no-poller", action="store_true", help="leave the Kinesis poller to `poll`")
+    commands.add_parser("run", help="start the local stack, run the demo, keep serving")
+    commands.add_parser("demo", help="run the demo against a running stack")
+    commands.add_parser("poll", help="run the Kinesis poller against a running stack")
+    sql = commands.add_parser("sql", help="run SQL over the table `audit` (Athena's column names)")
+    sql.add_argument("query")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server would log every request
+    try:
+        settings = LocalSettings.from_environment()
+        if arguments.command == "up":
+            return _up(settings, with_poller=not arguments.no_poller)
+        if arguments.command == "run":
+            from deutzia_local.demo import run_demo
+
+            return _up(settings, with_poller=True, then=run_demo)
+        if arguments.command == "demo":
+            return _demo(settings)
+        if arguments.command == "poll":
+            return _poll(settings)
+        return _sql(settings, arguments.query)
+    except DeutziaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,143 @@
+"""Delivers recorded events the way CloudTrail does: each to the trail's log group within about a second (one bare
+event per log event), and every few seconds as gzip `{"Records": [...]}` files in the trail bucket under
+`AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/`. Events wait in memory until a delivery succeeds: a failed
+delivery is retried on the next tick, never dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import secrets
+import string
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+logger = logging.getLogger("deutzia.delivery")
+
+_MAX_BATCH_EVENTS = 10_000
+_MAX_BATCH_BYTES = 1_000_000
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def trail_file_key(account_id: str, region: str, delivered: datetime) -> str:
+    """The S3 key CloudTrail gives a log file delivered at `delivered` (UTC)."""
+    suffix = "".join(secrets.choice(_ALPHANUMERIC) for _ in range(16))
+    day = delivered.strftime("%Y/%m/%d")
+    stamp = delivered.strftime("%Y%m%dT%H%MZ")
+    return f"AWSLogs/{account_id}/CloudTrail/{region}/{day}/{account_id}_CloudTrail_{region}_{stamp}_{suffix}.json.gz"
+
+
+class TrailDelivery:
+    """A background thread that delivers submitted events to CloudWatch Logs and to the trail bucket."""
+
+    def __init__(
+        self,
+        logs: Any,
+        s3: Any,
+        log_group: str,
+        trail_bucket: str,
+        logs_interval: float = 0.5,
+        files_interval: float = 5.0,
+    ) -> None:
+        self._logs = logs
+        self._s3 = s3
+        self._log_group = log_group
+        self._trail_bucket = trail_bucket
+        self._logs_interval = logs_interval
+        self._files_interval = files_interval
+        self._lock = threading.Condition()
+        self._for_logs: list[tuple[int, dict[str, Any]]] = []
+        self._for_files: list[dict[str, Any]] = []
+        self._streams: set[str] = set()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="trail-delivery", daemon=True)
+
+    def submit(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self._for_logs.append((int(time.time() * 1000), event))
+            self._for_files.append(event)
+            self._lock.notify()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Deliver what is waiting, then stop."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        last_files = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._stopping:
+                    self._lock.wait(self._logs_interval)
+                stopping = self._stopping
+            self._deliver_logs()
+            if stopping or time.monotonic() - last_files >= self._files_interval:
+                self._deliver_files()
+                last_files = time.monotonic()
+            if stopping:
+                return
+
+    def _deliver_logs(self) -> None:
+        with self._lock:
+            pending, self._for_logs = self._for_logs, []
+        by_stream: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+        for timestamp, event in pending:
+            stream = f"{event['recipientAccountId']}_CloudTrail_{event['awsRegion']}"
+            by_stream[stream].append((timestamp, event))
+        failed: list[tuple[int, dict[str, Any]]] = []
+        for stream, events in by_stream.items():
+            try:
+                self._put_log_events(stream, events)
+            except Exception:
+                logger.exception("delivery to log group %s failed; retrying", self._log_group)
+                failed += events
+        if failed:
+            with self._lock:
+                self._for_logs[:0] = failed
+
+    def _put_log_events(self, stream: str, events: list[tuple[int, dict[str, Any]]]) -> None:
+        if stream not in self._streams:
+            with contextlib.suppress(self._logs.exceptions.ResourceAlreadyExistsException):
+                self._logs.create_log_stream(logGroupName=self._log_group, logStreamName=stream)
+            self._streams.add(stream)
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for timestamp, event in sorted(events, key=lambda pair: pair[0]):
+            message = json.dumps(event, separators=(",", ":"))
+            if batch and (len(batch) == _MAX_BATCH_EVENTS or size + len(message) + 26 > _MAX_BATCH_BYTES):
+                self._logs.put_log_events(logGroupName=self._log_group, logStreamName=stream, logEvents=batch)
+                batch, size = [], 0
+            batch.append({"timestamp": timestamp, "message": message})
+            size += len(message) + 26
+        if batch:
+            self._logs.put_log_events(logGroupName=self._log_group, logStreamName=stream, logEvents=batch)
+
+    def _deliver_files(self) -> None:
+        with self._lock:
+            pending, self._for_files = self._for_files, []
+        by_origin: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for event in pending:
+            by_origin[(str(event["recipientAccountId"]), str(event["awsRegion"]))].append(event)
+        failed: list[dict[str, Any]] = []
+        for (account_id, region), events in by_origin.items():
+            key = trail_file_key(account_id, region, datetime.now(UTC))
+            body = gzip.compress(json.dumps({"Records": events}).encode())
+            try:
+                self._s3.put_object(Bucket=self._trail_bucket, Key=key, Body=body, ContentType="application/json")
+            except Exception:
+                logger.exception("delivery to trail bucket %s failed; retrying", self._trail_bucket)
+                failed += events
+        if failed:
+            with self._lock:
+                self._for_files[:0] = failed

@@ -1,0 +1,208 @@
+"""The demo: two IAM users put, update, fail a conditional write, transact, read and delete an item through the
+local endpoint; the demo waits until every call shows in GET /audit, prints the item's history as a table, and the
+commands to try next. Runs against a running stack (`make up`), or inside `make run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.errors import DeutziaError
+from deutzia_local.settings import LocalSettings
+from deutzia_local.sql import format_table
+from deutzia_local.stack import client
+
+TABLE = "Music"
+KEY = {"Artist": "No One You Know", "SongTitle": "Call Me Today"}
+TYPED_KEY = {name: {"S": value} for name, value in KEY.items()}
+ALICE_ARN = "arn:aws:iam::123456789012:user/alice"
+WAIT_SECONDS = 60.0
+SECONDS_BETWEEN_CALLS = 1.0
+
+
+class DemoError(DeutziaError):
+    """The demo could not run or its calls did not reach the audit trail in time."""
+
+
+def run_demo(settings: LocalSettings, out: Callable[[str], None] = print) -> int:
+    """Run the demo; 0 when every call showed up in the audit trail."""
+    _check_running(settings)
+    _create_table(settings)
+    users = {name: _user_keys(settings, name) for name in ("alice", "bob")}
+    out(f"demo: alice and bob call DynamoDB table {TABLE} through {settings.aws_endpoint}")
+    calls = _make_calls(settings, users)
+    history = _wait_for(settings, [request_id for _, request_id in calls], out)
+    out("")
+    out(f"history of {json.dumps(KEY)} in {TABLE}, newest first (GET /audit):")
+    out(format_table(["time", "who", "operation", "item_key", "result"], [_row(entry) for entry in history]))
+    out("")
+    out(_next_steps(settings, users["alice"]))
+    return 0
+
+
+def _check_running(settings: LocalSettings) -> None:
+    try:
+        with urllib.request.urlopen(f"{settings.api_url}/health", timeout=3) as response:  # noqa: S310 - loopback
+            if response.status == 200:
+                return
+    except OSError:
+        pass
+    raise DemoError(f"the local stack is not answering at {settings.api_url}: start it with `make up`")
+
+
+def _create_table(settings: LocalSettings) -> None:
+    dynamodb = client("dynamodb", settings)
+    with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
+        dynamodb.create_table(
+            TableName=TABLE,
+            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in KEY],
+            KeySchema=[
+                {"AttributeName": "Artist", "KeyType": "HASH"},
+                {"AttributeName": "SongTitle", "KeyType": "RANGE"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+
+def _user_keys(settings: LocalSettings, name: str) -> dict[str, str]:
+    """A fresh access key for IAM user `name` (created if needed), replacing earlier demo keys."""
+    iam = client("iam", settings)
+    try:
+        iam.create_user(UserName=name)
+    except iam.exceptions.EntityAlreadyExistsException:
+        for key in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+            iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
+
+
+def _as(settings: LocalSettings, keys: dict[str, str]) -> Any:
+    import boto3
+
+    session = boto3.session.Session(
+        aws_access_key_id=keys["AccessKeyId"],
+        aws_secret_access_key=keys["SecretAccessKey"],
+        region_name=settings.region,
+    )
+    return session.client("dynamodb", endpoint_url=settings.aws_endpoint)
+
+
+def _make_calls(settings: LocalSettings, users: dict[str, dict[str, str]]) -> list[tuple[str, str]]:
+    """The demo's calls on the item, in order, as (what, request id)."""
+    alice, bob = _as(settings, users["alice"]), _as(settings, users["bob"])
+    calls: list[tuple[str, str]] = []
+
+    def record(what: str, response: dict[str, Any]) -> None:
+        calls.append((what, response["ResponseMetadata"]["RequestId"]))
+        # CloudTrail times events to the second: a second apart, the history's order is the calls' order.
+        time.sleep(SECONDS_BETWEEN_CALLS)
+
+    item = {**TYPED_KEY, "AlbumTitle": {"S": "Somewhat Famous"}, "Year": {"N": "2015"}}
+    record("alice puts the item", alice.put_item(TableName=TABLE, Item=item))
+    record(
+        "alice updates it",
+        alice.update_item(
+            TableName=TABLE,
+            Key=TYPED_KEY,
+            UpdateExpression="SET #a = :a",
+            ExpressionAttributeNames={"#a": "AlbumTitle"},
+            ExpressionAttributeValues={":a": {"S": "Louder Than Ever"}},
+        ),
+    )
+    try:
+        bob.update_item(
+            TableName=TABLE,
+            Key=TYPED_KEY,
+            UpdateExpression="SET #y = :y",
+            ConditionExpression="attribute_not_exists(#a)",
+            ExpressionAttributeNames={"#y": "Year", "#a": "AlbumTitle"},
+            ExpressionAttributeValues={":y": {"N": "1999"}},
+        )
+        raise DemoError("bob's conditional update should have failed")
+    except ClientError as exc:
+        record("bob's conditional update fails", dict(exc.response))
+    tomorrow = {"Artist": {"S": KEY["Artist"]}, "SongTitle": {"S": "Call Me Tomorrow"}}
+    record(
+        "bob writes a transaction",
+        bob.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": TABLE,
+                        "Key": TYPED_KEY,
+                        "UpdateExpression": "SET Plays = :p",
+                        "ExpressionAttributeValues": {":p": {"N": "1"}},
+                    }
+                },
+                {"Put": {"TableName": TABLE, "Item": {**tomorrow, "AlbumTitle": {"S": "Somewhat Famous"}}}},
+            ]
+        ),
+    )
+    record("alice reads it", alice.get_item(TableName=TABLE, Key=TYPED_KEY))
+    record("bob deletes it", bob.delete_item(TableName=TABLE, Key=TYPED_KEY))
+    return calls
+
+
+def _audit(settings: LocalSettings) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"table": TABLE, "key": json.dumps(KEY), "limit": "1000"})
+    with urllib.request.urlopen(f"{settings.api_url}/audit?{query}", timeout=30) as response:  # noqa: S310
+        entries: list[dict[str, Any]] = json.loads(response.read())["entries"]
+    return entries
+
+
+def _wait_for(settings: LocalSettings, request_ids: list[str], out: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The item's history once every call shows in it, with a progress line while it waits."""
+    started = time.monotonic()
+    wanted = set(request_ids)
+    interactive = sys.stdout.isatty()
+    while True:
+        entries = _audit(settings)
+        seen = wanted & {entry["request_id"] for entry in entries}
+        elapsed = time.monotonic() - started
+        line = f"waiting for the audit trail: {len(seen)}/{len(wanted)} calls visible after {elapsed:.1f} s"
+        if seen == wanted:
+            out(("\r" if interactive else "") + line.replace("waiting for", "done:"))
+            return [entry for entry in entries if entry["request_id"] in wanted]
+        if elapsed > WAIT_SECONDS:
+            raise DemoError(f"only {len(seen)} of {len(wanted)} calls reached GET /audit within {WAIT_SECONDS:g} s")
+        if interactive:
+            print("\r" + line, end="", flush=True)
+        elif int(elapsed) != int(elapsed - 0.25):
+            out(line)
+        time.sleep(0.25)
+
+
+def _row(entry: dict[str, Any]) -> list[str]:
+    who = entry.get("principal_name") or entry.get("principal_arn") or entry.get("principal_id") or "?"
+    result = "ok" if entry["success"] else f"failed: {entry['error_code']}"
+    operation = entry["operation"] + (
+        f" ({entry['event_name']})" if entry["event_name"] != f"{entry['operation']}Item" else ""
+    )
+    return [entry["event_time"], str(who), operation, str(entry["item_key"]), result]
+
+
+def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
+    audit = f"curl -sG {settings.api_url}/audit --data-urlencode table={TABLE}"
+    credentials = f"AWS_ACCESS_KEY_ID={alice['AccessKeyId']} AWS_SECRET_ACCESS_KEY={alice['SecretAccessKey']}"
+    aws = f".venv/bin/aws --endpoint-url {settings.aws_endpoint} --region {settings.region}"
+    item = json.dumps({**TYPED_KEY, "Rating": {"N": "5"}})
+    sql = "select event_time, principal_name, operation, item_key, success from audit order by event_time desc limit 10"
+    return "\n".join(
+        [
+            "try next:",
+            f"  {audit} --data-urlencode {shlex.quote('key=' + json.dumps(KEY))}",
+            f"  {credentials} {aws} dynamodb put-item --table-name {TABLE} --item {shlex.quote(item)}",
+            f"  {audit} --data-urlencode principal={ALICE_ARN}",
+            f"  make sql Q={shlex.quote(sql)}",
+        ]
+    )

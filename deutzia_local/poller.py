@@ -1,0 +1,210 @@
+"""Plays the Lambda event source mapping: reads every shard of the stream and invokes the ingest handler in-process
+with Lambda-shaped events, as the deployed mapping does.
+
+Same settings as the template (batch size, batching window, TRIM_HORIZON, retries); honours `batchItemFailures`
+(resumes at the lowest failed record); a raised error retries the whole batch; a batch that exhausts its retries
+goes to the failure queue as Lambda's on-failure record and is skipped. Checkpoints live in the local stack's own
+S3 (as long as the stack), written after every batch, so a restarted poller neither loses nor repeats records.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
+
+logger = logging.getLogger("deutzia.poller")
+
+# As the template's mapping: MaximumRetryAttempts.
+MAXIMUM_RETRY_ATTEMPTS = 10
+_IDLE_SECONDS = 0.2
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class _LambdaContext:
+    """The parts of Lambda's context object the handler may read."""
+
+    function_name = "ingest_audit_events"
+    memory_limit_in_mb = 128
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ingest_audit_events"
+    aws_request_id = ""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+class KinesisPoller:
+    """Polls one stream's shards and feeds the handler, checkpointing per shard."""
+
+    def __init__(
+        self,
+        kinesis: Any,
+        s3: Any,
+        sqs: Any,
+        stream_name: str,
+        state_bucket: str,
+        failure_queue_url: str,
+        handler: Handler,
+    ) -> None:
+        self._kinesis = kinesis
+        self._s3 = s3
+        self._sqs = sqs
+        self._stream = stream_name
+        self._state_bucket = state_bucket
+        self._failure_queue_url = failure_queue_url
+        self._handler = handler
+        self._stop = threading.Event()
+        self._iterators: dict[str, str | None] = {}
+        self._attempts: dict[str, int] = {}
+        self._thread = threading.Thread(target=self.run, name="kinesis-poller", daemon=True)
+        description = kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
+        self._stream_arn = str(description["StreamARN"])
+        self._region = self._stream_arn.split(":")[3]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def run(self) -> None:
+        """Poll until stopped."""
+        while not self._stop.is_set():
+            try:
+                worked = any([self.poll_shard(shard) for shard in self._shards()])
+            except Exception:
+                logger.exception("polling %s failed; retrying", self._stream)
+                worked = False
+            if not worked:
+                self._stop.wait(_IDLE_SECONDS)
+
+    def _shards(self) -> list[str]:
+        shards = self._kinesis.list_shards(StreamName=self._stream)["Shards"]
+        return [str(shard["ShardId"]) for shard in shards]
+
+    def poll_shard(self, shard_id: str) -> bool:
+        """Read and process one batch of the shard; False when there was nothing to read."""
+        records = self._read_batch(shard_id)
+        if not records:
+            return False
+        event = {"Records": [self._lambda_record(shard_id, record) for record in records]}
+        failed_from = self._invoke(event, records)
+        if failed_from is None:
+            self._checkpoint(shard_id, str(records[-1]["SequenceNumber"]))
+            self._attempts.pop(shard_id, None)
+            return True
+        attempts = self._attempts.get(shard_id, 0) + 1
+        processed = records[:failed_from]
+        if processed:
+            self._checkpoint(shard_id, str(processed[-1]["SequenceNumber"]))
+            attempts = 1  # progress was made: the retry is of a new, smaller batch
+        if attempts > MAXIMUM_RETRY_ATTEMPTS:
+            self._give_up(shard_id, records[failed_from:], attempts)
+            self._checkpoint(shard_id, str(records[-1]["SequenceNumber"]))
+            attempts = 0
+        self._attempts[shard_id] = attempts
+        self._iterators[shard_id] = None  # re-read from the checkpoint
+        return True
+
+    def _read_batch(self, shard_id: str) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + MAXIMUM_BATCHING_WINDOW_SECONDS
+        while len(records) < BATCH_SIZE:
+            iterator = self._iterators.get(shard_id) or self._iterator_from_checkpoint(shard_id)
+            response = self._kinesis.get_records(ShardIterator=iterator, Limit=BATCH_SIZE - len(records))
+            self._iterators[shard_id] = response.get("NextShardIterator")
+            records += response["Records"]
+            if not records or time.monotonic() >= deadline or self._stop.is_set():
+                break
+            if not response["Records"]:
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return records
+
+    def _invoke(self, event: dict[str, Any], records: list[dict[str, Any]]) -> int | None:
+        """Index of the first record to retry, or None when the whole batch succeeded."""
+        try:
+            response = self._handler(event, _LambdaContext())
+        except Exception:
+            logger.exception("ingest_audit_events raised; the batch will be retried")
+            return 0
+        failures = (response or {}).get("batchItemFailures") or []
+        if not failures:
+            return None
+        failed = {str(failure.get("itemIdentifier")) for failure in failures}
+        positions = [i for i, record in enumerate(records) if str(record["SequenceNumber"]) in failed]
+        return min(positions) if positions else 0
+
+    def _lambda_record(self, shard_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        arrival = record["ApproximateArrivalTimestamp"]
+        return {
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "partitionKey": record["PartitionKey"],
+                "sequenceNumber": record["SequenceNumber"],
+                "data": base64.b64encode(record["Data"]).decode("ascii"),
+                "approximateArrivalTimestamp": arrival.timestamp() if isinstance(arrival, datetime) else arrival,
+            },
+            "eventSource": "aws:kinesis",
+            "eventVersion": "1.0",
+            "eventID": f"{shard_id}:{record['SequenceNumber']}",
+            "eventName": "aws:kinesis:record",
+            "invokeIdentityArn": "arn:aws:iam::123456789012:role/deutzia-ingest",
+            "awsRegion": self._region,
+            "eventSourceARN": self._stream_arn,
+        }
+
+    def _checkpoint_key(self, shard_id: str) -> str:
+        return f"checkpoints/{self._stream}/{shard_id}"
+
+    def _iterator_from_checkpoint(self, shard_id: str) -> str:
+        try:
+            body = self._s3.get_object(Bucket=self._state_bucket, Key=self._checkpoint_key(shard_id))["Body"].read()
+        except self._s3.exceptions.NoSuchKey:
+            body = b""
+        arguments: dict[str, str] = {"StreamName": self._stream, "ShardId": shard_id}
+        if body:
+            arguments.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=body.decode())
+        else:
+            arguments["ShardIteratorType"] = "TRIM_HORIZON"
+        return str(self._kinesis.get_shard_iterator(**arguments)["ShardIterator"])
+
+    def _checkpoint(self, shard_id: str, sequence_number: str) -> None:
+        self._s3.put_object(
+            Bucket=self._state_bucket, Key=self._checkpoint_key(shard_id), Body=sequence_number.encode()
+        )
+
+    def _give_up(self, shard_id: str, records: list[dict[str, Any]], attempts: int) -> None:
+        """Send the exhausted batch's metadata to the failure queue, as Lambda's on-failure destination does."""
+        first, last = records[0], records[-1]
+        message = {
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": _LambdaContext.invoked_function_arn,
+                "condition": "RetryAttemptsExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "version": "1.0",
+            "timestamp": datetime.now(UTC).isoformat(),
+            "KinesisBatchInfo": {
+                "shardId": shard_id,
+                "startSequenceNumber": first["SequenceNumber"],
+                "endSequenceNumber": last["SequenceNumber"],
+                "approximateArrivalOfFirstRecord": str(first["ApproximateArrivalTimestamp"]),
+                "approximateArrivalOfLastRecord": str(last["ApproximateArrivalTimestamp"]),
+                "batchSize": len(records),
+                "streamArn": self._stream_arn,
+            },
+        }
+        self._sqs.send_message(QueueUrl=self._failure_queue_url, MessageBody=json.dumps(message))
+        logger.error("gave up on %d records of %s after %d attempts", len(records), shard_id, attempts)

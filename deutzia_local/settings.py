@@ -1,0 +1,74 @@
+"""The local stack's names, ports and environment: one place, so the stack, the poller process, the demo and the
+tests agree. The local stack only ever talks to its own endpoint on 127.0.0.1, with dummy credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from chalicelib.errors import ConfigError
+
+HOST = "127.0.0.1"
+ACCOUNT_ID = "123456789012"
+
+
+def _port(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"environment variable {name} must be a port number, not {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """Where the local stack listens and what it names its resources."""
+
+    aws_port: int
+    api_port: int
+    region: str = "us-east-1"
+    audit_bucket: str = "deutzia-audit"
+    trail_bucket: str = "deutzia-trail"
+    state_bucket: str = "deutzia-local-state"
+    stream: str = "deutzia-audit-events"
+    log_group: str = "/deutzia/local/cloudtrail"
+    subscription_filter: str = "deutzia-to-kinesis"
+    failure_queue: str = "deutzia-ingest-failures"
+    glue_database: str = "deutzia"
+    glue_table: str = "audit"
+    trail: str = "deutzia-local"
+    crawler_interval: float = 5.0
+
+    @classmethod
+    def from_environment(cls) -> LocalSettings:
+        """Ports from DEUTZIA_AWS_PORT (default 4566) and DEUTZIA_API_PORT (default 8000)."""
+        return cls(aws_port=_port("DEUTZIA_AWS_PORT", 4566), api_port=_port("DEUTZIA_API_PORT", 8000))
+
+    @property
+    def aws_endpoint(self) -> str:
+        return f"http://{HOST}:{self.aws_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    def apply_to_environment(self) -> None:
+        """The environment the app and every client in this process use: the local endpoint, never AWS."""
+        for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN"):
+            os.environ.pop(variable, None)
+        os.environ.update(
+            AWS_ENDPOINT_URL=self.aws_endpoint,
+            AWS_ACCESS_KEY_ID="deutzia-local",
+            AWS_SECRET_ACCESS_KEY="deutzia-local",  # noqa: S106 - moto accepts any secret
+            AWS_DEFAULT_REGION=self.region,
+            AWS_EC2_METADATA_DISABLED="true",
+            AUDIT_BUCKET=self.audit_bucket,
+            AUDIT_PREFIX="audit/",
+            AUDIT_STREAM=self.stream,
+            AUDITED_TABLES="*",
+            QUERY_BACKEND="duckdb",
+            REPORT_BATCH_ITEM_FAILURES="true",
+            POWERTOOLS_SERVICE_NAME="deutzia",
+        )

@@ -1,0 +1,47 @@
+"""Ad hoc SQL over the local audit records: DuckDB with a view `audit` that has Athena's column names and
+partition columns, over the same S3 objects the API reads. Read-only by intent; results as a text table.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from chalicelib.duckdb_engine import connect, read_json_sql, s3_filesystem
+from chalicelib.errors import QueryError
+from deutzia_local.settings import LocalSettings
+
+_MAX_WIDTH = 60
+
+
+def run_sql(settings: LocalSettings, query: str) -> str:
+    """The query's result as an aligned text table; QueryError with DuckDB's message when it fails."""
+    connection = connect(s3_filesystem(settings.aws_endpoint))
+    try:
+        connection.execute(f"CREATE VIEW audit AS SELECT * FROM {read_json_sql(settings.audit_bucket, 'audit/')}")
+    except duckdb.IOException as exc:
+        if "No files found" not in str(exc):
+            raise QueryError(f"cannot read s3://{settings.audit_bucket}/audit/: {exc}") from exc
+        return f"no audit records yet (nothing under s3://{settings.audit_bucket}/audit/)"
+    try:
+        cursor = connection.execute(query)
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL failed: {exc}") from exc
+    if cursor.description is None:
+        return "ok"
+    columns = [description[0] for description in cursor.description]
+    rows = [[_cell(value) for value in row] for row in cursor.fetchall()]
+    return format_table(columns, rows) + f"\n({len(rows)} row{'s' if len(rows) != 1 else ''})"
+
+
+def _cell(value: object) -> str:
+    text = "NULL" if value is None else str(value)
+    return text if len(text) <= _MAX_WIDTH else text[: _MAX_WIDTH - 1] + "…"
+
+
+def format_table(columns: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, with a rule under the header."""
+    widths = [max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)

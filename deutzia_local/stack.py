@@ -1,0 +1,266 @@
+"""Starts and stops the whole local stack in one process: moto behind the CloudTrail recorder on one endpoint,
+trail delivery, the Kinesis poller, the Glue crawler, and the Chalice API (DuckDB engine).
+
+Resources get the names in `settings` and are created with boto3 against the endpoint, as `make deploy` would
+create them in AWS (moto's CloudFormation cannot make the trail, the subscription or the Glue table). State lives
+as long as the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import threading
+import time
+import urllib.request
+import warnings
+from typing import Any
+
+import boto3
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from chalicelib.errors import DeutziaError
+from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
+from deutzia_local.crawler import LocalCrawler
+from deutzia_local.delivery import TrailDelivery
+from deutzia_local.poller import KinesisPoller
+from deutzia_local.recorder import CloudTrailRecorder
+from deutzia_local.settings import ACCOUNT_ID, HOST, LocalSettings
+
+logger = logging.getLogger("deutzia.stack")
+_client_lock = threading.Lock()
+
+
+class StackError(DeutziaError):
+    """The local stack cannot start (a port in use, an endpoint that does not answer)."""
+
+
+def client(service: str, settings: LocalSettings) -> Any:
+    """A boto3 client on the local endpoint; built under a lock (boto3 sessions are not thread-safe)."""
+    with _client_lock:
+        session = boto3.session.Session()
+        return session.client(service, endpoint_url=settings.aws_endpoint, region_name=settings.region)  # type: ignore[call-overload]
+
+
+def ingest_handler() -> Any:
+    """The deployed Lambda's handler, `ingest_audit_events`, imported once the environment is set."""
+    import app as deutzia_app
+
+    return deutzia_app.ingest_audit_events
+
+
+class LocalStack:
+    """The running stack; `start()` returns once every endpoint answers."""
+
+    def __init__(self, settings: LocalSettings, with_poller: bool = True) -> None:
+        self.settings = settings
+        self._with_poller = with_poller
+        self._aws_server: BaseWSGIServer | None = None
+        self._api_server: Any = None
+        self._threads: list[threading.Thread] = []
+        self._delivery: TrailDelivery | None = None
+        self._poller: KinesisPoller | None = None
+        self._crawler: LocalCrawler | None = None
+
+    def start(self) -> None:
+        settings = self.settings
+        settings.apply_to_environment()
+        self._delivery = TrailDelivery(
+            client("logs", settings), client("s3", settings), settings.log_group, settings.trail_bucket
+        )
+        recorder = CloudTrailRecorder(
+            DomainDispatcherApplication(create_backend_app), self._delivery.submit, settings.trail
+        )
+        self._aws_server = self._serve(
+            "AWS endpoint",
+            "DEUTZIA_AWS_PORT",
+            settings.aws_port,
+            lambda: make_server(HOST, settings.aws_port, recorder, threaded=True, request_handler=MotoRequestHandler),
+        )
+        self._run_thread("aws-endpoint", self._aws_server.serve_forever)
+        create_resources(settings)
+        self._delivery.start()
+        self._crawler = LocalCrawler(
+            client("glue", settings),
+            client("s3", settings),
+            settings.audit_bucket,
+            "audit/",
+            settings.glue_database,
+            settings.glue_table,
+            settings.crawler_interval,
+        )
+        self._crawler.start()
+        if self._with_poller:
+            self._poller = new_poller(settings)
+            self._poller.start()
+        self._api_server = self._serve("API", "DEUTZIA_API_PORT", settings.api_port, lambda: api_server(settings))
+        self._run_thread("api", self._api_server.serve_forever)
+        wait_until_ready(settings)
+
+    def stop(self) -> None:
+        """Stop everything, delivering what the trail still holds first."""
+        for component in (self._poller, self._crawler, self._delivery):
+            if component is not None:
+                with contextlib.suppress(Exception):
+                    component.stop()
+        for server in (self._api_server, self._aws_server):
+            if server is not None:
+                server.shutdown()
+                with contextlib.suppress(Exception):
+                    server.server_close()
+
+    def _serve(self, what: str, variable: str, port: int, factory: Any) -> Any:
+        # werkzeug exits the process on a busy port; find out first, and say which setting moves it.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((HOST, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise StackError(f"{what}: port {port} is in use; stop what uses it or set {variable}") from None
+                raise
+        return factory()
+
+    def _run_thread(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+
+def new_poller(settings: LocalSettings) -> KinesisPoller:
+    sqs = client("sqs", settings)
+    queue_url = sqs.get_queue_url(QueueName=settings.failure_queue)["QueueUrl"]
+    return KinesisPoller(
+        client("kinesis", settings),
+        client("s3", settings),
+        sqs,
+        settings.stream,
+        settings.state_bucket,
+        queue_url,
+        ingest_handler(),
+    )
+
+
+def api_server(settings: LocalSettings) -> Any:
+    """Chalice's local server for the app, keeping its per-thread `current_request`, with a deeper listen queue."""
+    from chalice.config import Config
+    from chalice.local import (
+        ChaliceRequestHandler,
+        CustomLocalChalice,
+        LocalChalice,
+        LocalDevServer,
+        ThreadedHTTPServer,
+    )
+
+    import app as deutzia_app
+
+    class _Server(ThreadedHTTPServer):
+        request_queue_size = 128
+
+    class _QuietHandler(ChaliceRequestHandler):
+        def log_message(self, *_: Any) -> None:
+            """Requests are not logged line by line; the API's answers say what happened."""
+
+    # `chalice local` serves IAM-authorized routes without SigV4 and warns on every request; the stack says so once.
+    warnings.filterwarnings("ignore", message="IAMAuthorizer is not a supported in local mode")
+    chalice_app = deutzia_app.app
+    if not isinstance(chalice_app, LocalChalice):
+        CustomLocalChalice.__bases__ = (LocalChalice, chalice_app.__class__)
+        chalice_app.__class__ = CustomLocalChalice
+    config = Config.create(chalice_stage="local", app_name="deutzia")
+    server = LocalDevServer(chalice_app, config, HOST, settings.api_port, handler_cls=_QuietHandler, server_cls=_Server)
+    return server.server
+
+
+def create_resources(settings: LocalSettings) -> None:
+    """The trail, its destinations, the stream, the subscription, the queue and the catalog, idempotently."""
+    s3 = client("s3", settings)
+    for bucket in (settings.audit_bucket, settings.trail_bucket, settings.state_bucket):
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=bucket)
+    logs = client("logs", settings)
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=settings.log_group)
+    kinesis = client("kinesis", settings)
+    with contextlib.suppress(kinesis.exceptions.ResourceInUseException):
+        kinesis.create_stream(StreamName=settings.stream, ShardCount=1)
+    stream_arn = kinesis.describe_stream_summary(StreamName=settings.stream)["StreamDescriptionSummary"]["StreamARN"]
+    logs.put_subscription_filter(
+        logGroupName=settings.log_group,
+        filterName=settings.subscription_filter,
+        filterPattern="",
+        destinationArn=stream_arn,
+        roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/deutzia-logs-to-kinesis",
+    )
+    client("sqs", settings).create_queue(QueueName=settings.failure_queue)
+    _create_catalog(settings)
+    cloudtrail = client("cloudtrail", settings)
+    log_group_arn = f"arn:aws:logs:{settings.region}:{ACCOUNT_ID}:log-group:{settings.log_group}:*"
+    with contextlib.suppress(cloudtrail.exceptions.TrailAlreadyExistsException):
+        cloudtrail.create_trail(
+            Name=settings.trail,
+            S3BucketName=settings.trail_bucket,
+            IsMultiRegionTrail=True,
+            EnableLogFileValidation=True,
+            CloudWatchLogsLogGroupArn=log_group_arn,
+            CloudWatchLogsRoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/deutzia-trail-to-logs",
+        )
+        # As a selector for all DynamoDB tables does in AWS: every table, reads and writes, every region.
+        cloudtrail.put_event_selectors(
+            TrailName=settings.trail,
+            AdvancedEventSelectors=[
+                {
+                    "Name": "DynamoDB item calls on every table",
+                    "FieldSelectors": [
+                        {"Field": "eventCategory", "Equals": ["Data"]},
+                        {"Field": "resources.type", "Equals": ["AWS::DynamoDB::Table"]},
+                    ],
+                }
+            ],
+        )
+        cloudtrail.start_logging(Name=settings.trail)
+
+
+def _create_catalog(settings: LocalSettings) -> None:
+    glue = client("glue", settings)
+    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+        glue.create_database(DatabaseInput={"Name": settings.glue_database})
+    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+        glue.create_table(
+            DatabaseName=settings.glue_database,
+            TableInput={
+                "Name": settings.glue_table,
+                "TableType": "EXTERNAL_TABLE",
+                "Parameters": {"classification": "json", "compressionType": "gzip"},
+                "PartitionKeys": [{"Name": c.name, "Type": c.glue_type} for c in PARTITION_COLUMNS],
+                "StorageDescriptor": {
+                    "Columns": [{"Name": c.name, "Type": c.glue_type} for c in AUDIT_COLUMNS],
+                    "Location": f"s3://{settings.audit_bucket}/audit/",
+                    "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
+                    "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+                    "SerdeInfo": {"SerializationLibrary": "org.openx.data.jsonserde.JsonSerDe"},
+                },
+            },
+        )
+
+
+def wait_until_ready(settings: LocalSettings, timeout: float = 30.0) -> None:
+    """Return once the AWS endpoint and the API answer; StackError naming the one that does not."""
+    deadline = time.monotonic() + timeout
+    for name, url in (
+        ("AWS endpoint", f"{settings.aws_endpoint}/moto-api/"),
+        ("API", f"{settings.api_url}/health"),
+    ):
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise StackError(f"the {name} at {url} did not answer within {timeout:g} s")
+            time.sleep(0.1)
