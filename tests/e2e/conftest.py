@@ -1,0 +1,167 @@
+"""The local stack as a user runs it: `python -m deutzia_local up` on free loopback ports, with the poller as its own
+process (`python -m deutzia_local poll`) so a test can kill and restart it. Stopped by the fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT_SECONDS = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Process:
+    """A `python -m deutzia_local ...` child whose output is kept for failure messages."""
+
+    def __init__(self, arguments: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "deutzia_local", *arguments],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for_line(self, text: str, timeout: float = WAIT_SECONDS) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if text in line:
+                    return line
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {text!r}; output:\n" + "\n".join(self.lines))
+
+    def kill(self) -> None:
+        self._process.kill()
+        self._process.wait(timeout=10)
+        self._close()
+
+    def _close(self) -> None:
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+    def stop(self) -> int:
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+        self._close()
+        return int(self._process.returncode)
+
+
+class Stack:
+    """Endpoints of the running stack, clients on them, and control of its poller."""
+
+    def __init__(self, aws_port: int, api_port: int, env: dict[str, str]) -> None:
+        self.aws_endpoint = f"http://127.0.0.1:{aws_port}"
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        self.env = env
+        self.up = Process(["up", "--no-poller"], env)
+        self.poller: Process | None = None
+
+    def start_poller(self) -> None:
+        self.poller = Process(["poll"], self.env)
+        self.poller.wait_for_line("polling")
+
+    def client(self, service: str, keys: dict[str, str] | None = None) -> Any:
+        credentials = keys or {"AccessKeyId": "deutzia-e2e-admin", "SecretAccessKey": "x"}
+        return boto3.session.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            region_name="us-east-1",
+        ).client(service, endpoint_url=self.aws_endpoint)  # type: ignore[call-overload]
+
+    def user(self, name: str) -> dict[str, str]:
+        iam = self.client("iam")
+        iam.create_user(UserName=name)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
+
+    def aws_cli(self, keys: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+        """The AWS CLI from the virtualenv, as a user pastes it."""
+        env = {**self.env, "AWS_ACCESS_KEY_ID": keys["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": keys["SecretAccessKey"]}
+        command = [
+            str(Path(sys.executable).parent / "aws"),
+            "--endpoint-url",
+            self.aws_endpoint,
+            "--region",
+            "us-east-1",
+        ]
+        return subprocess.run([*command, *arguments], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    def audit(self, **parameters: str) -> dict[str, Any]:
+        query = urllib.parse.urlencode({"limit": "1000", **parameters})
+        with urllib.request.urlopen(f"{self.api_url}/audit?{query}", timeout=30) as response:
+            body: dict[str, Any] = json.loads(response.read())
+        return body
+
+    def wait_for(self, done: Callable[[list[dict[str, Any]]], bool], **parameters: str) -> list[dict[str, Any]]:
+        """The entries of GET /audit once `done(entries)` holds."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            entries: list[dict[str, Any]] = self.audit(**parameters)["entries"]
+            if done(entries):
+                return entries
+            if time.monotonic() > deadline:
+                raise AssertionError(f"GET /audit {parameters} never got there; last entries: {entries}")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    aws_port, api_port = _free_port(), _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(
+        DEUTZIA_AWS_PORT=str(aws_port),
+        DEUTZIA_API_PORT=str(api_port),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    running = Stack(aws_port, api_port, env)
+    try:
+        ready = running.up.wait_for_line("ready")
+        assert running.aws_endpoint in ready
+        assert running.api_url in ready
+        running.start_poller()
+        yield running
+    finally:
+        if running.poller is not None:
+            running.poller.stop()
+        running.up.stop()

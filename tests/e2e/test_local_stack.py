@@ -1,0 +1,252 @@
+"""The whole trail on one machine, driven by real clients (boto3 and the AWS CLI) and read back through GET /audit,
+the trail bucket, the Glue catalog and SQL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import ROOT, Stack
+
+ACCOUNT = "123456789012"
+
+
+def _create_table(stack: Stack, name: str) -> None:
+    stack.client("dynamodb").create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def _key(value: str) -> str:
+    return json.dumps({"id": value})
+
+
+def test_every_call_appears_once_attributed_to_its_caller(stack: Stack) -> None:
+    _create_table(stack, "E2eOrders")
+    alice, bob = stack.user("e2e-alice"), stack.user("e2e-bob")
+    as_alice = stack.client("dynamodb", alice)
+    item = {"id": {"S": "order-1"}, "amount": {"N": "10"}}
+    as_alice.put_item(TableName="E2eOrders", Item=item)
+    updated = stack.aws_cli(
+        bob,
+        "dynamodb",
+        "update-item",
+        "--table-name",
+        "E2eOrders",
+        "--key",
+        '{"id": {"S": "order-1"}}',
+        "--update-expression",
+        "SET amount = :t",
+        "--expression-attribute-values",
+        '{":t": {"N": "12"}}',
+    )
+    assert updated.returncode == 0, updated.stderr
+    with pytest.raises(as_alice.exceptions.ConditionalCheckFailedException):
+        as_alice.put_item(TableName="E2eOrders", Item=item, ConditionExpression="attribute_not_exists(id)")
+    transaction = json.dumps(
+        [
+            {
+                "Update": {
+                    "TableName": "E2eOrders",
+                    "Key": {"id": {"S": "order-1"}},
+                    "UpdateExpression": "SET paid = :p",
+                    "ExpressionAttributeValues": {":p": {"BOOL": True}},
+                }
+            },
+            {"Put": {"TableName": "E2eOrders", "Item": {"id": {"S": "order-2"}}}},
+        ]
+    )
+    transacted = stack.aws_cli(bob, "dynamodb", "transact-write-items", "--transact-items", transaction)
+    assert transacted.returncode == 0, transacted.stderr
+    as_alice.get_item(TableName="E2eOrders", Key={"id": {"S": "order-1"}})
+    deleted = stack.aws_cli(
+        bob, "dynamodb", "delete-item", "--table-name", "E2eOrders", "--key", '{"id": {"S": "order-1"}}'
+    )
+    assert deleted.returncode == 0, deleted.stderr
+
+    entries = stack.wait_for(lambda e: len(e) >= 6, table="E2eOrders", key=_key("order-1"))
+    time.sleep(1.5)  # anything delivered twice would show up by now
+    entries = stack.audit(table="E2eOrders", key=_key("order-1"))["entries"]
+    calls = Counter(
+        (e["principal_name"], e["event_name"], e["operation"], e["success"], e["error_code"]) for e in entries
+    )
+    assert calls == Counter(
+        {
+            ("e2e-alice", "PutItem", "Put", True, None): 1,
+            ("e2e-bob", "UpdateItem", "Update", True, None): 1,
+            ("e2e-alice", "PutItem", "Put", False, "ConditionalCheckFailedException"): 1,
+            ("e2e-bob", "TransactWriteItems", "Update", True, None): 1,
+            ("e2e-alice", "GetItem", "Get", True, None): 1,
+            ("e2e-bob", "DeleteItem", "Delete", True, None): 1,
+        }
+    )
+    assert {e["principal_type"] for e in entries} == {"IAMUser"}
+    assert {e["principal_arn"] for e in entries} == {
+        f"arn:aws:iam::{ACCOUNT}:user/e2e-alice",
+        f"arn:aws:iam::{ACCOUNT}:user/e2e-bob",
+    }
+    assert {e["item_key"] for e in entries} == {'{"id":"order-1"}'}
+    assert all(e["source_ip"] == "127.0.0.1" for e in entries)
+    assert any(e["user_agent"].startswith("aws-cli/") for e in entries)
+    (transacted_entry,) = [e for e in entries if e["event_name"] == "TransactWriteItems"]
+    (second,) = stack.wait_for(lambda e: len(e) >= 1, table="E2eOrders", key=_key("order-2"))
+    assert (second["event_id"], second["item_index"], second["operation"]) == (transacted_entry["event_id"], 1, "Put")
+    assert transacted_entry["item_index"] == 0
+
+
+def test_reads_are_audited_only_while_the_trail_includes_them(stack: Stack) -> None:
+    _create_table(stack, "E2eReads")
+    cloudtrail = stack.client("cloudtrail")
+    every_call = cloudtrail.get_event_selectors(TrailName="deutzia-local")["AdvancedEventSelectors"]
+    writes_only = [
+        {
+            "Name": "writes",
+            "FieldSelectors": [*every_call[0]["FieldSelectors"], {"Field": "readOnly", "Equals": ["false"]}],
+        }
+    ]
+    dynamodb = stack.client("dynamodb")
+    key = {"id": {"S": "r-1"}}
+    dynamodb.put_item(TableName="E2eReads", Item=key)
+    dynamodb.get_item(TableName="E2eReads", Key=key)
+    stack.wait_for(lambda e: {x["operation"] for x in e} == {"Put", "Get"}, table="E2eReads", key=_key("r-1"))
+    cloudtrail.put_event_selectors(TrailName="deutzia-local", AdvancedEventSelectors=writes_only)
+    try:
+        dynamodb.get_item(TableName="E2eReads", Key=key)
+        dynamodb.delete_item(TableName="E2eReads", Key=key)
+        entries = stack.wait_for(lambda e: "Delete" in {x["operation"] for x in e}, table="E2eReads", key=_key("r-1"))
+    finally:
+        cloudtrail.put_event_selectors(TrailName="deutzia-local", AdvancedEventSelectors=every_call)
+    assert Counter(e["operation"] for e in entries) == Counter({"Put": 1, "Get": 1, "Delete": 1})
+
+
+def test_an_unknown_access_key_is_recorded_with_its_key_id(stack: Stack) -> None:
+    _create_table(stack, "E2eUnknown")
+    stranger = stack.client("dynamodb", {"AccessKeyId": "AKIASTRANGER0000", "SecretAccessKey": "x"})
+    stranger.put_item(TableName="E2eUnknown", Item={"id": {"S": "u-1"}})
+    (entry,) = stack.wait_for(lambda e: len(e) == 1, table="E2eUnknown")
+    assert (entry["principal_type"], entry["principal_id"], entry["access_key_id"], entry["account_id"]) == (
+        "Unknown",
+        "AKIASTRANGER0000",
+        "AKIASTRANGER0000",
+        ACCOUNT,
+    )
+
+
+TRAIL_KEY = re.compile(
+    rf"^AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/\d{{4}}/\d{{2}}/\d{{2}}/"
+    rf"{ACCOUNT}_CloudTrail_us-east-1_\d{{8}}T\d{{4}}Z_[A-Za-z0-9]{{16}}\.json\.gz$"
+)
+
+
+def test_trail_bucket_holds_the_same_events_in_cloudtrails_layout(stack: Stack) -> None:
+    _create_table(stack, "E2eTrail")
+    dynamodb = stack.client("dynamodb")
+    for n in range(3):
+        dynamodb.put_item(TableName="E2eTrail", Item={"id": {"S": f"t-{n}"}})
+    entries = stack.wait_for(lambda e: len(e) == 3, table="E2eTrail")
+    wanted = {e["event_id"] for e in entries}
+    s3 = stack.client("s3")
+    deadline = time.monotonic() + 30
+    while True:
+        found: dict[str, dict[str, Any]] = {}
+        for item in s3.list_objects_v2(Bucket="deutzia-trail").get("Contents", []):
+            assert TRAIL_KEY.match(item["Key"]), item["Key"]
+            body = s3.get_object(Bucket="deutzia-trail", Key=item["Key"])["Body"].read()
+            found.update({r["eventID"]: r for r in json.loads(gzip.decompress(body))["Records"]})
+        if wanted <= set(found) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert wanted <= set(found)
+    record = found[next(iter(wanted))]
+    assert (record["eventSource"], record["eventName"], record["eventCategory"]) == (
+        "dynamodb.amazonaws.com",
+        "PutItem",
+        "Data",
+    )
+
+
+def test_glue_catalog_gets_the_partitions(stack: Stack) -> None:
+    _create_table(stack, "E2eGlue")
+    stack.client("dynamodb").put_item(TableName="E2eGlue", Item={"id": {"S": "g-1"}})
+    stack.wait_for(lambda e: len(e) == 1, table="E2eGlue")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    glue = stack.client("glue")
+    deadline = time.monotonic() + 30
+    while True:
+        partitions = {
+            tuple(p["Values"]) for p in glue.get_partitions(DatabaseName="deutzia", TableName="audit")["Partitions"]
+        }
+        if ("E2eGlue", today) in partitions or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert ("E2eGlue", today) in partitions
+
+
+def _raw_counts(stack: Stack, table: str) -> tuple[int, int]:
+    query = f"select count(*) as records, count(distinct event_id) as events from audit where table_name = '{table}'"
+    result = subprocess.run(
+        [sys.executable, "-m", "deutzia_local", "sql", query],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    header, _rule, row, *_ = result.stdout.splitlines()
+    assert header.split() == ["records", "events"]
+    records, events = row.split()
+    return int(records), int(events)
+
+
+def test_poller_killed_mid_stream_and_restarted_loses_and_repeats_nothing(stack: Stack) -> None:
+    _create_table(stack, "E2eRestart")
+    dynamodb = stack.client("dynamodb")
+    total = 150
+
+    def write() -> None:
+        for n in range(total):
+            dynamodb.put_item(TableName="E2eRestart", Item={"id": {"S": f"k-{n}"}})
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    stack.wait_for(lambda e: len(e) >= 10, table="E2eRestart")
+    assert stack.poller is not None
+    stack.poller.kill()
+    time.sleep(1.0)
+    stack.start_poller()
+    writer.join()
+    entries = stack.wait_for(lambda e: len(e) >= total, table="E2eRestart")
+    assert sorted(e["item_key"] for e in entries) == sorted(_key(f"k-{n}").replace(" ", "") for n in range(total))
+    assert _raw_counts(stack, "E2eRestart") == (total, total)
+
+
+def test_write_to_visible_latency(stack: Stack) -> None:
+    _create_table(stack, "E2eLatency")
+    dynamodb = stack.client("dynamodb")
+    latencies = []
+    for n in range(5):
+        dynamodb.put_item(TableName="E2eLatency", Item={"id": {"S": f"l-{n}"}})
+        returned = time.monotonic()
+        stack.wait_for(lambda e, n=n: any(x["item_key"] == f'{{"id":"l-{n}"}}' for x in e), table="E2eLatency")
+        latencies.append(time.monotonic() - returned)
+    print(
+        f"\nwrite-to-visible latency over {len(latencies)} puts: median {statistics.median(latencies):.2f} s, "
+        f"max {max(latencies):.2f} s"
+    )
+    assert len(latencies) == 5
