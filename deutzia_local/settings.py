@@ -72,3 +72,5 @@ class LocalSettings:
             REPORT_BATCH_ITEM_FAILURES="true",
             POWERTOOLS_SERVICE_NAME="deutzia",
         )
+        # The ingest function's per-batch count lines would drown the demo; POWERTOOLS_LOG_LEVEL=INFO shows them.
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")

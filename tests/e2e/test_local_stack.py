@@ -250,3 +250,21 @@ def test_write_to_visible_latency(stack: Stack) -> None:
         f"max {max(latencies):.2f} s"
     )
     assert len(latencies) == 5
+
+
+def test_an_assumed_role_session_is_recorded_with_the_role_behind_it(stack: Stack) -> None:
+    _create_table(stack, "E2eRoles")
+    role = stack.client("iam").create_role(RoleName="e2e-deployer", AssumeRolePolicyDocument="{}")["Role"]
+    credentials = stack.client("sts").assume_role(RoleArn=role["Arn"], RoleSessionName="ci-run-42")["Credentials"]
+    session = {"AccessKeyId": credentials["AccessKeyId"], "SecretAccessKey": credentials["SecretAccessKey"]}
+    stack.client("dynamodb", session).delete_item(TableName="E2eRoles", Key={"id": {"S": "x"}})
+    (entry,) = stack.wait_for(lambda e: len(e) == 1, table="E2eRoles")
+    assert (entry["principal_type"], entry["principal_name"], entry["session_issuer_arn"]) == (
+        "AssumedRole",
+        "ci-run-42",
+        role["Arn"],
+    )
+    assert entry["principal_arn"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/e2e-deployer/ci-run-42"
+    assert [e["event_id"] for e in stack.audit(table="E2eRoles", principal=role["Arn"])["entries"]] == [
+        entry["event_id"]
+    ]

@@ -12,7 +12,9 @@ from typing import Any
 import boto3
 import pytest
 
+from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
 from chalicelib.schema import AUDIT_COLUMNS
+from deutzia_local.poller import MAXIMUM_RETRY_ATTEMPTS
 from infra.render import load_template, render_infrastructure, render_merge_template, without_resources
 from tests.infra.intrinsics import Resolver
 
@@ -60,7 +62,11 @@ def test_ingest_mapping_reports_failures_bisects_retries_and_has_a_failure_queue
     properties = mapping["Properties"]
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert properties["BisectBatchOnFunctionError"] is True
-    assert 0 < properties["MaximumRetryAttempts"] <= 10
+    assert properties["MaximumRetryAttempts"] == MAXIMUM_RETRY_ATTEMPTS  # the local poller plays the same mapping
+    assert (properties["BatchSize"], properties["MaximumBatchingWindowInSeconds"]) == (
+        BATCH_SIZE,
+        MAXIMUM_BATCHING_WINDOW_SECONDS,
+    )
     assert 0 < properties["MaximumRecordAgeInSeconds"] < 168 * 3600  # before the stream drops the record
     assert properties["StartingPosition"] == "TRIM_HORIZON"
     assert properties["EventSourceArn"] == {"Fn::Sub": "${AuditStream.Arn}"}
