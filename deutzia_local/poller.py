@@ -54,6 +54,7 @@ class KinesisPoller:
         state_bucket: str,
         failure_queue_url: str,
         handler: Handler,
+        batching_window: float = MAXIMUM_BATCHING_WINDOW_SECONDS,
     ) -> None:
         self._kinesis = kinesis
         self._s3 = s3
@@ -62,6 +63,7 @@ class KinesisPoller:
         self._state_bucket = state_bucket
         self._failure_queue_url = failure_queue_url
         self._handler = handler
+        self._batching_window = batching_window
         self._stop = threading.Event()
         self._iterators: dict[str, str | None] = {}
         self._attempts: dict[str, int] = {}
@@ -118,7 +120,7 @@ class KinesisPoller:
 
     def _read_batch(self, shard_id: str) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
-        deadline = time.monotonic() + MAXIMUM_BATCHING_WINDOW_SECONDS
+        deadline = time.monotonic() + self._batching_window
         while len(records) < BATCH_SIZE:
             iterator = self._iterators.get(shard_id) or self._iterator_from_checkpoint(shard_id)
             response = self._kinesis.get_records(ShardIterator=iterator, Limit=BATCH_SIZE - len(records))
