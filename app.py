@@ -15,6 +15,7 @@ from chalice.app import BadRequestError, Chalice, ChaliceViewError, IAMAuthorize
 from chalicelib.config import audit_prefix, audited_tables, flag, setting
 from chalicelib.errors import (
     ConfigError,
+    DeutziaError,
     InvalidRequestError,
     QueryError,
     QueryTimeoutError,
@@ -38,6 +39,24 @@ class ServiceUnavailableError(ChaliceViewError):
 
 class GatewayTimeoutError(ChaliceViewError):
     STATUS_CODE = 504
+
+
+# Most specific first: a timeout is also a query error.
+_HTTP_ERRORS: tuple[tuple[type[DeutziaError], type[ChaliceViewError]], ...] = (
+    (InvalidRequestError, BadRequestError),
+    (UnknownTableError, NotFoundError),
+    (QueryTimeoutError, GatewayTimeoutError),
+    (QueryUnavailableError, ServiceUnavailableError),
+    (QueryError, BadGatewayError),
+)
+
+
+def _http_error(error: DeutziaError) -> ChaliceViewError:
+    """The HTTP error (Chalice's `{"Code", "Message"}` body) for one of ours; 500 for configuration errors."""
+    for kind, http_error in _HTTP_ERRORS:
+        if isinstance(error, kind):
+            return http_error(str(error))
+    return ChaliceViewError(str(error))
 
 
 @cache
@@ -71,18 +90,8 @@ def get_audit() -> dict[str, Any]:
         parameters = request.query_params if request is not None else None
         query, token = parse_audit_request(parameters or {}, audited_tables())
         page = get_query_engine().fetch_page(query, token)
-    except InvalidRequestError as exc:
-        raise BadRequestError(str(exc)) from exc
-    except UnknownTableError as exc:
-        raise NotFoundError(str(exc)) from exc
-    except QueryTimeoutError as exc:
-        raise GatewayTimeoutError(str(exc)) from exc
-    except QueryUnavailableError as exc:
-        raise ServiceUnavailableError(str(exc)) from exc
-    except QueryError as exc:
-        raise BadGatewayError(str(exc)) from exc
-    except ConfigError as exc:
-        raise ChaliceViewError(str(exc)) from exc
+    except DeutziaError as exc:
+        raise _http_error(exc) from exc
     return {
         "table": query.table,
         "key": None if query.key is None else json.loads(query.key),
