@@ -14,7 +14,7 @@ READS ?= true
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
 PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS)
 
-.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql
+.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Speed, as ratios to baselines measured in the same run (see bench/run.py).
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 # The local stack (no AWS account): moto + the CloudTrail recorder on DEUTZIA_AWS_PORT (4566), the API on
 # DEUTZIA_API_PORT (8000). `run` = set up from nothing + up + the demo; Ctrl-C stops it.

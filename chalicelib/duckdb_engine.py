@@ -1,23 +1,28 @@
 """GET /audit on DuckDB, for the local stack: the same SQL as Athena over the same S3 objects.
 
-DuckDB scans the gzip JSON Lines itself through an fsspec filesystem on pyarrow's S3 client (its httpfs extension
-cannot be installed here), with hive partitioning, so `table_name` and `dt` prune objects as Athena's partitions
-do. One cursor per request; a timer interrupts a query that outlives the deadline. Local use only.
+pyarrow reads the gzip JSON Lines from S3 (its own parallel client; DuckDB's httpfs cannot be installed here), as a
+hive-partitioned dataset typed by the schema, so `table_name` and `dt` prune objects before any is read, as Athena's
+partitions do; DuckDB then runs the shared SQL over that Arrow data. Every query lists the objects afresh, so new
+records show at once. One cursor per request; a timer interrupts SQL that outlives the deadline. Local use only.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+import uuid
 from typing import Any
 
 import boto3
 import duckdb
-from fsspec.implementations.arrow import ArrowFSWrapper
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.json as pajson
 from pyarrow import fs as pafs
 
 from chalicelib.config import audit_prefix, number, setting
-from chalicelib.errors import ConfigError, InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
+from chalicelib.errors import InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
 from chalicelib.query import (
     ENTRY_COLUMNS,
     AuditPage,
@@ -31,16 +36,18 @@ from chalicelib.query import (
 from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
 
 DEFAULT_TIMEOUT_SECONDS = 25.0
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "int": pa.int32(),
+    "boolean": pa.bool_(),
+    "array<string>": pa.list_(pa.string()),
+}
+RECORD_SCHEMA = pa.schema([pa.field(column.name, _ARROW_TYPES[column.glue_type]) for column in AUDIT_COLUMNS])
+PARTITION_SCHEMA = pa.schema([pa.field(column.name, pa.string()) for column in PARTITION_COLUMNS])
 
 
-class S3ArrowFileSystem(ArrowFSWrapper):  # type: ignore[misc]
-    """pyarrow's S3 client as the fsspec filesystem DuckDB reads `s3://` paths through."""
-
-    protocol = ("s3",)
-
-
-def s3_filesystem(endpoint_url: str | None) -> S3ArrowFileSystem:
-    """An S3 filesystem with boto3's credentials and region, through `endpoint_url` when given."""
+def s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
+    """pyarrow's S3 client with boto3's credentials and region, through `endpoint_url` when given."""
     session = boto3.session.Session()
     credentials = session.get_credentials()
     options: dict[str, Any] = {"region": session.region_name or "us-east-1"}
@@ -50,44 +57,76 @@ def s3_filesystem(endpoint_url: str | None) -> S3ArrowFileSystem:
     if endpoint_url:
         scheme, _, authority = endpoint_url.partition("://")
         options.update(endpoint_override=authority.rstrip("/"), scheme=scheme)
-    return S3ArrowFileSystem(pafs.S3FileSystem(**options))
+    return pafs.S3FileSystem(**options)
 
 
-def read_json_sql(bucket: str, prefix: str) -> str:
-    """The `read_json` scan of every audit object, typed by the schema, partitions from the key."""
-    columns = ", ".join(f"'{column.name}': '{column.duckdb_type}'" for column in AUDIT_COLUMNS)
-    hive_types = ", ".join(f"'{column.name}': 'VARCHAR'" for column in PARTITION_COLUMNS)
-    return (
-        f"read_json('s3://{bucket}/{prefix}*/*/*.json.gz', format = 'newline_delimited', compression = 'gzip', "
-        f"hive_partitioning = true, hive_types = {{{hive_types}}}, columns = {{{columns}}})"
-    )
+class AuditObjects:
+    """The audit records under s3://<bucket>/<prefix>, read as Arrow, pruned by partition."""
+
+    def __init__(self, filesystem: pafs.FileSystem, bucket: str, prefix: str) -> None:
+        self._filesystem = filesystem
+        self._bucket = bucket
+        self._root = f"{bucket}/{prefix.rstrip('/')}"
+        self._format = ds.JsonFileFormat(
+            parse_options=pajson.ParseOptions(explicit_schema=RECORD_SCHEMA, unexpected_field_behavior="ignore")
+        )
+
+    def read(self, table: str | None = None, dt_from: str | None = None, dt_to: str | None = None) -> pa.Table:
+        """The records of `table` (all tables when None) with `dt_from <= dt <= dt_to`; QueryUnavailableError or
+        QueryError when the bucket cannot be read."""
+        try:
+            dataset = ds.dataset(
+                self._root,
+                filesystem=self._filesystem,
+                format=self._format,
+                schema=pa.unify_schemas([RECORD_SCHEMA, PARTITION_SCHEMA]),
+                partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
+            )
+        except FileNotFoundError:
+            self._check_bucket()
+            return pa.Table.from_batches([], schema=pa.unify_schemas([RECORD_SCHEMA, PARTITION_SCHEMA]))
+        except OSError as exc:
+            raise QueryUnavailableError(f"cannot read the audit bucket {self._bucket}: {exc}") from exc
+        conditions = []
+        if table is not None:
+            conditions.append(ds.field("table_name") == table)
+        if dt_from is not None:
+            conditions.append(ds.field("dt") >= dt_from)
+        if dt_to is not None:
+            conditions.append(ds.field("dt") <= dt_to)
+        expression = None
+        for condition in conditions:
+            expression = condition if expression is None else expression & condition
+        try:
+            return dataset.to_table(filter=expression)
+        except pa.ArrowInvalid as exc:
+            raise QueryError(f"an object under s3://{self._root}/ is not audit records: {exc}") from exc
+        except OSError as exc:
+            raise QueryUnavailableError(f"cannot read the audit bucket {self._bucket}: {exc}") from exc
+
+    def _check_bucket(self) -> None:
+        """Nothing under the prefix: tell an empty history from a bucket that does not exist."""
+        try:
+            info = self._filesystem.get_file_info(self._bucket)
+        except OSError as exc:
+            raise QueryUnavailableError(f"cannot read the audit bucket {self._bucket}: {exc}") from exc
+        if info.type == pafs.FileType.NotFound:
+            raise QueryError(f"the audit bucket {self._bucket} does not exist")
 
 
-def connect(filesystem: S3ArrowFileSystem) -> duckdb.DuckDBPyConnection:
-    """A connection that reads `s3://` through `filesystem` and has Athena's `json_format`, so the SQL runs as is."""
+def connect() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with Athena's `json_format`, so the shared SQL runs as it is."""
     connection = duckdb.connect()
-    connection.register_filesystem(filesystem)
     connection.execute("CREATE MACRO json_format(document) AS CAST(document AS VARCHAR)")
     return connection
 
 
 class DuckDBQueryRunner:
-    """QueryEngine on an in-process DuckDB that scans the audit bucket on every query (new objects show at once)."""
+    """QueryEngine: DuckDB over the audit records that pyarrow reads from S3 for each query."""
 
-    def __init__(
-        self,
-        filesystem: S3ArrowFileSystem,
-        bucket: str,
-        prefix: str,
-        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-    ) -> None:
-        for name, value in (("AUDIT_BUCKET", bucket), ("AUDIT_PREFIX", prefix)):
-            if "'" in value:
-                raise ConfigError(f"environment variable {name} must not contain a quote")
-        self._filesystem = filesystem
-        self._bucket = bucket
-        self._connection = connect(filesystem)
-        self._relation = read_json_sql(bucket, prefix)
+    def __init__(self, objects: AuditObjects, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self._objects = objects
+        self._connection = connect()
         self._timeout = timeout_seconds
         self._lock = threading.Lock()
 
@@ -95,28 +134,33 @@ class DuckDBQueryRunner:
     def from_environment(cls) -> DuckDBQueryRunner:
         """A runner on $AUDIT_BUCKET/$AUDIT_PREFIX, through $AWS_ENDPOINT_URL when set."""
         filesystem = s3_filesystem(os.environ.get("AWS_ENDPOINT_URL"))
-        timeout = number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)
-        return cls(filesystem, setting("AUDIT_BUCKET"), audit_prefix(), timeout)
+        objects = AuditObjects(filesystem, setting("AUDIT_BUCKET"), audit_prefix())
+        return cls(objects, number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
 
     def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
         if token is not None and token.after is None:
             raise InvalidRequestError("next_token", "is not a token of this query engine")
+        started = time.monotonic()
+        records = self._objects.read(
+            query.table,
+            dt_from=query.since[:10] if query.since else None,
+            dt_to=query.until[:10] if query.until else None,
+        )
+        remaining = self._timeout - (time.monotonic() - started)
+        if remaining <= 0:
+            raise QueryTimeoutError(f"reading the audit records took longer than {self._timeout:g} s")
+        relation = f"audit_{uuid.uuid4().hex}"
         after = token.after if token is not None else None
-        sql, parameters = build_audit_sql(query, self._relation, after=after, limit=query.limit + 1)
+        sql, parameters = build_audit_sql(query, relation, after=after, limit=query.limit + 1)
         with self._lock:
             cursor = self._connection.cursor()
-        timer = threading.Timer(self._timeout, cursor.interrupt)
+        cursor.register(relation, records)
+        timer = threading.Timer(remaining, cursor.interrupt)
         timer.start()
         try:
             rows = cursor.execute(sql, parameters).fetchall()
         except duckdb.InterruptException:
             raise QueryTimeoutError(f"DuckDB query did not finish within {self._timeout:g} s") from None
-        except duckdb.IOException as exc:
-            if "No files found" in str(exc):
-                self._check_bucket()
-                rows = []
-            else:
-                raise QueryUnavailableError(f"DuckDB could not read the audit bucket: {exc}") from exc
         except duckdb.Error as exc:
             raise QueryError(f"DuckDB query failed: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -127,12 +171,3 @@ class DuckDBQueryRunner:
         if len(rows) > query.limit:
             next_token = encode_page_token(PageToken(query.fingerprint(), after=position_of(entries[-1])))
         return AuditPage(entries, next_token)
-
-    def _check_bucket(self) -> None:
-        """No objects matched: tell an empty history from a bucket that cannot be read (the glob hides errors)."""
-        try:
-            info = self._filesystem.fs.get_file_info(self._bucket)
-        except OSError as exc:
-            raise QueryUnavailableError(f"cannot read the audit bucket {self._bucket}: {exc}") from exc
-        if info.type == pafs.FileType.NotFound:
-            raise QueryError(f"the audit bucket {self._bucket} does not exist")

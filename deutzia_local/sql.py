@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import duckdb
 
-from chalicelib.duckdb_engine import connect, read_json_sql, s3_filesystem
+from chalicelib.duckdb_engine import AuditObjects, connect, s3_filesystem
 from chalicelib.errors import QueryError
 from deutzia_local.settings import LocalSettings
 
@@ -15,13 +15,10 @@ _MAX_WIDTH = 60
 
 def run_sql(settings: LocalSettings, query: str) -> str:
     """The query's result as an aligned text table; QueryError with DuckDB's message when it fails."""
-    connection = connect(s3_filesystem(settings.aws_endpoint))
-    try:
-        connection.execute(f"CREATE VIEW audit AS SELECT * FROM {read_json_sql(settings.audit_bucket, 'audit/')}")
-    except duckdb.IOException as exc:
-        if "No files found" not in str(exc):
-            raise QueryError(f"cannot read s3://{settings.audit_bucket}/audit/: {exc}") from exc
-        return f"no audit records yet (nothing under s3://{settings.audit_bucket}/audit/)"
+    connection = connect()
+    connection.register(
+        "audit", AuditObjects(s3_filesystem(settings.aws_endpoint), settings.audit_bucket, "audit/").read()
+    )
     try:
         cursor = connection.execute(query)
     except duckdb.Error as exc:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import duckdb
-
-from chalicelib.duckdb_engine import connect, read_json_sql, s3_filesystem
+from chalicelib.duckdb_engine import AuditObjects, connect, s3_filesystem
 
 DATABASE = "deutzia"
 WORKGROUP = "deutzia-test"
@@ -38,23 +36,20 @@ class DuckDBAthenaClient:
     """StartQueryExecution, GetQueryExecution, GetQueryResults and StopQueryExecution, executed on DuckDB."""
 
     def __init__(self, bucket: str, endpoint_url: str) -> None:
-        self._connection = connect(s3_filesystem(endpoint_url))
-        # Athena finds the table in its catalog; here the catalog name stands for the scan of the same objects.
-        self._catalog_table = (f'"{DATABASE}"."audit"', read_json_sql(bucket, "audit/"))
+        self._connection = connect()
+        self._objects = AuditObjects(s3_filesystem(endpoint_url), bucket, "audit/")
         self.executions: dict[str, dict[str, Any]] = {}
 
     def start_query_execution(self, QueryString: str, WorkGroup: str, ExecutionParameters: list[str]) -> Any:
         execution_id = f"fake-{next(_ids)}"
         parameters = [_from_literal(literal) for literal in ExecutionParameters]
-        try:
-            cursor = self._connection.execute(QueryString.replace(*self._catalog_table), parameters)
-            columns = [description[0] for description in cursor.description]
-            rows = cursor.fetchall()
-            status = {"State": "SUCCEEDED"}
-        except duckdb.IOException as exc:
-            if "No files found" not in str(exc):
-                raise
-            columns, rows, status = [], [], {"State": "SUCCEEDED"}
+        # Athena finds the table in its catalog; here the catalog name stands for every record in the bucket.
+        cursor = self._connection.cursor()
+        cursor.register("catalog_audit", self._objects.read())
+        cursor.execute(QueryString.replace(f'"{DATABASE}"."audit"', "catalog_audit"), parameters)
+        columns = [description[0] for description in cursor.description]
+        rows = cursor.fetchall()
+        status = {"State": "SUCCEEDED"}
         self.executions[execution_id] = {
             "QueryExecutionId": execution_id,
             "Query": QueryString,
