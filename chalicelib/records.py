@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import quote
 
@@ -67,8 +67,9 @@ class AuditRecord:
 
     def to_line(self) -> str:
         """The record as one compact JSON line, without its partition columns."""
-        values = asdict(self)
-        return json.dumps({name: values[name] for name in COLUMN_NAMES}, separators=(",", ":"), ensure_ascii=False)
+        # getattr, not dataclasses.asdict: asdict deep-copies every field, which was half of ingest's time.
+        values = {name: getattr(self, name) for name in COLUMN_NAMES}
+        return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 
 def normalise_number(value: int | float | Decimal) -> str:
