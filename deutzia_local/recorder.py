@@ -44,7 +44,10 @@ class CloudTrailRecorder:
         if scope is None or operation is None:
             return self._app(environ, start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
+        if length:
+            body = environ["wsgi.input"].read(length)
+        else:  # a chunked request: werkzeug marks its input as ending by itself
+            body = environ["wsgi.input"].read() if environ.get("wsgi.input_terminated") else b""
         environ["wsgi.input"] = io.BytesIO(body)
         captured: dict[str, Any] = {}
 
