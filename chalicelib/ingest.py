@@ -111,6 +111,8 @@ class KinesisRecordIngestor:
                 audit_records.extend(build_audit_records(event))
             except MalformedEventError as exc:
                 malformed.append(f"log event {log_event.id}: {exc}")
+            except Exception as exc:  # a shape the formatter does not survive: keep the bytes, never block the shard
+                malformed.append(f"log event {log_event.id}: formatter failed: {type(exc).__name__}: {exc}")
         for (table_name, dt), group in group_by_partition(audit_records).items():
             key = build_object_key(self._prefix, table_name, dt, shard_id, sequence_number)
             self._store.put_records(key, encode_object(group))

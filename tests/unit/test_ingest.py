@@ -142,3 +142,17 @@ def test_retry_after_a_failure_rewrites_the_same_objects() -> None:
     assert len(store.objects) == 4
     assert all(store.objects[key] == body for key, body in written_before.items())
     assert len(store.lines()) == 4
+
+
+def test_an_event_the_formatter_cannot_handle_is_quarantined_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    import chalicelib.ingest as ingest_module
+
+    def explode(event: Any) -> Any:
+        raise TypeError("unexpected shape")
+
+    monkeypatch.setattr(ingest_module, "build_audit_records", explode)
+    store = MemoryStore()
+    response = process_kinesis_batch(kinesis_event([logs_payload([cloudtrail_event()])]), store, "audit/", True)
+    assert response == {"batchItemFailures": []}
+    ((_, reason),) = store.quarantine.values()
+    assert "formatter failed: TypeError: unexpected shape" in reason
