@@ -96,12 +96,12 @@ class Stack:
         self.poller = Process(["poll"], self.env)
         self.poller.wait_for_line("polling")
 
-    def client(self, service: str, keys: dict[str, str] | None = None) -> Any:
+    def client(self, service: str, keys: dict[str, str] | None = None, region: str = "us-east-1") -> Any:
         credentials = keys or {"AccessKeyId": "deutzia-e2e-admin", "SecretAccessKey": "x"}
         return boto3.session.Session(
             aws_access_key_id=credentials["AccessKeyId"],
             aws_secret_access_key=credentials["SecretAccessKey"],
-            region_name="us-east-1",
+            region_name=region,
         ).client(service, endpoint_url=self.aws_endpoint)  # type: ignore[call-overload]
 
     def user(self, name: str) -> dict[str, str]:

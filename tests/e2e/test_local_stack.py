@@ -268,3 +268,19 @@ def test_an_assumed_role_session_is_recorded_with_the_role_behind_it(stack: Stac
     assert [e["event_id"] for e in stack.audit(table="E2eRoles", principal=role["Arn"])["entries"]] == [
         entry["event_id"]
     ]
+
+
+def test_calls_in_another_region_reach_the_same_trail(stack: Stack) -> None:
+    dublin = stack.client("dynamodb", region="eu-west-1")
+    dublin.create_table(
+        TableName="E2eDublin",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dublin.put_item(TableName="E2eDublin", Item={"id": {"S": "d-1"}})
+    (entry,) = stack.wait_for(lambda e: len(e) == 1, table="E2eDublin")
+    assert (entry["aws_region"], entry["table_arn"]) == (
+        "eu-west-1",
+        f"arn:aws:dynamodb:eu-west-1:{ACCOUNT}:table/E2eDublin",
+    )
