@@ -30,6 +30,8 @@ OPERATIONS = ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _TOKEN_VERSION = 1
+# Characters per SQL parameter: even all `'` (doubled) and quoted, a piece stays within Athena's 1024.
+PARAMETER_PIECE = 500
 
 SqlValue = str | int
 
@@ -223,23 +225,26 @@ def build_audit_sql(
 
     `relation` is a configured, already-quoted name; `after` and `limit` page without an engine's own cursor.
     """
-    conditions = ["table_name = ?"]
-    parameters: list[SqlValue] = [query.table]
+    conditions: list[str] = []
+    parameters: list[SqlValue] = []
+
+    def compare(column: str, operator: str, value: str) -> str:
+        placeholder, values = _placeholder(value)
+        parameters.extend(values)
+        return f"{column} {operator} {placeholder}"
+
+    conditions.append(compare("table_name", "=", query.table))
     if query.key is not None:
-        conditions.append("item_key = ?")
-        parameters.append(query.key)
+        conditions.append(compare("item_key", "=", query.key))
     if query.since is not None:
-        conditions += ["dt >= ?", "event_time >= ?"]
-        parameters += [query.since[:10], query.since]
+        conditions += [compare("dt", ">=", query.since[:10]), compare("event_time", ">=", query.since)]
     if query.until is not None:
-        conditions += ["dt <= ?", "event_time < ?"]
-        parameters += [query.until[:10], query.until]
+        conditions += [compare("dt", "<=", query.until[:10]), compare("event_time", "<", query.until)]
     if query.principal is not None:
-        conditions.append("(principal_arn = ? OR session_issuer_arn = ?)")
-        parameters += [query.principal, query.principal]
+        by_caller = compare("principal_arn", "=", query.principal)
+        conditions.append(f"({by_caller} OR {compare('session_issuer_arn', '=', query.principal)})")
     if query.operation is not None:
-        conditions.append("operation = ?")
-        parameters.append(query.operation)
+        conditions.append(compare("operation", "=", query.operation))
     outer = ["duplicate_rank = 1"]
     if after is not None:
         outer.append("(event_time < ? OR (event_time = ? AND (event_id < ? OR (event_id = ? AND item_index < ?))))")
@@ -255,6 +260,15 @@ def build_audit_sql(
         sql += " LIMIT ?"
         parameters.append(limit)
     return sql, parameters
+
+
+def _placeholder(value: str) -> tuple[str, list[SqlValue]]:
+    """`?` for a value, or `concat(?, ?, ...)` of pieces for a long one: Athena takes at most 1024 characters per
+    execution parameter (quotes and doubled `'` included), and DynamoDB keys run to 2 KB and more."""
+    if len(value) <= PARAMETER_PIECE:
+        return "?", [value]
+    pieces: list[SqlValue] = [value[i : i + PARAMETER_PIECE] for i in range(0, len(value), PARAMETER_PIECE)]
+    return f"concat({', '.join('?' for _ in pieces)})", pieces
 
 
 def row_to_entry(values: Mapping[str, object]) -> dict[str, object]:

@@ -41,6 +41,7 @@ class DuckDBAthenaClient:
         self.executions: dict[str, dict[str, Any]] = {}
 
     def start_query_execution(self, QueryString: str, WorkGroup: str, ExecutionParameters: list[str]) -> Any:
+        assert all(1 <= len(literal) <= 1024 for literal in ExecutionParameters), "Athena refuses such parameters"
         execution_id = f"fake-{next(_ids)}"
         parameters = [_from_literal(literal) for literal in ExecutionParameters]
         # Athena finds the table in its catalog; here the catalog name stands for every record in the bucket.

@@ -227,3 +227,14 @@ def test_the_largest_page_holds_exactly_the_limit(client: Client, engine: str, i
     assert (len(rest["entries"]), rest["next_token"]) == (1, None)
     seen = {entry["item_key"] for entry in first["entries"] + rest["entries"]}
     assert len(seen) == 1001
+
+
+def test_a_key_longer_than_an_athena_parameter_is_found(
+    client: Client, engine: str, ingest: Callable[..., Any]
+) -> None:
+    long_key = {"pk": "p" * 1500, "sk": "'" * 700}
+    event = cloudtrail_event(request_parameters={"tableName": "Music", "key": long_key, "item": ["pk", "sk"]})
+    ingest([event, cloudtrail_event()])
+    status, body = get_audit(client, table="Music", key=json.dumps(long_key))
+    assert status == 200
+    assert _ids(body) == [(event["eventID"], 0)]

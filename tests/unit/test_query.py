@@ -126,3 +126,13 @@ def test_result_rows_from_either_engine_become_the_same_entry() -> None:
     entry = row_to_entry(athena_row)
     assert (entry["item_index"], entry["read_only"], entry["attribute_names"]) == (2, False, ["a", "b"])
     assert row_to_entry({})["attribute_names"] == []
+
+
+def test_a_long_value_travels_as_pieces_within_athenas_parameter_limit() -> None:
+    from chalicelib.athena import athena_literal
+
+    key = '{"pk":"' + "'" * 1200 + '"}'
+    sql, parameters = build_audit_sql(AuditQuery(table="Music", key=key), "audit")
+    assert "item_key = concat(?, ?, ?)" in sql
+    assert "".join(str(p) for p in parameters[1:4]) == key
+    assert all(len(athena_literal(p)) <= 1024 for p in parameters)
