@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from chalicelib.config import number, setting
 from chalicelib.errors import ConfigError, InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
@@ -197,6 +197,8 @@ class AthenaQueryRunner:
             if code in _THROTTLING_CODES:
                 return QueryUnavailableError(f"Athena {operation} throttled: {code}")
             return QueryError(f"Athena {operation} failed: {code}: {message}")
+        if isinstance(exc, ParamValidationError):  # refused before it was sent: a request Athena would never take
+            return QueryError(f"Athena {operation} refused the request: {exc}")
         return QueryUnavailableError(f"Athena {operation} unreachable: {type(exc).__name__}")
 
 
