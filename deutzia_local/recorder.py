@@ -69,10 +69,16 @@ class CloudTrailRecorder:
             status = "500 Internal Server Error"
             headers = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
             headers += [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(response_body)))]
-        try:
-            self._record(operation, scope.group(1), scope.group(2), environ, body, code, response_body, headers)
-        except Exception:
-            logger.exception("could not record %s: this call is missing from the audit trail", operation)
+        for attempt in range(3):
+            try:
+                self._record(operation, scope.group(1), scope.group(2), environ, body, code, response_body, headers)
+                break
+            except RuntimeError:  # moto's state changed under our read (a dict resized by another request): retry
+                if attempt == 2:
+                    logger.exception("could not record %s: this call is missing from the audit trail", operation)
+            except Exception:
+                logger.exception("could not record %s: this call is missing from the audit trail", operation)
+                break
         start_response(status, headers)
         return [response_body]
 
