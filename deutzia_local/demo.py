@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from chalicelib.errors import DeutziaError
 from deutzia_local.settings import LocalSettings
 from deutzia_local.sql import format_table
-from deutzia_local.stack import client
+from deutzia_local.stack import client, require_running
 
 TABLE = "Music"
 KEY = {"Artist": "No One You Know", "SongTitle": "Call Me Today"}
@@ -36,7 +36,7 @@ class DemoError(DeutziaError):
 
 def run_demo(settings: LocalSettings, out: Callable[[str], None] = print) -> int:
     """Run the demo; 0 when every call showed up in the audit trail."""
-    _check_running(settings)
+    require_running(settings)
     _create_table(settings)
     users = {name: _user_keys(settings, name) for name in ("alice", "bob")}
     out(f"demo: alice and bob call DynamoDB table {TABLE} through {settings.aws_endpoint}")
@@ -48,16 +48,6 @@ def run_demo(settings: LocalSettings, out: Callable[[str], None] = print) -> int
     out("")
     out(_next_steps(settings, users["alice"]))
     return 0
-
-
-def _check_running(settings: LocalSettings) -> None:
-    try:
-        with urllib.request.urlopen(f"{settings.api_url}/health", timeout=3) as response:  # noqa: S310 - loopback
-            if response.status == 200:
-                return
-    except OSError:
-        pass
-    raise DemoError(f"the local stack is not answering at {settings.api_url}: start it with `make up`")
 
 
 def _create_table(settings: LocalSettings) -> None:

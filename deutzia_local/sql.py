@@ -9,12 +9,14 @@ import duckdb
 from chalicelib.duckdb_engine import AuditObjects, connect, s3_filesystem
 from chalicelib.errors import QueryError
 from deutzia_local.settings import LocalSettings
+from deutzia_local.stack import require_running
 
 _MAX_WIDTH = 60
 
 
 def run_sql(settings: LocalSettings, query: str) -> str:
     """The query's result as an aligned text table; QueryError with DuckDB's message when it fails."""
+    require_running(settings)
     connection = connect()
     connection.register(
         "audit", AuditObjects(s3_filesystem(settings.aws_endpoint), settings.audit_bucket, "audit/").read()

@@ -247,8 +247,8 @@ def _create_catalog(settings: LocalSettings) -> None:
         )
 
 
-def wait_until_ready(settings: LocalSettings, timeout: float = 30.0) -> None:
-    """Return once the AWS endpoint and the API answer; StackError naming the one that does not."""
+def wait_until_ready(settings: LocalSettings, timeout: float = 30.0, hint: str = "") -> None:
+    """Return once the AWS endpoint and the API answer; StackError naming the one that does not (and `hint`)."""
     deadline = time.monotonic() + timeout
     for name, url in (
         ("AWS endpoint", f"{settings.aws_endpoint}/moto-api/"),
@@ -262,5 +262,10 @@ def wait_until_ready(settings: LocalSettings, timeout: float = 30.0) -> None:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise StackError(f"the {name} at {url} did not answer within {timeout:g} s")
+                raise StackError(f"the {name} at {url} did not answer within {timeout:g} s{hint}")
             time.sleep(0.1)
+
+
+def require_running(settings: LocalSettings) -> None:
+    """StackError telling how to start the stack, when it is not running."""
+    wait_until_ready(settings, timeout=2.0, hint=": is the local stack running? Start it with `make up`")
