@@ -284,3 +284,43 @@ def test_calls_in_another_region_reach_the_same_trail(stack: Stack) -> None:
         "eu-west-1",
         f"arn:aws:dynamodb:eu-west-1:{ACCOUNT}:table/E2eDublin",
     )
+
+
+def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "deutzia_local", "demo"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("done: the audit trail: 6/6 calls visible") for line in lines)
+    header = lines.index(next(line for line in lines if line.startswith("time ")))
+    rows = [line.split() for line in lines[header + 2 : header + 8]]
+    assert [(row[1], row[2]) for row in rows] == [
+        ("bob", "Delete"),
+        ("alice", "Get"),
+        ("bob", "Update"),
+        ("bob", "Update"),
+        ("alice", "Update"),
+        ("alice", "Put"),
+    ]
+    assert rows[3][-1] == "ConditionalCheckFailedException"
+    assert all(row[-1] == "ok" for i, row in enumerate(rows) if i != 3)
+    (put_line,) = [line for line in lines if "dynamodb put-item" in line]
+    # Pasted into a shell, as a user would: the line the demo printed, run as it is.
+    pasted = subprocess.run(  # noqa: S602
+        put_line.strip(),
+        shell=True,
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert pasted.returncode == 0, pasted.stderr
