@@ -15,14 +15,18 @@ import string
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 logger = logging.getLogger("deutzia.delivery")
 
 _MAX_BATCH_EVENTS = 10_000
+_ATTEMPTS_ON_STOP = 20
 _MAX_BATCH_BYTES = 1_000_000
 _ALPHANUMERIC = string.ascii_letters + string.digits
+# An event waiting for delivery, with the time it was recorded (the log event's timestamp, in ms).
+_Pending = tuple[int, dict[str, Any]]
 
 
 def trail_file_key(account_id: str, region: str, delivered: datetime) -> str:
@@ -52,16 +56,17 @@ class TrailDelivery:
         self._logs_interval = logs_interval
         self._files_interval = files_interval
         self._lock = threading.Condition()
-        self._for_logs: list[tuple[int, dict[str, Any]]] = []
-        self._for_files: list[dict[str, Any]] = []
+        self._for_logs: list[_Pending] = []
+        self._for_files: list[_Pending] = []
         self._streams: set[str] = set()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="trail-delivery", daemon=True)
 
     def submit(self, event: dict[str, Any]) -> None:
         with self._lock:
-            self._for_logs.append((int(time.time() * 1000), event))
-            self._for_files.append(event)
+            received = (int(time.time() * 1000), event)
+            self._for_logs.append(received)
+            self._for_files.append(received)
             self._lock.notify()
 
     def start(self) -> None:
@@ -86,27 +91,50 @@ class TrailDelivery:
                 self._deliver_files()
                 last_files = time.monotonic()
             if stopping:
+                self._finish()
                 return
 
-    def _deliver_logs(self) -> None:
+    def _finish(self) -> None:
+        """On stop, retry what failed for a while; what still cannot be delivered is named, never dropped silently."""
+        for _ in range(_ATTEMPTS_ON_STOP):
+            with self._lock:
+                if not self._for_logs and not self._for_files:
+                    return
+            time.sleep(self._logs_interval)
+            self._deliver_logs()
+            self._deliver_files()
         with self._lock:
-            pending, self._for_logs = self._for_logs, []
-        by_stream: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+            waiting = {event["eventID"] for _, event in self._for_logs + self._for_files}
+        if waiting:
+            logger.error("stopped with %d events undelivered: %s", len(waiting), sorted(waiting))
+
+    def _deliver_logs(self) -> None:
+        self._drain(self._for_logs, self._put_log_events, f"log group {self._log_group}")
+
+    def _deliver_files(self) -> None:
+        self._drain(self._for_files, self._put_trail_file, f"trail bucket {self._trail_bucket}")
+
+    def _drain(self, buffer: list[_Pending], deliver: Callable[[str, str, list[_Pending]], None], where: str) -> None:
+        """Deliver what `buffer` holds, one call per account and region; what fails goes back, first in line."""
+        with self._lock:
+            pending = buffer[:]
+            buffer.clear()
+        by_origin: dict[tuple[str, str], list[_Pending]] = defaultdict(list)
         for timestamp, event in pending:
-            stream = f"{event['recipientAccountId']}_CloudTrail_{event['awsRegion']}"
-            by_stream[stream].append((timestamp, event))
-        failed: list[tuple[int, dict[str, Any]]] = []
-        for stream, events in by_stream.items():
+            by_origin[(str(event["recipientAccountId"]), str(event["awsRegion"]))].append((timestamp, event))
+        failed: list[_Pending] = []
+        for (account_id, region), events in by_origin.items():
             try:
-                self._put_log_events(stream, events)
+                deliver(account_id, region, events)
             except Exception:
-                logger.exception("delivery to log group %s failed; retrying", self._log_group)
+                logger.exception("delivery to %s failed; retrying", where)
                 failed += events
         if failed:
             with self._lock:
-                self._for_logs[:0] = failed
+                buffer[:0] = failed
 
-    def _put_log_events(self, stream: str, events: list[tuple[int, dict[str, Any]]]) -> None:
+    def _put_log_events(self, account_id: str, region: str, events: list[_Pending]) -> None:
+        stream = f"{account_id}_CloudTrail_{region}"
         if stream not in self._streams:
             with contextlib.suppress(self._logs.exceptions.ResourceAlreadyExistsException):
                 self._logs.create_log_stream(logGroupName=self._log_group, logStreamName=stream)
@@ -123,21 +151,7 @@ class TrailDelivery:
         if batch:
             self._logs.put_log_events(logGroupName=self._log_group, logStreamName=stream, logEvents=batch)
 
-    def _deliver_files(self) -> None:
-        with self._lock:
-            pending, self._for_files = self._for_files, []
-        by_origin: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for event in pending:
-            by_origin[(str(event["recipientAccountId"]), str(event["awsRegion"]))].append(event)
-        failed: list[dict[str, Any]] = []
-        for (account_id, region), events in by_origin.items():
-            key = trail_file_key(account_id, region, datetime.now(UTC))
-            body = gzip.compress(json.dumps({"Records": events}).encode())
-            try:
-                self._s3.put_object(Bucket=self._trail_bucket, Key=key, Body=body, ContentType="application/json")
-            except Exception:
-                logger.exception("delivery to trail bucket %s failed; retrying", self._trail_bucket)
-                failed += events
-        if failed:
-            with self._lock:
-                self._for_files[:0] = failed
+    def _put_trail_file(self, account_id: str, region: str, events: list[_Pending]) -> None:
+        key = trail_file_key(account_id, region, datetime.now(UTC))
+        body = gzip.compress(json.dumps({"Records": [event for _, event in events]}).encode())
+        self._s3.put_object(Bucket=self._trail_bucket, Key=key, Body=body, ContentType="application/json")

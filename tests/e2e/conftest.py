@@ -120,7 +120,26 @@ class Stack:
             "--region",
             "us-east-1",
         ]
-        return subprocess.run([*command, *arguments], env=env, capture_output=True, text=True, timeout=60, check=False)
+        return self.run([*command, *arguments], env=env)
+
+    def deutzia_local(self, *arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`python -m deutzia_local ...` against this stack, as `make demo` and `make sql` run it."""
+        return self.run([sys.executable, "-m", "deutzia_local", *arguments], timeout=timeout)
+
+    def run(
+        self, command: list[str] | str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """A command from the project's folder with the stack's environment; a string runs in a shell, as pasted."""
+        return subprocess.run(
+            command,
+            shell=isinstance(command, str),
+            cwd=ROOT,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def audit(self, **parameters: str) -> dict[str, Any]:
         query = urllib.parse.urlencode({"limit": "1000", **parameters})

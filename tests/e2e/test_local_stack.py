@@ -7,8 +7,6 @@ import gzip
 import json
 import re
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -17,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.conftest import Stack
 
 ACCOUNT = "123456789012"
 
@@ -198,15 +196,7 @@ def test_glue_catalog_gets_the_partitions(stack: Stack) -> None:
 
 def _raw_counts(stack: Stack, table: str) -> tuple[int, int]:
     query = f"select count(*) as records, count(distinct event_id) as events from audit where table_name = '{table}'"
-    result = subprocess.run(
-        [sys.executable, "-m", "deutzia_local", "sql", query],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = stack.deutzia_local("sql", query)
     assert result.returncode == 0, result.stderr
     header, _rule, row, *_ = result.stdout.splitlines()
     assert header.split() == ["records", "events"]
@@ -287,15 +277,7 @@ def test_calls_in_another_region_reach_the_same_trail(stack: Stack) -> None:
 
 
 def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "deutzia_local", "demo"],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = stack.deutzia_local("demo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("done: the audit trail: 6/6 calls visible") for line in lines)
@@ -312,15 +294,5 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
     assert rows[3][-1] == "ConditionalCheckFailedException"
     assert all(row[-1] == "ok" for i, row in enumerate(rows) if i != 3)
     (put_line,) = [line for line in lines if "dynamodb put-item" in line]
-    # Pasted into a shell, as a user would: the line the demo printed, run as it is.
-    pasted = subprocess.run(  # noqa: S602
-        put_line.strip(),
-        shell=True,
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    pasted = stack.run(put_line.strip())  # pasted into a shell, as a user would
     assert pasted.returncode == 0, pasted.stderr

@@ -107,3 +107,48 @@ def test_trail_files_are_named_like_cloudtrails() -> None:
     prefix = "AWSLogs/123456789012/CloudTrail/eu-west-1/2024/05/01/123456789012_CloudTrail_eu-west-1_20240501T2359Z_"
     assert key.startswith(prefix)
     assert len(key) == len(prefix) + 16 + len(".json.gz")
+
+
+class _FlakyDestination:
+    """Stands in for the logs and S3 clients; the first call of each kind fails, as an unreachable endpoint does."""
+
+    class exceptions:  # noqa: N801 - boto3's attribute name
+        ResourceAlreadyExistsException = KeyError
+
+    def __init__(self) -> None:
+        self.failed: set[str] = set()
+        self.log_events: list[dict[str, Any]] = []
+        self.files: list[bytes] = []
+
+    def _fail_once(self, kind: str) -> None:
+        if kind not in self.failed:
+            self.failed.add(kind)
+            raise ConnectionError(kind)
+
+    def create_log_stream(self, **_: Any) -> None:
+        pass
+
+    def put_log_events(self, logEvents: list[dict[str, Any]], **_: Any) -> None:  # noqa: N803 - boto3's name
+        self._fail_once("logs")
+        self.log_events += logEvents
+
+    def put_object(self, Body: bytes, **_: Any) -> None:  # noqa: N803 - boto3's name
+        self._fail_once("s3")
+        self.files.append(Body)
+
+
+def test_a_failed_delivery_is_retried_and_loses_nothing() -> None:
+    import gzip
+
+    from deutzia_local.delivery import TrailDelivery
+
+    destination = _FlakyDestination()
+    delivery = TrailDelivery(destination, destination, "/g", "trail", logs_interval=0.01, files_interval=0.01)
+    delivery.start()
+    for n in range(3):
+        delivery.submit({"eventID": f"e{n}", "recipientAccountId": "123456789012", "awsRegion": "us-east-1"})
+    delivery.stop()
+    assert destination.failed == {"logs", "s3"}
+    assert [json.loads(e["message"])["eventID"] for e in destination.log_events] == ["e0", "e1", "e2"]
+    records = [r["eventID"] for body in destination.files for r in json.loads(gzip.decompress(body))["Records"]]
+    assert records == ["e0", "e1", "e2"]
