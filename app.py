@@ -78,6 +78,13 @@ def get_query_engine() -> QueryEngine:
     raise ConfigError(f"environment variable QUERY_BACKEND must be athena or duckdb, not {backend!r}")
 
 
+def _query_parameters() -> dict[str, list[str]]:
+    """The request's query string, every value of every name (a repeated name is refused, not last-wins)."""
+    request = app.current_request
+    parameters = request.query_params if request is not None else None
+    return {name: parameters.getlist(name) for name in parameters} if parameters else {}
+
+
 @app.route("/health", methods=["GET"])
 def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -86,9 +93,7 @@ def health() -> dict[str, str]:
 @app.route("/audit", methods=["GET"], authorizer=IAMAuthorizer())
 def get_audit() -> dict[str, Any]:
     try:
-        request = app.current_request
-        parameters = request.query_params if request is not None else None
-        query, token = parse_audit_request(parameters or {}, audited_tables())
+        query, token = parse_audit_request(_query_parameters(), audited_tables())
         page = get_query_engine().fetch_page(query, token)
     except DeutziaError as exc:
         raise _http_error(exc) from exc

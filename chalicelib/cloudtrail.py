@@ -8,11 +8,21 @@ without its id or time is refused (MalformedEventError). Pure: no I/O, no loggin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from decimal import Decimal
 
+from chalicelib.bounds import (
+    MAX_ARN_CHARS,
+    MAX_ITEMS_PER_EVENT,
+    MAX_REQUEST_PARAMETERS_CHARS,
+    MAX_STATEMENT_CHARS,
+    MAX_TEXT_CHARS,
+    bounded_names,
+    bounded_text,
+    parse_event_time,
+)
 from chalicelib.errors import MalformedEventError
 from chalicelib.partiql import read_statement_target
 from chalicelib.records import UNKNOWN_PARTITION, AuditRecord, canonical_key, compact_json
@@ -51,6 +61,10 @@ _WRAPPED_OPERATIONS: Mapping[str, str] = {
     "conditioncheck": "ConditionCheck",
     "get": "Get",
 }
+# CloudTrail's event ids are UUIDs; anything else is refused rather than cut (a cut id could collide with another).
+_EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# A table's name, or its ARN (the API takes both): anything else is no table, and its item goes to the unknown one.
+_TABLE_NAME = re.compile(r"^(?:arn:aws[A-Za-z-]*:dynamodb:[a-z0-9-]*:[0-9]*:table/)?([A-Za-z0-9_.-]{3,255})$")
 _OPERATION_NAMES: Mapping[str, str] = {
     name.lower(): name for name in ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan", "Statement")
 }
@@ -67,16 +81,21 @@ class _Item:
 
 
 def parse_event_message(message: str) -> object:
-    """A log event's message as JSON, with exact decimals (so a key like 1.10 keeps every digit)."""
-    return json.loads(message, parse_float=Decimal)
+    """A log event's message as JSON, with exact decimals (so a key like 1.10 keeps every digit, and a 5,000-digit
+    number is read without Python's integer limit). ValueError when it is not JSON; RecursionError when it nests
+    deeper than the parser goes."""
+    return json.loads(message, parse_float=Decimal, parse_int=Decimal)
 
 
 def is_dynamodb_data_event(event: object) -> bool:
     """True for an item-level DynamoDB call (the only events that become audit records)."""
+    if not isinstance(event, Mapping):
+        return False
+    event_name = event.get("eventName")
     return (
-        isinstance(event, Mapping)
-        and event.get("eventSource") == DYNAMODB_EVENT_SOURCE
-        and event.get("eventName") in DATA_OPERATIONS
+        event.get("eventSource") == DYNAMODB_EVENT_SOURCE
+        and isinstance(event_name, str)
+        and event_name in DATA_OPERATIONS
         and event.get("eventCategory", "Data") == "Data"
     )
 
@@ -86,6 +105,8 @@ def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
     event_id = event.get("eventID")
     if not isinstance(event_id, str) or not event_id:
         raise MalformedEventError("eventID is missing")
+    if not _EVENT_ID.match(event_id):
+        raise MalformedEventError("eventID is not a CloudTrail event id ([A-Za-z0-9_-], at most 128)")
     event_time = _normalise_time(event.get("eventTime"))
     event_name = str(event.get("eventName"))
     parameters = event.get("requestParameters")
@@ -109,7 +130,7 @@ def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
         principal_type=_text(identity.get("type")),
         principal_arn=_text(identity.get("arn")),
         principal_id=_text(identity.get("principalId")),
-        principal_name=_principal_name(identity),
+        principal_name=_text(_principal_name(identity)),
         session_issuer_arn=_text(session_issuer.get("arn")),
         access_key_id=_text(identity.get("accessKeyId")),
         account_id=_text(identity.get("accountId")),
@@ -124,8 +145,11 @@ def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
         event_version=_text(event.get("eventVersion")),
     )
     records = []
-    for index, item in enumerate(_items(event_name, parameters)):
-        table_name = item.table_name or _only_table(table_resources) or UNKNOWN_PARTITION
+    items = _items(event_name, parameters)
+    if len(items) > MAX_ITEMS_PER_EVENT:
+        raise MalformedEventError(f"names {len(items)} items; DynamoDB takes at most {MAX_ITEMS_PER_EVENT} per call")
+    for index, item in enumerate(items):
+        table_name = _table_name(item.table_name) or _only_table(table_resources) or UNKNOWN_PARTITION
         key = item.key if isinstance(item.key, Mapping) and item.key else None
         records.append(
             replace(
@@ -138,8 +162,8 @@ def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
                 table_arn=table_resources.get(table_name) or _only_arn(table_resources, item.table_name),
                 condition_expression=_text(_get(item.parameters, "conditionExpression")),
                 update_expression=_text(_get(item.parameters, "updateExpression")),
-                statement=_text(_get(item.parameters, "statement")),
-                request_parameters=compact_json(item.parameters),
+                statement=_text(_get(item.parameters, "statement"), MAX_STATEMENT_CHARS),
+                request_parameters=bounded_text(compact_json(item.parameters), MAX_REQUEST_PARAMETERS_CHARS),
             )
         )
     return records
@@ -193,6 +217,10 @@ def _item(operation: str, event_name: str, table_name: str | None, parameters: M
 
 
 def _attribute_names(item: _Item) -> list[str]:
+    return bounded_names(_listed_attribute_names(item))
+
+
+def _listed_attribute_names(item: _Item) -> list[str]:
     if item.operation == "Put":
         names = _get(item.parameters, "item")
         if names is None:
@@ -225,10 +253,11 @@ def _mapping(value: object) -> Mapping[str, object]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _text(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return compact_json(value)
+def _text(value: object, limit: int = MAX_TEXT_CHARS) -> str | None:
+    """A free-text field as stored: bounded, valid Unicode; JSON text for a value that is not a string."""
+    if value is None:
+        return None
+    return bounded_text(value if isinstance(value, str) else compact_json(value), limit)
 
 
 def _boolean(value: object) -> bool | None:
@@ -242,13 +271,10 @@ def _boolean(value: object) -> bool | None:
 def _normalise_time(value: object) -> str:
     if not isinstance(value, str):
         raise MalformedEventError("eventTime is missing")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise MalformedEventError("eventTime is not ISO 8601") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parsed = parse_event_time(value)
+    if parsed is None:
+        raise MalformedEventError("eventTime is not a UTC time YYYY-MM-DDTHH:MM:SSZ from 1970 on")
+    return f"{parsed.year:04d}-{parsed:%m-%dT%H:%M:%S}Z"
 
 
 def _principal_name(identity: Mapping[str, object]) -> str | None:
@@ -275,9 +301,16 @@ def _table_resources(resources: object) -> dict[str, str]:
         arn = _get(resource, "ARN")
         if _get(resource, "type") == "AWS::DynamoDB::Table" and isinstance(arn, str):
             resource_path = arn.split(":", 5)[-1]
-            if resource_path.startswith("table/"):
-                tables[resource_path.split("/")[1]] = arn
+            name = _table_name(resource_path.split("/")[1]) if resource_path.startswith("table/") else None
+            if name is not None and len(arn) <= MAX_ARN_CHARS:
+                tables[name] = arn
     return tables
+
+
+def _table_name(value: str | None) -> str | None:
+    """A valid DynamoDB table name, from a name or a table ARN; None for anything else."""
+    match = _TABLE_NAME.match(value) if value else None
+    return match.group(1) if match else None
 
 
 def _only_table(tables: Mapping[str, str]) -> str | None:

@@ -4,12 +4,12 @@ cannot be: the reason goes with the bytes to quarantine. Pure; the log events' m
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from chalicelib.bounds import MAX_DECOMPRESSED_BYTES
 from chalicelib.errors import UndecodableRecordError
 
 DATA_MESSAGE = "DATA_MESSAGE"
@@ -38,16 +38,13 @@ def decode_logs_payload(data: bytes) -> LogsPayload:
     """The payload in `data`; UndecodableRecordError saying why when it is not gzip, not JSON, or not the shape."""
     if not data:
         raise UndecodableRecordError("empty record data")
-    try:
-        text = gzip.decompress(data)
-    except EOFError:
-        raise UndecodableRecordError("truncated gzip data") from None
-    except (OSError, zlib.error) as exc:
-        raise UndecodableRecordError(f"not gzip data: {exc}") from None
+    text = gunzip(data, MAX_DECOMPRESSED_BYTES)
     try:
         document = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise UndecodableRecordError(f"gzip data is not JSON: {exc}") from None
+        raise UndecodableRecordError(f"gzip data is not JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise UndecodableRecordError("gzip data is JSON nested too deeply") from None
     if not isinstance(document, Mapping):
         raise UndecodableRecordError("not a CloudWatch Logs payload: JSON is not an object")
     message_type = document.get("messageType")
@@ -66,3 +63,25 @@ def decode_logs_payload(data: bytes) -> LogsPayload:
             LogEvent(str(raw.get("id", position)), timestamp if isinstance(timestamp, int) else None, message)
         )
     return LogsPayload(str(message_type), str(document.get("logGroup", "")), tuple(events))
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """The gzip data (every member) decompressed; UndecodableRecordError once it would exceed `limit` bytes, before
+    more than that is held in memory."""
+    pieces: list[bytes] = []
+    size = 0
+    remaining = data
+    while remaining:
+        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            piece = decompressor.decompress(remaining, limit - size + 1)
+        except zlib.error as exc:
+            raise UndecodableRecordError(f"not gzip data: {exc}") from None
+        size += len(piece)
+        if size > limit or decompressor.unconsumed_tail:
+            raise UndecodableRecordError(f"gzip data decompresses to more than {limit} bytes")
+        if not decompressor.eof:
+            raise UndecodableRecordError("truncated gzip data")
+        pieces.append(piece)
+        remaining = decompressor.unused_data
+    return b"".join(pieces)

@@ -1,17 +1,22 @@
 """GET /audit on DuckDB, for the local stack: the same SQL as Athena over the same S3 objects.
 
-pyarrow reads the gzip JSON Lines from S3 (its own parallel client; DuckDB's httpfs cannot be installed here), as a
+pyarrow reads the gzip JSON Lines from S3 (its own client; DuckDB's httpfs cannot be installed here), as a
 hive-partitioned dataset typed by the schema, so `table_name` and `dt` prune objects before any is read, as Athena's
 partitions do; DuckDB then runs the shared SQL over that Arrow data. Every query lists the objects afresh, so new
-records show at once. One cursor per request; a timer interrupts SQL that outlives the deadline. Local use only.
+records show at once. The deadline covers the whole request: reads run on a small pool of their own (pyarrow's
+threaded scans deadlock once concurrent scans fill its CPU pool, so each scan runs on one thread), and a read that
+outlives it is answered 504 while later requests go on. Errors name no path or engine internals. Local use only.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 import boto3
@@ -21,6 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.json as pajson
 from pyarrow import fs as pafs
 
+from chalicelib.bounds import MAX_LINE_BYTES
 from chalicelib.config import audit_prefix, number, setting
 from chalicelib.errors import InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
 from chalicelib.query import (
@@ -35,7 +41,13 @@ from chalicelib.query import (
 )
 from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
 
+logger = logging.getLogger("deutzia.duckdb")
+
 DEFAULT_TIMEOUT_SECONDS = 25.0
+# pyarrow's JSON reader needs each line whole within one block: room for the longest line ingest writes.
+READ_BLOCK_BYTES = 2 * MAX_LINE_BYTES
+# Scans that may run at once; a request waits its turn within its own deadline.
+MAX_CONCURRENT_READS = 4
 _ARROW_TYPES = {
     "string": pa.string(),
     "int": pa.int32(),
@@ -68,7 +80,8 @@ class AuditObjects:
         self._bucket = bucket
         self._root = f"{bucket}/{prefix.rstrip('/')}"
         self._format = ds.JsonFileFormat(
-            parse_options=pajson.ParseOptions(explicit_schema=RECORD_SCHEMA, unexpected_field_behavior="ignore")
+            parse_options=pajson.ParseOptions(explicit_schema=RECORD_SCHEMA, unexpected_field_behavior="ignore"),
+            read_options=pajson.ReadOptions(block_size=READ_BLOCK_BYTES),
         )
 
     def read(self, table: str | None = None, dt_from: str | None = None, dt_to: str | None = None) -> pa.Table:
@@ -86,7 +99,7 @@ class AuditObjects:
             self._check_bucket()
             return pa.Table.from_batches([], schema=pa.unify_schemas([RECORD_SCHEMA, PARTITION_SCHEMA]))
         except OSError as exc:
-            raise QueryUnavailableError(f"cannot read the audit bucket {self._bucket}: {exc}") from exc
+            raise self._unavailable(exc) from exc
         conditions = []
         if table is not None:
             conditions.append(ds.field("table_name") == table)
@@ -98,20 +111,26 @@ class AuditObjects:
         for condition in conditions:
             expression = condition if expression is None else expression & condition
         try:
-            return dataset.to_table(filter=expression)
+            return dataset.to_table(filter=expression, use_threads=False)
         except pa.ArrowInvalid as exc:
-            raise QueryError(f"an object under s3://{self._root}/ is not audit records: {exc}") from exc
+            logger.error("unreadable audit records under s3://%s/: %s", self._root, exc)
+            raise QueryError("an object among the audit records is not readable as audit records") from exc
         except OSError as exc:
-            raise QueryUnavailableError(f"cannot read the audit bucket {self._bucket}: {exc}") from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: OSError) -> QueryUnavailableError:
+        logger.warning("cannot read s3://%s/: %s", self._root, exc)
+        return QueryUnavailableError("the audit records cannot be read right now")
 
     def _check_bucket(self) -> None:
         """Nothing under the prefix: tell an empty history from a bucket that does not exist."""
         try:
             info = self._filesystem.get_file_info(self._bucket)
         except OSError as exc:
-            raise QueryUnavailableError(f"cannot read the audit bucket {self._bucket}: {exc}") from exc
+            raise self._unavailable(exc) from exc
         if info.type == pafs.FileType.NotFound:
-            raise QueryError(f"the audit bucket {self._bucket} does not exist")
+            logger.error("the audit bucket %s does not exist", self._bucket)
+            raise QueryError("the audit records' bucket does not exist")
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -129,6 +148,7 @@ class DuckDBQueryRunner:
         self._connection = connect()
         self._timeout = timeout_seconds
         self._lock = threading.Lock()
+        self._reads = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_READS, thread_name_prefix="audit-read")
 
     @classmethod
     def from_environment(cls) -> DuckDBQueryRunner:
@@ -140,13 +160,19 @@ class DuckDBQueryRunner:
     def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
         if token is not None and token.after is None:
             raise InvalidRequestError("next_token", "is not a token of this query engine")
-        started = time.monotonic()
-        records = self._objects.read(
+        deadline = time.monotonic() + self._timeout
+        reading = self._reads.submit(
+            self._objects.read,
             query.table,
             dt_from=query.since[:10] if query.since else None,
             dt_to=query.until[:10] if query.until else None,
         )
-        remaining = self._timeout - (time.monotonic() - started)
+        try:
+            records = reading.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeoutError:
+            reading.cancel()  # a read still queued never starts; one under way ends on its own
+            raise QueryTimeoutError(f"reading the audit records took longer than {self._timeout:g} s") from None
+        remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise QueryTimeoutError(f"reading the audit records took longer than {self._timeout:g} s")
         relation = f"audit_{uuid.uuid4().hex}"
@@ -160,9 +186,10 @@ class DuckDBQueryRunner:
         try:
             rows = cursor.execute(sql, parameters).fetchall()
         except duckdb.InterruptException:
-            raise QueryTimeoutError(f"DuckDB query did not finish within {self._timeout:g} s") from None
+            raise QueryTimeoutError(f"the query did not finish within {self._timeout:g} s") from None
         except duckdb.Error as exc:
-            raise QueryError(f"DuckDB query failed: {type(exc).__name__}: {exc}") from exc
+            logger.error("DuckDB query failed: %s: %s", type(exc).__name__, exc)
+            raise QueryError("the query engine failed") from exc
         finally:
             timer.cancel()
             cursor.close()

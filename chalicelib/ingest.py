@@ -17,16 +17,11 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 
+from chalicelib.bounds import MAX_EVENT_MESSAGE_CHARS, MAX_LINE_BYTES
 from chalicelib.cloudtrail import build_audit_records, is_dynamodb_data_event, parse_event_message
 from chalicelib.cloudwatch import CONTROL_MESSAGE, decode_logs_payload
 from chalicelib.errors import DeutziaError, MalformedEventError, UndecodableRecordError
-from chalicelib.records import (
-    AuditRecord,
-    build_object_key,
-    build_quarantine_key,
-    encode_object,
-    group_by_partition,
-)
+from chalicelib.records import build_object_key, build_quarantine_key, encode_lines, group_lines_by_partition
 from chalicelib.store import AuditStore
 
 # The event source mapping's settings; the template and the local poller use the same values.
@@ -96,32 +91,32 @@ class KinesisRecordIngestor:
         if payload.message_type == CONTROL_MESSAGE:
             self.counts.control_messages += 1
             return
-        audit_records: list[AuditRecord] = []
+        lines: list[tuple[tuple[str, str], str]] = []
         malformed: list[str] = []
         for log_event in payload.log_events:
             self.counts.events += 1
             try:
-                event = parse_event_message(log_event.message)
-            except ValueError:
-                event = None
-            if not isinstance(event, Mapping) or not is_dynamodb_data_event(event):
+                event_lines = event_lines_of(log_event.message)
+            except MalformedEventError as exc:
+                malformed.append(f"log event {log_event.id[:64]}: {exc}")
+                continue
+            except Exception as exc:  # whatever a payload holds, it must never block the shard: keep its bytes
+                problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+                malformed.append(f"log event {log_event.id[:64]}: formatter failed: {problem}")
+                continue
+            if event_lines is None:
                 self.counts.skipped += 1
                 continue
-            try:
-                audit_records.extend(build_audit_records(event))
-            except MalformedEventError as exc:
-                malformed.append(f"log event {log_event.id}: {exc}")
-            except Exception as exc:  # a shape the formatter does not survive: keep the bytes, never block the shard
-                malformed.append(f"log event {log_event.id}: formatter failed: {type(exc).__name__}: {exc}")
-        for (table_name, dt), group in group_by_partition(audit_records).items():
+            lines += event_lines
+        for (table_name, dt), group in group_lines_by_partition(lines).items():
             key = build_object_key(self._prefix, table_name, dt, shard_id, sequence_number)
-            self._store.put_records(key, encode_object(group))
+            self._store.put_records(key, encode_lines(group))
             self.counts.objects += 1
         if malformed:
             self.counts.malformed += len(malformed)
             reason = f"{len(malformed)} malformed DynamoDB event(s): " + "; ".join(malformed)
             self._quarantine(data, reason, arrival_date, shard_id, sequence_number)
-        self.counts.audit_rows += len(audit_records)
+        self.counts.audit_rows += len(lines)
 
     def _quarantine(self, data: bytes, reason: str, dt: str, shard_id: str, sequence_number: str) -> None:
         self._store.put_quarantine(build_quarantine_key(dt, shard_id, sequence_number), data, reason)
@@ -146,6 +141,28 @@ def process_kinesis_batch(
             f"{len(failures)} of {ingestor.counts.records} records failed; the whole batch will be retried"
         )
     return {"batchItemFailures": [{"itemIdentifier": str(failure["itemIdentifier"])} for failure in failures]}
+
+
+def event_lines_of(message: str) -> list[tuple[tuple[str, str], str]] | None:
+    """The stored lines of one log event's records, each with its `(table_name, dt)` partition; None when the
+    message is not a DynamoDB data event (skipped, not failed). MalformedEventError for a data event that cannot
+    be recorded, or a message too large or too deep to be one."""
+    if len(message) > MAX_EVENT_MESSAGE_CHARS:
+        raise MalformedEventError(f"message of {len(message)} characters, over {MAX_EVENT_MESSAGE_CHARS}")
+    try:
+        event = parse_event_message(message)
+    except RecursionError:
+        raise MalformedEventError("message is JSON nested too deeply") from None
+    except ValueError:
+        return None
+    if not is_dynamodb_data_event(event):
+        return None
+    assert isinstance(event, Mapping)
+    lines = [((record.table_name, record.dt), record.to_line()) for record in build_audit_records(event)]
+    for _, line in lines:
+        if len(line) > MAX_LINE_BYTES // 4 and len(line.encode("utf-8")) > MAX_LINE_BYTES:
+            raise MalformedEventError(f"a record of {len(line)} characters, over the {MAX_LINE_BYTES}-byte line bound")
+    return lines
 
 
 def _utc_date(epoch_seconds: float) -> str:

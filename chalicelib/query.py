@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,6 +19,13 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from chalicelib.bounds import (
+    MAX_NUMBER_DIGITS,
+    MAX_NUMBER_EXPONENT,
+    MIN_NUMBER_EXPONENT,
+    is_dynamodb_number,
+    valid_unicode,
+)
 from chalicelib.errors import InvalidRequestError, UnknownTableError
 from chalicelib.records import canonical_key
 from chalicelib.schema import AUDIT_COLUMNS
@@ -27,8 +34,18 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 TABLE_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,255}$"
 OPERATIONS = ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan", "Statement")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_LIMIT = re.compile(r"[0-9]{1,4}")
+_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# A key is a partition key (at most 2,048 bytes) and an optional sort key (1,024), each named in at most 255 bytes;
+# binary values travel as base64 text. The key parameter's JSON may escape every character (six each).
+MAX_KEY_ATTRIBUTES = 2
+MAX_KEY_NAME_BYTES = 255
+MAX_KEY_VALUE_CHARS = 4096
+MAX_KEY_PARAMETER_CHARS = 32 * 1024
+# How much of an unknown parameter's name an error message repeats.
+_SHOWN_CHARS = 40
 _TOKEN_VERSION = 1
 # Characters per SQL parameter: even all `'` (doubled) and quoted, a piece stays within Athena's 1024.
 PARAMETER_PIECE = 500
@@ -79,36 +96,35 @@ class QueryEngine(Protocol):
 
 
 class _AuditParameters(BaseModel):
-    """The query string of GET /audit, as received (every value a string)."""
+    """The query string of GET /audit, as received (every value a string, each given once)."""
 
     model_config = ConfigDict(extra="forbid")
 
     table: str = Field(pattern=TABLE_NAME_PATTERN)
-    key: str | None = None
+    key: str | None = Field(default=None, max_length=MAX_KEY_PARAMETER_CHARS)
     since: str | None = None
     until: str | None = None
     principal: str | None = Field(default=None, min_length=1, max_length=2048)
     operation: str | None = None
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, strict=False)
+    limit: str = str(DEFAULT_LIMIT)
     next_token: str | None = Field(default=None, min_length=1, max_length=8192)
 
     @field_validator("key")
     @classmethod
     def _canonical_key(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            key = json.loads(value, parse_float=Decimal)
-        except ValueError:
-            raise ValueError('must be a JSON object, such as {"id": "42"}') from None
-        if not isinstance(key, dict) or not key:
-            raise ValueError("must be a JSON object naming at least one key attribute")
-        return canonical_key(key)
+        return None if value is None else parse_key(value)
 
     @field_validator("since", "until")
     @classmethod
     def _timestamp(cls, value: str | None) -> str | None:
         return None if value is None else parse_time(value)
+
+    @field_validator("limit")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        if not _LIMIT.fullmatch(value) or not 1 <= int(value) <= MAX_LIMIT:
+            raise ValueError(f"must be a whole number from 1 to {MAX_LIMIT}")
+        return value
 
     @field_validator("operation")
     @classmethod
@@ -121,10 +137,59 @@ class _AuditParameters(BaseModel):
         raise ValueError(f"must be one of {', '.join(OPERATIONS)}")
 
 
+def parse_key(text: str) -> str:
+    """An item's key, given as a JSON object of one or two attributes, in canonical form; ValueError saying what is
+    wrong. Values are strings or numbers (or typed, `{"N": "7"}`); numbers must be ones DynamoDB can hold."""
+    try:
+        key = json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    except (ValueError, RecursionError):
+        raise ValueError('must be a JSON object, such as {"id": "42"}') from None
+    if not isinstance(key, dict) or not key:
+        raise ValueError('must be a JSON object naming the item\'s key attributes, such as {"id": "42"}')
+    if len(key) > MAX_KEY_ATTRIBUTES:
+        raise ValueError(f"names {len(key)} attributes; a DynamoDB key has one or two")
+    for name, value in key.items():
+        shown = _shown(name)
+        if not name or valid_unicode(name) != name or len(name.encode("utf-8")) > MAX_KEY_NAME_BYTES:
+            raise ValueError(f"attribute name {shown} is not a DynamoDB key name (1 to {MAX_KEY_NAME_BYTES} bytes)")
+        _check_key_value(shown, value)
+    return canonical_key(key)
+
+
+def _check_key_value(name: str, value: object) -> None:
+    if isinstance(value, dict) and len(value) == 1:
+        ((descriptor, inner),) = value.items()
+        if descriptor in ("S", "B") and isinstance(inner, str):
+            value = inner
+        elif descriptor == "N" and isinstance(inner, str):
+            try:
+                value = Decimal(inner)
+            except ArithmeticError:
+                raise ValueError(f"the value of {name} is not a number") from None
+    if isinstance(value, Decimal):
+        if not is_dynamodb_number(value):
+            raise ValueError(
+                f"the value of {name} is not a DynamoDB number: at most {MAX_NUMBER_DIGITS} significant digits, "
+                f"magnitude from 1E{MIN_NUMBER_EXPONENT} to below 1E+{MAX_NUMBER_EXPONENT + 1}"
+            )
+    elif isinstance(value, str):
+        if valid_unicode(value) != value:
+            raise ValueError(f"the value of {name} holds a lone surrogate, which no DynamoDB string can")
+        if len(value) > MAX_KEY_VALUE_CHARS:
+            raise ValueError(f"the value of {name} is longer than any DynamoDB key ({MAX_KEY_VALUE_CHARS} characters)")
+    else:
+        raise ValueError(f"the value of {name} must be a string or a number")
+
+
+def _shown(text: str) -> str:
+    """A name from the request, short and printable enough to repeat in an error message."""
+    return valid_unicode(text[:_SHOWN_CHARS]) + ("…" if len(text) > _SHOWN_CHARS else "")
+
+
 def parse_time(value: str) -> str:
     """`YYYY-MM-DDTHH:MM:SSZ`, or a date meaning its midnight UTC, as `YYYY-MM-DDTHH:MM:SSZ`."""
-    text = value + "T00:00:00Z" if _DATE.match(value) else value
-    if not _TIMESTAMP.match(text):
+    text = value + "T00:00:00Z" if _DATE.fullmatch(value) else value
+    if not _TIMESTAMP.fullmatch(text):
         raise ValueError("must be YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD (UTC)")
     try:
         datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -134,18 +199,27 @@ def parse_time(value: str) -> str:
 
 
 def parse_audit_request(
-    parameters: Mapping[str, str], audited_tables: frozenset[str] | None
+    parameters: Mapping[str, str | Sequence[str]], audited_tables: frozenset[str] | None
 ) -> tuple[AuditQuery, PageToken | None]:
-    """The query and page token of a GET /audit query string; InvalidRequestError or UnknownTableError."""
+    """The query and page token of a GET /audit query string (each name with its value, or its list of values);
+    InvalidRequestError or UnknownTableError."""
+    values: dict[str, str] = {}
+    for name, given in parameters.items():
+        if name not in _AuditParameters.model_fields:
+            raise InvalidRequestError(_shown(name), "is not a parameter of GET /audit")
+        listed = [given] if isinstance(given, str) else list(given)
+        if len(listed) != 1:
+            raise InvalidRequestError(name, "must be given once")
+        if valid_unicode(listed[0]) != listed[0]:
+            raise InvalidRequestError(name, "is not valid UTF-8 text")
+        values[name] = listed[0]
     try:
-        fields = _AuditParameters.model_validate(dict(parameters))
+        fields = _AuditParameters.model_validate(values)
     except ValidationError as exc:
         error = exc.errors()[0]
         parameter = str(error["loc"][0]) if error["loc"] else "query"
         if error["type"] == "missing":
             raise InvalidRequestError(parameter, "is required") from None
-        if error["type"] == "extra_forbidden":
-            raise InvalidRequestError(parameter, "is not a parameter of GET /audit") from None
         if parameter == "table" and error["type"] == "string_pattern_mismatch":
             raise InvalidRequestError("table", "is not a DynamoDB table name ([A-Za-z0-9_.-], 3 to 255)") from None
         message = error["msg"].removeprefix("Value error, ")
@@ -161,7 +235,7 @@ def parse_audit_request(
         until=fields.until,
         principal=fields.principal,
         operation=fields.operation,
-        limit=fields.limit,
+        limit=int(fields.limit),
     )
     token = decode_page_token(fields.next_token, query) if fields.next_token else None
     return query, token
@@ -190,13 +264,22 @@ def decode_page_token(text: str, query: AuditQuery) -> PageToken:
             raise ValueError("unknown token version")
         if after is not None:
             event_time, event_id, item_index = after
-            if not (isinstance(event_time, str) and isinstance(event_id, str) and isinstance(item_index, int)):
+            if not (
+                isinstance(event_time, str)
+                and _TIMESTAMP.fullmatch(event_time)
+                and isinstance(event_id, str)
+                and _EVENT_ID.fullmatch(event_id)
+                and type(item_index) is int
+                and 0 <= item_index < 2**31
+            ):
                 raise ValueError("bad position")
             after = (event_time, event_id, item_index)
         for value in (execution_id, athena_token):
-            if value is not None and not isinstance(value, str):
+            if value is not None and not (isinstance(value, str) and len(value) <= 4096):
                 raise ValueError("bad execution")
-    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+            if value is not None and valid_unicode(value) != value:
+                raise ValueError("bad execution")
+    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise InvalidRequestError("next_token", "is not a token this API returned") from None
     if fingerprint != query.fingerprint():
         raise InvalidRequestError("next_token", "belongs to a query with other parameters") from None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import quote
 
+from chalicelib.bounds import MAX_KEY_CHARS, bounded_text, exact_normal_form, is_dynamodb_number, valid_unicode
 from chalicelib.schema import COLUMN_NAMES
 
 # Hive's name for a partition whose value is unknown; used when an item's table cannot be identified.
@@ -69,18 +70,18 @@ class AuditRecord:
         """The record as one compact JSON line, without its partition columns."""
         # getattr, not dataclasses.asdict: asdict deep-copies every field, which was half of ingest's time.
         values = {name: getattr(self, name) for name in COLUMN_NAMES}
-        return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+        return valid_unicode(json.dumps(values, separators=(",", ":"), ensure_ascii=False))
 
 
 def normalise_number(value: int | float | Decimal) -> str:
-    """Write a number the way DynamoDB stores it: no exponent, no trailing zeros after the point."""
+    """Write a number the way DynamoDB stores it: no exponent, no trailing zeros after the point. A number DynamoDB
+    cannot hold (`1e999999`) keeps its compact form: it is never expanded into digits."""
     number = value if isinstance(value, Decimal) else Decimal(str(value))
-    if not number.is_finite():
+    if not is_dynamodb_number(number):
         return str(number)
     if number.is_zero():
         return "0"
-    text = format(number.normalize(), "f")
-    return text
+    return format(exact_normal_form(number), "f")
 
 
 def scalar_text(value: object) -> str:
@@ -107,12 +108,13 @@ def scalar_text(value: object) -> str:
 
 def canonical_key(key: Mapping[str, object]) -> str:
     """The key as sorted compact JSON of string values: `{"id": 7}` and `{"id": "7"}` give the same text."""
-    return json.dumps(
+    text = json.dumps(
         {str(name): scalar_text(value) for name, value in key.items()},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
     )
+    return bounded_text(text, MAX_KEY_CHARS)
 
 
 def compact_json(value: object) -> str:
@@ -122,7 +124,12 @@ def compact_json(value: object) -> str:
 
 def _json_default(value: object) -> object:
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        if not is_dynamodb_number(value):
+            return str(value)  # `1E+999999` stays that short text, never a million digits
+        if value == value.to_integral_value():
+            return int(value)
+        as_float = float(value)
+        return as_float if Decimal(repr(as_float)) == value else str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
@@ -141,15 +148,14 @@ def build_quarantine_key(dt: str, shard_id: str, sequence_number: str) -> str:
     return f"quarantine/dt={dt}/{shard_id}-{sequence_number}"
 
 
-def group_by_partition(records: Iterable[AuditRecord]) -> dict[tuple[str, str], list[AuditRecord]]:
-    """Records grouped by `(table_name, dt)`, each group in input order."""
-    groups: dict[tuple[str, str], list[AuditRecord]] = {}
-    for record in records:
-        groups.setdefault((record.table_name, record.dt), []).append(record)
+def group_lines_by_partition(lines: Iterable[tuple[tuple[str, str], str]]) -> dict[tuple[str, str], list[str]]:
+    """Stored lines grouped by their `(table_name, dt)` partition, each group in input order."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for partition, line in lines:
+        groups.setdefault(partition, []).append(line)
     return groups
 
 
-def encode_object(records: Iterable[AuditRecord]) -> bytes:
+def encode_lines(lines: Iterable[str]) -> bytes:
     """Gzip JSON Lines, byte-identical for identical input (mtime fixed), so a retry rewrites the same object."""
-    text = "".join(record.to_line() + "\n" for record in records)
-    return gzip.compress(text.encode("utf-8"), mtime=0)
+    return gzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), mtime=0)

@@ -106,4 +106,42 @@ def test_missing_bucket_answers_502(client: Client, monkeypatch: pytest.MonkeyPa
     deutzia_app.get_query_engine.cache_clear()
     status, body = _get(client, "/audit?table=Music")
     assert (status, body["Code"]) == (502, "BadGatewayError")
-    assert "deutzia-no-such-bucket does not exist" in body["Message"]
+    assert body["Message"] == "the audit records' bucket does not exist"
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("table=abc&table=Music", "table: must be given once"),
+        ("table=Music&limit=5&limit=6", "limit: must be given once"),
+        ("table=Music&limit=5.0", "limit: must be a whole number from 1 to 1000"),
+        ("table=Music&limit=%205%20", "limit: must be a whole number from 1 to 1000"),
+        ("table=Music&key=%7B%22a%22%3A" + "%5B" * 3000, 'key: must be a JSON object, such as {"id": "42"}'),
+        ("table=Music&key=%7B%22a%22%3A%22%5Cud800%22%7D", "key: the value of a holds a lone surrogate"),
+        ("table=Music&key=%7B%22id%22%3A1e999999%7D", "key: the value of id is not a DynamoDB number"),
+        ("table=Music&key=%7B%22id%22%3A" + "1" * 5000 + "%7D", "key: the value of id is not a DynamoDB number"),
+        ("table=Music&" + "p" * 60_000 + "=1", "p" * 40 + "…: is not a parameter of GET /audit"),
+    ],
+)
+def test_hostile_query_strings_answer_400_with_a_short_message(client: Client, query: str, message: str) -> None:
+    status, body = _get(client, f"/audit?{query}")
+    assert (status, body["Code"]) == (400, "BadRequestError")
+    assert body["Message"].startswith(message)
+    assert len(body["Message"]) < 300
+
+
+def test_forged_tokens_answer_400_not_500_or_502(client: Client, ingest: Callable[..., Any]) -> None:
+    import base64
+
+    from chalicelib.query import AuditQuery
+
+    ingest([cloudtrail_event() for _ in range(3)])
+    fingerprint = AuditQuery(table="Music").fingerprint()
+    for document in (
+        "[" * 3000,
+        '[{"v":1,"f":"FP"},["2024-05-01T00:00:00Z","\\ud800",0]]'.replace("FP", fingerprint),
+        '[{"v":1,"f":"FP"},["2024-05-01T00:00:00Z","e",99999999999999999999]]'.replace("FP", fingerprint),
+    ):
+        token = base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
+        status, body = _get(client, f"/audit?{urlencode({'table': 'Music', 'next_token': token})}")
+        assert (status, body["Message"]) == (400, "next_token: is not a token this API returned")

@@ -124,7 +124,9 @@ def test_without_partial_responses_a_failure_fails_the_invocation(
         client.lambda_.invoke("ingest_audit_events", event)
 
 
-def test_a_250_kb_event_is_recorded_whole(client: Client, s3: Any, audit_bucket: str) -> None:
+def test_a_250_kb_event_is_recorded_with_its_statement_cut_and_marked(
+    client: Client, s3: Any, audit_bucket: str
+) -> None:
     assignments = ", ".join(f"note{n} = ***(Redacted)" for n in range(12_000))
     statement = f"UPDATE Music SET {assignments} WHERE id = 'big'"
     event = cloudtrail_event("ExecuteStatement", {"statement": statement})
@@ -132,4 +134,7 @@ def test_a_250_kb_event_is_recorded_whole(client: Client, s3: Any, audit_bucket:
     assert len(json.dumps(event)) > 250_000
     assert client.lambda_.invoke("ingest_audit_events", kinesis_event([payload])).payload == {"batchItemFailures": []}
     (line,) = _lines(_objects(s3, audit_bucket))
-    assert (line["item_key"], line["statement"]) == ('{"id":"big"}', statement)
+    assert line["item_key"] == '{"id":"big"}'
+    kept, cut = line["statement"].split("…[truncated ")
+    assert statement.startswith(kept)
+    assert len(kept) + int(cut.removesuffix(" characters]")) == len(statement)

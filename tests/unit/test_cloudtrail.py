@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from chalicelib.bounds import MAX_REQUEST_PARAMETERS_CHARS, MAX_STATEMENT_CHARS
 from chalicelib.cloudtrail import build_audit_records, is_dynamodb_data_event, parse_event_message
 from chalicelib.errors import MalformedEventError
 from chalicelib.records import UNKNOWN_PARTITION
@@ -146,12 +148,28 @@ def test_numbers_in_keys_are_written_the_way_dynamodb_normalises_them() -> None:
     assert record.item_key == '{"big":"12345678901234567890.123","i":"7","n":"1.5"}'
 
 
-def test_unicode_and_quotes_in_keys_and_table_names_are_kept() -> None:
-    parameters = {"tableName": "Tä'ble\"/x", "key": {"pk": 'O\'Brien "☃" \u0000'}}
+def test_unicode_and_quotes_in_keys_are_kept() -> None:
+    parameters = {"tableName": "Music.v2_x-y", "key": {"pk": 'O\'Brien "☃" \u0000'}}
     (record,) = build_audit_records(cloudtrail_event("PutItem", parameters, resources=[]))
-    assert record.table_name == "Tä'ble\"/x"
+    assert record.table_name == "Music.v2_x-y"
     assert json.loads(record.item_key or "") == {"pk": 'O\'Brien "☃" \u0000'}
     assert json.loads(record.to_line())["item_key"] == record.item_key
+
+
+@pytest.mark.parametrize(
+    ("logged", "stored"),
+    [
+        ("arn:aws:dynamodb:us-east-1:123456789012:table/Music", "Music"),
+        ("Tä'ble\"/x", UNKNOWN_PARTITION),
+        ("ab", UNKNOWN_PARTITION),
+        ("x" * 256, UNKNOWN_PARTITION),
+        ("../../quarantine", UNKNOWN_PARTITION),
+    ],
+)
+def test_table_name_is_a_valid_dynamodb_name_or_the_unknown_partition(logged: str, stored: str) -> None:
+    parameters = {"tableName": logged, "key": {"pk": "1"}}
+    (record,) = build_audit_records(cloudtrail_event("PutItem", parameters, resources=[]))
+    assert record.table_name == stored
 
 
 def test_multi_item_call_without_items_is_kept_with_no_key() -> None:
@@ -230,11 +248,18 @@ def test_non_data_events_are_not_recorded(overrides: dict[str, str]) -> None:
     assert not is_dynamodb_data_event(cloudtrail_event(**overrides))
 
 
-def test_large_event_is_recorded_whole() -> None:
+def test_large_event_is_recorded_with_its_key_and_its_long_text_cut_and_marked() -> None:
     statement = "SELECT * FROM Music WHERE id = 'a' AND note = ***(Redacted)" + " " * 250_000
     (record,) = build_audit_records(cloudtrail_event("ExecuteStatement", {"statement": statement}))
     assert record.item_key == '{"id":"a"}'
-    assert len(record.request_parameters or "") > 250_000
+    parameters = record.request_parameters or ""
+    assert len(parameters) == MAX_REQUEST_PARAMETERS_CHARS
+    kept, cut = re.fullmatch(r"(.*)…\[truncated (\d+) characters\]", parameters, re.DOTALL).groups()  # type: ignore[union-attr]
+    whole = json.dumps({"statement": statement}, separators=(",", ":"))
+    assert whole.startswith(kept)
+    assert len(kept) + int(cut) == len(whole)
+    assert (record.statement or "").startswith(statement[:60])
+    assert len(record.statement or "") == MAX_STATEMENT_CHARS
 
 
 def test_decimal_values_in_parameters_serialise_as_numbers() -> None:

@@ -62,6 +62,35 @@ def test_full_request_is_parsed_and_normalised() -> None:
         ({"table": "Music", "principal": ""}, "principal"),
         ({"table": "Music", "next_token": "not-a-token"}, "next_token"),
         ({"table": "Music", "keys": '{"id": "1"}'}, "keys"),
+        ({"table": "Music", "key": '{"a":' + "[" * 3000}, "key"),
+        ({"table": "Music", "key": '{"id": 1e999999}'}, "key"),
+        ({"table": "Music", "key": '{"id": ' + "1" * 5000 + "}"}, "key"),
+        ({"table": "Music", "key": '{"id": 1e126}'}, "key"),
+        ({"table": "Music", "key": '{"id": 1e-131}'}, "key"),
+        ({"table": "Music", "key": '{"id": ' + "1" * 39 + "}"}, "key"),
+        ({"table": "Music", "key": '{"id": {"N": "1e999"}}'}, "key"),
+        ({"table": "Music", "key": '{"id": {"N": "seven"}}'}, "key"),
+        ({"table": "Music", "key": '{"a": 1, "b": 2, "c": 3}'}, "key"),
+        ({"table": "Music", "key": '{"id": null}'}, "key"),
+        ({"table": "Music", "key": '{"id": true}'}, "key"),
+        ({"table": "Music", "key": '{"id": [1]}'}, "key"),
+        ({"table": "Music", "key": '{"id": {"a": 1, "b": 2}}'}, "key"),
+        ({"table": "Music", "key": '{"": 1}'}, "key"),
+        ({"table": "Music", "key": '{"' + "n" * 256 + '": 1}'}, "key"),
+        ({"table": "Music", "key": '{"id": "' + "v" * 4097 + '"}'}, "key"),
+        ({"table": "Music", "key": '{"id": "' + "v" * 40_000 + '"}'}, "key"),
+        ({"table": "Music", "key": '{"a":"\ud800"}'}, "key"),
+        ({"table": "Music", "key": '{"a":"\\ud800"}'}, "key"),
+        ({"table": "Music", "principal": "arn:\ud800"}, "principal"),
+        ({"table": "Music", "limit": "5.0"}, "limit"),
+        ({"table": "Music", "limit": " 5 "}, "limit"),
+        ({"table": "Music", "limit": "+5"}, "limit"),
+        ({"table": "Music", "limit": "\u0665"}, "limit"),
+        ({"table": "Music", "limit": "00001"}, "limit"),
+        ({"table": "Music", "since": "\uff12\uff10\uff12\uff14-05-01"}, "since"),
+        ({"table": "Music", "since": "2024-05-01\n"}, "since"),
+        ({"table": ["abc", "Music"]}, "table"),
+        ({"table": "Music", "limit": ["5", "5"]}, "limit"),
     ],
 )
 def test_malformed_parameters_are_refused_by_name(parameters: dict[str, str], named: str) -> None:
@@ -136,3 +165,59 @@ def test_a_long_value_travels_as_pieces_within_athenas_parameter_limit() -> None
     assert "item_key = concat(?, ?, ?)" in sql
     assert "".join(str(p) for p in parameters[1:4]) == key
     assert all(len(athena_literal(p)) <= 1024 for p in parameters)
+
+
+def test_an_unknown_parameter_name_is_repeated_short() -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_audit_request({"table": "Music", "x" * 60_000: "1"}, None)
+    assert str(caught.value) == "x" * 40 + "…: is not a parameter of GET /audit"
+
+
+def test_every_bad_key_message_is_short_and_says_what_is_wrong() -> None:
+    for key, expected in [
+        ('{"id": 1e999999}', "key: the value of id is not a DynamoDB number: at most 38 significant digits"),
+        ('{"id": ' + "1" * 5000 + "}", "key: the value of id is not a DynamoDB number"),
+        ('{"a": 1, "b": 2, "c": 3}', "key: names 3 attributes; a DynamoDB key has one or two"),
+        ('{"id": [1]}', "key: the value of id must be a string or a number"),
+    ]:
+        with pytest.raises(InvalidRequestError) as caught:
+            parse_audit_request({"table": "Music", "key": key}, None)
+        assert str(caught.value).startswith(expected)
+        assert len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize(
+    ("key", "canonical"),
+    [
+        ('{"id": {"N": "7.50"}}', '{"id":"7.5"}'),
+        ('{"id": {"S": "7"}}', '{"id":"7"}'),
+        ('{"id": 12345678901234567890123456789012345678}', '{"id":"12345678901234567890123456789012345678"}'),
+        ('{"id": 1e125}', '{"id":"1' + "0" * 125 + '"}'),
+        ('{"sk": 1, "pk": "a"}', '{"pk":"a","sk":"1"}'),
+    ],
+)
+def test_keys_in_every_accepted_form_become_the_canonical_key(key: str, canonical: str) -> None:
+    query, _ = parse_audit_request({"table": "Music", "key": key}, None)
+    assert query.key == canonical
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        '[{"v":1,"f":"FP"},["2024-05-01T00:00:00Z","e\\ud800",0]]',
+        '[{"v":1,"f":"FP"},["2024-05-01T00:00:00Z","e",2147483648]]',
+        '[{"v":1,"f":"FP"},["2024-05-01T00:00:00Z","e",true]]',
+        '[{"v":1,"f":"FP"},["0999-05-01","e",0]]',
+        '[{"v":1,"f":"FP"},["2024-05-01T00:00:00Z","\u0027; DROP",0]]',
+        '[{"v":1,"f":"FP","q":"\\udfff","t":"x"},null]',
+        "[" * 3000,
+    ],
+)
+def test_forged_page_tokens_are_refused(document: str) -> None:
+    import base64
+
+    query = AuditQuery(table="Music")
+    text = base64.urlsafe_b64encode(document.replace("FP", query.fingerprint()).encode()).decode()
+    with pytest.raises(InvalidRequestError) as caught:
+        decode_page_token(text, query)
+    assert caught.value.parameter == "next_token"

@@ -14,8 +14,8 @@ from chalicelib.records import (
     build_object_key,
     build_quarantine_key,
     canonical_key,
-    encode_object,
-    group_by_partition,
+    encode_lines,
+    group_lines_by_partition,
     normalise_number,
 )
 from chalicelib.schema import AUDIT_COLUMNS, COLUMN_NAMES
@@ -67,8 +67,8 @@ def test_object_key_is_partitioned_and_deterministic() -> None:
 
 def test_encoded_object_is_gzip_json_lines_without_partition_columns_and_repeatable() -> None:
     records = [_record(), _record(item_index=1, item_key=None)]
-    body = encode_object(records)
-    assert body == encode_object(records)
+    body = encode_lines(record.to_line() for record in records)
+    assert body == encode_lines(record.to_line() for record in records)
     lines = gzip.decompress(body).decode().splitlines()
     assert [json.loads(line)["item_index"] for line in lines] == [0, 1]
     assert "table_name" not in json.loads(lines[0])
@@ -81,5 +81,9 @@ def test_records_group_by_table_and_utc_date_in_order() -> None:
     b = _record(event_id="b", table_name="Books")
     c = _record(event_id="c", event_time="2024-05-02T00:00:00Z")
     d = _record(event_id="d")
-    groups = group_by_partition([a, b, c, d])
-    assert groups == {("Music", "2024-05-01"): [a, d], ("Books", "2024-05-01"): [b], ("Music", "2024-05-02"): [c]}
+    groups = group_lines_by_partition([((r.table_name, r.dt), r.event_id) for r in (a, b, c, d)])
+    assert groups == {
+        ("Music", "2024-05-01"): ["a", "d"],
+        ("Books", "2024-05-01"): ["b"],
+        ("Music", "2024-05-02"): ["c"],
+    }
