@@ -58,9 +58,9 @@ up: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m deutzia_local demo
 
+# Q travels in single quotes with its own quotes escaped and `$` unexpanded, so any SQL text arrives as typed.
 sql: $(STAMP)
-	@test -n "$(Q)" || { echo 'usage: make sql Q="select ... from audit"' >&2; exit 2; }
-	@$(BIN)/python -m deutzia_local sql "$(Q)"
+	@$(BIN)/python -m deutzia_local sql '$(subst ','\'',$(value Q))'
 
 # The merged template: infra/template.yaml rendered, then merged into Chalice's SAM output. No AWS call.
 package: $(WHEELS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from mypy_boto3_athena.type_defs import DatumTypeDef, GetQueryResultsInputTypeDef
 
 _Response = TypeVar("_Response")
+logger = logging.getLogger("deutzia.athena")
 
 # API Gateway gives a request 29 s; the answer must leave it in time.
 DEFAULT_TIMEOUT_SECONDS = 25.0
@@ -117,10 +119,11 @@ class AthenaQueryRunner:
             if state == "SUCCEEDED":
                 return
             if state in ("FAILED", "CANCELLED"):
-                reason = status.get("StateChangeReason", state)
+                # The reason can name buckets, paths and tables: it goes to the log, the caller gets the id.
+                logger.error("Athena query %s %s: %s", execution_id, state.lower(), status.get("StateChangeReason"))
                 if status.get("AthenaError", {}).get("Retryable"):
-                    raise QueryUnavailableError(f"Athena query {execution_id} failed, retry later: {reason}")
-                raise QueryError(f"Athena query {execution_id} {state.lower()}: {reason}")
+                    raise QueryUnavailableError(f"Athena query {execution_id} failed; retry later")
+                raise QueryError(f"Athena query {execution_id} {state.lower()}; its reason is in the API's log")
             remaining = deadline - self._clock()
             if remaining <= 0:
                 self._stop(execution_id)
@@ -196,9 +199,11 @@ class AthenaQueryRunner:
             message = exc.response.get("Error", {}).get("Message", "")
             if code in _THROTTLING_CODES:
                 return QueryUnavailableError(f"Athena {operation} throttled: {code}")
-            return QueryError(f"Athena {operation} failed: {code}: {message}")
+            logger.error("Athena %s failed: %s: %s", operation, code, message)
+            return QueryError(f"Athena {operation} failed: {code}")
         if isinstance(exc, ParamValidationError):  # refused before it was sent: a request Athena would never take
-            return QueryError(f"Athena {operation} refused the request: {exc}")
+            logger.error("Athena %s refused the request: %s", operation, exc)
+            return QueryError(f"Athena {operation} refused the request")
         return QueryUnavailableError(f"Athena {operation} unreachable: {type(exc).__name__}")
 
 

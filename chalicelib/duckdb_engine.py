@@ -134,8 +134,9 @@ class AuditObjects:
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with Athena's `json_format`, so the shared SQL runs as it is."""
-    connection = duckdb.connect()
+    """A DuckDB connection with Athena's `json_format`, so the shared SQL runs as it is. It reads only what is
+    registered with it: no file, no extension, and its configuration locked."""
+    connection = duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})
     connection.execute("CREATE MACRO json_format(document) AS CAST(document AS VARCHAR)")
     return connection
 

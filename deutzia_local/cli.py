@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-from typing import Any
+import traceback
+from typing import Any, NoReturn
 
 from chalicelib.errors import DeutziaError
-from deutzia_local.settings import LocalSettings
+from deutzia_local.settings import LocalSettings, quiet_ingest_logs
 
 
-def _up(settings: LocalSettings, with_poller: bool, then: Any = None) -> int:
+def _up(settings: LocalSettings, with_poller: bool, then: Any = None) -> NoReturn:
     from deutzia_local.stack import LocalStack
 
     stack = LocalStack(settings, with_poller=with_poller)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    code = 0
     try:
         stack.start()
         print(
@@ -32,11 +35,19 @@ def _up(settings: LocalSettings, with_poller: bool, then: Any = None) -> int:
         if then is not None:
             then(settings)
         stopping.wait()
-    finally:
-        print("stopping the local stack...", flush=True)
-        stack.stop()
-        print("stopped", flush=True)
-    return 0
+    except DeutziaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    print("stopping the local stack...", flush=True)
+    stack.stop()
+    print("stopped", flush=True)
+    # Every component has stopped and delivered what it held. A request stuck in native code (a wedged S3 read)
+    # must not keep the process alive, so leave without joining worker threads at interpreter exit.
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _poll(settings: LocalSettings) -> int:
@@ -77,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     sql = commands.add_parser("sql", help="run SQL over the table `audit` (Athena's column names)")
     sql.add_argument("query")
     arguments = parser.parse_args(argv)
+    quiet_ingest_logs()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server would log every request
     try:

@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import DeutziaError
-from deutzia_local.settings import LocalSettings
+from deutzia_local.settings import DEFAULT_AWS_PORT, LocalSettings
 from deutzia_local.sql import format_table
 from deutzia_local.stack import client, require_running
 
@@ -181,6 +181,11 @@ def _row(entry: dict[str, Any]) -> list[str]:
     return [entry["event_time"], str(who), operation, str(entry["item_key"]), result]
 
 
+def _port_setting(settings: LocalSettings) -> str:
+    """What `make sql` needs to find this stack: its AWS port, when it is not the default."""
+    return "" if settings.aws_port == DEFAULT_AWS_PORT else f"DEUTZIA_AWS_PORT={settings.aws_port} "
+
+
 def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
     audit = f"curl -sG {settings.api_url}/audit --data-urlencode table={TABLE}"
     credentials = f"AWS_ACCESS_KEY_ID={alice['AccessKeyId']} AWS_SECRET_ACCESS_KEY={alice['SecretAccessKey']}"
@@ -193,6 +198,6 @@ def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
             f"  {audit} --data-urlencode {shlex.quote('key=' + json.dumps(KEY))}",
             f"  {credentials} {aws} dynamodb put-item --table-name {TABLE} --item {shlex.quote(item)}",
             f"  {audit} --data-urlencode principal={ALICE_ARN}",
-            f"  make sql Q={shlex.quote(sql)}",
+            f"  {_port_setting(settings)}make sql Q={shlex.quote(sql)}",
         ]
     )

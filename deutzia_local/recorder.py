@@ -2,8 +2,10 @@
 
 It sees each HTTP attempt whole (request and response), so SDK retries are separate events as in AWS. A call is
 recorded when its SigV4 scope names `dynamodb` and its `X-Amz-Target` is a data-plane operation, and only when the
-local trail's selectors log it. moto's parser crashes (an HTML 500) are answered as DynamoDB's InternalServerError,
-and audited. Recording never fails the caller's request; a failure to record is logged loudly.
+local trail's selectors log it. moto's crashes (an HTML 500, or an exception out of moto) are answered as
+DynamoDB's InternalServerError, and audited. DynamoDB calls reach moto one at a time: its DynamoDB backend is not
+thread-safe (concurrent TransactWriteItems fail with "dictionary changed size during iteration"). Recording never
+fails the caller's request; a failure to record is logged loudly.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import io
 import json
 import logging
 import re
+import threading
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,14 +39,18 @@ class CloudTrailRecorder:
         self._app = app
         self._sink = sink
         self._trail_name = trail_name
+        self._dynamodb = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         scope = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
         operation = (
             is_data_operation(environ.get("HTTP_X_AMZ_TARGET")) if scope and scope.group(3) == "dynamodb" else None
         )
-        if scope is None or operation is None:
+        if scope is None or scope.group(3) != "dynamodb":
             return self._app(environ, start_response)
+        if operation is None:  # control-plane calls share moto's DynamoDB state: one at a time too
+            with self._dynamodb:
+                return list(self._app(environ, start_response))
         length = int(environ.get("CONTENT_LENGTH") or 0)
         if length:
             body = environ["wsgi.input"].read(length)
@@ -55,20 +63,27 @@ class CloudTrailRecorder:
             captured.update(status=status, headers=headers)
             return lambda data: None
 
-        response = self._app(environ, capture)
         try:
-            response_body = b"".join(response)
-        finally:
-            close = getattr(response, "close", None)
-            if close is not None:
-                close()
-        status, headers = str(captured["status"]), list(captured["headers"])
+            with self._dynamodb:
+                response = self._app(environ, capture)
+                try:
+                    response_body = b"".join(response)
+                finally:
+                    close = getattr(response, "close", None)
+                    if close is not None:
+                        close()
+            status, headers = str(captured["status"]), list(captured["headers"])
+        except Exception:
+            logger.exception("moto failed on %s; answered and audited as InternalServerError", operation)
+            status, headers, response_body = "500 Internal Server Error", [], b""
         code = int(status.split()[0])
         if code >= 500 and not response_body.lstrip().startswith(b"{"):
             response_body = json.dumps(_INTERNAL_ERROR).encode()
             status = "500 Internal Server Error"
             headers = [(k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")]
             headers += [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(response_body)))]
+            if not any(k.lower() == "x-amzn-requestid" for k, _ in headers):  # as DynamoDB's own errors carry one
+                headers.append(("x-amzn-RequestId", uuid.uuid4().hex.upper()))
         for attempt in range(3):
             try:
                 self._record(operation, scope.group(1), scope.group(2), environ, body, code, response_body, headers)

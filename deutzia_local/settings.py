@@ -11,6 +11,8 @@ from chalicelib.errors import ConfigError
 
 HOST = "127.0.0.1"
 ACCOUNT_ID = "123456789012"
+DEFAULT_AWS_PORT = 4566
+DEFAULT_API_PORT = 8000
 
 
 def _port(name: str, default: int) -> int:
@@ -44,7 +46,9 @@ class LocalSettings:
     @classmethod
     def from_environment(cls) -> LocalSettings:
         """Ports from DEUTZIA_AWS_PORT (default 4566) and DEUTZIA_API_PORT (default 8000)."""
-        return cls(aws_port=_port("DEUTZIA_AWS_PORT", 4566), api_port=_port("DEUTZIA_API_PORT", 8000))
+        return cls(
+            aws_port=_port("DEUTZIA_AWS_PORT", DEFAULT_AWS_PORT), api_port=_port("DEUTZIA_API_PORT", DEFAULT_API_PORT)
+        )
 
     @property
     def aws_endpoint(self) -> str:
@@ -72,5 +76,10 @@ class LocalSettings:
             REPORT_BATCH_ITEM_FAILURES="true",
             POWERTOOLS_SERVICE_NAME="deutzia",
         )
-        # The ingest function's per-batch count lines would drown the demo; POWERTOOLS_LOG_LEVEL=INFO shows them.
-        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        quiet_ingest_logs()
+
+
+def quiet_ingest_logs() -> None:
+    """Hide the ingest function's per-batch count lines, which would drown the demo, unless POWERTOOLS_LOG_LEVEL is
+    set (INFO shows them). Powertools reads the level when the logger is made, at import: call this first."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")

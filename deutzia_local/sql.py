@@ -1,5 +1,6 @@
-"""Ad hoc SQL over the local audit records: DuckDB with a view `audit` that has Athena's column names and
-partition columns, over the same S3 objects the API reads. Read-only by intent; results as a text table.
+"""Ad hoc SQL over the local audit records: DuckDB with a relation `audit` that has Athena's column names and
+partition columns, over the same S3 objects the API reads. Read-only: the connection can touch no file (no COPY TO,
+ATTACH, EXPORT or extension install) and cannot be reconfigured; results travel as Arrow, so every type prints.
 """
 
 from __future__ import annotations
@@ -16,20 +17,22 @@ _MAX_WIDTH = 60
 
 def run_sql(settings: LocalSettings, query: str) -> str:
     """The query's result as an aligned text table; QueryError with DuckDB's message when it fails."""
-    require_running(settings)
+    if not query.strip():
+        raise QueryError('no SQL given: make sql Q="select ... from audit"')
+    require_running(settings, api=False)
     connection = connect()
     connection.register(
         "audit", AuditObjects(s3_filesystem(settings.aws_endpoint), settings.audit_bucket, "audit/").read()
     )
     try:
-        cursor = connection.execute(query)
+        relation = connection.sql(query)
+        result = relation.to_arrow_table() if relation is not None else None
     except duckdb.Error as exc:
         raise QueryError(f"SQL failed: {exc}") from exc
-    if cursor.description is None:
+    if result is None:
         return "ok"
-    columns = [description[0] for description in cursor.description]
-    rows = [[_cell(value) for value in row] for row in cursor.fetchall()]
-    return format_table(columns, rows) + f"\n({len(rows)} row{'s' if len(rows) != 1 else ''})"
+    rows = [[_cell(row[name]) for name in result.column_names] for row in result.to_pylist()]
+    return format_table(result.column_names, rows) + f"\n({len(rows)} row{'s' if len(rows) != 1 else ''})"
 
 
 def _cell(value: object) -> str:

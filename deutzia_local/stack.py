@@ -247,13 +247,13 @@ def _create_catalog(settings: LocalSettings) -> None:
         )
 
 
-def wait_until_ready(settings: LocalSettings, timeout: float = 30.0, hint: str = "") -> None:
-    """Return once the AWS endpoint and the API answer; StackError naming the one that does not (and `hint`)."""
+def wait_until_ready(settings: LocalSettings, timeout: float = 30.0, hint: str = "", api: bool = True) -> None:
+    """Return once the AWS endpoint (and the API) answer; StackError naming the one that does not (and `hint`)."""
     deadline = time.monotonic() + timeout
-    for name, url in (
-        ("AWS endpoint", f"{settings.aws_endpoint}/moto-api/"),
-        ("API", f"{settings.api_url}/health"),
-    ):
+    endpoints = [("AWS endpoint", f"{settings.aws_endpoint}/moto-api/")]
+    if api:
+        endpoints.append(("API", f"{settings.api_url}/health"))
+    for name, url in endpoints:
         while True:
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
@@ -266,6 +266,7 @@ def wait_until_ready(settings: LocalSettings, timeout: float = 30.0, hint: str =
             time.sleep(0.1)
 
 
-def require_running(settings: LocalSettings) -> None:
-    """StackError telling how to start the stack, when it is not running."""
-    wait_until_ready(settings, timeout=2.0, hint=": is the local stack running? Start it with `make up`")
+def require_running(settings: LocalSettings, api: bool = True) -> None:
+    """StackError telling how to start the stack, when it is not running (`api`: the API must answer too)."""
+    hint = ": is the local stack running? Start it with `make up`"
+    wait_until_ready(settings, timeout=2.0, hint=hint, api=api)

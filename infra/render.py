@@ -2,8 +2,9 @@
 
 Two outputs from one template: the merge template for `chalice package --merge-template` (everything), and the
 standalone infrastructure stack for the `chalice deploy` path (without the overrides of Chalice's resources, and
-without what refers to them). The Glue table's columns come from chalicelib/schema.py, the code's own list, so
-the catalog and the records cannot drift apart. Runs offline; no AWS call.
+without what refers to them). The Glue table's columns are written in the template itself (so `chalice package
+--merge-template infra/template.yaml` gives the same stack) and must equal chalicelib/schema.py's: rendering refuses
+a template whose columns drifted, and `--columns` rewrites them. Runs offline; no AWS call.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from chalicelib.schema import AUDIT_COLUMNS
 
 TEMPLATE = Path(__file__).with_name("template.yaml")
 _SUB_REFERENCE = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z0-9.]+)?\}")
+_COLUMNS_BLOCK = re.compile(r"^(?P<indent> +)Columns:\n(?:(?P=indent)  - \{Name: [^\n]*\}\n)+", re.MULTILINE)
 
 
 class TemplateError(Exception):
@@ -39,14 +41,36 @@ def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
 
 
 def render_merge_template(template: dict[str, Any]) -> dict[str, Any]:
-    """The merge template: the source with the Glue table's columns filled from the record schema."""
-    rendered = copy.deepcopy(template)
+    """The merge template, once its Glue columns are checked to be the record schema's."""
     try:
-        storage = rendered["Resources"]["AuditTable"]["Properties"]["TableInput"]["StorageDescriptor"]
+        storage = template["Resources"]["AuditTable"]["Properties"]["TableInput"]["StorageDescriptor"]
     except KeyError as exc:
         raise TemplateError(f"the AuditTable resource has no StorageDescriptor: missing {exc}") from None
-    storage["Columns"] = [{"Name": column.name, "Type": column.glue_type} for column in AUDIT_COLUMNS]
-    return rendered
+    if storage.get("Columns") != schema_columns():
+        raise TemplateError(
+            "the AuditTable columns in infra/template.yaml differ from chalicelib/schema.py: "
+            "run `.venv/bin/python -m infra.render --columns` to write them"
+        )
+    return copy.deepcopy(template)
+
+
+def schema_columns() -> list[dict[str, str]]:
+    """The Glue columns of the record schema."""
+    return [{"Name": column.name, "Type": column.glue_type} for column in AUDIT_COLUMNS]
+
+
+def write_columns(path: Path = TEMPLATE) -> bool:
+    """Rewrite the template's `Columns:` list from the record schema; True when it changed."""
+    text = path.read_text()
+    match = _COLUMNS_BLOCK.search(text)
+    if match is None:
+        raise TemplateError(f"{path}: no `Columns:` list of `- {{Name: ..., Type: ...}}` entries")
+    indent = match.group("indent")
+    entries = "".join(f"{indent}  - {{Name: {c['Name']}, Type: {json.dumps(c['Type'])}}}\n" for c in schema_columns())
+    updated = text[: match.start()] + f"{indent}Columns:\n{entries}" + text[match.end() :]
+    if updated != text:
+        path.write_text(updated)
+    return updated != text
 
 
 def render_infrastructure(template: dict[str, Any]) -> dict[str, Any]:
@@ -96,14 +120,25 @@ def _refers_to(node: Any, names: set[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("out", type=Path, help="folder for merge-template.json and infrastructure.json")
+    parser.add_argument("out", type=Path, nargs="?", help="folder for merge-template.json and infrastructure.json")
+    parser.add_argument("--columns", action="store_true", help="write the record schema's columns into the template")
     arguments = parser.parse_args(argv)
-    template = load_template()
+    if arguments.columns:
+        print(f"{TEMPLATE}: {'columns written' if write_columns() else 'columns already match'}")
+        return 0
+    if arguments.out is None:
+        parser.error("give a folder to render into, or --columns")
+    try:
+        template = load_template()
+        rendered_templates = (
+            ("merge-template.json", render_merge_template(template)),
+            ("infrastructure.json", render_infrastructure(template)),
+        )
+    except TemplateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     arguments.out.mkdir(parents=True, exist_ok=True)
-    for name, rendered in (
-        ("merge-template.json", render_merge_template(template)),
-        ("infrastructure.json", render_infrastructure(template)),
-    ):
+    for name, rendered in rendered_templates:
         (arguments.out / name).write_text(json.dumps(rendered, indent=2) + "\n")
         print(f"wrote {arguments.out / name}")
     return 0

@@ -183,4 +183,4 @@ def stack() -> Iterator[Stack]:
     finally:
         if running.poller is not None:
             running.poller.stop()
-        running.up.stop()
+        assert running.up.stop() == 0, "the stack did not stop by itself on SIGTERM"

@@ -224,6 +224,7 @@ def test_poller_killed_mid_stream_and_restarted_loses_and_repeats_nothing(stack:
     entries = stack.wait_for(lambda e: len(e) >= total, table="E2eRestart")
     assert sorted(e["item_key"] for e in entries) == sorted(_key(f"k-{n}").replace(" ", "") for n in range(total))
     assert _raw_counts(stack, "E2eRestart") == (total, total)
+    assert not [line for line in stack.poller.lines if "ingest batch" in line]  # quiet unless asked
 
 
 def test_write_to_visible_latency(stack: Stack) -> None:
@@ -296,3 +297,28 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
     (put_line,) = [line for line in lines if "dynamodb put-item" in line]
     pasted = stack.run(put_line.strip())  # pasted into a shell, as a user would
     assert pasted.returncode == 0, pasted.stderr
+    (sql_line,) = [line for line in lines if "make sql" in line]
+    env = {name: value for name, value in stack.env.items() if not name.startswith("DEUTZIA_")}
+    pasted = stack.run(sql_line.strip(), env=env)  # the line alone must find this stack
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    assert "principal_name" in pasted.stdout
+
+
+def test_make_sql_takes_any_quotes_prints_every_type_and_writes_no_file(stack: Stack, tmp_path: Any) -> None:
+    _create_table(stack, "E2eSql")
+    stack.client("dynamodb").put_item(TableName="E2eSql", Item={"id": {"S": 'it"s $HOME'}})
+    stack.wait_for(lambda e: len(e) >= 1, table="E2eSql")
+    env = {name: value for name, value in stack.env.items() if name != "DEUTZIA_API_PORT"}  # sql needs no API
+    key = json.dumps({"id": 'it"s $HOME'}, separators=(",", ":"))
+    query = f"select count(*) as n, now() is not null as now_ok from audit where item_key = '{key}'"
+    result = stack.run(["make", "--no-print-directory", "sql", f"Q={query}"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[2].split() == ["1", "True"]
+    target = tmp_path / "leak.csv"
+    copied = stack.run(["make", "--no-print-directory", "sql", f"Q=copy (select 1) to '{target}'"], env=env)
+    assert copied.returncode != 0
+    assert "disabled" in copied.stderr
+    assert not target.exists()
+    empty = stack.run(["make", "--no-print-directory", "sql"], env=env)
+    assert empty.returncode != 0
+    assert 'make sql Q="select ... from audit"' in empty.stderr

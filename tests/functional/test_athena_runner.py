@@ -213,19 +213,26 @@ def test_query_past_the_deadline_is_stopped_and_answers_504(client: Client, athe
         ({"StateChangeReason": "capacity", "AthenaError": {"ErrorCategory": 1, "Retryable": True}}, 503),
     ],
 )
-def test_failed_query_answers_with_the_reason(
-    client: Client, athena: Stubber, athena_status: dict[str, Any], http_status: int
+def test_failed_query_answers_with_its_id_and_logs_the_reason(
+    client: Client,
+    athena: Stubber,
+    athena_status: dict[str, Any],
+    http_status: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     _expect_start(athena)
     athena.add_response("get_query_execution", _execution("FAILED", **athena_status), {"QueryExecutionId": "q-1"})
     status, body = _get(client, table="Music", key=KEY)
     assert status == http_status
-    assert athena_status["StateChangeReason"] in body["Message"]
+    assert "q-1" in body["Message"]
+    assert athena_status["StateChangeReason"] not in body["Message"]
+    assert athena_status["StateChangeReason"] in caplog.text
 
 
 @pytest.mark.parametrize(("code", "http_status"), [("TooManyRequestsException", 503), ("InvalidRequestException", 502)])
 def test_refused_start_answers_502_or_503(client: Client, athena: Stubber, code: str, http_status: int) -> None:
-    athena.add_client_error("start_query_execution", service_error_code=code, service_message="no")
+    athena.add_client_error("start_query_execution", service_error_code=code, service_message="s3://secret/path")
     status, body = _get(client, table="Music", key=KEY)
     assert status == http_status
     assert code in body["Message"]
+    assert "s3://" not in body["Message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,16 @@ import pytest
 from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
 from chalicelib.schema import AUDIT_COLUMNS
 from deutzia_local.poller import MAXIMUM_RETRY_ATTEMPTS
-from infra.render import load_template, render_infrastructure, render_merge_template, without_resources
+from infra.render import (
+    TEMPLATE,
+    TemplateError,
+    load_template,
+    render_infrastructure,
+    render_merge_template,
+    without_resources,
+    write_columns,
+)
+from tests.infra.conftest import ROOT
 from tests.infra.intrinsics import Resolver
 
 
@@ -295,3 +305,34 @@ def test_resources_moto_implements_are_created_from_the_template(
     assert group["retentionInDays"] == 30
     role = boto3.client("iam").get_role(RoleName="audit-ingest")["Role"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+
+def test_chalice_package_with_the_yaml_template_itself_gives_the_same_glue_table(
+    merged: dict[str, Any], tmp_path: Path
+) -> None:
+    offline = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    wheels = ROOT / ".venv" / "wheelhouse"
+    offline.update(AWS_DEFAULT_REGION="us-east-1", PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    chalice = str(Path(sys.executable).parent / "chalice")
+    result = subprocess.run(
+        [chalice, "package", "--stage", "prod", "--merge-template", "infra/template.yaml", str(tmp_path)],
+        cwd=ROOT,
+        env=offline,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    packaged = load_template(tmp_path / "sam.yaml")
+    assert packaged["Resources"]["AuditTable"] == merged["Resources"]["AuditTable"]
+
+
+def test_a_template_whose_columns_drifted_is_refused_and_rewritten_by_columns(tmp_path: Path) -> None:
+    drifted = tmp_path / "template.yaml"
+    drifted.write_text(TEMPLATE.read_text().replace('            - {Name: request_id, Type: "string"}\n', ""))
+    with pytest.raises(TemplateError, match=r"infra\.render --columns"):
+        render_merge_template(load_template(drifted))
+    assert write_columns(drifted) is True
+    assert render_merge_template(load_template(drifted)) == render_merge_template(load_template())
+    assert write_columns(drifted) is False

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -78,6 +81,44 @@ def test_a_moto_crash_answers_as_dynamodb_and_is_recorded() -> None:
     assert status.startswith("500")
     assert json.loads(body)["__type"].endswith("#InternalServerError")
     assert (events[0]["errorCode"], events[0]["errorMessage"]) == ("InternalServerError", "Internal server error")
+
+
+@pytest.mark.usefixtures("trail")
+def test_an_exception_out_of_moto_answers_as_dynamodb_and_is_recorded() -> None:
+    def crash(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        raise RuntimeError("dictionary changed size during iteration")
+
+    events: list[dict[str, Any]] = []
+    status, body = _call(CloudTrailRecorder(crash, events.append, "deutzia-local"), _environ())
+    assert status.startswith("500")
+    assert json.loads(body)["__type"].endswith("#InternalServerError")
+    (event,) = events
+    assert (event["eventName"], event["errorCode"]) == ("PutItem", "InternalServerError")
+    assert len(event["requestID"]) == 32
+
+
+@pytest.mark.usefixtures("trail")
+def test_dynamodb_calls_reach_moto_one_at_a_time() -> None:
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.01)
+        with lock:
+            in_flight[0] -= 1
+        start_response("200 OK", [("Content-Type", "application/x-amz-json-1.0")])
+        return [b"{}"]
+
+    events: list[dict[str, Any]] = []
+    recorder = CloudTrailRecorder(slow, events.append, "deutzia-local")
+    targets = ["DynamoDB_20120810.PutItem", "DynamoDB_20120810.TransactWriteItems", "DynamoDB_20120810.DescribeTable"]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: _call(recorder, _environ(target=targets[n % 3])), range(48)))
+    assert most[0] == 1
+    assert len(events) == 32
 
 
 @pytest.mark.usefixtures("trail")
