@@ -22,17 +22,14 @@ class _NoManagedPolicies:
         return {}
 
 
-def _make(*arguments: str, env: dict[str, str]) -> None:
-    result = subprocess.run(
-        ["make", "--no-print-directory", *arguments],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+def run_command(command: list[str], env: dict[str, str]) -> None:
+    """A command from the project's folder, which must succeed; its output is the failure message."""
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _make(*arguments: str, env: dict[str, str]) -> None:
+    run_command(["make", "--no-print-directory", *arguments], env)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from infra.render import (
     without_resources,
     write_columns,
 )
-from tests.infra.conftest import ROOT
+from tests.infra.conftest import ROOT, run_command
 from tests.infra.intrinsics import Resolver
 
 
@@ -314,16 +314,8 @@ def test_chalice_package_with_the_yaml_template_itself_gives_the_same_glue_table
     wheels = ROOT / ".venv" / "wheelhouse"
     offline.update(AWS_DEFAULT_REGION="us-east-1", PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
     chalice = str(Path(sys.executable).parent / "chalice")
-    result = subprocess.run(
-        [chalice, "package", "--stage", "prod", "--merge-template", "infra/template.yaml", str(tmp_path)],
-        cwd=ROOT,
-        env=offline,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    merge = ["--merge-template", "infra/template.yaml"]
+    run_command([chalice, "package", "--stage", "prod", *merge, str(tmp_path)], offline)
     packaged = load_template(tmp_path / "sam.yaml")
     assert packaged["Resources"]["AuditTable"] == merged["Resources"]["AuditTable"]
 
