@@ -14,7 +14,7 @@ READS ?= true
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
 PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS)
 
-.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql bench
+.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ up: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m deutzia_local demo
+
+# Replay, once, every batch ingest gave up on (the stack also does it every few seconds by itself).
+replay: $(STAMP)
+	@$(BIN)/python -m deutzia_local replay
 
 # Q travels in single quotes with its own quotes escaped and `$` unexpanded, so any SQL text arrives as typed.
 sql: $(STAMP)

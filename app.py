@@ -10,7 +10,16 @@ import json
 from functools import cache
 from typing import Any
 
-from chalice.app import BadRequestError, Chalice, ChaliceViewError, IAMAuthorizer, KinesisEvent, NotFoundError
+from aws_lambda_powertools import Logger
+from chalice.app import (
+    BadRequestError,
+    Chalice,
+    ChaliceViewError,
+    IAMAuthorizer,
+    KinesisEvent,
+    NotFoundError,
+    SQSEvent,
+)
 
 from chalicelib.config import audit_prefix, audited_tables, flag, setting
 from chalicelib.errors import (
@@ -24,9 +33,11 @@ from chalicelib.errors import (
 )
 from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS, process_kinesis_batch
 from chalicelib.query import QueryEngine, parse_audit_request
+from chalicelib.replay import KinesisRangeReader, parse_failure_record, replay_failed_batch
 from chalicelib.store import S3AuditStore
 
 app = Chalice(app_name="deutzia")
+logger = Logger(service="deutzia-replay")
 
 
 class BadGatewayError(ChaliceViewError):
@@ -62,6 +73,11 @@ def _http_error(error: DeutziaError) -> ChaliceViewError:
 @cache
 def get_audit_store() -> S3AuditStore:
     return S3AuditStore.from_environment()
+
+
+@cache
+def get_stream_reader() -> KinesisRangeReader:
+    return KinesisRangeReader.from_environment()
 
 
 @cache
@@ -114,3 +130,12 @@ def get_audit() -> dict[str, Any]:
 )
 def ingest_audit_events(event: KinesisEvent) -> dict[str, Any]:
     return process_kinesis_batch(event.to_dict(), get_audit_store(), audit_prefix(), flag("REPORT_BATCH_ITEM_FAILURES"))
+
+
+@app.on_sqs_message(queue=setting("INGEST_FAILURE_QUEUE"), batch_size=1, name="replay_failed_batches")
+def replay_failed_batches(event: SQSEvent) -> None:
+    """Each on-failure record's range, read back from the stream and ingested; raising keeps the message queued."""
+    for message in event:
+        batch = parse_failure_record(message.body)
+        result = replay_failed_batch(batch, get_stream_reader(), get_audit_store(), audit_prefix())
+        logger.info("replayed %s", batch.shard_id, extra={"records": result.records, "lost": result.lost})

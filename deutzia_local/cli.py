@@ -62,6 +62,17 @@ def _poll(settings: LocalSettings) -> int:
     return 0
 
 
+def _replay(settings: LocalSettings) -> int:
+    """Drain the failure queue once: replay each range ingest gave up on."""
+    from deutzia_local.stack import new_replayer, require_running
+
+    require_running(settings, api=False)
+    settings.apply_to_environment()
+    result = new_replayer(settings).drain()
+    print(f"replayed {result.replayed} failed batch(es); {result.failed} still failing (left in the queue)")
+    return 1 if result.failed else 0
+
+
 def _sql(settings: LocalSettings, query: str) -> int:
     from deutzia_local.sql import run_sql
 
@@ -85,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="start the local stack, run the demo, keep serving")
     commands.add_parser("demo", help="run the demo against a running stack")
     commands.add_parser("poll", help="run the Kinesis poller against a running stack")
+    commands.add_parser("replay", help="replay the batches ingest gave up on (the failure queue), once")
     sql = commands.add_parser("sql", help="run SQL over the table `audit` (Athena's column names)")
     sql.add_argument("query")
     arguments = parser.parse_args(argv)
@@ -103,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(settings)
         if arguments.command == "poll":
             return _poll(settings)
+        if arguments.command == "replay":
+            return _replay(settings)
         return _sql(settings, arguments.query)
     except DeutziaError as exc:
         print(f"error: {exc}", file=sys.stderr)

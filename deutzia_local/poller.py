@@ -2,14 +2,14 @@
 with Lambda-shaped events, as the deployed mapping does.
 
 Same settings as the template (batch size, batching window, TRIM_HORIZON, retries); honours `batchItemFailures`
-(resumes at the lowest failed record); a raised error retries the whole batch; a batch that exhausts its retries
-goes to the failure queue as Lambda's on-failure record and is skipped. Checkpoints live in the local stack's own
+(resumes at the lowest failed record); a raised error retries the whole batch; retries back off exponentially, as
+Lambda's do, so they span minutes, not seconds; a batch that exhausts its retries goes to the failure queue as
+Lambda's on-failure record (for replay_failed_batches) and is skipped. Checkpoints live in the local stack's own
 S3 (as long as the stack), written after every batch, so a restarted poller neither loses nor repeats records.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -20,11 +20,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
+from chalicelib.replay import lambda_kinesis_record
 
 logger = logging.getLogger("deutzia.poller")
 
 # As the template's mapping: MaximumRetryAttempts.
 MAXIMUM_RETRY_ATTEMPTS = 10
+# The wait before retry n is FIRST_RETRY_SECONDS * 2**(n-1), at most 60 times the first: ten retries span ~5 minutes.
+FIRST_RETRY_SECONDS = 1.0
+_MAX_RETRY_FACTOR = 60
 _IDLE_SECONDS = 0.2
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -55,6 +59,7 @@ class KinesisPoller:
         failure_queue_url: str,
         handler: Handler,
         batching_window: float = MAXIMUM_BATCHING_WINDOW_SECONDS,
+        first_retry_seconds: float = FIRST_RETRY_SECONDS,
     ) -> None:
         self._kinesis = kinesis
         self._s3 = s3
@@ -64,9 +69,11 @@ class KinesisPoller:
         self._failure_queue_url = failure_queue_url
         self._handler = handler
         self._batching_window = batching_window
+        self._first_retry = first_retry_seconds
         self._stop = threading.Event()
         self._iterators: dict[str, str | None] = {}
         self._attempts: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
         self._thread = threading.Thread(target=self.run, name="kinesis-poller", daemon=True)
         description = kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
         self._stream_arn = str(description["StreamARN"])
@@ -95,11 +102,13 @@ class KinesisPoller:
         return [str(shard["ShardId"]) for shard in shards]
 
     def poll_shard(self, shard_id: str) -> bool:
-        """Read and process one batch of the shard; False when there was nothing to read."""
+        """Read and process one batch of the shard; False when there was nothing to read, or its retry must wait."""
+        if time.monotonic() < self._retry_at.get(shard_id, 0.0):
+            return False
         records = self._read_batch(shard_id)
         if not records:
             return False
-        event = {"Records": [self._lambda_record(shard_id, record) for record in records]}
+        event = {"Records": [lambda_kinesis_record(record, shard_id, self._stream_arn) for record in records]}
         failed_from = self._invoke(event, records)
         if failed_from is None:
             self._checkpoint(shard_id, str(records[-1]["SequenceNumber"]))
@@ -116,7 +125,13 @@ class KinesisPoller:
             attempts = 0
         self._attempts[shard_id] = attempts
         self._iterators[shard_id] = None  # re-read from the checkpoint
+        if attempts:
+            self._retry_at[shard_id] = time.monotonic() + self.retry_delay(attempts)
         return True
+
+    def retry_delay(self, attempt: int) -> float:
+        """The wait before retry number `attempt` (from 1)."""
+        return float(min(2 ** (attempt - 1), _MAX_RETRY_FACTOR) * self._first_retry)
 
     def _read_batch(self, shard_id: str) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
@@ -145,25 +160,6 @@ class KinesisPoller:
         failed = {str(failure.get("itemIdentifier")) for failure in failures}
         positions = [i for i, record in enumerate(records) if str(record["SequenceNumber"]) in failed]
         return min(positions) if positions else 0
-
-    def _lambda_record(self, shard_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        arrival = record["ApproximateArrivalTimestamp"]
-        return {
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": record["PartitionKey"],
-                "sequenceNumber": record["SequenceNumber"],
-                "data": base64.b64encode(record["Data"]).decode("ascii"),
-                "approximateArrivalTimestamp": arrival.timestamp() if isinstance(arrival, datetime) else arrival,
-            },
-            "eventSource": "aws:kinesis",
-            "eventVersion": "1.0",
-            "eventID": f"{shard_id}:{record['SequenceNumber']}",
-            "eventName": "aws:kinesis:record",
-            "invokeIdentityArn": "arn:aws:iam::123456789012:role/deutzia-ingest",
-            "awsRegion": self._region,
-            "eventSourceARN": self._stream_arn,
-        }
 
     def _checkpoint_key(self, shard_id: str) -> str:
         return f"checkpoints/{self._stream}/{shard_id}"

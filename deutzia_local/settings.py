@@ -24,6 +24,19 @@ def _port(name: str, default: int) -> int:
     return int(raw)
 
 
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ConfigError(f"environment variable {name} must be a number of seconds from 0 to 3600, not {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class LocalSettings:
     """Where the local stack listens and what it names its resources."""
@@ -42,12 +55,16 @@ class LocalSettings:
     glue_table: str = "audit"
     trail: str = "deutzia-local"
     crawler_interval: float = 5.0
+    replay_interval: float = 5.0
+    first_retry_seconds: float = 1.0
 
     @classmethod
     def from_environment(cls) -> LocalSettings:
         """Ports from DEUTZIA_AWS_PORT (default 4566) and DEUTZIA_API_PORT (default 8000)."""
         return cls(
-            aws_port=_port("DEUTZIA_AWS_PORT", DEFAULT_AWS_PORT), api_port=_port("DEUTZIA_API_PORT", DEFAULT_API_PORT)
+            aws_port=_port("DEUTZIA_AWS_PORT", DEFAULT_AWS_PORT),
+            api_port=_port("DEUTZIA_API_PORT", DEFAULT_API_PORT),
+            first_retry_seconds=_seconds("DEUTZIA_FIRST_RETRY_SECONDS", 1.0),
         )
 
     @property
@@ -71,6 +88,7 @@ class LocalSettings:
             AUDIT_BUCKET=self.audit_bucket,
             AUDIT_PREFIX="audit/",
             AUDIT_STREAM=self.stream,
+            INGEST_FAILURE_QUEUE=self.failure_queue,
             AUDITED_TABLES="*",
             QUERY_BACKEND="duckdb",
             REPORT_BATCH_ITEM_FAILURES="true",

@@ -1,5 +1,6 @@
 """Starts and stops the whole local stack in one process: moto behind the CloudTrail recorder on one endpoint,
-trail delivery, the Kinesis poller, the Glue crawler, and the Chalice API (DuckDB engine).
+trail delivery, the Kinesis poller, the failure queue's replayer, the Glue crawler, and the Chalice API (DuckDB
+engine).
 
 Resources get the names in `settings` and are created with boto3 against the endpoint, as `make deploy` would
 create them in AWS (moto's CloudFormation cannot make the trail, the subscription or the Glue table). State lives
@@ -26,8 +27,10 @@ from chalicelib.errors import DeutziaError
 from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
 from deutzia_local.crawler import LocalCrawler
 from deutzia_local.delivery import TrailDelivery
+from deutzia_local.faults import S3FaultInjector
 from deutzia_local.poller import KinesisPoller
 from deutzia_local.recorder import CloudTrailRecorder
+from deutzia_local.replayer import FailureQueueReplayer
 from deutzia_local.settings import ACCOUNT_ID, HOST, LocalSettings
 
 logger = logging.getLogger("deutzia.stack")
@@ -52,6 +55,15 @@ def ingest_handler() -> Any:
     return deutzia_app.ingest_audit_events
 
 
+def new_replayer(settings: LocalSettings) -> FailureQueueReplayer:
+    """The failure queue's replayer, invoking the deployed `replay_failed_batches` in-process."""
+    import app as deutzia_app
+
+    sqs = client("sqs", settings)
+    queue_url = sqs.get_queue_url(QueueName=settings.failure_queue)["QueueUrl"]
+    return FailureQueueReplayer(sqs, queue_url, deutzia_app.replay_failed_batches, settings.replay_interval)
+
+
 class LocalStack:
     """The running stack; `start()` returns once every endpoint answers."""
 
@@ -64,6 +76,7 @@ class LocalStack:
         self._delivery: TrailDelivery | None = None
         self._poller: KinesisPoller | None = None
         self._crawler: LocalCrawler | None = None
+        self._replayer: FailureQueueReplayer | None = None
 
     def start(self) -> None:
         settings = self.settings
@@ -74,11 +87,12 @@ class LocalStack:
         recorder = CloudTrailRecorder(
             DomainDispatcherApplication(create_backend_app), self._delivery.submit, settings.trail
         )
+        endpoint = S3FaultInjector(recorder)
         self._aws_server = self._serve(
             "AWS endpoint",
             "DEUTZIA_AWS_PORT",
             settings.aws_port,
-            lambda: make_server(HOST, settings.aws_port, recorder, threaded=True, request_handler=MotoRequestHandler),
+            lambda: make_server(HOST, settings.aws_port, endpoint, threaded=True, request_handler=MotoRequestHandler),
         )
         self._run_thread("aws-endpoint", self._aws_server.serve_forever)
         create_resources(settings)
@@ -96,13 +110,15 @@ class LocalStack:
         if self._with_poller:
             self._poller = new_poller(settings)
             self._poller.start()
+        self._replayer = new_replayer(settings)
+        self._replayer.start()
         self._api_server = self._serve("API", "DEUTZIA_API_PORT", settings.api_port, lambda: api_server(settings))
         self._run_thread("api", self._api_server.serve_forever)
         wait_until_ready(settings)
 
     def stop(self) -> None:
         """Stop everything, delivering what the trail still holds first."""
-        for component in (self._poller, self._crawler, self._delivery):
+        for component in (self._poller, self._replayer, self._crawler, self._delivery):
             if component is not None:
                 with contextlib.suppress(Exception):
                     component.stop()
@@ -141,6 +157,7 @@ def new_poller(settings: LocalSettings) -> KinesisPoller:
         settings.state_bucket,
         queue_url,
         ingest_handler(),
+        first_retry_seconds=settings.first_retry_seconds,
     )
 
 

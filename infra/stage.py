@@ -25,6 +25,8 @@ REQUIRED_OUTPUTS = (
     "GlueDatabaseName",
     "IngestFunctionRoleArn",
     "ApiFunctionRoleArn",
+    "ReplayFunctionRoleArn",
+    "IngestFailureQueueName",
 )
 
 
@@ -44,6 +46,7 @@ def build_stage(outputs: Mapping[str, str]) -> dict[str, Any]:
             "AUDIT_BUCKET": outputs["AuditBucketName"],
             "AUDIT_PREFIX": "audit/",
             "AUDIT_STREAM": outputs["AuditStreamName"],
+            "INGEST_FAILURE_QUEUE": outputs["IngestFailureQueueName"],
             "AUDITED_TABLES": outputs["AuditedTables"],
             "QUERY_BACKEND": "athena",
             "ATHENA_WORKGROUP": outputs["AthenaWorkGroupName"],
@@ -56,6 +59,7 @@ def build_stage(outputs: Mapping[str, str]) -> dict[str, Any]:
         "lambda_functions": {
             "ingest_audit_events": {"iam_role_arn": outputs["IngestFunctionRoleArn"]},
             "api_handler": {"iam_role_arn": outputs["ApiFunctionRoleArn"], "lambda_timeout": 29},
+            "replay_failed_batches": {"iam_role_arn": outputs["ReplayFunctionRoleArn"], "lambda_timeout": 900},
         },
     }
 

@@ -20,6 +20,7 @@ os.environ.update(
     # Nothing listens on the discard port: a client that escapes the fixtures fails instead of reaching AWS.
     AWS_ENDPOINT_URL="http://127.0.0.1:9",
     AUDIT_STREAM="deutzia-audit-events-test",
+    INGEST_FAILURE_QUEUE="deutzia-ingest-failures-test",
 )
 for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
     os.environ.pop(variable, None)

@@ -141,6 +141,13 @@ class Stack:
             check=False,
         )
 
+    def s3_outage(self, bucket: str, seconds: float, code: str = "AccessDenied") -> None:
+        """Refuse every write to `bucket` for `seconds`, as S3 does in an outage."""
+        body = json.dumps({"bucket": bucket, "seconds": seconds, "code": code}).encode()
+        request = urllib.request.Request(f"{self.aws_endpoint}/_deutzia/faults/s3", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
     def audit(self, **parameters: str) -> dict[str, Any]:
         query = urllib.parse.urlencode({"limit": "1000", **parameters})
         with urllib.request.urlopen(f"{self.api_url}/audit?{query}", timeout=30) as response:
@@ -172,6 +179,7 @@ def stack() -> Iterator[Stack]:
         AWS_EC2_METADATA_DISABLED="true",
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        DEUTZIA_FIRST_RETRY_SECONDS="0.02",  # the poller's ten retries span ~6 s instead of ~5 minutes
     )
     running = Stack(aws_port, api_port, env)
     try:

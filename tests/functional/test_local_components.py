@@ -13,7 +13,7 @@ import pytest
 
 from chalicelib.schema import AUDIT_COLUMNS
 from deutzia_local.crawler import LocalCrawler
-from deutzia_local.poller import MAXIMUM_RETRY_ATTEMPTS, KinesisPoller
+from deutzia_local.poller import FIRST_RETRY_SECONDS, MAXIMUM_RETRY_ATTEMPTS, KinesisPoller
 
 _names = itertools.count()
 
@@ -43,14 +43,26 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return {service: boto3.client(service) for service in ("kinesis", "s3", "sqs", "glue")}
 
 
-def _poller(aws: dict[str, Any], handler: ScriptedHandler, records: list[bytes]) -> tuple[KinesisPoller, str]:
+def _poller(
+    aws: dict[str, Any], handler: ScriptedHandler, records: list[bytes], first_retry_seconds: float = 0
+) -> tuple[KinesisPoller, str]:
     name = f"poller-{next(_names)}"
     aws["kinesis"].create_stream(StreamName=name, ShardCount=1)
     for data in records:
         aws["kinesis"].put_record(StreamName=name, Data=data, PartitionKey="p")
     aws["s3"].create_bucket(Bucket=name)
     queue_url = aws["sqs"].create_queue(QueueName=name)["QueueUrl"]
-    poller = KinesisPoller(aws["kinesis"], aws["s3"], aws["sqs"], name, name, queue_url, handler, batching_window=0)
+    poller = KinesisPoller(
+        aws["kinesis"],
+        aws["s3"],
+        aws["sqs"],
+        name,
+        name,
+        queue_url,
+        handler,
+        batching_window=0,
+        first_retry_seconds=first_retry_seconds,
+    )
     return poller, queue_url
 
 
@@ -90,6 +102,18 @@ def test_an_exhausted_batch_goes_to_the_failure_queue_and_the_shard_moves_on(aws
     assert body["KinesisBatchInfo"]["batchSize"] == 2
     assert body["KinesisBatchInfo"]["shardId"] == "shardId-000000000000"
     assert not poller.poll_shard("shardId-000000000000")
+
+
+def test_retries_back_off_exponentially_over_minutes_like_lambdas(aws: dict[str, Any]) -> None:
+    handler = ScriptedHandler(failing={b"r0"})
+    poller, _ = _poller(aws, handler, [b"r0"], first_retry_seconds=FIRST_RETRY_SECONDS)
+    assert poller.poll_shard("shardId-000000000000")
+    assert not poller.poll_shard("shardId-000000000000")  # the retry is not due yet
+    assert len(handler.seen) == 1
+    delays = [poller.retry_delay(attempt) for attempt in range(1, MAXIMUM_RETRY_ATTEMPTS + 1)]
+    assert delays[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert max(delays) == 60.0
+    assert sum(delays) > 240  # an S3 outage of a few minutes does not exhaust them
 
 
 def test_a_new_poller_resumes_after_the_checkpoint(aws: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ OUTPUTS = {
     "GlueDatabaseName": "deutzia",
     "IngestFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-ingest",
     "ApiFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-api",
+    "ReplayFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-replay",
+    "IngestFailureQueueName": "audit-IngestFailureQueue-1",
 }
 
 
@@ -47,6 +49,9 @@ def test_stage_from_outputs_is_what_chalice_deploy_reads(tmp_path: Path) -> None
     api = Config(chalice_stage="live", config_from_disk=written).scope("live", "api_handler")
     assert (api.iam_role_arn, api.lambda_timeout) == (OUTPUTS["ApiFunctionRoleArn"], 29)
     assert api.environment_variables["AUDITED_TABLES"] == "Orders,Users"
+    replay = Config(chalice_stage="live", config_from_disk=written).scope("live", "replay_failed_batches")
+    assert (replay.iam_role_arn, replay.lambda_timeout) == (OUTPUTS["ReplayFunctionRoleArn"], 900)
+    assert replay.environment_variables["INGEST_FAILURE_QUEUE"] == OUTPUTS["IngestFailureQueueName"]
 
 
 def test_a_stack_without_the_outputs_is_named_as_the_problem() -> None:

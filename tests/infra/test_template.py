@@ -67,9 +67,15 @@ def test_every_intrinsic_has_exactly_one_key(which: str, request: pytest.Fixture
             assert len(node) == 1, f"{intrinsic} shares its mapping with {sorted(node)}"
 
 
+def _mapping_of(translated: dict[str, Any], function: str) -> dict[str, Any]:
+    mappings = _resources(translated, "AWS::Lambda::EventSourceMapping").values()
+    (mapping,) = [m for m in mappings if m["Properties"]["FunctionName"] == {"Ref": function}]
+    properties: dict[str, Any] = mapping["Properties"]
+    return properties
+
+
 def test_ingest_mapping_reports_failures_bisects_retries_and_has_a_failure_queue(translated: dict[str, Any]) -> None:
-    (mapping,) = _resources(translated, "AWS::Lambda::EventSourceMapping").values()
-    properties = mapping["Properties"]
+    properties = _mapping_of(translated, "IngestAuditEvents")
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert properties["BisectBatchOnFunctionError"] is True
     assert properties["MaximumRetryAttempts"] == MAXIMUM_RETRY_ATTEMPTS  # the local poller plays the same mapping
@@ -86,6 +92,33 @@ def test_ingest_mapping_reports_failures_bisects_retries_and_has_a_failure_queue
     assert ingest["Properties"]["Environment"]["Variables"]["REPORT_BATCH_ITEM_FAILURES"] == "true"
     api = functions["APIHandler"]["Properties"]["Environment"]["Variables"]
     assert "REPORT_BATCH_ITEM_FAILURES" not in api or api["REPORT_BATCH_ITEM_FAILURES"] == "false"
+
+
+def test_replay_reads_the_failure_queue_one_message_at_a_time_with_a_dead_letter_queue(
+    translated: dict[str, Any],
+) -> None:
+    properties = _mapping_of(translated, "ReplayFailedBatches")
+    assert properties["EventSourceArn"] == {"Fn::Sub": "${IngestFailureQueue.Arn}"}
+    assert properties["BatchSize"] == 1
+    queues = _resources(translated, "AWS::SQS::Queue")
+    queue = queues["IngestFailureQueue"]["Properties"]
+    function = _resources(translated, "AWS::Lambda::Function")["ReplayFailedBatches"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["ReplayDeadLetterQueue", "Arn"]}
+    assert function["Role"] == {"Fn::GetAtt": ["ReplayFunctionRole", "Arn"]}
+    assert function["Environment"]["Variables"]["INGEST_FAILURE_QUEUE"] == {
+        "Fn::GetAtt": ["IngestFailureQueue", "QueueName"]
+    }
+    role = _resources(translated, "AWS::IAM::Role")["ReplayFunctionRole"]["Properties"]
+    actions = {
+        action
+        for policy in role["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    }
+    assert "sqs:SendMessage" not in actions
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "kinesis:GetRecords", "s3:PutObject"} <= actions
+    assert not [action for action in actions if action.startswith(("s3:Get", "s3:Delete", "athena:", "glue:"))]
 
 
 @pytest.mark.parametrize(
@@ -236,7 +269,10 @@ def test_stores_use_the_stack_key(merged: dict[str, Any]) -> None:
 
 def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, Any]) -> None:
     metrics = {body["Properties"]["MetricName"] for body in _resources(merged, "AWS::CloudWatch::Alarm").values()}
-    assert metrics == {"IteratorAge", "ApproximateNumberOfMessagesVisible", "Errors"}
+    assert metrics == {"IteratorAge", "ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible", "Errors"}
+    alarms = _resources(merged, "AWS::CloudWatch::Alarm").values()
+    watched = {str(body["Properties"]["Dimensions"][0]["Value"]) for body in alarms}
+    assert {"{'Ref': 'ReplayFailedBatches'}", "{'Fn::GetAtt': ['ReplayDeadLetterQueue', 'QueueName']}"} <= watched
 
 
 def test_standalone_stack_has_no_chalice_resources_and_keeps_the_rest() -> None:
