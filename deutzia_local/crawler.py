@@ -9,8 +9,9 @@ import copy
 import gzip
 import json
 import logging
-import threading
 from typing import Any
+
+from deutzia_local.periodic import Periodic
 
 logger = logging.getLogger("deutzia.crawler")
 
@@ -27,24 +28,14 @@ class LocalCrawler:
         self._prefix = prefix
         self._database = database
         self._table = table
-        self._interval = interval
         self._known: set[tuple[str, str]] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="glue-crawler", daemon=True)
+        self._schedule = Periodic("glue-crawler", interval, self.crawl, logger)
 
     def start(self) -> None:
-        self._thread.start()
+        self._schedule.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.crawl()
-            except Exception:
-                logger.exception("crawling s3://%s/%s failed; retrying", self._bucket, self._prefix)
+        self._schedule.stop()
 
     def crawl(self) -> list[tuple[str, str]]:
         """One crawl; the partitions it registered."""

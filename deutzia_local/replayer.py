@@ -8,10 +8,11 @@ The stack drains the queue every few seconds (as the mapping would poll it); `ma
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from deutzia_local.periodic import Periodic
 
 logger = logging.getLogger("deutzia.replayer")
 
@@ -45,31 +46,21 @@ class FailureQueueReplayer:
         self._sqs = sqs
         self._queue_url = queue_url
         self._handler = handler
-        self._interval = interval
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
         self._queue_arn = str(attributes["QueueArn"])
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="failure-replayer", daemon=True)
+        self._schedule = Periodic("failure-replayer", interval, self.drain, logger)
 
     def start(self) -> None:
-        self._thread.start()
+        self._schedule.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.drain()
-            except Exception:
-                logger.exception("draining the failure queue failed; retrying")
+        self._schedule.stop()
 
     def drain(self) -> DrainResult:
         """Replay every message now in the queue once; what fails stays queued."""
         replayed = failed = 0
         seen: set[str] = set()
-        while replayed + failed < _MAX_MESSAGES_PER_DRAIN and not self._stop.is_set():
+        while replayed + failed < _MAX_MESSAGES_PER_DRAIN and not self._schedule.stopping.is_set():
             messages = self._sqs.receive_message(
                 QueueUrl=self._queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60, AttributeNames=["All"]
             ).get("Messages", [])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from chalicelib.config import number
 from chalicelib.errors import ConfigError
 
 HOST = "127.0.0.1"
@@ -22,19 +23,6 @@ def _port(name: str, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(f"environment variable {name} must be a port number, not {raw!r}")
     return int(raw)
-
-
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 3600:
-        raise ConfigError(f"environment variable {name} must be a number of seconds from 0 to 3600, not {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -64,7 +52,7 @@ class LocalSettings:
         return cls(
             aws_port=_port("DEUTZIA_AWS_PORT", DEFAULT_AWS_PORT),
             api_port=_port("DEUTZIA_API_PORT", DEFAULT_API_PORT),
-            first_retry_seconds=_seconds("DEUTZIA_FIRST_RETRY_SECONDS", 1.0),
+            first_retry_seconds=number("DEUTZIA_FIRST_RETRY_SECONDS", 1.0),
         )
 
     @property
