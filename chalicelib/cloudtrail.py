@@ -16,6 +16,7 @@ from decimal import Decimal
 from chalicelib.bounds import (
     MAX_ARN_CHARS,
     MAX_ITEMS_PER_EVENT,
+    MAX_KEY_CHARS,
     MAX_REQUEST_PARAMETERS_CHARS,
     MAX_STATEMENT_CHARS,
     MAX_TEXT_CHARS,
@@ -157,7 +158,7 @@ def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
                 table_name=table_name,
                 item_index=index,
                 operation=item.operation,
-                item_key=canonical_key(key) if key is not None else None,
+                item_key=_item_key(key),
                 attribute_names=_attribute_names(item),
                 table_arn=table_resources.get(table_name) or _only_arn(table_resources, item.table_name),
                 condition_expression=_text(_get(item.parameters, "conditionExpression")),
@@ -214,6 +215,15 @@ def _item(operation: str, event_name: str, table_name: str | None, parameters: M
         return _Item(operation, table_name or _text(_get(parameters, "tableName")), None, parameters)
     key = _get(parameters, "key")
     return _Item(operation, table_name or _text(_get(parameters, "tableName")), key, parameters)
+
+
+def _item_key(key: Mapping[str, object] | None) -> str | None:
+    """The canonical key, or None when there is none or it is longer than any DynamoDB key (it is no key, and a
+    cut one would be neither JSON nor findable; the request parameters keep what was logged)."""
+    if key is None:
+        return None
+    text = canonical_key(key)
+    return text if len(text) <= MAX_KEY_CHARS else None
 
 
 def _attribute_names(item: _Item) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import quote
 
-from chalicelib.bounds import MAX_KEY_CHARS, bounded_text, exact_normal_form, is_dynamodb_number, valid_unicode
+from chalicelib.bounds import exact_normal_form, is_dynamodb_number, valid_unicode
 from chalicelib.schema import COLUMN_NAMES
 
 # Hive's name for a partition whose value is unknown; used when an item's table cannot be identified.
@@ -114,7 +114,7 @@ def canonical_key(key: Mapping[str, object]) -> str:
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return bounded_text(text, MAX_KEY_CHARS)
+    return valid_unicode(text)
 
 
 def compact_json(value: object) -> str:

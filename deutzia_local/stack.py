@@ -25,6 +25,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from chalicelib.errors import DeutziaError
 from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
+from deutzia_local import moto_patches
 from deutzia_local.crawler import LocalCrawler
 from deutzia_local.delivery import TrailDelivery
 from deutzia_local.faults import S3FaultInjector
@@ -81,6 +82,7 @@ class LocalStack:
     def start(self) -> None:
         settings = self.settings
         settings.apply_to_environment()
+        moto_patches.apply()
         self._delivery = TrailDelivery(
             client("logs", settings), client("s3", settings), settings.log_group, settings.trail_bucket
         )

@@ -147,6 +147,7 @@ def test_every_free_text_field_is_bounded_and_marked() -> None:
         kept, cut = value.split("…[truncated ")
         assert len(kept) + int(cut.removesuffix(" characters]")) == 3_000_000
     assert len(record.attribute_names) == MAX_ATTRIBUTE_NAMES + 1
+    assert record.item_key is None  # longer than any DynamoDB key: no key, rather than a cut one
     assert record.attribute_names[-1] == f"…[{81_000 - MAX_ATTRIBUTE_NAMES} more names]"
 
 

@@ -1,0 +1,113 @@
+"""Fills one gap of moto that the local stack hits: moto backs up a TransactWriteItems call by deep-copying every
+table it names, once per item (ten items over a table of 100,000 items copy a million items), which made each
+transaction take longer and the stack's memory grow with every call. Here the backup copies only what the call can
+change: the table's item index (pointers) and the items the call names. Rollback keeps moto's own semantics.
+
+Safe because the recorder sends DynamoDB calls to moto one at a time. moto is pinned; tests cover the patch.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
+
+KeysByTable = dict[str, list[Mapping[str, Any]]]
+_call = threading.local()
+_original_transact_write_items = DynamoDBBackend.transact_write_items
+
+
+def apply() -> None:
+    """Install the patch (idempotent)."""
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    Table.__deepcopy__ = _table_deepcopy  # type: ignore[attr-defined]
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    with _named_keys(_keys_by_table(self, transact_items)):
+        _original_transact_write_items(self, transact_items)
+
+
+@contextmanager
+def _named_keys(keys: KeysByTable) -> Iterator[None]:
+    _call.keys = keys
+    _call.backups = {}
+    try:
+        yield
+    finally:
+        _call.keys = None
+        _call.backups = None
+
+
+def _keys_by_table(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> KeysByTable:
+    """The keys each table's items are named by in the call (a Put's from its item), as moto reads them."""
+    keys: KeysByTable = defaultdict(list)
+    for entry in transact_items:
+        for operation, body in entry.items():
+            if not isinstance(body, Mapping):
+                continue
+            table: Table | None = backend.tables.get(str(body.get("TableName")))
+            if table is None:
+                continue
+            source = body.get("Item") if operation == "Put" else body.get("Key")
+            if isinstance(source, Mapping):
+                keys[table.name].append(source)
+    return keys
+
+
+def _table_deepcopy(self: Table, memo: dict[int, Any]) -> Table:
+    """Inside a patched transaction: one backup per table, sharing the items the call does not name. Elsewhere:
+    Python's own deep copy."""
+    keys: KeysByTable | None = getattr(_call, "keys", None)
+    if keys is None:
+        return _plain_deepcopy(self, memo)
+    backups: dict[str, Table] = _call.backups
+    if self.name not in backups:
+        backups[self.name] = _backup(self, keys.get(self.name, []))
+    backup: Table = backups[self.name]
+    return backup
+
+
+def _plain_deepcopy(table: Table, memo: dict[int, Any]) -> Table:
+    clone: Table = object.__new__(type(table))
+    memo[id(table)] = clone
+    for name, value in vars(table).items():
+        setattr(clone, name, copy.deepcopy(value, memo))
+    return clone
+
+
+def _backup(table: Table, keys: list[Mapping[str, Any]]) -> Table:
+    backup = copy.copy(table)
+    items: Any = defaultdict(dict)
+    if table.range_key_attr:
+        items.update({hash_value: dict(ranges) for hash_value, ranges in table.items.items()})
+    else:
+        items.update(table.items)
+    for key in keys:
+        hash_value = _typed(key.get(table.hash_key_attr))
+        if hash_value is None or hash_value not in items:
+            continue
+        if table.range_key_attr:
+            range_value = _typed(key.get(table.range_key_attr))
+            if range_value is not None and range_value in items[hash_value]:
+                items[hash_value][range_value] = copy.deepcopy(items[hash_value][range_value])
+        else:
+            items[hash_value] = copy.deepcopy(items[hash_value])
+    backup.items = items
+    return backup
+
+
+def _typed(value: object) -> DynamoType | None:
+    if not isinstance(value, Mapping) or len(value) != 1:
+        return None
+    try:
+        return DynamoType(dict(value))
+    except (TypeError, ValueError, IndexError):
+        return None

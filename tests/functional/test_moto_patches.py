@@ -1,0 +1,89 @@
+"""The local stack's one patch to moto: TransactWriteItems backs up only what it can change, and still rolls back
+exactly as moto does."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import boto3
+import pytest
+from moto.dynamodb.models import dynamodb_backends
+
+from deutzia_local import moto_patches
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def table(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    moto_patches.apply()
+    client = boto3.client("dynamodb")
+    name = f"patched-{next(_names)}"
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "N"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(50):
+        client.put_item(TableName=name, Item={"pk": {"S": f"p{n % 5}"}, "sk": {"N": str(n)}, "v": {"N": "0"}})
+    return client, name
+
+
+def _values(client: Any, name: str) -> dict[tuple[str, str], str]:
+    items = client.scan(TableName=name)["Items"]
+    return {(item["pk"]["S"], item["sk"]["N"]): item["v"]["N"] for item in items}
+
+
+def _update(name: str, pk: str, sk: str, value: str) -> dict[str, Any]:
+    return {
+        "Update": {
+            "TableName": name,
+            "Key": {"pk": {"S": pk}, "sk": {"N": sk}},
+            "UpdateExpression": "SET v = :v",
+            "ExpressionAttributeValues": {":v": {"N": value}},
+        }
+    }
+
+
+def test_a_failed_transaction_rolls_back_updates_puts_and_deletes(table: tuple[Any, str]) -> None:
+    client, name = table
+    before = _values(client, name)
+    with pytest.raises(client.exceptions.TransactionCanceledException):
+        client.transact_write_items(
+            TransactItems=[
+                _update(name, "p1", "1", "99"),
+                {"Put": {"TableName": name, "Item": {"pk": {"S": "new"}, "sk": {"N": "1"}, "v": {"N": "1"}}}},
+                {"Delete": {"TableName": name, "Key": {"pk": {"S": "p2"}, "sk": {"N": "2"}}}},
+                {
+                    "ConditionCheck": {
+                        "TableName": name,
+                        "Key": {"pk": {"S": "p3"}, "sk": {"N": "3"}},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ]
+        )
+    assert _values(client, name) == before
+
+
+def test_a_transaction_that_succeeds_applies_every_item(table: tuple[Any, str]) -> None:
+    client, name = table
+    client.transact_write_items(TransactItems=[_update(name, "p1", "1", "7"), _update(name, "p2", "2", "8")])
+    values = _values(client, name)
+    assert (values[("p1", "1")], values[("p2", "2")], values[("p3", "3")]) == ("7", "8", "0")
+
+
+def test_the_backup_shares_every_item_the_call_does_not_name(table: tuple[Any, str]) -> None:
+    _, name = table
+    live = dynamodb_backends["123456789012"]["us-east-1"].tables[name]
+    keys = {name: [{"pk": {"S": "p1"}, "sk": {"N": "1"}}]}
+    backup = moto_patches._backup(live, keys[name])
+    shared = [backup.items[h][r] is live.items[h][r] for h in live.items for r in live.items[h]]
+    assert shared.count(False) == 1  # only the named item was copied
+    assert len(shared) == 50
