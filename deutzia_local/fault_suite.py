@@ -1,0 +1,369 @@
+"""`make faults`: the local stack under load and faults, checked against a ground truth of every call.
+
+It starts its own stack (`up --no-poller` and a separate `poll` process, on free loopback ports), then runs mixed
+DynamoDB calls from many threads (puts, updates, failing conditional updates, deletes, batch writes, transactions,
+cancelled transactions), each recording what it must leave in the trail. Meanwhile S3 refuses every audit write
+for longer than the poller's retries last, the poller is killed mid-batch and restarted, and a poison record is put
+on the stream. After recovery (the failure queue's replay included) it reads the whole table's history through
+GET /audit and reports calls, items, found, lost, duplicated, wrong success flags, and the time to recover.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+TABLE = "FaultSuite"
+_ROOT = Path(__file__).resolve().parents[1]
+_NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
+# (item key, operation, success) that GET /audit must show exactly once per item a call touched.
+Expected = tuple[str, str, bool]
+
+
+@dataclass
+class SuiteReport:
+    """The figures of one run."""
+
+    calls: int = 0
+    items: int = 0
+    found: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    wrong_success: int = 0
+    unexpected: int = 0
+    quarantined: int = 0
+    replayed_batches: int = 0
+    seconds_to_recover: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return self.items == self.found and not (self.lost or self.duplicated or self.wrong_success or self.unexpected)
+
+    def lines(self) -> list[str]:
+        return [
+            f"calls {self.calls}  items {self.items}  found {self.found}  lost {self.lost}  "
+            f"duplicated {self.duplicated}  wrong success flag {self.wrong_success}  unexpected {self.unexpected}",
+            f"poison records quarantined {self.quarantined}  batches replayed from the failure queue "
+            f"{self.replayed_batches}  recovered {self.seconds_to_recover:.1f} s after the last call",
+            *self.notes,
+            "result: "
+            + ("exact: every call is in GET /audit once, with the right result" if self.exact else "NOT EXACT"),
+        ]
+
+
+def _client(service: str, endpoint: str, config: Config | None = None) -> Any:
+    """A client of the suite's own stack, with its dummy credentials whatever the environment holds."""
+    session = boto3.session.Session(
+        aws_access_key_id="fault-suite",
+        aws_secret_access_key="fault-suite",  # noqa: S106 - moto accepts any secret
+        region_name="us-east-1",
+    )
+    return session.client(service, endpoint_url=endpoint, config=config)  # type: ignore[call-overload]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _Child:
+    """A `python -m deutzia_local ...` process whose output is kept."""
+
+    def __init__(self, arguments: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(  # noqa: S603 - this project's own command, fixed arguments
+            [sys.executable, "-m", "deutzia_local", *arguments],
+            cwd=_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"no line with {text!r}:\n" + "\n".join(self.lines[-30:]))
+            time.sleep(0.05)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._reader.join(timeout=10)  # the output ends with the process
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+class _Workload:
+    """Mixed calls with their ground truth; thread-safe."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
+        self.expected: list[Expected] = []
+        self.calls = 0
+        self.errors: Counter[str] = Counter()
+        self._local = threading.local()
+
+    def _client(self) -> Any:
+        if not hasattr(self._local, "client"):
+            with self._lock:  # boto3 sessions are not thread-safe to build from
+                self._local.client = _client("dynamodb", self._endpoint, _NO_RETRIES)
+        return self._local.client
+
+    def _record(self, *expected: Expected) -> None:
+        with self._lock:
+            self.expected.extend(expected)
+
+    def call(self, n: int) -> None:
+        client = self._client()
+        with self._lock:
+            self.calls += 1
+        key = f"c{n}"
+        kind = n % 7
+        try:
+            if kind == 0:
+                client.put_item(TableName=TABLE, Item={"id": {"S": key}, "v": {"N": "1"}})
+                self._record((key, "Put", True))
+            elif kind == 1:
+                client.put_item(TableName=TABLE, Item={"id": {"S": key}})
+                client.update_item(
+                    TableName=TABLE,
+                    Key={"id": {"S": key}},
+                    UpdateExpression="SET v = :v",
+                    ExpressionAttributeValues={":v": {"N": "2"}},
+                )
+                self._record((key, "Put", True))
+                self._record((key, "Update", True))
+            elif kind == 2:
+                with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
+                    client.update_item(
+                        TableName=TABLE,
+                        Key={"id": {"S": key}},
+                        UpdateExpression="SET v = :v",
+                        ConditionExpression="attribute_exists(id)",
+                        ExpressionAttributeValues={":v": {"N": "3"}},
+                    )
+                self._record((key, "Update", False))
+            elif kind == 3:
+                client.delete_item(TableName=TABLE, Key={"id": {"S": key}})
+                self._record((key, "Delete", True))
+            elif kind == 4:
+                keys = [f"{key}-{i}" for i in range(5)]
+                client.batch_write_item(
+                    RequestItems={TABLE: [{"PutRequest": {"Item": {"id": {"S": k}}}} for k in keys]}
+                )
+                self._record(*[(k, "Put", True) for k in keys])
+            elif kind == 5:
+                keys = [f"{key}-{i}" for i in range(3)]
+                client.transact_write_items(
+                    TransactItems=[{"Put": {"TableName": TABLE, "Item": {"id": {"S": k}}}} for k in keys]
+                )
+                self._record(*[(k, "Put", True) for k in keys])
+            else:
+                keys = [f"{key}-{i}" for i in range(2)]
+                check = {
+                    "ConditionCheck": {
+                        "TableName": TABLE,
+                        "Key": {"id": {"S": f"{key}-never"}},
+                        "ConditionExpression": "attribute_exists(id)",
+                    }
+                }
+                items = [{"Put": {"TableName": TABLE, "Item": {"id": {"S": k}}}} for k in keys]
+                with contextlib.suppress(client.exceptions.TransactionCanceledException):
+                    client.transact_write_items(TransactItems=[*items, check])
+                self._record(*[(k, "Put", False) for k in keys], (f"{key}-never", "ConditionCheck", False))
+        except ClientError as exc:  # an unexpected answer: the call is left out of the ground truth, and named
+            with self._lock:
+                self.errors[exc.response.get("Error", {}).get("Code", "?")] += 1
+
+
+def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0, progress: Any = print) -> SuiteReport:
+    """Run the suite on a stack of its own; the report says whether the trail was exact."""
+    aws_port, api_port = _free_port(), _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "DEUTZIA_"))}
+    env.update(
+        DEUTZIA_AWS_PORT=str(aws_port),
+        DEUTZIA_API_PORT=str(api_port),
+        DEUTZIA_FIRST_RETRY_SECONDS="0.02",  # the poller's ten retries span seconds, so the outage outlasts them
+        AWS_ACCESS_KEY_ID="fault-suite",
+        AWS_SECRET_ACCESS_KEY="fault-suite",  # noqa: S106 - moto accepts any secret
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    endpoint, api = f"http://127.0.0.1:{aws_port}", f"http://127.0.0.1:{api_port}"
+    stack = _Child(["up", "--no-poller"], env)
+    poller: _Child | None = None
+    pollers: list[_Child] = []
+    report = SuiteReport()
+    try:
+        stack.wait_for("ready")
+        poller = _Child(["poll"], env)
+        pollers.append(poller)
+        poller.wait_for("polling")
+        dynamodb = _client("dynamodb", endpoint)
+        dynamodb.create_table(
+            TableName=TABLE,
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        workload = _Workload(endpoint)
+        progress(f"faults: {calls} mixed calls from {threads} threads on {endpoint}")
+        order = list(range(calls))
+        random.Random(7).shuffle(order)  # noqa: S311 - a repeatable order, not a secret
+        done = threading.Event()
+        started = time.monotonic()
+
+        def faults() -> None:
+            time.sleep(1.0)
+            _s3_outage(endpoint, "deutzia-audit", outage_seconds)
+            progress(f"faults: S3 refuses audit writes for {outage_seconds:g} s")
+            kinesis = _client("kinesis", endpoint)
+            kinesis.put_record(StreamName="deutzia-audit-events", Data=b"\x00poison, not gzip", PartitionKey="p")
+            progress("faults: a poison record is on the stream")
+            time.sleep(outage_seconds + 2)
+            nonlocal poller
+            assert poller is not None
+            poller.stop(kill=True)
+            progress("faults: the poller is killed (SIGKILL) mid-stream")
+            time.sleep(1.0)
+            poller = _Child(["poll"], env)
+            pollers.append(poller)
+            poller.wait_for("polling")
+            progress("faults: the poller is restarted")
+            done.set()
+
+        fault_thread = threading.Thread(target=faults, daemon=True)
+        fault_thread.start()
+        # Calls are spread over the outage and the poller's restart, so that every fault meets calls in flight.
+        pace = (outage_seconds + 8) / max(calls, 1)
+        with _pool(threads) as pool:
+            for index, n in enumerate(order):
+                pool.submit(workload.call, n)
+                time.sleep(max(0.0, started + index * pace - time.monotonic()))
+                if index and index % 500 == 0:
+                    progress(f"faults: {index}/{calls} calls sent")
+        last_call = time.monotonic()
+        progress(f"faults: {workload.calls} calls made in {last_call - started:.0f} s; waiting for the trail")
+        done.wait(outage_seconds + 120)
+        report = _verify(api, workload, last_call, progress)
+        report.quarantined = _count(endpoint, "quarantine/")
+        report.replayed_batches = sum("gave up on" in line for child in pollers for line in child.lines)
+        if workload.errors:
+            report.notes.append(f"calls that got an unexpected error (left out): {dict(workload.errors)}")
+    finally:
+        if poller is not None:
+            poller.stop()
+        stack.stop()
+    return report
+
+
+@contextlib.contextmanager
+def _pool(threads: int) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        yield pool
+
+
+def _s3_outage(endpoint: str, bucket: str, seconds: float) -> None:
+    body = json.dumps({"bucket": bucket, "seconds": seconds, "code": "AccessDenied"}).encode()
+    request = urllib.request.Request(f"{endpoint}/_deutzia/faults/s3", data=body, method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the suite's own loopback endpoint
+        pass
+
+
+def _count(endpoint: str, prefix: str) -> int:
+    s3 = _client("s3", endpoint)
+    return int(s3.list_objects_v2(Bucket="deutzia-audit", Prefix=prefix).get("KeyCount", 0))
+
+
+def _history(api: str) -> list[dict[str, Any]]:
+    """Every entry of the table, through GET /audit's pages."""
+    entries: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        parameters = {"table": TABLE, "limit": "1000", **({"next_token": token} if token else {})}
+        url = f"{api}/audit?{urllib.parse.urlencode(parameters)}"
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - the suite's own loopback API
+            page = json.loads(response.read())
+        entries += page["entries"]
+        token = page["next_token"]
+        if not token:
+            return entries
+
+
+def _verify(api: str, workload: _Workload, last_call: float, progress: Any, timeout: float = 300) -> SuiteReport:
+    expected = Counter(workload.expected)
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = _history(api)
+        found = Counter((json.loads(e["item_key"])["id"], e["operation"], e["success"]) for e in entries)
+        if sum(found.values()) >= sum(expected.values()) or time.monotonic() > deadline:
+            break
+        progress(f"faults: {sum(found.values())}/{sum(expected.values())} items visible")
+        time.sleep(3)
+    recovered = time.monotonic() - last_call
+    by_item = Counter((key, operation) for key, operation, _ in expected)
+    seen_items = Counter((key, operation) for key, operation, _ in found.elements())
+    report = SuiteReport(calls=workload.calls, items=sum(expected.values()), seconds_to_recover=recovered)
+    report.found = sum(min(count, seen_items[item]) for item, count in by_item.items())
+    report.lost = sum(max(0, count - seen_items[item]) for item, count in by_item.items())
+    report.duplicated = sum(max(0, seen_items[item] - count) for item, count in by_item.items())
+    report.unexpected = sum(count for item, count in seen_items.items() if item not in by_item)
+    report.wrong_success = sum(max(0, count - found[entry]) for entry, count in expected.items()) - report.lost
+    event_items = Counter((e["event_id"], e["item_index"]) for e in entries)
+    report.duplicated += sum(count - 1 for count in event_items.values() if count > 1)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make faults", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--threads", type=int, default=12)
+    parser.add_argument("--outage", type=float, default=20.0, help="seconds S3 refuses audit writes")
+    arguments = parser.parse_args(argv)
+    report = run_suite(
+        arguments.calls, arguments.threads, arguments.outage, progress=lambda line: print(line, flush=True)
+    )
+    print("\n".join(report.lines()))
+    return 0 if report.exact else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
