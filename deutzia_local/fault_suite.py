@@ -15,9 +15,7 @@ import contextlib
 import json
 import os
 import random
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,15 +23,15 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from deutzia_local.child import StackProcess
+
 TABLE = "FaultSuite"
-_ROOT = Path(__file__).resolve().parents[1]
 _NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
 # (item key, operation, success) that GET /audit must show exactly once per item a call touched.
 Expected = tuple[str, str, bool]
@@ -85,47 +83,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-class _Child:
-    """A `python -m deutzia_local ...` process whose output is kept."""
-
-    def __init__(self, arguments: list[str], env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(  # noqa: S603 - this project's own command, fixed arguments
-            [sys.executable, "-m", "deutzia_local", *arguments],
-            cwd=_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"no line with {text!r}:\n" + "\n".join(self.lines[-30:]))
-            time.sleep(0.05)
-
-    def stop(self, kill: bool = False) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._reader.join(timeout=10)  # the output ends with the process
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 class _Workload:
@@ -226,15 +183,15 @@ def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0
         AWS_EC2_METADATA_DISABLED="true",
     )
     endpoint, api = f"http://127.0.0.1:{aws_port}", f"http://127.0.0.1:{api_port}"
-    stack = _Child(["up", "--no-poller"], env)
-    poller: _Child | None = None
-    pollers: list[_Child] = []
+    stack = StackProcess(["up", "--no-poller"], env)
+    poller: StackProcess | None = None
+    pollers: list[StackProcess] = []
     report = SuiteReport()
     try:
-        stack.wait_for("ready")
-        poller = _Child(["poll"], env)
+        stack.wait_for_line("ready")
+        poller = StackProcess(["poll"], env)
         pollers.append(poller)
-        poller.wait_for("polling")
+        poller.wait_for_line("polling")
         dynamodb = _client("dynamodb", endpoint)
         dynamodb.create_table(
             TableName=TABLE,
@@ -262,9 +219,9 @@ def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0
             poller.stop(kill=True)
             progress("faults: the poller is killed (SIGKILL) mid-stream")
             time.sleep(1.0)
-            poller = _Child(["poll"], env)
+            poller = StackProcess(["poll"], env)
             pollers.append(poller)
-            poller.wait_for("polling")
+            poller.wait_for_line("polling")
             progress("faults: the poller is restarted")
             done.set()
 

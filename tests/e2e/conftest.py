@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -19,6 +17,8 @@ from typing import Any
 
 import boto3
 import pytest
+
+from deutzia_local.child import StackProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60.0
@@ -30,58 +30,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class Process:
-    """A `python -m deutzia_local ...` child whose output is kept for failure messages."""
-
-    def __init__(self, arguments: list[str], env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "deutzia_local", *arguments],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for_line(self, text: str, timeout: float = WAIT_SECONDS) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines:
-                if text in line:
-                    return line
-            if self._process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line with {text!r}; output:\n" + "\n".join(self.lines))
-
-    def kill(self) -> None:
-        self._process.kill()
-        self._process.wait(timeout=10)
-        self._close()
-
-    def _close(self) -> None:
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-
-    def stop(self) -> int:
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
-        self._close()
-        return int(self._process.returncode)
-
-
 class Stack:
     """Endpoints of the running stack, clients on them, and control of its poller."""
 
@@ -89,11 +37,11 @@ class Stack:
         self.aws_endpoint = f"http://127.0.0.1:{aws_port}"
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.env = env
-        self.up = Process(["up", "--no-poller"], env)
-        self.poller: Process | None = None
+        self.up = StackProcess(["up", "--no-poller"], env)
+        self.poller: StackProcess | None = None
 
     def start_poller(self) -> None:
-        self.poller = Process(["poll"], self.env)
+        self.poller = StackProcess(["poll"], self.env)
         self.poller.wait_for_line("polling")
 
     def client(self, service: str, keys: dict[str, str] | None = None, region: str = "us-east-1") -> Any:

@@ -342,3 +342,25 @@ def test_make_sql_takes_any_quotes_prints_every_type_and_writes_no_file(stack: S
     empty = stack.run(["make", "--no-print-directory", "sql"], env=env)
     assert empty.returncode != 0
     assert 'make sql Q="select ... from audit"' in empty.stderr
+
+
+def test_the_api_answers_32_concurrent_requests_while_calls_are_ingested(stack: Stack) -> None:
+    _create_table(stack, "E2eBusy")
+    dynamodb = stack.client("dynamodb")
+    for n in range(20):
+        dynamodb.put_item(TableName="E2eBusy", Item={"id": {"S": f"b-{n}"}})
+    stack.wait_for(lambda e: len(e) >= 20, table="E2eBusy")
+    writing = threading.Thread(
+        target=lambda: [dynamodb.put_item(TableName="E2eBusy", Item={"id": {"S": f"w-{n}"}}) for n in range(60)]
+    )
+    writing.start()
+
+    def history(n: int) -> int:
+        return len(stack.audit(table="E2eBusy", key=_key(f"b-{n % 20}"))["entries"])
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(32) as pool:
+        counts = list(pool.map(history, range(96), timeout=120))
+    writing.join()
+    assert counts == [1] * 96

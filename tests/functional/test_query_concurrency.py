@@ -18,9 +18,11 @@ from chalicelib.bounds import MAX_LINE_BYTES
 from chalicelib.cloudtrail import build_audit_records
 from chalicelib.duckdb_engine import AuditObjects, DuckDBQueryRunner
 from chalicelib.errors import QueryTimeoutError
+from chalicelib.ingest import process_kinesis_batch
 from chalicelib.query import AuditQuery
 from chalicelib.records import build_object_key, encode_lines
-from tests.factories import cloudtrail_event
+from chalicelib.store import S3AuditStore
+from tests.factories import cloudtrail_event, kinesis_event, logs_payload
 
 CONCURRENT_REQUESTS = 32
 
@@ -38,8 +40,17 @@ def test_32_concurrent_requests_are_all_answered_correctly(client: Client, inges
         )
         return sorted(str(entry["event_id"]) for entry in page.entries)
 
+    def write_more() -> None:  # ingest goes on while the queries run
+        store = S3AuditStore.from_environment()
+        for n in range(20):
+            event = cloudtrail_event(request_parameters={"tableName": "Music", "key": {"id": f"w{n}"}})
+            process_kinesis_batch(kinesis_event([logs_payload([event])]), store, "audit/", report_item_failures=True)
+
+    writer = threading.Thread(target=write_more)
+    writer.start()
     with ThreadPoolExecutor(CONCURRENT_REQUESTS) as pool:
         answers = list(pool.map(history, range(CONCURRENT_REQUESTS * 3), timeout=120))
+    writer.join()
     for n, answer in enumerate(answers):
         assert answer == sorted(e["eventID"] for i, e in enumerate(events) if i % 4 == n % 4)
 
