@@ -1,9 +1,12 @@
-"""Fills one gap of moto that the local stack hits: moto backs up a TransactWriteItems call by deep-copying every
-table it names, once per item (ten items over a table of 100,000 items copy a million items), which made each
-transaction take longer and the stack's memory grow with every call. Here the backup copies only what the call can
-change: the table's item index (pointers) and the items the call names. Rollback keeps moto's own semantics.
+"""Fills two gaps of moto that the local stack hits, both costs that grew without bound:
+- moto backs up a TransactWriteItems call by deep-copying every table it names, once per item (ten items over a
+  table of 100,000 items copy a million items), so each transaction took longer and memory grew with every call.
+  Here the backup copies only what the call can change: the table's item index (pointers) and the items it names.
+- moto checks an item's 400 KB limit by re-measuring the whole item at every attribute it adds (quadratic: a put of
+  81,000 attributes pinned the stack for minutes). Here the size is kept as attributes are added, and measured in
+  full only when it seems to cross the limit or the item changed behind its back. The limit and its error stay.
 
-Safe because the recorder sends DynamoDB calls to moto one at a time. moto is pinned; tests cover the patch.
+Safe because the recorder sends DynamoDB calls to moto one at a time. moto is pinned; tests cover both patches.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from moto.dynamodb.exceptions import ItemSizeTooLarge
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.utilities import bytesize
+
+# moto's own item size limit (DynamoDB's 400 KB, as moto measured it).
+_ITEM_SIZE_LIMIT = 405_000
 
 KeysByTable = dict[str, list[Mapping[str, Any]]]
 _call = threading.local()
@@ -28,6 +36,30 @@ def apply() -> None:
     """Install the patch (idempotent)."""
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     Table.__deepcopy__ = _table_deepcopy  # type: ignore[attr-defined]
+    LimitedSizeDict.__setitem__ = _limited_setitem  # type: ignore[method-assign]
+
+
+def _size_of(value: object) -> int:
+    return value.size() if type(value) is DynamoType else bytesize(str(value))
+
+
+def _measured(attributes: LimitedSizeDict) -> int:
+    return sum(_size_of(name) + _size_of(value) for name, value in attributes.items())
+
+
+def _limited_setitem(self: LimitedSizeDict, key: str, value: Any) -> None:
+    """moto's check (the item as it is plus the new attribute, within the limit), with the size kept, not redone."""
+    state = self.__dict__
+    size = state.get("_deutzia_size")
+    if size is None or state.get("_deutzia_len") != len(self):  # new, or changed through dict's own methods
+        size = _measured(self)
+    added = _size_of(key) + _size_of(value)
+    if size + added > _ITEM_SIZE_LIMIT and _measured(self) + added > _ITEM_SIZE_LIMIT:
+        raise ItemSizeTooLarge
+    replaced = _size_of(key) + _size_of(self[key]) if key in self else 0
+    dict.__setitem__(self, key, value)
+    state["_deutzia_size"] = size + added - replaced
+    state["_deutzia_len"] = len(self)
 
 
 def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:

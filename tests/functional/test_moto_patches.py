@@ -87,3 +87,26 @@ def test_the_backup_shares_every_item_the_call_does_not_name(table: tuple[Any, s
     shared = [backup.items[h][r] is live.items[h][r] for h in live.items for r in live.items[h]]
     assert shared.count(False) == 1  # only the named item was copied
     assert len(shared) == 50
+
+
+def test_an_items_size_limit_is_kept_and_measured_once_per_attribute(
+    table: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, name = table
+    measured = {"count": 0}
+    original_size = moto_patches._size_of
+
+    def counting_size(value: object) -> int:
+        measured["count"] += 1
+        return original_size(value)
+
+    monkeypatch.setattr(moto_patches, "_size_of", counting_size)
+    wide = {"pk": {"S": "wide"}, "sk": {"N": "1"}, **{format(n, "x"): {"N": "1"} for n in range(20_000)}}
+    client.put_item(TableName=name, Item=wide)
+    assert measured["count"] < 10 * len(wide)  # moto alone measures the whole item at every attribute: n² / 2
+    assert len(client.get_item(TableName=name, Key={"pk": {"S": "wide"}, "sk": {"N": "1"}})["Item"]) == len(wide)
+    too_large = {"pk": {"S": "big"}, "sk": {"N": "1"}, "blob": {"S": "x" * 300_000}, "more": {"S": "y" * 110_000}}
+    with pytest.raises(client.exceptions.ClientError, match="Item size has exceeded the maximum allowed size"):
+        client.put_item(TableName=name, Item=too_large)
+    within = {"pk": {"S": "ok"}, "sk": {"N": "1"}, "blob": {"S": "x" * 300_000}, "more": {"S": "y" * 90_000}}
+    client.put_item(TableName=name, Item=within)
