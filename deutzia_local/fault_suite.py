@@ -32,6 +32,8 @@ from botocore.exceptions import ClientError
 from deutzia_local.child import StackProcess
 
 TABLE = "FaultSuite"
+# The outage lasts until the poller's retries have run out, within this bound.
+_MAX_OUTAGE_SECONDS = 180.0
 _NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
 # (item key, operation, success) that GET /audit must show exactly once per item a call touched.
 Expected = tuple[str, str, bool]
@@ -206,14 +208,24 @@ def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0
         done = threading.Event()
         started = time.monotonic()
 
+        def gave_up() -> bool:
+            return any("gave up on" in line for child in pollers for line in child.lines)
+
         def faults() -> None:
             time.sleep(1.0)
-            _s3_outage(endpoint, "deutzia-audit", outage_seconds)
-            progress(f"faults: S3 refuses audit writes for {outage_seconds:g} s")
+            _s3_outage(endpoint, "deutzia-audit", _MAX_OUTAGE_SECONDS)
+            began = time.monotonic()
+            progress(f"faults: S3 refuses audit writes (at least {outage_seconds:g} s, until the retries run out)")
             kinesis = _client("kinesis", endpoint)
             kinesis.put_record(StreamName="deutzia-audit-events", Data=b"\x00poison, not gzip", PartitionKey="p")
             progress("faults: a poison record is on the stream")
-            time.sleep(outage_seconds + 2)
+            while time.monotonic() - began < _MAX_OUTAGE_SECONDS and (
+                time.monotonic() - began < outage_seconds or not gave_up()
+            ):
+                time.sleep(0.2)
+            _end_s3_outage(endpoint)
+            progress(f"faults: S3 is back after {time.monotonic() - began:.0f} s")
+            time.sleep(2.0)
             nonlocal poller
             assert poller is not None
             poller.stop(kill=True)
@@ -237,7 +249,7 @@ def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0
                     progress(f"faults: {index}/{calls} calls sent")
         last_call = time.monotonic()
         progress(f"faults: {workload.calls} calls made in {last_call - started:.0f} s; waiting for the trail")
-        done.wait(outage_seconds + 120)
+        done.wait(_MAX_OUTAGE_SECONDS + 60)
         report = _verify(api, workload, last_call, progress)
         report.quarantined = _count(endpoint, "quarantine/")
         report.replayed_batches = sum("gave up on" in line for child in pollers for line in child.lines)
@@ -261,6 +273,12 @@ def _pool(threads: int) -> Any:
 def _s3_outage(endpoint: str, bucket: str, seconds: float) -> None:
     body = json.dumps({"bucket": bucket, "seconds": seconds, "code": "AccessDenied"}).encode()
     request = urllib.request.Request(f"{endpoint}/_deutzia/faults/s3", data=body, method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the suite's own loopback endpoint
+        pass
+
+
+def _end_s3_outage(endpoint: str) -> None:
+    request = urllib.request.Request(f"{endpoint}/_deutzia/faults/s3", method="DELETE")  # noqa: S310
     with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the suite's own loopback endpoint
         pass
 
@@ -313,7 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make faults", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=12)
-    parser.add_argument("--outage", type=float, default=20.0, help="seconds S3 refuses audit writes")
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=20.0,
+        help="least seconds S3 refuses audit writes (then until the retries run out)",
+    )
     arguments = parser.parse_args(argv)
     report = run_suite(
         arguments.calls, arguments.threads, arguments.outage, progress=lambda line: print(line, flush=True)

@@ -1,4 +1,8 @@
-"""Fills two gaps of moto that the local stack hits, both costs that grew without bound:
+"""Fills three gaps of moto that the local stack hits, all costs that grew without bound:
+- moto keeps every model object it ever made (every version of every item, every overwritten S3 object, such as
+  the poller's checkpoint after each batch) in a per-class list for its dashboard, so the stack's memory grew with
+  every call and was never trimmed. Here those lists hold weak references: what moto still uses stays, the rest
+  is freed.
 - moto backs up a TransactWriteItems call by deep-copying every table it names, once per item (ten items over a
   table of 100,000 items copy a million items), so each transaction took longer and memory grew with every call.
   Here the backup copies only what the call can change: the table's item index (pointers) and the items it names.
@@ -13,11 +17,13 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from moto.core.common_models import BaseModel
 from moto.dynamodb.exceptions import ItemSizeTooLarge
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
@@ -30,13 +36,50 @@ _ITEM_SIZE_LIMIT = 405_000
 KeysByTable = dict[str, list[Mapping[str, Any]]]
 _call = threading.local()
 _original_transact_write_items = DynamoDBBackend.transact_write_items
+_original_new = BaseModel.__new__
+# Dead references are dropped once the list has doubled since the last sweep (amortised constant time).
+_FIRST_SWEEP = 1024
 
 
 def apply() -> None:
     """Install the patch (idempotent)."""
+    if BaseModel.__new__ is _original_new:
+        BaseModel.__new__ = staticmethod(_weakly_tracked_new)  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     Table.__deepcopy__ = _table_deepcopy  # type: ignore[attr-defined]
     LimitedSizeDict.__setitem__ = _limited_setitem  # type: ignore[method-assign]
+
+
+class WeakInstances:
+    """What moto's `instances_tracked` lists do (append, iterate), holding each object weakly."""
+
+    def __init__(self, objects: object = ()) -> None:
+        self._references: list[weakref.ref[Any]] = []
+        self._sweep_at = _FIRST_SWEEP
+        for item in objects:  # type: ignore[attr-defined]
+            self.append(item)
+
+    def append(self, item: object) -> None:
+        try:
+            self._references.append(weakref.ref(item))
+        except TypeError:  # a model that cannot be referenced weakly is simply not listed
+            return
+        if len(self._references) >= self._sweep_at:
+            self._references = [reference for reference in self._references if reference() is not None]
+            self._sweep_at = max(_FIRST_SWEEP, 2 * len(self._references))
+
+    def __iter__(self) -> Iterator[Any]:
+        return (item for item in (reference() for reference in list(self._references)) if item is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _weakly_tracked_new(cls: type, *args: Any, **kwargs: Any) -> Any:
+    tracked = cls.__dict__.get("instances_tracked")
+    if not isinstance(tracked, WeakInstances):
+        cls.instances_tracked = WeakInstances(tracked or ())  # type: ignore[attr-defined]
+    return _original_new(cls, *args, **kwargs)
 
 
 def _size_of(value: object) -> int:

@@ -96,6 +96,11 @@ class Stack:
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
 
+    def end_s3_outage(self) -> None:
+        request = urllib.request.Request(f"{self.aws_endpoint}/_deutzia/faults/s3", method="DELETE")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
     def audit(self, **parameters: str) -> dict[str, Any]:
         query = urllib.parse.urlencode({"limit": "1000", **parameters})
         with urllib.request.urlopen(f"{self.api_url}/audit?{query}", timeout=30) as response:

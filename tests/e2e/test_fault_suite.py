@@ -8,7 +8,7 @@ from deutzia_local.fault_suite import run_suite
 
 def test_every_call_survives_the_faults_exactly_once() -> None:
     lines: list[str] = []
-    report = run_suite(calls=400, threads=8, outage_seconds=20, progress=lines.append)
+    report = run_suite(calls=400, threads=8, outage_seconds=10, progress=lines.append)
     assert report.calls == 400
     assert report.items > report.calls  # batches and transactions touch several items per call
     assert (report.lost, report.duplicated, report.wrong_success, report.unexpected) == (0, 0, 0, 0), report.lines()

@@ -230,15 +230,16 @@ def test_poller_killed_mid_stream_and_restarted_loses_and_repeats_nothing(stack:
 def test_an_s3_outage_longer_than_the_retries_loses_nothing_once_replayed(stack: Stack) -> None:
     _create_table(stack, "E2eOutage")
     dynamodb = stack.client("dynamodb")
-    stack.s3_outage("deutzia-audit", seconds=20)  # ten retries, each with a 1 s batching window, take ~16 s
+    stack.s3_outage("deutzia-audit", seconds=180)  # ended once the poller's ten retries have run out
     total = 60
     for n in range(total):
         dynamodb.put_item(TableName="E2eOutage", Item={"id": {"S": f"o-{n}"}})
     assert stack.poller is not None
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + 120
     while not [line for line in stack.poller.lines if "gave up on" in line]:  # the retries ran out
         assert time.monotonic() < deadline, "\n".join(stack.poller.lines)
         time.sleep(0.2)
+    stack.end_s3_outage()
     entries = stack.wait_for(lambda e: len(e) >= total, table="E2eOutage")
     assert sorted(e["item_key"] for e in entries) == sorted(f'{{"id":"o-{n}"}}' for n in range(total))
     assert _raw_counts(stack, "E2eOutage") == (total, total)

@@ -110,3 +110,24 @@ def test_an_items_size_limit_is_kept_and_measured_once_per_attribute(
         client.put_item(TableName=name, Item=too_large)
     within = {"pk": {"S": "ok"}, "sk": {"N": "1"}, "blob": {"S": "x" * 300_000}, "more": {"S": "y" * 90_000}}
     client.put_item(TableName=name, Item=within)
+
+
+def test_objects_moto_no_longer_uses_are_freed_and_its_dashboard_still_answers(
+    table: tuple[Any, str], moto_endpoint: str
+) -> None:
+    import gc
+    import json
+    import urllib.request
+
+    from moto.s3.models import FakeKey
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="patched-checkpoints")
+    for n in range(300):  # as the poller rewrites its checkpoint after every batch
+        s3.put_object(Bucket="patched-checkpoints", Key="checkpoint", Body=str(n).encode())
+    gc.collect()
+    alive = [key for key in FakeKey.instances_tracked if getattr(key, "bucket_name", "") == "patched-checkpoints"]
+    assert 1 <= len(alive) < 10  # moto alone keeps all 300 versions for ever
+    assert s3.get_object(Bucket="patched-checkpoints", Key="checkpoint")["Body"].read() == b"299"
+    with urllib.request.urlopen(f"{moto_endpoint}/moto-api/data.json", timeout=30) as response:
+        assert "dynamodb" in json.loads(response.read())
