@@ -1,27 +1,32 @@
 """Turns one Lambda batch of Kinesis records (CloudWatch Logs payloads of CloudTrail events) into audit objects.
 
-Each record is processed on its own: undecodable data goes to quarantine and counts as done; a store failure
-fails that record and every later one, so the shard resumes from the first failure and nothing is reported as
-processed that was not written. Whether failures are returned (`batchItemFailures`) or raised depends on how
-the event source mapping is configured. One structured log line per invocation; never a key value.
+Records are decoded one by one (undecodable data and malformed events go to quarantine per record and count as
+done), then the whole batch is written as one object per `(table_name, dt)`, the objects at once, named after the
+batch's shard and first and last sequence numbers, so a plain retry overwrites them. Nothing is reported as
+processed that was not written: the first record with a row in a failed object, and every later one, fail (the
+shard resumes there; records already written then land twice, which every reader de-duplicates). Powertools'
+per-record BatchProcessor does not fit batch-wide writes; its Kinesis record class still reads the event.
+Whether failures are returned (`batchItemFailures`) or raised depends on how the event source mapping is
+configured. One structured log line per invocation; never a key value.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 
 from chalicelib.bounds import MAX_EVENT_MESSAGE_CHARS, MAX_LINE_BYTES
 from chalicelib.cloudtrail import build_audit_records, is_dynamodb_data_event, parse_event_message
 from chalicelib.cloudwatch import CONTROL_MESSAGE, decode_logs_payload
 from chalicelib.errors import DeutziaError, MalformedEventError, UndecodableRecordError
-from chalicelib.records import build_object_key, build_quarantine_key, encode_lines, group_lines_by_partition
+from chalicelib.records import build_object_key, build_quarantine_key, encode_lines
 from chalicelib.store import AuditStore
 
 # The event source mapping's settings; the template and the local poller use the same values.
@@ -37,8 +42,10 @@ class IngestBatchError(DeutziaError):
     """Some records of the batch failed and the mapping cannot take a partial response: retry the batch."""
 
 
-class _SkippedAfterFailureError(DeutziaError):
-    """An earlier record of the shard failed: this one waits for the retry, to keep the shard's order."""
+# Objects one invocation writes at once (one per table and UTC day of the batch).
+MAX_CONCURRENT_WRITES = 8
+
+_Partition = tuple[str, str]
 
 
 @dataclass
@@ -56,42 +63,82 @@ class IngestCounts:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
 
+    def fail(self, what: str, exc: Exception) -> None:
+        if len(self.failures) < _MAX_LOGGED_FAILURES:
+            self.failures.append(f"{what}: {type(exc).__name__}: {str(exc)[:300]}")
 
-class KinesisRecordIngestor:
-    """Processes one shard's records in order, writing through an AuditStore."""
+
+class BatchIngestor:
+    """Decodes a shard's batch record by record (quarantining per record), then writes one object per partition."""
 
     def __init__(self, store: AuditStore, prefix: str) -> None:
         self._store = store
         self._prefix = prefix
         self.counts = IngestCounts()
 
-    def ingest(self, record: KinesisStreamRecord) -> None:
-        """Write the audit records of one Kinesis record (or quarantine it); raise to have it retried."""
-        self.counts.records += 1
+    def ingest(self, records: list[KinesisStreamRecord]) -> int | None:
+        """Write the batch; the index of the first record that must be retried, or None when all are durable."""
+        self.counts.records = len(records)
+        groups: dict[_Partition, list[tuple[int, str]]] = defaultdict(list)
+        failed_from: int | None = None
+        for index, record in enumerate(records):
+            try:
+                lines = self._decode(record)
+            except Exception as exc:  # a quarantine write failed: this record and later ones wait for the retry
+                self.counts.fail(record.kinesis.sequence_number, exc)
+                failed_from = index
+                break
+            for partition, line in lines:
+                groups[partition].append((index, line))
+        included = records[:failed_from] if failed_from is not None else records
+        if groups:
+            shard_id = included[0].event_id.split(":", 1)[0]
+            first, last = included[0].kinesis.sequence_number, included[-1].kinesis.sequence_number
+            for partition, first_index, error in self._write(groups, shard_id, first, last):
+                self.counts.fail(f"{partition[0]}/{partition[1]}", error)
+                failed_from = first_index if failed_from is None else min(failed_from, first_index)
+        if failed_from is not None:
+            self.counts.failed = len(records) - failed_from
+        return failed_from
+
+    def _write(
+        self, groups: dict[_Partition, list[tuple[int, str]]], shard_id: str, first: str, last: str
+    ) -> list[tuple[_Partition, int, Exception]]:
+        """Write every partition's object at once; the ones that failed, with the first record they held."""
+
+        def put(partition: _Partition) -> None:
+            key = build_object_key(self._prefix, partition[0], partition[1], shard_id, first, last)
+            self._store.put_records(key, encode_lines(line for _, line in groups[partition]))
+
+        failures = []
+        with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT_WRITES, len(groups))) as pool:
+            futures = {partition: pool.submit(put, partition) for partition in groups}
+        for partition, future in futures.items():
+            error = future.exception()
+            if error is None:
+                self.counts.objects += 1
+                self.counts.audit_rows += len(groups[partition])
+            elif isinstance(error, Exception):
+                failures.append((partition, groups[partition][0][0], error))
+            else:
+                raise error
+        return failures
+
+    def _decode(self, record: KinesisStreamRecord) -> list[tuple[_Partition, str]]:
+        """The record's stored lines; undecodable data and malformed events are quarantined here, per record."""
         shard_id = record.event_id.split(":", 1)[0]
         sequence_number = record.kinesis.sequence_number
-        try:
-            if self.counts.failed:
-                raise _SkippedAfterFailureError(f"skipped after an earlier failure in {shard_id}")
-            self._ingest(record, shard_id, sequence_number)
-        except Exception as exc:
-            self.counts.failed += 1
-            if len(self.counts.failures) < _MAX_LOGGED_FAILURES:
-                self.counts.failures.append(f"{sequence_number}: {type(exc).__name__}: {exc}")
-            raise
-
-    def _ingest(self, record: KinesisStreamRecord, shard_id: str, sequence_number: str) -> None:
         data = record.kinesis.data_as_bytes()
         arrival_date = _utc_date(record.kinesis.approximate_arrival_timestamp)
         try:
             payload = decode_logs_payload(data)
         except UndecodableRecordError as exc:
             self._quarantine(data, str(exc), arrival_date, shard_id, sequence_number)
-            return
+            return []
         if payload.message_type == CONTROL_MESSAGE:
             self.counts.control_messages += 1
-            return
-        lines: list[tuple[tuple[str, str], str]] = []
+            return []
+        lines: list[tuple[_Partition, str]] = []
         malformed: list[str] = []
         for log_event in payload.log_events:
             self.counts.events += 1
@@ -108,15 +155,11 @@ class KinesisRecordIngestor:
                 self.counts.skipped += 1
                 continue
             lines += event_lines
-        for (table_name, dt), group in group_lines_by_partition(lines).items():
-            key = build_object_key(self._prefix, table_name, dt, shard_id, sequence_number)
-            self._store.put_records(key, encode_lines(group))
-            self.counts.objects += 1
         if malformed:
             self.counts.malformed += len(malformed)
             reason = f"{len(malformed)} malformed DynamoDB event(s): " + "; ".join(malformed)
             self._quarantine(data, reason, arrival_date, shard_id, sequence_number)
-        self.counts.audit_rows += len(lines)
+        return lines
 
     def _quarantine(self, data: bytes, reason: str, dt: str, shard_id: str, sequence_number: str) -> None:
         self._store.put_quarantine(build_quarantine_key(dt, shard_id, sequence_number), data, reason)
@@ -127,20 +170,19 @@ def process_kinesis_batch(
     event: dict[str, Any], store: AuditStore, prefix: str, report_item_failures: bool
 ) -> dict[str, list[dict[str, str]]]:
     """Process a Lambda Kinesis event; the partial batch response, or IngestBatchError when failures must raise."""
-    ingestor = KinesisRecordIngestor(store, prefix)
-    processor = BatchProcessor(event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False)
+    records = [KinesisStreamRecord(record) for record in event.get("Records", [])]
+    ingestor = BatchIngestor(store, prefix)
     try:
-        with processor(event.get("Records", []), ingestor.ingest):
-            processor.process()
+        failed_from = ingestor.ingest(records)
     finally:
         logger.info("ingest batch", extra={"counts": asdict(ingestor.counts)})
-    response = processor.response()
-    failures = response.get("batchItemFailures", [])
-    if failures and not report_item_failures:
+    if failed_from is None:
+        return {"batchItemFailures": []}
+    if not report_item_failures:
         raise IngestBatchError(
-            f"{len(failures)} of {ingestor.counts.records} records failed; the whole batch will be retried"
+            f"{len(records) - failed_from} of {len(records)} records failed; the whole batch will be retried"
         )
-    return {"batchItemFailures": [{"itemIdentifier": str(failure["itemIdentifier"])} for failure in failures]}
+    return {"batchItemFailures": [{"itemIdentifier": r.kinesis.sequence_number} for r in records[failed_from:]]}
 
 
 def event_lines_of(message: str) -> list[tuple[tuple[str, str], str]] | None:

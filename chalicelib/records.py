@@ -1,7 +1,8 @@
 """The audit record, the canonical item key, and how records become S3 objects.
 
 Pure: builds keys, lines and object names from data; the caller does the writing. Object names are deterministic
-in their input (shard id and sequence number), so a retried Kinesis record overwrites its own objects.
+in their input (shard id and the batch's first and last sequence numbers), so a retried batch overwrites its own
+objects.
 """
 
 from __future__ import annotations
@@ -138,22 +139,15 @@ def partition_path(prefix: str, table_name: str, dt: str) -> str:
     return f"{prefix}table_name={quote(table_name, safe='')}/dt={dt}/"
 
 
-def build_object_key(prefix: str, table_name: str, dt: str, shard_id: str, sequence_number: str) -> str:
-    """The deterministic S3 key of the records one Kinesis record contributes to one partition."""
-    return f"{partition_path(prefix, table_name, dt)}{shard_id}-{sequence_number}.json.gz"
+def build_object_key(prefix: str, table_name: str, dt: str, shard_id: str, first: str, last: str) -> str:
+    """The deterministic S3 key of the records one batch (a shard's sequence numbers `first` to `last`) contributes
+    to one partition."""
+    return f"{partition_path(prefix, table_name, dt)}{shard_id}-{first}-{last}.json.gz"
 
 
 def build_quarantine_key(dt: str, shard_id: str, sequence_number: str) -> str:
     """The S3 key under which an undecodable Kinesis record is kept, byte for byte."""
     return f"quarantine/dt={dt}/{shard_id}-{sequence_number}"
-
-
-def group_lines_by_partition(lines: Iterable[tuple[tuple[str, str], str]]) -> dict[tuple[str, str], list[str]]:
-    """Stored lines grouped by their `(table_name, dt)` partition, each group in input order."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for partition, line in lines:
-        groups.setdefault(partition, []).append(line)
-    return groups
 
 
 def encode_lines(lines: Iterable[str]) -> bytes:

@@ -99,7 +99,7 @@ def test_the_longest_line_ingest_may_write_reads_back(client: Client, ingest: Ca
     control = "\\u0001" * ((MAX_LINE_BYTES - len(line)) // 6)
     padded = line.replace('"user_agent":"aws-cli/2.15.0"', f'"user_agent":"{control}"')
     assert MAX_LINE_BYTES - 100 < len(padded) <= MAX_LINE_BYTES  # past pyarrow's default 1 MiB block
-    key = build_object_key("audit/", "Music", record.dt, "shardId-000000000000", "1")
+    key = build_object_key("audit/", "Music", record.dt, "shardId-000000000000", "1", "1")
     s3.put_object(Bucket=os.environ["AUDIT_BUCKET"], Key=key, Body=encode_lines([padded]))
     response = client.http.get("/audit?table=Music&key=%7B%22id%22%3A%22big%22%7D")
     assert response.status_code == 200, response.body

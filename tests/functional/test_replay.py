@@ -128,7 +128,7 @@ def _records(count: int) -> list[dict[str, Any]]:
 
 def test_replay_retries_what_still_fails_with_growing_waits() -> None:
     records = _records(4)
-    store = MemoryStore(fail_on_write=2)  # the second record fails once, then S3 is back
+    store = MemoryStore(fail_on_write=1)  # the first write fails once, then S3 is back
     waits: list[float] = []
     result = replay_failed_batch(_batch_of(records), _ListReader(records), store, "audit/", sleep=waits.append)
     assert (result.records, result.attempts, result.lost) == (4, 2, 0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -14,26 +16,32 @@ from tests.factories import cloudtrail_event, kinesis_event, logs_payload
 
 
 class MemoryStore:
-    """An AuditStore in memory that can fail its Nth write, as S3 does under throttling."""
+    """An AuditStore in memory that can fail its Nth write, or every write to a key holding `fail_on_key`, as S3 does
+    under throttling. Safe to write from several threads, as ingest does."""
 
-    def __init__(self, fail_on_write: int | None = None) -> None:
+    def __init__(self, fail_on_write: int | None = None, fail_on_key: str | None = None) -> None:
         self.objects: dict[str, bytes] = {}
         self.quarantine: dict[str, tuple[bytes, str]] = {}
         self.writes = 0
         self._fail_on_write = fail_on_write
+        self.fail_on_key = fail_on_key
+        self._lock = threading.Lock()
 
-    def _count(self) -> None:
-        self.writes += 1
-        if self.writes == self._fail_on_write:
-            raise StoreError("S3 PutObject failed: SlowDown")
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.writes += 1
+            if self.writes == self._fail_on_write or (self.fail_on_key is not None and self.fail_on_key in key):
+                raise StoreError("S3 PutObject failed: SlowDown")
 
     def put_records(self, key: str, body: bytes) -> None:
-        self._count()
-        self.objects[key] = body
+        self._count(key)
+        with self._lock:
+            self.objects[key] = body
 
     def put_quarantine(self, key: str, body: bytes, reason: str) -> None:
-        self._count()
-        self.quarantine[key] = (body, reason)
+        self._count(key)
+        with self._lock:
+            self.quarantine[key] = (body, reason)
 
     def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for body in self.objects.values() for line in gzip.decompress(body).splitlines()]
@@ -43,23 +51,24 @@ def _sequence_numbers(event: dict[str, Any]) -> list[str]:
     return [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
 
 
-def test_events_are_written_one_object_per_record_and_partition() -> None:
+def test_a_batch_is_written_as_one_object_per_partition_named_after_its_sequence_range() -> None:
     store = MemoryStore()
     events = [
-        cloudtrail_event(table="Music"),
-        cloudtrail_event(table="Books"),
-        cloudtrail_event(table="Music", event_time="2024-05-02T00:00:01Z"),
-        cloudtrail_event(table="Music"),
+        [cloudtrail_event(table="Music"), cloudtrail_event(table="Books")],
+        [cloudtrail_event(table="Music", event_time="2024-05-02T00:00:01Z"), cloudtrail_event(table="Music")],
     ]
-    event = kinesis_event([logs_payload(events)])
+    event = kinesis_event([logs_payload(batch) for batch in events])
     assert process_kinesis_batch(event, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
-    (sequence,) = _sequence_numbers(event)
+    first, last = _sequence_numbers(event)
     assert sorted(store.objects) == [
-        f"audit/table_name=Books/dt=2024-05-01/shardId-000000000000-{sequence}.json.gz",
-        f"audit/table_name=Music/dt=2024-05-01/shardId-000000000000-{sequence}.json.gz",
-        f"audit/table_name=Music/dt=2024-05-02/shardId-000000000000-{sequence}.json.gz",
+        f"audit/table_name=Books/dt=2024-05-01/shardId-000000000000-{first}-{last}.json.gz",
+        f"audit/table_name=Music/dt=2024-05-01/shardId-000000000000-{first}-{last}.json.gz",
+        f"audit/table_name=Music/dt=2024-05-02/shardId-000000000000-{first}-{last}.json.gz",
     ]
-    assert sorted(line["event_id"] for line in store.lines()) == sorted(e["eventID"] for e in events)
+    assert sorted(line["event_id"] for line in store.lines()) == sorted(e["eventID"] for b in events for e in b)
+    before = dict(store.objects)
+    assert process_kinesis_batch(event, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
+    assert store.objects == before  # a plain retry rewrites the same objects, byte for byte
 
 
 def test_undecodable_records_are_quarantined_byte_for_byte_and_not_retried() -> None:
@@ -115,13 +124,26 @@ def test_malformed_event_is_quarantined_while_its_neighbours_are_recorded() -> N
     assert body == logs_payload([broken, good])
 
 
-def test_store_failure_reports_that_record_and_every_later_one() -> None:
-    store = MemoryStore(fail_on_write=2)
-    event = kinesis_event([logs_payload([cloudtrail_event()]) for _ in range(4)])
+@pytest.mark.parametrize("failing", range(4))
+def test_a_failed_object_fails_its_first_record_and_every_later_one(failing: int) -> None:
+    tables = ["Music", "Books", "Films", "Games"]
+    store = MemoryStore(fail_on_key=f"table_name={tables[failing]}/")
+    event = kinesis_event([logs_payload([cloudtrail_event(table=table)]) for table in tables])
+    sequences = _sequence_numbers(event)
+    response = process_kinesis_batch(event, store, "audit/", report_item_failures=True)
+    assert response == {"batchItemFailures": [{"itemIdentifier": s} for s in sequences[failing:]]}
+    assert len(store.objects) == 3  # the other partitions were written, and count as written only before the failure
+
+
+def test_a_failed_quarantine_write_fails_its_record_and_later_ones_not_the_earlier() -> None:
+    store = MemoryStore(fail_on_key="quarantine/")
+    event = kinesis_event([logs_payload([cloudtrail_event()]), b"junk", logs_payload([cloudtrail_event()])])
     sequences = _sequence_numbers(event)
     response = process_kinesis_batch(event, store, "audit/", report_item_failures=True)
     assert response == {"batchItemFailures": [{"itemIdentifier": s} for s in sequences[1:]]}
-    assert len(store.objects) == 1
+    (key,) = store.objects
+    assert key.endswith(f"-{sequences[0]}-{sequences[0]}.json.gz")  # only what came before the failure
+    assert len(store.lines()) == 1
 
 
 def test_failures_raise_when_the_mapping_ignores_partial_responses() -> None:
@@ -130,18 +152,20 @@ def test_failures_raise_when_the_mapping_ignores_partial_responses() -> None:
         process_kinesis_batch(kinesis_event([logs_payload([cloudtrail_event()])] * 2), store, "audit/", False)
 
 
-def test_retry_after_a_failure_rewrites_the_same_objects() -> None:
-    store = MemoryStore(fail_on_write=2)
-    event = kinesis_event([logs_payload([cloudtrail_event(), cloudtrail_event(table="Books")]) for _ in range(2)])
+def test_a_retry_after_a_failure_may_store_a_row_twice_but_loses_none() -> None:
+    store = MemoryStore(fail_on_key="table_name=Books/")
+    events = [[cloudtrail_event(table="Music")], [cloudtrail_event(table="Books")], [cloudtrail_event(table="Music")]]
+    event = kinesis_event([logs_payload(batch) for batch in events])
     first = process_kinesis_batch(event, store, "audit/", report_item_failures=True)
-    failed = {f["itemIdentifier"] for f in first["batchItemFailures"]}
-    assert failed == set(_sequence_numbers(event))
-    written_before = dict(store.objects)
-    retry = {"Records": [r for r in event["Records"] if r["kinesis"]["sequenceNumber"] in failed]}
+    failed = [f["itemIdentifier"] for f in first["batchItemFailures"]]
+    assert failed == _sequence_numbers(event)[1:]
+    store.fail_on_key = None
+    retry = {"Records": event["Records"][1:]}  # Lambda resumes at the first failed record
     assert process_kinesis_batch(retry, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
-    assert len(store.objects) == 4
-    assert all(store.objects[key] == body for key, body in written_before.items())
-    assert len(store.lines()) == 4
+    stored = Counter(line["event_id"] for line in store.lines())
+    assert set(stored) == {e["eventID"] for batch in events for e in batch}
+    assert stored[events[2][0]["eventID"]] == 2  # written with the first attempt's Music object and again
+    assert stored[events[0][0]["eventID"]] == stored[events[1][0]["eventID"]] == 1
 
 
 def test_an_event_the_formatter_cannot_handle_is_quarantined_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,6 @@ from chalicelib.records import (
     build_quarantine_key,
     canonical_key,
     encode_lines,
-    group_lines_by_partition,
     normalise_number,
 )
 from chalicelib.schema import AUDIT_COLUMNS, COLUMN_NAMES
@@ -59,9 +58,9 @@ def test_canonical_key_sorts_names_and_stringifies_values() -> None:
 
 
 def test_object_key_is_partitioned_and_deterministic() -> None:
-    key = build_object_key("audit/", "Music", "2024-05-01", "shardId-000000000001", "4960")
-    assert key == "audit/table_name=Music/dt=2024-05-01/shardId-000000000001-4960.json.gz"
-    assert build_object_key("audit/", "a/b'c", "2024-05-01", "s", "1").startswith("audit/table_name=a%2Fb%27c/")
+    key = build_object_key("audit/", "Music", "2024-05-01", "shardId-000000000001", "4960", "4975")
+    assert key == "audit/table_name=Music/dt=2024-05-01/shardId-000000000001-4960-4975.json.gz"
+    assert build_object_key("audit/", "a/b'c", "2024-05-01", "s", "1", "2").startswith("audit/table_name=a%2Fb%27c/")
     assert build_quarantine_key("2024-05-01", "shardId-1", "42") == "quarantine/dt=2024-05-01/shardId-1-42"
 
 
@@ -74,16 +73,3 @@ def test_encoded_object_is_gzip_json_lines_without_partition_columns_and_repeata
     assert "table_name" not in json.loads(lines[0])
     assert "dt" not in json.loads(lines[0])
     assert list(json.loads(lines[0])) == list(COLUMN_NAMES)
-
-
-def test_records_group_by_table_and_utc_date_in_order() -> None:
-    a = _record(event_id="a")
-    b = _record(event_id="b", table_name="Books")
-    c = _record(event_id="c", event_time="2024-05-02T00:00:00Z")
-    d = _record(event_id="d")
-    groups = group_lines_by_partition([((r.table_name, r.dt), r.event_id) for r in (a, b, c, d)])
-    assert groups == {
-        ("Music", "2024-05-01"): ["a", "d"],
-        ("Books", "2024-05-01"): ["b"],
-        ("Music", "2024-05-02"): ["c"],
-    }
