@@ -30,13 +30,21 @@ from tests.factories import cloudtrail_event, kinesis_event, logs_payload
 RECORDS = 50
 EVENTS_PER_RECORD = 40
 REPEATS = 7
+S3_LATENCY_SECONDS = 0.025
 
 
 class _MemoryStore:
-    def __init__(self) -> None:
+    """Keeps objects in memory; with `latency`, each PUT takes as long as one to S3 (about 25 ms)."""
+
+    def __init__(self, latency: float = 0.0) -> None:
         self.objects: dict[str, bytes] = {}
+        self.puts = 0
+        self._latency = latency
 
     def put_records(self, key: str, body: bytes) -> None:
+        if self._latency:
+            time.sleep(self._latency)
+        self.puts += 1
         self.objects[key] = body
 
     def put_quarantine(self, key: str, body: bytes, reason: str) -> None:
@@ -82,6 +90,17 @@ def bench_ingest() -> None:
     print(
         f"ingest: {events / ingest:,.0f} events/s ({ingest * 1000:.1f} ms for {events} events in {RECORDS} records); "
         f"baseline gunzip+parse {baseline * 1000:.1f} ms; ratio {ingest / baseline:.2f}x"
+    )
+    stores: list[_MemoryStore] = []
+
+    def with_latency() -> None:
+        stores.append(_MemoryStore(latency=S3_LATENCY_SECONDS))
+        process_kinesis_batch(event, stores[-1], "audit/", True)
+
+    slow = _median_seconds(with_latency)
+    print(
+        f"ingest with {S3_LATENCY_SECONDS * 1000:.0f} ms per S3 PUT: {events / slow:,.0f} events/s, "
+        f"{stores[-1].puts * 1000 / events:.1f} PUTs per 1,000 events; ratio to the decode floor {slow / baseline:.2f}x"
     )
 
 
