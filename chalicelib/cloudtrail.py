@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from chalicelib.bounds import (
@@ -116,11 +116,7 @@ def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
     session_issuer = _mapping(_mapping(identity.get("sessionContext")).get("sessionIssuer"))
     table_resources = _table_resources(event.get("resources"))
     error_code = _text(event.get("errorCode"))
-    base = AuditRecord(
-        table_name=UNKNOWN_PARTITION,
-        item_index=0,
-        operation=event_name,
-        item_key=None,
+    shared = dict(
         event_id=event_id,
         event_time=event_time,
         event_name=event_name,
@@ -153,8 +149,8 @@ def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
         table_name = _table_name(item.table_name) or _only_table(table_resources) or UNKNOWN_PARTITION
         key = item.key if isinstance(item.key, Mapping) and item.key else None
         records.append(
-            replace(
-                base,
+            AuditRecord(
+                **shared,  # type: ignore[arg-type]
                 table_name=table_name,
                 item_index=index,
                 operation=item.operation,

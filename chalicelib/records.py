@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import quote
 
+import orjson
+
 from chalicelib.bounds import exact_normal_form, is_dynamodb_number, valid_unicode
 from chalicelib.schema import COLUMN_NAMES
 
@@ -71,7 +73,10 @@ class AuditRecord:
         """The record as one compact JSON line, without its partition columns."""
         # getattr, not dataclasses.asdict: asdict deep-copies every field, which was half of ingest's time.
         values = {name: getattr(self, name) for name in COLUMN_NAMES}
-        return valid_unicode(json.dumps(values, separators=(",", ":"), ensure_ascii=False))
+        try:
+            return orjson.dumps(values).decode("utf-8")
+        except TypeError:  # a lone surrogate: JSON can carry it, UTF-8 cannot
+            return valid_unicode(json.dumps(values, separators=(",", ":"), ensure_ascii=False))
 
 
 def normalise_number(value: int | float | Decimal) -> str:
