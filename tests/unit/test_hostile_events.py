@@ -23,7 +23,7 @@ from chalicelib.bounds import (
     is_dynamodb_number,
     parse_event_time,
 )
-from chalicelib.cloudtrail import build_audit_records
+from chalicelib.cloudtrail import build_audit_records, parse_event_message
 from chalicelib.cloudwatch import gunzip
 from chalicelib.errors import UndecodableRecordError
 from chalicelib.ingest import process_kinesis_batch
@@ -208,6 +208,18 @@ def test_a_38_digit_number_key_keeps_every_digit() -> None:
     assert canonical_key({"id": Decimal("-12345678901234567890123456789012345678E+20")}) == (
         '{"id":"-1234567890123456789012345678901234567800000000000000000000"}'
     )
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ["12345678901234567890123456789012345678", "-9007199254740993", "1.10", "1e5", "0.1", "18446744073709551617"],
+)
+def test_a_number_in_a_logged_key_keeps_every_digit_whatever_parser_reads_it(literal: str) -> None:
+    shell = json.dumps(cloudtrail_event(requestParameters={"tableName": "Music", "key": {"id": "N"}}))
+    event = parse_event_message(shell.replace('"N"', literal))
+    (record,) = build_audit_records(event)  # type: ignore[arg-type]
+    assert record.item_key == canonical_key({"id": Decimal(literal)})
+    assert Decimal(json.loads(record.item_key or "")["id"]) == Decimal(literal)
 
 
 def test_numbers_outside_dynamodb_range_stay_short_in_keys_and_parameters() -> None:
