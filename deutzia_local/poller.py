@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +20,8 @@ from typing import Any
 
 from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
 from chalicelib.replay import lambda_kinesis_record
+from deutzia_local.lambda_context import LambdaContext
+from deutzia_local.periodic import Periodic
 
 logger = logging.getLogger("deutzia.poller")
 
@@ -34,16 +35,8 @@ _IDLE_SECONDS = 0.2
 Handler = Callable[[dict[str, Any], Any], Any]
 
 
-class _LambdaContext:
-    """The parts of Lambda's context object the handler may read."""
-
-    function_name = "ingest_audit_events"
-    memory_limit_in_mb = 128
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ingest_audit_events"
-    aws_request_id = ""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+# The deployed function's context, as the template configures it.
+_CONTEXT = LambdaContext("ingest_audit_events", timeout_millis=60_000)
 
 
 class KinesisPoller:
@@ -70,32 +63,27 @@ class KinesisPoller:
         self._handler = handler
         self._batching_window = batching_window
         self._first_retry = first_retry_seconds
-        self._stop = threading.Event()
+        self._schedule = Periodic("kinesis-poller", _IDLE_SECONDS, self.poll_once, logger, again_when_busy=True)
         self._iterators: dict[str, str | None] = {}
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
-        self._thread = threading.Thread(target=self.run, name="kinesis-poller", daemon=True)
         description = kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
         self._stream_arn = str(description["StreamARN"])
         self._region = self._stream_arn.split(":")[3]
 
     def start(self) -> None:
-        self._thread.start()
+        self._schedule.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+        self._schedule.stop()
 
     def run(self) -> None:
-        """Poll until stopped."""
-        while not self._stop.is_set():
-            try:
-                worked = any([self.poll_shard(shard) for shard in self._shards()])
-            except Exception:
-                logger.exception("polling %s failed; retrying", self._stream)
-                worked = False
-            if not worked:
-                self._stop.wait(_IDLE_SECONDS)
+        """Poll until stopped, in this thread."""
+        self._schedule.run()
+
+    def poll_once(self) -> bool:
+        """One batch from every shard that has one; True when any had records (the next poll goes at once)."""
+        return any([self.poll_shard(shard) for shard in self._shards()])
 
     def _shards(self) -> list[str]:
         shards = self._kinesis.list_shards(StreamName=self._stream)["Shards"]
@@ -141,7 +129,7 @@ class KinesisPoller:
             response = self._kinesis.get_records(ShardIterator=iterator, Limit=BATCH_SIZE - len(records))
             self._iterators[shard_id] = response.get("NextShardIterator")
             records += response["Records"]
-            if not records or time.monotonic() >= deadline or self._stop.is_set():
+            if not records or time.monotonic() >= deadline or self._schedule.stopping.is_set():
                 break
             if not response["Records"]:
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
@@ -150,7 +138,7 @@ class KinesisPoller:
     def _invoke(self, event: dict[str, Any], records: list[dict[str, Any]]) -> int | None:
         """Index of the first record to retry, or None when the whole batch succeeded."""
         try:
-            response = self._handler(event, _LambdaContext())
+            response = self._handler(event, _CONTEXT)
         except Exception:
             logger.exception("ingest_audit_events raised; the batch will be retried")
             return 0
@@ -187,7 +175,7 @@ class KinesisPoller:
         message = {
             "requestContext": {
                 "requestId": str(uuid.uuid4()),
-                "functionArn": _LambdaContext.invoked_function_arn,
+                "functionArn": _CONTEXT.invoked_function_arn,
                 "condition": "RetryAttemptsExhausted",
                 "approximateInvokeCount": attempts,
             },

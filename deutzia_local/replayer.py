@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deutzia_local.lambda_context import LambdaContext
 from deutzia_local.periodic import Periodic
 
 logger = logging.getLogger("deutzia.replayer")
@@ -29,14 +30,8 @@ class DrainResult:
     failed: int
 
 
-class _LambdaContext:
-    function_name = "replay_failed_batches"
-    memory_limit_in_mb = 128
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:replay_failed_batches"
-    aws_request_id = ""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+# The deployed function's context, as the template configures it (a 15-minute timeout).
+_CONTEXT = LambdaContext("replay_failed_batches", timeout_millis=900_000)
 
 
 class FailureQueueReplayer:
@@ -99,7 +94,7 @@ class FailureQueueReplayer:
             ]
         }
         try:
-            self._handler(event, _LambdaContext())
+            self._handler(event, _CONTEXT)
         except Exception:
             logger.exception("replay_failed_batches raised; the message stays in the failure queue")
             return False
