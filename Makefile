@@ -14,7 +14,7 @@ READS ?= true
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
 PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS)
 
-.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay faults bench
+.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay compact faults bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ demo: $(STAMP)
 # Replay, once, every batch ingest gave up on (the stack also does it every few seconds by itself).
 replay: $(STAMP)
 	@$(BIN)/python -m deutzia_local replay
+
+# Compact the local audit records into key-sorted Parquet, once (the stack also does it every few seconds).
+compact: $(STAMP)
+	@$(BIN)/python -m deutzia_local compact
 
 # The local stack under load and faults (S3 outage, poller killed, poison record), checked call by call.
 faults: $(STAMP)

@@ -15,13 +15,15 @@ from chalice.app import (
     BadRequestError,
     Chalice,
     ChaliceViewError,
+    CloudWatchEvent,
     IAMAuthorizer,
     KinesisEvent,
     NotFoundError,
+    Rate,
     SQSEvent,
 )
 
-from chalicelib.config import audit_prefix, audited_tables, flag, setting
+from chalicelib.config import audit_prefix, audited_tables, flag, number, setting
 from chalicelib.errors import (
     ConfigError,
     DeutziaError,
@@ -139,3 +141,19 @@ def replay_failed_batches(event: SQSEvent) -> None:
         batch = parse_failure_record(message.body)
         result = replay_failed_batch(batch, get_stream_reader(), get_audit_store(), audit_prefix())
         logger.info("replayed %s", batch.shard_id, extra={"records": result.records, "lost": result.lost})
+
+
+# A day is compacted once it has been over this long: what CloudWatch Logs and Kinesis deliver late comes first.
+COMPACTION_SETTLE_SECONDS = 2 * 3600
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="compact_audit_records")
+def compact_audit_records(event: CloudWatchEvent) -> dict[str, Any]:
+    """Fold closed days (and closed months) of fresh records into key-sorted Parquet, as far as time allows."""
+    from datetime import UTC, datetime
+
+    from chalicelib.compactor import S3Compactor, last_closed_day, time_left_of
+
+    closed = last_closed_day(datetime.now(UTC), number("COMPACTION_SETTLE_SECONDS", COMPACTION_SETTLE_SECONDS))
+    report = S3Compactor.from_environment().run(closed, time_left_of(event.context))
+    return {"files": report.files, "deferred": len(report.deferred), "summary": report.summary()}

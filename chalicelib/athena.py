@@ -25,6 +25,7 @@ from chalicelib.query import (
     AuditPage,
     AuditQuery,
     PageToken,
+    Relations,
     SqlValue,
     build_audit_sql,
     encode_page_token,
@@ -44,6 +45,8 @@ _ATHENA_MAX_RESULTS = 1000
 _FIRST_POLL_SECONDS = 0.1
 _MAX_POLL_SECONDS = 1.0
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,255}$")
+# How Athena reports a listed object that is gone when it is read.
+_VANISHED_FILE_SIGNS = ("HIVE_CANNOT_OPEN_SPLIT", "HIVE_FILE_NOT_FOUND", "NoSuchKey", "does not exist")
 _THROTTLING_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", "ServiceUnavailable"})
 
 
@@ -72,7 +75,11 @@ class AthenaQueryRunner:
                 raise ConfigError(f"environment variable {variable} is not an Athena identifier: {name!r}")
         self._client = client
         self._workgroup = workgroup
-        self._relation = f'"{database}"."{table}"'
+        # The relation users query is a view over two tiers; GET /audit reads the tiers themselves, so that each is
+        # pruned by its own partitions (Athena does not push a key filter through the view's de-duplication).
+        self._relations = Relations(
+            compacted=f'"{database}"."{table}_compacted"', fresh=f'"{database}"."{table}_fresh"'
+        )
         self._timeout = timeout_seconds
         self._clock = clock
         self._sleep = sleep
@@ -90,11 +97,16 @@ class AthenaQueryRunner:
 
     def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
         deadline = self._clock() + self._timeout
-        sql, parameters = build_audit_sql(query, self._relation)
+        sql, parameters = build_audit_sql(query, self._relations)
         execution_parameters = [athena_literal(value) for value in parameters]
         if token is None:
             execution_id = self._start(sql, execution_parameters)
-            self._wait(execution_id, deadline)
+            try:
+                self._wait(execution_id, deadline)
+            except _FileVanishedError:
+                # Compaction deleted an object the query had listed; its rows are in the new file by now.
+                execution_id = self._start(sql, execution_parameters)
+                self._wait(execution_id, deadline)
         else:
             execution_id = self._resume(token, sql, execution_parameters)
         return self._read_page(query, execution_id, token.athena_token if token else None)
@@ -120,7 +132,10 @@ class AthenaQueryRunner:
                 return
             if state in ("FAILED", "CANCELLED"):
                 # The reason can name buckets, paths and tables: it goes to the log, the caller gets the id.
-                logger.error("Athena query %s %s: %s", execution_id, state.lower(), status.get("StateChangeReason"))
+                reason = str(status.get("StateChangeReason", ""))
+                logger.error("Athena query %s %s: %s", execution_id, state.lower(), reason)
+                if any(sign in reason for sign in _VANISHED_FILE_SIGNS):
+                    raise _FileVanishedError(f"Athena query {execution_id} failed; retry later")
                 if status.get("AthenaError", {}).get("Retryable"):
                     raise QueryUnavailableError(f"Athena query {execution_id} failed; retry later")
                 raise QueryError(f"Athena query {execution_id} {state.lower()}; its reason is in the API's log")
@@ -205,6 +220,10 @@ class AthenaQueryRunner:
             logger.error("Athena %s refused the request: %s", operation, exc)
             return QueryError(f"Athena {operation} refused the request")
         return QueryUnavailableError(f"Athena {operation} unreachable: {type(exc).__name__}")
+
+
+class _FileVanishedError(QueryUnavailableError):
+    """An object the query listed was gone when read (compaction swapped it); running the query again works."""
 
 
 def _row_values(data: Sequence[DatumTypeDef]) -> list[str | None]:

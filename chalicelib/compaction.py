@@ -1,15 +1,22 @@
-"""Turns a partition's fresh audit records into the compacted tier's Parquet: each `(event_id, item_index)` once,
-sorted by `item_key` then `event_time`, in bounded row groups that never split one key, so every row group's
-`item_key` min/max range is disjoint from the others' and a reader of one item's history opens one row group.
+"""The compacted tier: which fresh objects and compacted files fold into which new file (the plan), and the file
+itself: each `(event_id, item_index)` once, sorted by `item_key` then `event_time`, in bounded row groups that never
+split one key, so every row group's `item_key` range is disjoint from the others' and one item's history is one
+row group per file.
 
-Pure: Arrow data in, Parquet bytes out; reading the fresh objects, writing the file and deleting the sources is the
-caller's job (not yet wired: the scheduled function and the two-tier query are still to come, issue 8). pyarrow
-is imported on use, so the ingest path never loads it.
+Layout: `<compacted prefix>table_name=<t>/month=<YYYY-MM>/day-<YYYY-MM-DD>-<digest>.parquet` while a month is open,
+merged into `month-<YYYY-MM>-<digest>.parquet` once it closes. The digest is of the inputs, so a rerun of the same
+plan writes the same name. Pure: listings and Arrow data in, a plan and Parquet bytes out; `compactor` does the I/O.
 """
 
 from __future__ import annotations
 
+import calendar
+import hashlib
 import io
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,6 +24,11 @@ if TYPE_CHECKING:
 
 # Rows per row group, before the group is extended to the end of the key it has reached.
 ROW_GROUP_ROWS = 64 * 1024
+_FRESH_KEY = re.compile(r"table_name=(?P<table>[^/]+)/dt=(?P<dt>[0-9]{4}-[0-9]{2}-[0-9]{2})/[^/]+\.json\.gz")
+_COMPACTED_KEY = re.compile(
+    r"table_name=(?P<table>[^/]+)/month=(?P<month>[0-9]{4}-[0-9]{2})/"
+    r"(?:day-(?P<day>[0-9]{4}-[0-9]{2}-[0-9]{2})|month-(?P=month))-[0-9a-f]{16}\.parquet"
+)
 _SORT_KEYS = [
     ("item_key", "ascending"),
     ("event_time", "ascending"),
@@ -67,3 +79,129 @@ def compact_to_parquet(records: pa.Table, target_rows: int = ROW_GROUP_ROWS) -> 
         for start, end in row_group_bounds(ordered.column("item_key").to_pylist(), target_rows):
             writer.write_table(ordered.slice(start, end - start), row_group_size=end - start)
     return sink.getvalue()
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as listed: its key, size in bytes and ETag (which changes when the object is rewritten)."""
+
+    key: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class CompactionUnit:
+    """One new compacted file: a day of a table (`period` `YYYY-MM-DD`) or a closed month (`YYYY-MM`), from these
+    fresh objects and the compacted files it replaces."""
+
+    table: str
+    period: str
+    fresh: tuple[StoredObject, ...]
+    compacted: tuple[StoredObject, ...]
+
+    @property
+    def inputs(self) -> tuple[StoredObject, ...]:
+        return self.compacted + self.fresh
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(item.size for item in self.inputs)
+
+    @property
+    def is_month(self) -> bool:
+        return len(self.period) == len("YYYY-MM")
+
+    def output_key(self, prefix: str) -> str:
+        """Deterministic in the inputs: rerunning the same unit rewrites the same file."""
+        digest = hashlib.sha256()
+        for item in sorted(self.inputs, key=lambda stored: stored.key):
+            digest.update(f"{item.key}\0{item.etag}\0".encode())
+        month = self.period[:7]
+        name = f"month-{month}" if self.is_month else f"day-{self.period}"
+        return f"{compacted_partition(prefix, self.table, month)}{name}-{digest.hexdigest()[:16]}.parquet"
+
+    def describe(self) -> str:
+        inputs = f"{len(self.fresh)} fresh, {len(self.compacted)} compacted, {self.input_bytes:,} bytes"
+        return f"{self.table} {self.period} ({inputs})"
+
+
+@dataclass(frozen=True)
+class CompactionPlan:
+    """The units to run, oldest first, and those refused because they exceed the size one run can hold."""
+
+    units: tuple[CompactionUnit, ...]
+    refused: tuple[CompactionUnit, ...]
+
+
+def compacted_partition(prefix: str, table: str, month: str) -> str:
+    """`<prefix>table_name=<t>/month=<YYYY-MM>/`; `table` as it appears in the fresh tier's keys."""
+    return f"{prefix}table_name={table}/month={month}/"
+
+
+def fresh_partition_of(key: str, prefix: str) -> tuple[str, str] | None:
+    """`(table, dt)` of a fresh object's key (the table as the key spells it), None for any other key."""
+    match = _FRESH_KEY.fullmatch(key[len(prefix) :]) if key.startswith(prefix) else None
+    return (match["table"], match["dt"]) if match else None
+
+
+def compacted_period_of(key: str, prefix: str) -> tuple[str, str] | None:
+    """`(table, period)` of a compacted file's key: a day `YYYY-MM-DD` or a month `YYYY-MM`; None for any other."""
+    match = _COMPACTED_KEY.fullmatch(key[len(prefix) :]) if key.startswith(prefix) else None
+    if not match:
+        return None
+    return match["table"], match["day"] or match["month"]
+
+
+def month_end(month: str) -> str:
+    """The last day of `YYYY-MM`, as `YYYY-MM-DD`."""
+    year, number = int(month[:4]), int(month[5:7])
+    return f"{month}-{calendar.monthrange(year, number)[1]:02d}"
+
+
+def plan_compaction(
+    fresh: Iterable[StoredObject],
+    compacted: Iterable[StoredObject],
+    fresh_prefix: str,
+    compacted_prefix: str,
+    last_closed_day: str,
+    max_input_bytes: int,
+) -> CompactionPlan:
+    """What to compact: every day up to `last_closed_day` that has fresh objects (or more than one compacted file)
+    becomes a day file; every month that has closed and is not yet one file becomes a month file, folding in its day
+    files and late fresh objects. A month too big for one run stays in day files; a day too big is refused."""
+    fresh_by_day: dict[tuple[str, str], list[StoredObject]] = defaultdict(list)
+    for item in fresh:
+        partition = fresh_partition_of(item.key, fresh_prefix)
+        if partition is not None and partition[1] <= last_closed_day:
+            fresh_by_day[partition].append(item)
+    files_by_period: dict[tuple[str, str], list[StoredObject]] = defaultdict(list)
+    for item in compacted:
+        period = compacted_period_of(item.key, compacted_prefix)
+        if period is not None:
+            files_by_period[period].append(item)
+    months = {(table, day[:7]) for table, day in fresh_by_day} | {(table, p[:7]) for table, p in files_by_period}
+    units: list[CompactionUnit] = []
+    refused: list[CompactionUnit] = []
+    for table, month in sorted(months):
+        days = sorted({day for t, day in fresh_by_day if t == table and day[:7] == month})
+        day_files = {p for t, p in files_by_period if t == table and p[:7] == month and p != month}
+        if month_end(month) <= last_closed_day and (days or day_files or len(files_by_period[(table, month)]) > 1):
+            whole = CompactionUnit(
+                table,
+                month,
+                tuple(item for day in days for item in fresh_by_day[(table, day)]),
+                tuple(
+                    item
+                    for (t, p), items in sorted(files_by_period.items())
+                    if t == table and p[:7] == month
+                    for item in items
+                ),
+            )
+            if whole.input_bytes <= max_input_bytes:
+                units.append(whole)
+                continue
+        for day in sorted(set(days) | {p for p in day_files if len(files_by_period[(table, p)]) > 1}):
+            unit = CompactionUnit(table, day, tuple(fresh_by_day[(table, day)]), tuple(files_by_period[(table, day)]))
+            (units if unit.input_bytes <= max_input_bytes else refused).append(unit)
+    return CompactionPlan(tuple(units), tuple(refused))

@@ -57,3 +57,11 @@ def audited_tables() -> frozenset[str] | None:
 def audit_prefix() -> str:
     """AUDIT_PREFIX with exactly one trailing slash."""
     return setting("AUDIT_PREFIX", "audit/").strip("/") + "/"
+
+
+def compacted_prefix() -> str:
+    """COMPACTED_PREFIX (the compacted tier, beside the fresh one) with exactly one trailing slash."""
+    prefix = setting("COMPACTED_PREFIX", "compacted/").strip("/") + "/"
+    if prefix == audit_prefix():
+        raise ConfigError("environment variable COMPACTED_PREFIX must differ from AUDIT_PREFIX")
+    return prefix

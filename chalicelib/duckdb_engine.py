@@ -1,11 +1,12 @@
 """GET /audit on DuckDB, for the local stack: the same SQL as Athena over the same S3 objects.
 
-pyarrow reads the gzip JSON Lines from S3 (its own client; DuckDB's httpfs cannot be installed here), as a
-hive-partitioned dataset typed by the schema, so `table_name` and `dt` prune objects before any is read, as Athena's
-partitions do; DuckDB then runs the shared SQL over that Arrow data. Every query lists the objects afresh, so new
-records show at once. The deadline covers the whole request: reads run on a small pool of their own (pyarrow's
-threaded scans deadlock once concurrent scans fill its CPU pool, so each scan runs on one thread), and a read that
-outlives it is answered 504 while later requests go on. Errors name no path or engine internals. Local use only.
+pyarrow reads both tiers from S3 (its own client; DuckDB's httpfs cannot be installed here) as hive-partitioned
+datasets typed by the schema: partitions prune objects before any is read, as Athena's do, and the key prunes the
+compacted Parquet's row groups by their statistics. DuckDB then runs the shared SQL over that Arrow data. Every
+query lists the objects afresh, so new records show at once. The deadline covers the whole request: reads run on a
+small pool of their own (pyarrow's threaded scans deadlock once concurrent scans fill its CPU pool, so each scan runs
+on one thread), and a read that outlives it is answered 504 while later requests go on. Errors name no path or
+engine internals. Local use only.
 """
 
 from __future__ import annotations
@@ -17,45 +18,44 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.json as pajson
 from pyarrow import fs as pafs
 
-from chalicelib.bounds import MAX_LINE_BYTES
-from chalicelib.config import audit_prefix, number, setting
+from chalicelib.columnar import (
+    COMPACTED_FILE_SCHEMA,
+    COMPACTED_PARTITION_SCHEMA,
+    FRESH_PARTITION_SCHEMA,
+    RECORD_SCHEMA,
+    json_parse_options,
+    json_read_options,
+)
+from chalicelib.config import audit_prefix, compacted_prefix, number, setting
 from chalicelib.errors import InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
 from chalicelib.query import (
     ENTRY_COLUMNS,
     AuditPage,
     AuditQuery,
     PageToken,
+    Relations,
     build_audit_sql,
     encode_page_token,
     position_of,
     row_to_entry,
 )
-from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
 
 logger = logging.getLogger("deutzia.duckdb")
 
 DEFAULT_TIMEOUT_SECONDS = 25.0
-# pyarrow's JSON reader needs each line whole within one block: room for the longest line ingest writes.
-READ_BLOCK_BYTES = 2 * MAX_LINE_BYTES
 # Scans that may run at once; a request waits its turn within its own deadline.
 MAX_CONCURRENT_READS = 4
-_ARROW_TYPES = {
-    "string": pa.string(),
-    "int": pa.int32(),
-    "boolean": pa.bool_(),
-    "array<string>": pa.list_(pa.string()),
-}
-RECORD_SCHEMA = pa.schema([pa.field(column.name, _ARROW_TYPES[column.glue_type]) for column in AUDIT_COLUMNS])
-PARTITION_SCHEMA = pa.schema([pa.field(column.name, pa.string()) for column in PARTITION_COLUMNS])
+# Compaction may delete an object between a read's listing and its fetch: the read starts over, this many times.
+READ_ATTEMPTS = 5
 
 
 def s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
@@ -72,54 +72,107 @@ def s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**options)
 
 
-class AuditObjects:
-    """The audit records under s3://<bucket>/<prefix>, read as Arrow, pruned by partition."""
+@dataclass(frozen=True)
+class Tiers:
+    """Audit records as Arrow: the compacted tier's rows (with `month` and `dt`) and the fresh tier's."""
 
-    def __init__(self, filesystem: pafs.FileSystem, bucket: str, prefix: str) -> None:
+    compacted: pa.Table
+    fresh: pa.Table
+
+
+class AuditObjects:
+    """The audit records under s3://<bucket>/, both tiers, read as Arrow and pruned by partition and key."""
+
+    def __init__(self, filesystem: pafs.FileSystem, bucket: str, fresh_prefix: str, compacted_prefix: str) -> None:
         self._filesystem = filesystem
         self._bucket = bucket
-        self._root = f"{bucket}/{prefix.rstrip('/')}"
-        self._format = ds.JsonFileFormat(
-            parse_options=pajson.ParseOptions(explicit_schema=RECORD_SCHEMA, unexpected_field_behavior="ignore"),
-            read_options=pajson.ReadOptions(block_size=READ_BLOCK_BYTES),
+        self._fresh = _Tier(
+            f"{bucket}/{fresh_prefix.rstrip('/')}",
+            ds.JsonFileFormat(parse_options=json_parse_options(), read_options=json_read_options()),
+            pa.unify_schemas([RECORD_SCHEMA, FRESH_PARTITION_SCHEMA]),
+            FRESH_PARTITION_SCHEMA,
+        )
+        self._compacted = _Tier(
+            f"{bucket}/{compacted_prefix.rstrip('/')}",
+            ds.ParquetFileFormat(),
+            pa.unify_schemas([COMPACTED_FILE_SCHEMA, COMPACTED_PARTITION_SCHEMA]),
+            COMPACTED_PARTITION_SCHEMA,
         )
 
-    def read(self, table: str | None = None, dt_from: str | None = None, dt_to: str | None = None) -> pa.Table:
-        """The records of `table` (all tables when None) with `dt_from <= dt <= dt_to`; QueryUnavailableError or
-        QueryError when the bucket cannot be read."""
+    @classmethod
+    def from_environment(cls, endpoint_url: str | None = None) -> AuditObjects:
+        """Both tiers of $AUDIT_BUCKET ($AUDIT_PREFIX and $COMPACTED_PREFIX), through `endpoint_url` when given."""
+        filesystem = s3_filesystem(endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
+        return cls(filesystem, setting("AUDIT_BUCKET"), audit_prefix(), compacted_prefix())
+
+    def read(
+        self,
+        table: str | None = None,
+        dt_from: str | None = None,
+        dt_to: str | None = None,
+        item_key: str | None = None,
+    ) -> Tiers:
+        """The records of `table` (all tables when None) with `dt_from <= dt <= dt_to` and the key `item_key` (any
+        when None); QueryUnavailableError or QueryError when the bucket cannot be read. The fresh tier is read
+        first: compaction stores a file before it deletes its inputs, so a row leaving the fresh tier after that
+        read is already in the compacted one."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                fresh = self._read_tier(self._fresh, table, dt_from, dt_to, item_key)
+                compacted = self._read_tier(self._compacted, table, dt_from, dt_to, item_key)
+                return Tiers(compacted, fresh)
+            except FileNotFoundError as exc:
+                if attempt == READ_ATTEMPTS:
+                    raise self._unavailable(exc) from exc
+                logger.info("an audit object went away during a read (compaction); reading again")
+        raise AssertionError("unreachable")
+
+    def _read_tier(
+        self, tier: _Tier, table: str | None, dt_from: str | None, dt_to: str | None, item_key: str | None
+    ) -> pa.Table:
         try:
             dataset = ds.dataset(
-                self._root,
+                tier.root,
                 filesystem=self._filesystem,
-                format=self._format,
-                schema=pa.unify_schemas([RECORD_SCHEMA, PARTITION_SCHEMA]),
-                partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
+                format=tier.file_format,
+                schema=tier.schema,
+                partitioning=ds.partitioning(tier.partitioning, flavor="hive"),
             )
         except FileNotFoundError:
             self._check_bucket()
-            return pa.Table.from_batches([], schema=pa.unify_schemas([RECORD_SCHEMA, PARTITION_SCHEMA]))
+            return tier.schema.empty_table()
         except OSError as exc:
             raise self._unavailable(exc) from exc
         conditions = []
         if table is not None:
             conditions.append(ds.field("table_name") == table)
         if dt_from is not None:
+            if "month" in tier.partitioning.names:
+                conditions.append(ds.field("month") >= dt_from[:7])
             conditions.append(ds.field("dt") >= dt_from)
         if dt_to is not None:
+            if "month" in tier.partitioning.names:
+                conditions.append(ds.field("month") <= dt_to[:7])
             conditions.append(ds.field("dt") <= dt_to)
+        if item_key is not None:
+            conditions.append(ds.field("item_key") == item_key)
         expression = None
         for condition in conditions:
             expression = condition if expression is None else expression & condition
         try:
             return dataset.to_table(filter=expression, use_threads=False)
+        except FileNotFoundError:
+            raise
         except pa.ArrowInvalid as exc:
-            logger.error("unreadable audit records under s3://%s/: %s", self._root, exc)
+            logger.error("unreadable audit records under s3://%s/: %s", tier.root, exc)
             raise QueryError("an object among the audit records is not readable as audit records") from exc
         except OSError as exc:
+            if _vanished(exc):
+                raise FileNotFoundError(str(exc)) from exc
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: OSError) -> QueryUnavailableError:
-        logger.warning("cannot read s3://%s/: %s", self._root, exc)
+        logger.warning("cannot read s3://%s/: %s", self._bucket, exc)
         return QueryUnavailableError("the audit records cannot be read right now")
 
     def _check_bucket(self) -> None:
@@ -131,6 +184,20 @@ class AuditObjects:
         if info.type == pafs.FileType.NotFound:
             logger.error("the audit bucket %s does not exist", self._bucket)
             raise QueryError("the audit records' bucket does not exist")
+
+
+@dataclass(frozen=True)
+class _Tier:
+    root: str
+    file_format: ds.FileFormat
+    schema: pa.Schema
+    partitioning: pa.Schema
+
+
+def _vanished(exc: OSError) -> bool:
+    """An S3 read of an object that no longer exists (pyarrow reports it as an OSError with S3's code)."""
+    text = str(exc)
+    return any(sign in text for sign in ("NoSuchKey", "NO_SUCH_KEY", "RESOURCE_NOT_FOUND", "does not exist"))
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -154,9 +221,7 @@ class DuckDBQueryRunner:
     @classmethod
     def from_environment(cls) -> DuckDBQueryRunner:
         """A runner on $AUDIT_BUCKET/$AUDIT_PREFIX, through $AWS_ENDPOINT_URL when set."""
-        filesystem = s3_filesystem(os.environ.get("AWS_ENDPOINT_URL"))
-        objects = AuditObjects(filesystem, setting("AUDIT_BUCKET"), audit_prefix())
-        return cls(objects, number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
+        return cls(AuditObjects.from_environment(), number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
 
     def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
         if token is not None and token.after is None:
@@ -167,21 +232,23 @@ class DuckDBQueryRunner:
             query.table,
             dt_from=query.since[:10] if query.since else None,
             dt_to=query.until[:10] if query.until else None,
+            item_key=query.key,
         )
         try:
-            records = reading.result(timeout=max(0.0, deadline - time.monotonic()))
+            tiers = reading.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeoutError:
             reading.cancel()  # a read still queued never starts; one under way ends on its own
             raise QueryTimeoutError(f"reading the audit records took longer than {self._timeout:g} s") from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise QueryTimeoutError(f"reading the audit records took longer than {self._timeout:g} s")
-        relation = f"audit_{uuid.uuid4().hex}"
+        relations = Relations(compacted=f"compacted_{uuid.uuid4().hex}", fresh=f"fresh_{uuid.uuid4().hex}")
         after = token.after if token is not None else None
-        sql, parameters = build_audit_sql(query, relation, after=after, limit=query.limit + 1)
+        sql, parameters = build_audit_sql(query, relations, after=after, limit=query.limit + 1)
         with self._lock:
             cursor = self._connection.cursor()
-        cursor.register(relation, records)
+        cursor.register(relations.compacted, tiers.compacted)
+        cursor.register(relations.fresh, tiers.fresh)
         timer = threading.Timer(remaining, cursor.interrupt)
         timer.start()
         try:

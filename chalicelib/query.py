@@ -301,14 +301,22 @@ def _select_list() -> str:
     return ", ".join(expressions)
 
 
-def build_audit_sql(
-    query: AuditQuery, relation: str, after: tuple[str, str, int] | None = None, limit: int | None = None
-) -> tuple[str, list[SqlValue]]:
-    """SQL and its `?` parameters: the query's entries, each (event_id, item_index) once, newest first.
+@dataclass(frozen=True)
+class Relations:
+    """The two tiers' relations (configured, already-quoted names): compacted Parquet and the fresh JSON tail."""
 
-    `relation` is a configured, already-quoted name; `after` and `limit` page without an engine's own cursor.
-    """
-    conditions: list[str] = []
+    compacted: str
+    fresh: str
+
+
+def build_audit_sql(
+    query: AuditQuery, relations: Relations, after: tuple[str, str, int] | None = None, limit: int | None = None
+) -> tuple[str, list[SqlValue]]:
+    """SQL and its `?` parameters: the query's entries from both tiers, each (event_id, item_index) once, newest
+    first. Each tier is filtered on its own partitions (compacted: table and month; fresh: table and day) and on the
+    key, so each engine prunes partitions and Parquet row groups before reading. A row in both tiers (compaction
+    between writing its file and deleting its inputs, or a retried batch) counts once, the compacted copy first.
+    `after` and `limit` page without an engine's own cursor."""
     parameters: list[SqlValue] = []
 
     def compare(column: str, operator: str, value: str) -> str:
@@ -316,26 +324,38 @@ def build_audit_sql(
         parameters.extend(values)
         return f"{column} {operator} {placeholder}"
 
-    conditions.append(compare("table_name", "=", query.table))
-    if query.key is not None:
-        conditions.append(compare("item_key", "=", query.key))
-    if query.since is not None:
-        conditions += [compare("dt", ">=", query.since[:10]), compare("event_time", ">=", query.since)]
-    if query.until is not None:
-        conditions += [compare("dt", "<=", query.until[:10]), compare("event_time", "<", query.until)]
-    if query.principal is not None:
-        by_caller = compare("principal_arn", "=", query.principal)
-        conditions.append(f"({by_caller} OR {compare('session_issuer_arn', '=', query.principal)})")
-    if query.operation is not None:
-        conditions.append(compare("operation", "=", query.operation))
+    def conditions(tier: str) -> str:
+        found = [compare("table_name", "=", query.table)]
+        if query.key is not None:
+            found.append(compare("item_key", "=", query.key))
+        if query.since is not None:
+            if tier == "compacted":
+                found.append(compare("month", ">=", query.since[:7]))
+            found += [compare("dt", ">=", query.since[:10]), compare("event_time", ">=", query.since)]
+        if query.until is not None:
+            if tier == "compacted":
+                found.append(compare("month", "<=", query.until[:7]))
+            found += [compare("dt", "<=", query.until[:10]), compare("event_time", "<", query.until)]
+        if query.principal is not None:
+            by_caller = compare("principal_arn", "=", query.principal)
+            found.append(f"({by_caller} OR {compare('session_issuer_arn', '=', query.principal)})")
+        if query.operation is not None:
+            found.append(compare("operation", "=", query.operation))
+        return " AND ".join(found)
+
+    columns = ", ".join(ENTRY_COLUMNS)
+    tiers = (
+        f"SELECT {columns}, 0 AS tier FROM {relations.compacted} WHERE {conditions('compacted')} "
+        f"UNION ALL SELECT {columns}, 1 AS tier FROM {relations.fresh} WHERE {conditions('fresh')}"
+    )
     outer = ["duplicate_rank = 1"]
     if after is not None:
         outer.append("(event_time < ? OR (event_time = ? AND (event_id < ? OR (event_id = ? AND item_index < ?))))")
         parameters += [after[0], after[0], after[1], after[1], after[2]]
     sql = (
         f"SELECT {_select_list()} FROM ("
-        "SELECT *, row_number() OVER (PARTITION BY event_id, item_index ORDER BY dt) AS duplicate_rank "
-        f"FROM {relation} WHERE {' AND '.join(conditions)}"
+        "SELECT *, row_number() OVER (PARTITION BY event_id, item_index ORDER BY tier) AS duplicate_rank "
+        f"FROM ({tiers})"
         f") WHERE {' AND '.join(outer)} "
         "ORDER BY event_time DESC, event_id DESC, item_index DESC"
     )
@@ -343,6 +363,23 @@ def build_audit_sql(
         sql += " LIMIT ?"
         parameters.append(limit)
     return sql, parameters
+
+
+VIEW_COLUMNS: tuple[str, ...] = (*ENTRY_COLUMNS, "dt")
+
+
+def build_view_sql(relations: Relations) -> str:
+    """The `audit` relation SQL users query: both tiers, each (event_id, item_index) once, the compacted copy first.
+    Every column that a copy shares (table, day, key) is in the de-duplication's partition, so an engine can push a
+    filter on them below it and still prune partitions and row groups."""
+    columns = ", ".join(VIEW_COLUMNS)
+    return (
+        f"SELECT {columns} FROM ("
+        "SELECT *, row_number() OVER (PARTITION BY table_name, dt, item_key, event_id, item_index ORDER BY tier) "
+        f"AS duplicate_rank FROM (SELECT {columns}, 0 AS tier FROM {relations.compacted} "
+        f"UNION ALL SELECT {columns}, 1 AS tier FROM {relations.fresh})"
+        ") WHERE duplicate_rank = 1"
+    )
 
 
 def _placeholder(value: str) -> tuple[str, list[SqlValue]]:

@@ -69,4 +69,11 @@ PARTITION_COLUMNS: tuple[Column, ...] = (
     Column("dt", "string"),
 )
 
+# The compacted tier's partitions: a table's files by month (`table_name=<t>/month=<YYYY-MM>/`); each file holds `dt`
+# as a column, because a closed month's file holds all its days.
+COMPACTED_PARTITION_COLUMNS: tuple[Column, ...] = (
+    Column("table_name", "string"),
+    Column("month", "string"),
+)
+
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in AUDIT_COLUMNS)

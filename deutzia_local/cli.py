@@ -73,6 +73,16 @@ def _replay(settings: LocalSettings) -> int:
     return 1 if result.failed else 0
 
 
+def _compact(settings: LocalSettings) -> int:
+    """One compaction run against the running stack: every partition up to today."""
+    from deutzia_local.stack import new_compaction, require_running
+
+    require_running(settings, api=False)
+    settings.apply_to_environment()
+    print(new_compaction(settings).run_once().summary())
+    return 0
+
+
 def _sql(settings: LocalSettings, query: str) -> int:
     from deutzia_local.sql import run_sql
 
@@ -97,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="run the demo against a running stack")
     commands.add_parser("poll", help="run the Kinesis poller against a running stack")
     commands.add_parser("replay", help="replay the batches ingest gave up on (the failure queue), once")
+    commands.add_parser("compact", help="compact the audit records into key-sorted Parquet, once")
     sql = commands.add_parser("sql", help="run SQL over the table `audit` (Athena's column names)")
     sql.add_argument("query")
     arguments = parser.parse_args(argv)
@@ -117,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             return _poll(settings)
         if arguments.command == "replay":
             return _replay(settings)
+        if arguments.command == "compact":
+            return _compact(settings)
         return _sql(settings, arguments.query)
     except DeutziaError as exc:
         print(f"error: {exc}", file=sys.stderr)

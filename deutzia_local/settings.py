@@ -45,6 +45,7 @@ class LocalSettings:
     crawler_interval: float = 5.0
     replay_interval: float = 5.0
     first_retry_seconds: float = 1.0
+    compact_interval: float = 20.0
 
     @classmethod
     def from_environment(cls) -> LocalSettings:
@@ -53,6 +54,7 @@ class LocalSettings:
             aws_port=_port("DEUTZIA_AWS_PORT", DEFAULT_AWS_PORT),
             api_port=_port("DEUTZIA_API_PORT", DEFAULT_API_PORT),
             first_retry_seconds=number("DEUTZIA_FIRST_RETRY_SECONDS", 1.0),
+            compact_interval=number("DEUTZIA_COMPACT_INTERVAL", 20.0),
         )
 
     @property
@@ -75,6 +77,7 @@ class LocalSettings:
             AWS_EC2_METADATA_DISABLED="true",
             AUDIT_BUCKET=self.audit_bucket,
             AUDIT_PREFIX="audit/",
+            COMPACTED_PREFIX="compacted/",
             AUDIT_STREAM=self.stream,
             INGEST_FAILURE_QUEUE=self.failure_queue,
             AUDITED_TABLES="*",

@@ -1,14 +1,16 @@
-"""Ad hoc SQL over the local audit records: DuckDB with a relation `audit` that has Athena's column names and
-partition columns, over the same S3 objects the API reads. Read-only: the connection can touch no file (no COPY TO,
-ATTACH, EXPORT or extension install) and cannot be reconfigured; results travel as Arrow, so every type prints.
+"""Ad hoc SQL over the local audit records: DuckDB with the relations Athena has (`audit`, the view over both tiers
+that users query, and the tiers `audit_compacted` and `audit_fresh`), over the same S3 objects the API reads.
+Read-only: the connection can touch no file (no COPY TO, ATTACH, EXPORT or extension install) and cannot be
+reconfigured; results travel as Arrow, so every type prints.
 """
 
 from __future__ import annotations
 
 import duckdb
 
-from chalicelib.duckdb_engine import AuditObjects, connect, s3_filesystem
+from chalicelib.duckdb_engine import AuditObjects, connect
 from chalicelib.errors import QueryError
+from chalicelib.query import Relations, build_view_sql
 from deutzia_local.settings import LocalSettings
 from deutzia_local.stack import require_running
 
@@ -21,9 +23,10 @@ def run_sql(settings: LocalSettings, query: str) -> str:
         raise QueryError('no SQL given: make sql Q="select ... from audit"')
     require_running(settings, api=False)
     connection = connect()
-    connection.register(
-        "audit", AuditObjects(s3_filesystem(settings.aws_endpoint), settings.audit_bucket, "audit/").read()
-    )
+    tiers = AuditObjects.from_environment(settings.aws_endpoint).read()
+    connection.register("audit_compacted", tiers.compacted)
+    connection.register("audit_fresh", tiers.fresh)
+    connection.execute(f"CREATE VIEW audit AS {build_view_sql(Relations('audit_compacted', 'audit_fresh'))}")
     try:
         relation = connection.sql(query)
         result = relation.to_arrow_table() if relation is not None else None

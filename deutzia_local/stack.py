@@ -29,6 +29,7 @@ from deutzia_local import moto_patches
 from deutzia_local.crawler import LocalCrawler
 from deutzia_local.delivery import TrailDelivery
 from deutzia_local.faults import S3FaultInjector
+from deutzia_local.local_compaction import LocalCompaction
 from deutzia_local.poller import KinesisPoller
 from deutzia_local.recorder import CloudTrailRecorder
 from deutzia_local.replayer import FailureQueueReplayer
@@ -65,6 +66,14 @@ def new_replayer(settings: LocalSettings) -> FailureQueueReplayer:
     return FailureQueueReplayer(sqs, queue_url, deutzia_app.replay_failed_batches, settings.replay_interval)
 
 
+def new_compaction(settings: LocalSettings) -> LocalCompaction:
+    """Compaction of the local audit bucket with the deployed function's compactor, every `compact_interval` s."""
+    from chalicelib.compactor import S3Compactor
+
+    compactor = S3Compactor(client("s3", settings), settings.audit_bucket, "audit/", "compacted/")
+    return LocalCompaction(compactor, settings.compact_interval)
+
+
 class LocalStack:
     """The running stack; `start()` returns once every endpoint answers."""
 
@@ -78,6 +87,7 @@ class LocalStack:
         self._poller: KinesisPoller | None = None
         self._crawler: LocalCrawler | None = None
         self._replayer: FailureQueueReplayer | None = None
+        self._compaction: LocalCompaction | None = None
 
     def start(self) -> None:
         settings = self.settings
@@ -114,13 +124,15 @@ class LocalStack:
             self._poller.start()
         self._replayer = new_replayer(settings)
         self._replayer.start()
+        self._compaction = new_compaction(settings)
+        self._compaction.start()
         self._api_server = self._serve("API", "DEUTZIA_API_PORT", settings.api_port, lambda: api_server(settings))
         self._run_thread("api", self._api_server.serve_forever)
         wait_until_ready(settings)
 
     def stop(self) -> None:
         """Stop everything, delivering what the trail still holds first."""
-        for component in (self._poller, self._replayer, self._crawler, self._delivery):
+        for component in (self._poller, self._replayer, self._compaction, self._crawler, self._delivery):
             if component is not None:
                 with contextlib.suppress(Exception):
                     component.stop()

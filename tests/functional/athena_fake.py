@@ -11,6 +11,7 @@ import itertools
 from typing import Any
 
 from chalicelib.duckdb_engine import AuditObjects, connect, s3_filesystem
+from chalicelib.query import Relations, build_view_sql
 
 DATABASE = "deutzia"
 WORKGROUP = "deutzia-test"
@@ -37,17 +38,26 @@ class DuckDBAthenaClient:
 
     def __init__(self, bucket: str, endpoint_url: str) -> None:
         self._connection = connect()
-        self._objects = AuditObjects(s3_filesystem(endpoint_url), bucket, "audit/")
+        self._objects = AuditObjects(s3_filesystem(endpoint_url), bucket, "audit/", "compacted/")
         self.executions: dict[str, dict[str, Any]] = {}
 
     def start_query_execution(self, QueryString: str, WorkGroup: str, ExecutionParameters: list[str]) -> Any:
         assert all(1 <= len(literal) <= 1024 for literal in ExecutionParameters), "Athena refuses such parameters"
         execution_id = f"fake-{next(_ids)}"
         parameters = [_from_literal(literal) for literal in ExecutionParameters]
-        # Athena finds the table in its catalog; here the catalog name stands for every record in the bucket.
+        # Athena finds the tables in its catalog; here each catalog name stands for every record of its tier.
         cursor = self._connection.cursor()
-        cursor.register("catalog_audit", self._objects.read())
-        cursor.execute(QueryString.replace(f'"{DATABASE}"."audit"', "catalog_audit"), parameters)
+        tiers = self._objects.read()
+        cursor.register("catalog_audit_compacted", tiers.compacted)
+        cursor.register("catalog_audit_fresh", tiers.fresh)
+        cursor.execute(
+            f"CREATE TEMPORARY VIEW catalog_audit AS "
+            f"{build_view_sql(Relations('catalog_audit_compacted', 'catalog_audit_fresh'))}"
+        )
+        local_sql = QueryString
+        for name in ("audit_compacted", "audit_fresh", "audit"):
+            local_sql = local_sql.replace(f'"{DATABASE}"."{name}"', f"catalog_{name}")
+        cursor.execute(local_sql, parameters)
         columns = [description[0] for description in cursor.description]
         rows = cursor.fetchall()
         status = {"State": "SUCCEEDED"}

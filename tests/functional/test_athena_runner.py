@@ -14,16 +14,17 @@ from chalice.test import Client
 
 import app as deutzia_app
 from chalicelib.athena import AthenaQueryRunner
-from chalicelib.query import ENTRY_COLUMNS, AuditQuery, build_audit_sql
+from chalicelib.query import ENTRY_COLUMNS, AuditQuery, Relations, build_audit_sql
 
 WORKGROUP = "deutzia-test"
 EXPECTED_FROM = (
-    " FROM (SELECT *, row_number() OVER (PARTITION BY event_id, item_index ORDER BY dt) AS duplicate_rank"
-    ' FROM "deutzia"."audit" WHERE table_name = ? AND item_key = ?) WHERE duplicate_rank = 1'
-    " ORDER BY event_time DESC, event_id DESC, item_index DESC"
-)
+    " FROM (SELECT *, row_number() OVER (PARTITION BY event_id, item_index ORDER BY tier) AS duplicate_rank"
+    ' FROM (SELECT {columns}, 0 AS tier FROM "deutzia"."audit_compacted" WHERE table_name = ? AND item_key = ?'
+    ' UNION ALL SELECT {columns}, 1 AS tier FROM "deutzia"."audit_fresh" WHERE table_name = ? AND item_key = ?))'
+    " WHERE duplicate_rank = 1 ORDER BY event_time DESC, event_id DESC, item_index DESC"
+).format(columns=", ".join(ENTRY_COLUMNS))
 KEY = json.dumps({"id": "it's"})
-EXPECTED_PARAMETERS = ["'Music'", "'{\"id\":\"it''s\"}'"]
+EXPECTED_PARAMETERS = ["'Music'", "'{\"id\":\"it''s\"}'"] * 2
 
 
 class Clock:
@@ -184,7 +185,8 @@ def test_next_page_reads_the_same_execution_without_running_the_query_again(clie
 
 
 def athena_sql() -> str:
-    return build_audit_sql(AuditQuery(table="Music", key='{"id":"it\'s"}'), '"deutzia"."audit"')[0]
+    relations = Relations('"deutzia"."audit_compacted"', '"deutzia"."audit_fresh"')
+    return build_audit_sql(AuditQuery(table="Music", key='{"id":"it\'s"}'), relations)[0]
 
 
 def test_a_token_whose_execution_ran_another_query_is_refused(client: Client, athena: Stubber) -> None:

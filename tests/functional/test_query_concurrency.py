@@ -62,9 +62,9 @@ class _StuckObjects(AuditObjects):
         self._inner = inner
         self._release = release
 
-    def read(self, table: str | None = None, dt_from: str | None = None, dt_to: str | None = None) -> Any:
+    def read(self, *arguments: Any, **keywords: Any) -> Any:
         self._release.wait(30)
-        return self._inner.read(table, dt_from, dt_to)
+        return self._inner.read(*arguments, **keywords)
 
 
 def test_a_stuck_read_answers_504_in_time_and_does_not_wedge_later_requests(

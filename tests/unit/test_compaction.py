@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.compaction import compact_to_parquet, row_group_bounds
-from chalicelib.duckdb_engine import RECORD_SCHEMA
+from chalicelib.columnar import RECORD_SCHEMA
+from chalicelib.compaction import StoredObject, compact_to_parquet, plan_compaction, row_group_bounds
 
 
 def _records(rows: list[tuple[str, int, str, str | None]]) -> pa.Table:
@@ -75,3 +75,52 @@ def test_row_groups_are_bounded_but_never_split_a_key() -> None:
     assert row_group_bounds(keys, 3) == [(0, 5), (5, 8), (8, 11)]
     assert row_group_bounds([], 3) == []
     assert row_group_bounds(["a", "b", "c", "d"], 2) == [(0, 2), (2, 4)]
+
+
+def _fresh(table: str, day: str, name: str, size: int = 100) -> StoredObject:
+    return StoredObject(f"audit/table_name={table}/dt={day}/{name}.json.gz", size, f'"{name}"')
+
+
+def _file(table: str, period: str, size: int = 100) -> StoredObject:
+    name = f"month-{period}" if len(period) == 7 else f"day-{period}"
+    return StoredObject(f"compacted/table_name={table}/month={period[:7]}/{name}-{'0' * 16}.parquet", size, '"f"')
+
+
+def _plan(fresh: list[StoredObject], files: list[StoredObject], closed: str, limit: int = 10**9) -> list[str]:
+    plan = plan_compaction(fresh, files, "audit/", "compacted/", closed, limit)
+    units = [f"{u.table} {u.period} {len(u.fresh)}+{len(u.compacted)}" for u in plan.units]
+    return units + [f"refused {u.table} {u.period}" for u in plan.refused]
+
+
+def test_only_closed_days_are_planned_each_into_its_day_file() -> None:
+    fresh = [_fresh("Music", "2024-05-01", "a"), _fresh("Music", "2024-05-01", "b"), _fresh("Music", "2024-05-02", "c")]
+    assert _plan(fresh, [], "2024-05-01") == ["Music 2024-05-01 2+0"]
+    assert _plan(fresh, [_file("Music", "2024-05-01")], "2024-05-02") == [
+        "Music 2024-05-01 2+1",
+        "Music 2024-05-02 1+0",
+    ]
+    assert _plan([], [_file("Music", "2024-05-01")], "2024-05-30") == []
+
+
+def test_a_closed_month_becomes_one_file_with_its_late_records() -> None:
+    files = [_file("Music", "2024-05-01"), _file("Music", "2024-05-02")]
+    assert _plan([], files, "2024-05-31") == ["Music 2024-05 0+2"]
+    assert _plan([], [_file("Music", "2024-05")], "2024-06-30") == []
+    late = [_fresh("Music", "2024-05-09", "late")]
+    assert _plan(late, [_file("Music", "2024-05")], "2024-06-30") == ["Music 2024-05 1+1"]
+    assert _plan([_fresh("Books", "2024-05-31", "x")], [], "2024-05-31") == ["Books 2024-05 1+0"]
+
+
+def test_a_month_too_big_to_merge_stays_in_days_and_a_day_too_big_is_refused() -> None:
+    files = [_file("Music", "2024-05-01", 60), _file("Music", "2024-05-02", 60)]
+    late = [_fresh("Music", "2024-05-02", "late", 10), _fresh("Music", "2024-05-03", "big", 500)]
+    assert _plan(late, files, "2024-06-30", limit=100) == ["Music 2024-05-02 1+1", "refused Music 2024-05-03"]
+
+
+def test_keys_outside_the_layout_are_left_alone() -> None:
+    strays = [
+        StoredObject("audit/table_name=Music/dt=2024-05-01/notes.txt", 1, '"x"'),
+        StoredObject("audit/table_name=Music/2024-05-01/a.json.gz", 1, '"x"'),
+        StoredObject("compacted/table_name=Music/month=2024-05/other.parquet", 1, '"x"'),
+    ]
+    assert _plan(strays[:2], strays[2:], "2099-01-01") == []

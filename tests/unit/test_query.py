@@ -8,6 +8,7 @@ from chalicelib.errors import InvalidRequestError, UnknownTableError
 from chalicelib.query import (
     AuditQuery,
     PageToken,
+    Relations,
     build_audit_sql,
     decode_page_token,
     encode_page_token,
@@ -115,18 +116,16 @@ def test_sql_carries_every_value_as_a_parameter() -> None:
     query = AuditQuery(
         table="Music", key=hostile, since="2024-05-01T00:00:00Z", principal=hostile, operation="Put", limit=10
     )
-    sql, parameters = build_audit_sql(query, '"db"."audit"', after=("2024-05-02T00:00:00Z", hostile, 3), limit=11)
+    relations = Relations('"db"."audit_compacted"', '"db"."audit_fresh"')
+    sql, parameters = build_audit_sql(query, relations, after=("2024-05-02T00:00:00Z", hostile, 3), limit=11)
     assert hostile not in sql
     assert "'" not in sql
     assert sql.count("?") == len(parameters)
+    fresh = ["Music", hostile, "2024-05-01", "2024-05-01T00:00:00Z", hostile, hostile, "Put"]
+    compacted = [*fresh[:2], "2024-05", *fresh[2:]]
     assert parameters == [
-        "Music",
-        hostile,
-        "2024-05-01",
-        "2024-05-01T00:00:00Z",
-        hostile,
-        hostile,
-        "Put",
+        *compacted,
+        *fresh,
         "2024-05-02T00:00:00Z",
         "2024-05-02T00:00:00Z",
         hostile,
@@ -134,7 +133,8 @@ def test_sql_carries_every_value_as_a_parameter() -> None:
         3,
         11,
     ]
-    assert 'FROM "db"."audit" WHERE table_name = ?' in sql
+    assert 'FROM "db"."audit_compacted" WHERE table_name = ? AND item_key = ? AND month >= ? AND dt >= ?' in sql
+    assert 'FROM "db"."audit_fresh" WHERE table_name = ? AND item_key = ? AND dt >= ?' in sql
     assert sql.endswith("ORDER BY event_time DESC, event_id DESC, item_index DESC LIMIT ?")
 
 
@@ -161,9 +161,9 @@ def test_a_long_value_travels_as_pieces_within_athenas_parameter_limit() -> None
     from chalicelib.athena import athena_literal
 
     key = '{"pk":"' + "'" * 1200 + '"}'
-    sql, parameters = build_audit_sql(AuditQuery(table="Music", key=key), "audit")
-    assert "item_key = concat(?, ?, ?)" in sql
-    assert "".join(str(p) for p in parameters[1:4]) == key
+    sql, parameters = build_audit_sql(AuditQuery(table="Music", key=key), Relations("compacted", "fresh"))
+    assert sql.count("item_key = concat(?, ?, ?)") == 2
+    assert "".join(str(p) for p in parameters[1:4]) == key == "".join(str(p) for p in parameters[5:8])
     assert all(len(athena_literal(p)) <= 1024 for p in parameters)
 
 

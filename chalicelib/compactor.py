@@ -1,0 +1,241 @@
+"""Runs compaction on the audit bucket: lists both tiers, folds each planned unit into one Parquet file, and deletes
+the unit's inputs only after the new file is stored and checked, so a crash at any step loses nothing, and what it
+leaves twice (the new file beside its inputs) readers de-duplicate and the next run folds in.
+
+A run takes units oldest first while the time left covers the next one, so a backlog takes a few runs; a unit
+bigger than one invocation can hold is refused, loudly (CompactionRefusedError after the others are done).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.columnar import COMPACTED_FILE_SCHEMA, fresh_records
+from chalicelib.compaction import (
+    CompactionPlan,
+    CompactionUnit,
+    StoredObject,
+    compact_to_parquet,
+    fresh_partition_of,
+    plan_compaction,
+)
+from chalicelib.config import audit_prefix, compacted_prefix, number, setting
+from chalicelib.errors import DeutziaError, StoreError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger("deutzia.compaction")
+
+# What one invocation holds: input bytes (gzip JSON and Parquet, as stored) per unit. Arrow needs about 12 times
+# the stored size while sorting (measured by `make bench`), so 512 MiB of input fits the function's 10 GB.
+DEFAULT_MAX_INPUT_BYTES = 512 * 1024 * 1024
+# Throughput assumed when deciding whether a unit still fits in the time left (measured: several times faster).
+ASSUMED_BYTES_PER_SECOND = 4 * 1024 * 1024
+SECONDS_PER_OBJECT = 0.01
+# Time kept in reserve after the last unit, for writing and deleting.
+RESERVE_SECONDS = 60.0
+CONCURRENT_READS = 16
+LAMBDA_MAX_SECONDS = 900.0
+_DELETE_BATCH = 1000
+
+
+class CompactionRefusedError(DeutziaError):
+    """A partition is too big for one invocation; it needs a bigger engine (see the README)."""
+
+
+@dataclass
+class CompactionReport:
+    """What one run did: files written, inputs folded in and deleted, rows in and out, what is left."""
+
+    files: list[str] = field(default_factory=list)
+    inputs_deleted: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    deferred: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"compacted {len(self.files)} file(s) from {self.inputs_deleted} object(s): {self.rows_in:,} rows in, "
+            f"{self.rows_out:,} out (duplicates dropped: {self.rows_in - self.rows_out:,}); "
+            f"{len(self.deferred)} left for the next run; {len(self.refused)} refused"
+        )
+
+
+def last_closed_day(now: datetime, settle_seconds: float) -> str:
+    """The latest UTC day that ended at least `settle_seconds` before `now`."""
+    return (now.astimezone(UTC) - timedelta(seconds=settle_seconds) - timedelta(days=1)).date().isoformat()
+
+
+def time_left_of(context: object) -> Callable[[], float]:
+    """Seconds left in a Lambda invocation, from its context; a context without a clock gives a full 15 minutes."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        started = time.monotonic()
+        return lambda: LAMBDA_MAX_SECONDS - (time.monotonic() - started)
+    return lambda: float(remaining()) / 1000
+
+
+class S3Compactor:
+    """Compaction of s3://<bucket>/<fresh prefix> into s3://<bucket>/<compacted prefix>."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        fresh_prefix: str,
+        compacted_prefix: str,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        row_group_rows: int | None = None,
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._fresh_prefix = fresh_prefix
+        self._compacted_prefix = compacted_prefix
+        self._max_input_bytes = max_input_bytes
+        self._row_group_rows = row_group_rows
+
+    @classmethod
+    def from_environment(cls) -> S3Compactor:
+        """On $AUDIT_BUCKET: $AUDIT_PREFIX into $COMPACTED_PREFIX, at most $COMPACTION_MAX_INPUT_BYTES a unit."""
+        max_bytes = int(number("COMPACTION_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES))
+        return cls(boto3.client("s3"), setting("AUDIT_BUCKET"), audit_prefix(), compacted_prefix(), max_bytes)
+
+    def plan(self, closed_day: str) -> CompactionPlan:
+        """What is due up to `closed_day` (inclusive), from fresh listings of both tiers."""
+        return plan_compaction(
+            self._list(self._fresh_prefix),
+            self._list(self._compacted_prefix),
+            self._fresh_prefix,
+            self._compacted_prefix,
+            closed_day,
+            self._max_input_bytes,
+        )
+
+    def run(self, closed_day: str, remaining_seconds: Callable[[], float]) -> CompactionReport:
+        """Compact every unit due up to `closed_day` that fits in the time left; CompactionRefusedError at the end
+        when a unit is too big for one invocation."""
+        plan = self.plan(closed_day)
+        report = CompactionReport(refused=[unit.describe() for unit in plan.refused])
+        for unit in plan.refused:
+            logger.error(
+                "compaction refused %s: more than %d bytes of input for one invocation; compact it with Athena "
+                "or a Glue job (see the README)",
+                unit.describe(),
+                self._max_input_bytes,
+            )
+        for position, unit in enumerate(plan.units):
+            needed = unit.input_bytes / ASSUMED_BYTES_PER_SECOND + len(unit.inputs) * SECONDS_PER_OBJECT
+            if needed + RESERVE_SECONDS > remaining_seconds():
+                report.deferred = [later.describe() for later in plan.units[position:]]
+                logger.info("compaction stops for lack of time; %d unit(s) left", len(report.deferred))
+                break
+            self.compact(unit, report)
+        logger.info(report.summary())
+        if plan.refused:
+            raise CompactionRefusedError(f"compaction refused {len(plan.refused)} partition(s): {report.refused}")
+        return report
+
+    def compact(self, unit: CompactionUnit, report: CompactionReport) -> None:
+        """One unit: read its inputs, write the new file, check it, then delete the inputs."""
+        started = time.monotonic()
+        tables = self._read_all(unit)
+        records = pa.concat_tables(tables) if tables else COMPACTED_FILE_SCHEMA.empty_table()
+        body = compact_to_parquet(records, **({"target_rows": self._row_group_rows} if self._row_group_rows else {}))
+        key = unit.output_key(self._compacted_prefix)
+        rows_out = pq.ParquetFile(io.BytesIO(body)).metadata.num_rows
+        self._put_checked(key, body)
+        self._delete([item.key for item in unit.inputs if item.key != key])
+        report.files.append(key)
+        report.inputs_deleted += sum(1 for item in unit.inputs if item.key != key)
+        report.rows_in += records.num_rows
+        report.rows_out += rows_out
+        logger.info(
+            "compacted %s into %s: %d rows, %d bytes, %.1f s",
+            unit.describe(),
+            key,
+            rows_out,
+            len(body),
+            time.monotonic() - started,
+        )
+
+    def _read_all(self, unit: CompactionUnit) -> list[pa.Table]:
+        with ThreadPoolExecutor(CONCURRENT_READS, thread_name_prefix="compaction-read") as pool:
+            return list(pool.map(self._read, unit.inputs))
+
+    def _read(self, item: StoredObject) -> pa.Table:
+        body = self._get(item.key)
+        partition = fresh_partition_of(item.key, self._fresh_prefix)
+        if partition is not None:
+            return fresh_records(body, partition[1])
+        return pq.read_table(io.BytesIO(body), schema=COMPACTED_FILE_SCHEMA)
+
+    def _list(self, prefix: str) -> Iterable[StoredObject]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield StoredObject(item["Key"], item["Size"], item["ETag"])
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"S3 ListObjectsV2 of {self._bucket}/{prefix} failed: {_reason(exc)}") from exc
+
+    def _get(self, key: str) -> bytes:
+        try:
+            return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"S3 GetObject of {self._bucket}/{key} failed: {_reason(exc)}") from exc
+
+    def _put_checked(self, key: str, body: bytes) -> None:
+        """Store the file with its SHA-256 (S3 refuses a body that does not match it) and read its size back."""
+        checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        try:
+            self._client.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/vnd.apache.parquet",
+                ChecksumSHA256=checksum,
+            )
+            stored = self._client.head_object(Bucket=self._bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"S3 PutObject to {self._bucket}/{key} failed: {_reason(exc)}") from exc
+        if stored["ContentLength"] != len(body):
+            raise StoreError(f"{self._bucket}/{key} holds {stored['ContentLength']} bytes, not the {len(body)} written")
+
+    def _delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            try:
+                response = self._client.delete_objects(
+                    Bucket=self._bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise StoreError(f"S3 DeleteObjects in {self._bucket} failed: {_reason(exc)}") from exc
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise StoreError(
+                    f"S3 DeleteObjects in {self._bucket} failed for {len(errors)} object(s), "
+                    f"first {first.get('Key')}: {first.get('Code')}"
+                )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+    return type(exc).__name__

@@ -1,0 +1,278 @@
+"""Compaction against moto's S3, read back through GET /audit: duplicates from retries invisible before and gone
+after, the Parquet checked from its own metadata, a crash between every two steps, queries while it runs, late
+records, limits of size and time, and the scheduled function itself."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow.parquet as pq
+import pytest
+from chalice.test import Client
+
+import app as deutzia_app
+from chalicelib.compactor import CompactionRefusedError, S3Compactor
+from deutzia_local.lambda_context import LambdaContext
+from tests.factories import cloudtrail_event
+
+FAR_FUTURE = "2999-12-31"
+
+
+def _events(day: str, count: int, keys: int = 3, prefix: str = "") -> list[dict[str, Any]]:
+    return [
+        cloudtrail_event(
+            request_parameters={"tableName": "Music", "key": {"id": f"{prefix}k{n % keys}"}, "item": ["id"]},
+            event_time=f"{day}T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z",
+        )
+        for n in range(count)
+    ]
+
+
+def _history(client: Client, key: str | None = None) -> list[tuple[str, int]]:
+    """Every (event_id, item_index) GET /audit gives for Music (or one of its keys), following every page."""
+    found: list[tuple[str, int]] = []
+    token = None
+    while True:
+        query = "/audit?table=Music&limit=1000"
+        if key is not None:
+            query += "&key=" + quote(json.dumps({"id": key}))
+        if token:
+            query += f"&next_token={token}"
+        response = client.http.get(query)
+        assert response.status_code == 200, response.body
+        body = json.loads(response.body)
+        found += [(entry["event_id"], entry["item_index"]) for entry in body["entries"]]
+        token = body["next_token"]
+        if not token:
+            return found
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    return sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+
+def _compactor(s3: Any, bucket: str, **options: Any) -> S3Compactor:
+    return S3Compactor(s3, bucket, "audit/", "compacted/", **options)
+
+
+def _forever() -> float:
+    return 900.0
+
+
+def test_retried_duplicates_are_invisible_before_compaction_and_gone_after(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    events = _events("2024-05-01", 30)
+    ingest(events[:20])
+    ingest(events[10:])  # a bisected retry: events 10-19 stored twice, under another name
+    expected = sorted((event["eventID"], 0) for event in events)
+    assert sorted(_history(client)) == expected
+    report = _compactor(s3, audit_bucket).run(FAR_FUTURE, _forever)
+    assert (report.rows_in, report.rows_out) == (40, 30)
+    assert _keys(s3, audit_bucket, "audit/") == []
+    (key,) = _keys(s3, audit_bucket, "compacted/")
+    assert key.startswith("compacted/table_name=Music/month=2024-05/month-2024-05-")
+    table = pq.read_table(io.BytesIO(s3.get_object(Bucket=audit_bucket, Key=key)["Body"].read()))
+    pairs = list(zip(table.column("event_id").to_pylist(), table.column("item_index").to_pylist(), strict=True))
+    assert sorted(pairs) == expected
+    assert set(table.column("dt").to_pylist()) == {"2024-05-01"}
+    assert sorted(_history(client)) == expected
+    assert sorted(_history(client, "k1")) == sorted(
+        (e["eventID"], 0) for e in events if e["requestParameters"]["key"]["id"] == "k1"
+    )
+
+
+def test_the_compacted_file_is_sorted_with_key_disjoint_row_groups_and_one_row_group_per_key(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    ingest(_events("2024-05-01", 200, keys=40))
+    ingest(_events("2024-05-02", 200, keys=40, prefix="x"))
+    _compactor(s3, audit_bucket, row_group_rows=25).run(FAR_FUTURE, _forever)
+    (key,) = _keys(s3, audit_bucket, "compacted/")
+    parquet = pq.ParquetFile(io.BytesIO(s3.get_object(Bucket=audit_bucket, Key=key)["Body"].read()))
+    metadata = parquet.metadata
+    assert metadata.num_rows == 400
+    assert metadata.num_row_groups > 4
+    key_column = parquet.schema_arrow.get_field_index("item_key")
+    ranges = []
+    for group in range(metadata.num_row_groups):
+        column = metadata.row_group(group).column(key_column)
+        assert column.compression == "ZSTD"
+        ranges.append((column.statistics.min, column.statistics.max))
+    assert ranges == sorted(ranges)
+    assert all(ranges[n][1] < ranges[n + 1][0] for n in range(len(ranges) - 1))
+    table = parquet.read()
+    order = list(zip(table.column("item_key").to_pylist(), table.column("event_time").to_pylist(), strict=True))
+    assert order == sorted(order)
+    # One key's rows sit in exactly one row group.
+    groups_with_k7 = [n for n, (low, high) in enumerate(ranges) if low <= '{"id":"k7"}' <= high]
+    assert len(groups_with_k7) == 1
+    assert parquet.read_row_group(groups_with_k7[0]).column("item_key").to_pylist().count('{"id":"k7"}') == 5
+
+
+def test_an_open_month_gets_day_files_that_merge_into_one_month_file_once_it_closes(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    first, second = _events("2024-05-01", 10), _events("2024-05-02", 10)
+    ingest(first, second)
+    compactor = _compactor(s3, audit_bucket)
+    compactor.run("2024-05-01", _forever)  # only the first day has closed
+    day_files = _keys(s3, audit_bucket, "compacted/")
+    assert [key.rsplit("/", 1)[1][:14] for key in day_files] == ["day-2024-05-01"]
+    assert len(_keys(s3, audit_bucket, "audit/")) == 1
+    compactor.run("2024-05-02", _forever)
+    assert [key.rsplit("/", 1)[1][:14] for key in _keys(s3, audit_bucket, "compacted/")] == [
+        "day-2024-05-01",
+        "day-2024-05-02",
+    ]
+    compactor.run("2024-05-31", _forever)  # the month has closed
+    (month_file,) = _keys(s3, audit_bucket, "compacted/")
+    assert month_file.rsplit("/", 1)[1].startswith("month-2024-05-")
+    assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in first + second)
+
+
+def test_a_late_record_for_a_compacted_day_is_folded_in_by_the_next_run(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    events = _events("2024-05-01", 12)
+    ingest(events[:10])
+    compactor = _compactor(s3, audit_bucket)
+    compactor.run(FAR_FUTURE, _forever)
+    ingest(events[10:] + events[:2])  # late, and two of them already compacted
+    assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in events)
+    report = compactor.run(FAR_FUTURE, _forever)
+    assert (report.rows_in, report.rows_out) == (10 + 4, 12)
+    assert _keys(s3, audit_bucket, "audit/") == []
+    assert len(_keys(s3, audit_bucket, "compacted/")) == 1
+    assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in events)
+
+
+class _CrashError(Exception):
+    """The process died here."""
+
+
+class _CrashingS3:
+    """An S3 client that dies before its `crash_at`-th step (a read, write, check or delete)."""
+
+    STEPS = frozenset({"get_object", "put_object", "head_object", "delete_objects"})
+
+    def __init__(self, inner: Any, crash_at: int) -> None:
+        self._inner = inner
+        self._crash_at = crash_at
+        self.steps = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name not in self.STEPS:
+            return attribute
+
+        def step(*arguments: Any, **keywords: Any) -> Any:
+            with self._lock:
+                self.steps += 1
+                if self.steps == self._crash_at:
+                    raise _CrashError(name)
+            return attribute(*arguments, **keywords)
+
+        return step
+
+
+def test_a_crash_between_any_two_steps_loses_nothing_shows_nothing_twice_and_the_rerun_finishes(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    events = _events("2024-05-01", 9) + _events("2024-05-02", 9, prefix="b")
+    expected = sorted((e["eventID"], 0) for e in events)
+    counting = _CrashingS3(s3, crash_at=0)
+    ingest(events[:6]), ingest(events[6:12]), ingest(events[12:])
+    _compactor(counting, audit_bucket).run("2024-05-01", _forever)
+    steps = counting.steps  # the day's reads, the write, its check and the delete
+    for crash_at in range(1, steps + 1):
+        for key in _keys(s3, audit_bucket, "compacted/"):
+            s3.delete_object(Bucket=audit_bucket, Key=key)
+        ingest(events[:6]), ingest(events[6:12]), ingest(events[12:])
+        crashing = _CrashingS3(s3, crash_at)
+        with pytest.raises(_CrashError):
+            _compactor(crashing, audit_bucket).run("2024-05-01", _forever)
+        assert sorted(_history(client)) == expected, f"after a crash at step {crash_at}"
+        _compactor(s3, audit_bucket).run("2024-05-01", _forever)
+        assert sorted(_history(client)) == expected, f"after the rerun of a crash at step {crash_at}"
+        assert len(_keys(s3, audit_bucket, "compacted/")) == 1
+        assert {key.split("/")[2] for key in _keys(s3, audit_bucket, "audit/")} == {"dt=2024-05-02"}
+    assert steps == 5
+
+
+def test_queries_while_compaction_runs_see_every_entry_exactly_once(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    events = [event for day in range(1, 5) for event in _events(f"2024-05-0{day}", 15, prefix=str(day))]
+    expected = sorted((e["eventID"], 0) for e in events)
+    done = threading.Event()
+    answers: list[list[tuple[str, int]]] = []
+
+    def query() -> None:
+        while not done.is_set():
+            answers.append(sorted(_history(client)))
+
+    for start in range(0, len(events), 5):
+        ingest(events[start : start + 5])
+    reader = threading.Thread(target=query)
+    reader.start()
+    compactor = _compactor(s3, audit_bucket)
+    for day in ("2024-05-01", "2024-05-02", "2024-05-03", "2024-05-04", FAR_FUTURE):
+        compactor.run(day, _forever)
+    done.set()
+    reader.join()
+    assert answers
+    assert all(answer == expected for answer in answers)
+
+
+def test_a_partition_too_big_for_one_run_is_refused_loudly_and_stays_readable(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    small, big = _events("2024-05-01", 3), _events("2024-05-02", 300, prefix="big")
+    ingest(small)
+    ingest(big)
+    sizes = {
+        key: s3.head_object(Bucket=audit_bucket, Key=key)["ContentLength"] for key in _keys(s3, audit_bucket, "audit/")
+    }
+    limit = min(sizes.values()) + 1
+    with pytest.raises(CompactionRefusedError, match=r"Music 2024-05-02"):
+        _compactor(s3, audit_bucket, max_input_bytes=limit).run("2024-05-10", _forever)
+    # The small day was compacted; the big one waits, readable.
+    assert [key.rsplit("/", 1)[1][:14] for key in _keys(s3, audit_bucket, "compacted/")] == ["day-2024-05-01"]
+    assert [key.split("/")[2] for key in _keys(s3, audit_bucket, "audit/")] == ["dt=2024-05-02"]
+    assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in small + big)
+
+
+def test_a_run_stops_before_a_unit_it_cannot_finish_in_time_and_the_next_run_goes_on(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    ingest(_events("2024-05-01", 5), _events("2024-06-01", 5), _events("2024-07-01", 5))
+    seconds_left = iter([900.0, 61.0, 0.0])
+    report = _compactor(s3, audit_bucket).run(FAR_FUTURE, lambda: next(seconds_left))
+    assert len(report.files) == 2
+    assert [unit.split(" ")[1] for unit in report.deferred] == ["2024-07"]
+    report = _compactor(s3, audit_bucket).run(FAR_FUTURE, _forever)
+    assert len(report.files) == 1
+    assert _keys(s3, audit_bucket, "audit/") == []
+
+
+def test_the_scheduled_function_compacts_closed_days_and_defers_what_its_time_cannot_cover(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    events = _events("2024-05-01", 4)
+    ingest(events)
+    scheduled = client.events.generate_cw_event("Scheduled Event", "aws.events", {}, [])
+    # chalice.test gives every invocation a context with 3 s left: less than the reserve a unit needs.
+    response = client.lambda_.invoke("compact_audit_records", scheduled)
+    assert (response.payload["files"], response.payload["deferred"]) == ([], 1)
+    # The deployed function has 15 minutes.
+    payload = deutzia_app.compact_audit_records(scheduled, LambdaContext("compact_audit_records", 900_000))
+    assert (len(payload["files"]), payload["deferred"]) == (1, 0)
+    assert _keys(s3, audit_bucket, "audit/") == []
+    assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in events)
