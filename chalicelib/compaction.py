@@ -10,12 +10,13 @@ plan writes the same name. Pure: listings and Arrow data in, a plan and Parquet 
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import hashlib
 import io
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,30 +39,54 @@ _SORT_KEYS = [
 
 
 def deduplicated(records: pa.Table) -> pa.Table:
-    """`records` with each `(event_id, item_index)` once (copies are identical; the first is kept)."""
+    """`records` with each `(event_id, item_index)` once (copies are identical; the first is kept). Vectorised: a
+    partition's millions of rows never become Python objects."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if records.num_rows == 0:
+    if records.num_rows < 2:
         return records
     order = pc.sort_indices(records, sort_keys=[("event_id", "ascending"), ("item_index", "ascending")])
     ordered = records.take(order)
-    event_ids = ordered.column("event_id").to_pylist()
-    indexes = ordered.column("item_index").to_pylist()
-    keep = [True] + [(event_ids[n], indexes[n]) != (event_ids[n - 1], indexes[n - 1]) for n in range(1, len(event_ids))]
-    return ordered.filter(pa.array(keep))
+    count = ordered.num_rows
+    ids, indexes = ordered.column("event_id"), ordered.column("item_index")
+    repeated = pc.and_(
+        pc.equal(ids.slice(1), ids.slice(0, count - 1)), pc.equal(indexes.slice(1), indexes.slice(0, count - 1))
+    )
+    keep = pa.concat_arrays([pa.array([True]), pc.invert(repeated.combine_chunks())])
+    return ordered.filter(keep)
 
 
-def row_group_bounds(item_keys: list[str | None], target_rows: int) -> list[tuple[int, int]]:
+def key_run_starts(item_keys: pa.ChunkedArray | pa.Array) -> list[int]:
+    """The positions where a new key starts, over keys sorted ascending (nulls last, all one run)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    count = len(item_keys)
+    if count < 2:
+        return [0] if count else []
+    earlier, later = item_keys.slice(0, count - 1), item_keys.slice(1)
+    same = pc.or_(pc.fill_null(pc.equal(later, earlier), False), pc.and_(pc.is_null(later), pc.is_null(earlier)))
+    changes = pc.indices_nonzero(pc.invert(same))
+    return [0, *(int(position) + 1 for position in changes.to_pylist())] if isinstance(changes, pa.Array) else [0]
+
+
+def row_group_bounds(
+    item_keys: Sequence[str | None] | pa.ChunkedArray | pa.Array, target_rows: int
+) -> list[tuple[int, int]]:
     """`[start, end)` row ranges of about `target_rows` each over keys sorted ascending (nulls last), never
     splitting one key's run across two ranges."""
+    import pyarrow as pa
+
+    keys = item_keys if isinstance(item_keys, pa.Array | pa.ChunkedArray) else pa.array(item_keys, pa.string())
+    starts = key_run_starts(keys)
+    total = len(keys)
     bounds: list[tuple[int, int]] = []
     start = 0
-    total = len(item_keys)
     while start < total:
-        end = min(start + target_rows, total)
-        while end < total and item_keys[end] == item_keys[end - 1]:
-            end += 1
+        # The first key run that starts at or after the target size ends this group.
+        later = bisect.bisect_left(starts, start + target_rows)
+        end = starts[later] if later < len(starts) else total
         bounds.append((start, end))
         start = end
     return bounds
@@ -76,7 +101,7 @@ def compact_to_parquet(records: pa.Table, target_rows: int = ROW_GROUP_ROWS) -> 
     ordered = unique.take(pc.sort_indices(unique, sort_keys=_SORT_KEYS))
     sink = io.BytesIO()
     with pq.ParquetWriter(sink, ordered.schema, compression="zstd", write_statistics=True) as writer:
-        for start, end in row_group_bounds(ordered.column("item_key").to_pylist(), target_rows):
+        for start, end in row_group_bounds(ordered.column("item_key"), target_rows):
             writer.write_table(ordered.slice(start, end - start), row_group_size=end - start)
     return sink.getvalue()
 

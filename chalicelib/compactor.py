@@ -41,9 +41,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("deutzia.compaction")
 
-# What one invocation holds: input bytes (gzip JSON and Parquet, as stored) per unit. Arrow needs about 12 times
-# the stored size while sorting (measured by `make bench`), so 512 MiB of input fits the function's 10 GB.
-DEFAULT_MAX_INPUT_BYTES = 512 * 1024 * 1024
+# What one invocation holds, in input bytes (gzip JSON and Parquet, as stored) per unit: decoding, sorting and
+# de-duplicating took up to 56 times the stored size in memory (well-compressed records, 2 KB per row at the peak;
+# `make bench` measures it), so a unit may have the function's memory / 64 of input.
+MEMORY_PER_INPUT_BYTE = 64
+DEFAULT_MEMORY_MB = 10240
 # Throughput assumed when deciding whether a unit still fits in the time left (measured: several times faster).
 ASSUMED_BYTES_PER_SECOND = 4 * 1024 * 1024
 SECONDS_PER_OBJECT = 0.01
@@ -82,6 +84,12 @@ def last_closed_day(now: datetime, settle_seconds: float) -> str:
     return (now.astimezone(UTC) - timedelta(seconds=settle_seconds) - timedelta(days=1)).date().isoformat()
 
 
+def default_max_input_bytes() -> int:
+    """The input one unit may have: the function's memory (Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE, in MB) / 64."""
+    memory_mb = number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", DEFAULT_MEMORY_MB)
+    return int(memory_mb * 1024 * 1024 / MEMORY_PER_INPUT_BYTE)
+
+
 def time_left_of(context: object) -> Callable[[], float]:
     """Seconds left in a Lambda invocation, from its context; a context without a clock gives a full 15 minutes."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
@@ -100,20 +108,21 @@ class S3Compactor:
         bucket: str,
         fresh_prefix: str,
         compacted_prefix: str,
-        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_input_bytes: int | None = None,
         row_group_rows: int | None = None,
     ) -> None:
         self._client = client
         self._bucket = bucket
         self._fresh_prefix = fresh_prefix
         self._compacted_prefix = compacted_prefix
-        self._max_input_bytes = max_input_bytes
+        self._max_input_bytes = max_input_bytes if max_input_bytes is not None else default_max_input_bytes()
         self._row_group_rows = row_group_rows
 
     @classmethod
     def from_environment(cls) -> S3Compactor:
-        """On $AUDIT_BUCKET: $AUDIT_PREFIX into $COMPACTED_PREFIX, at most $COMPACTION_MAX_INPUT_BYTES a unit."""
-        max_bytes = int(number("COMPACTION_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES))
+        """On $AUDIT_BUCKET: $AUDIT_PREFIX into $COMPACTED_PREFIX, at most $COMPACTION_MAX_INPUT_BYTES a unit (by
+        default what the function's memory holds, from Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE)."""
+        max_bytes = int(number("COMPACTION_MAX_INPUT_BYTES", default_max_input_bytes()))
         return cls(boto3.client("s3"), setting("AUDIT_BUCKET"), audit_prefix(), compacted_prefix(), max_bytes)
 
     def plan(self, closed_day: str) -> CompactionPlan:

@@ -40,7 +40,7 @@ class LocalSettings:
     subscription_filter: str = "deutzia-to-kinesis"
     failure_queue: str = "deutzia-ingest-failures"
     glue_database: str = "deutzia"
-    glue_table: str = "audit"
+    glue_table: str = "audit_fresh"
     trail: str = "deutzia-local"
     crawler_interval: float = 5.0
     replay_interval: float = 5.0

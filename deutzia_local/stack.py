@@ -24,7 +24,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from chalicelib.errors import DeutziaError
-from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
+from chalicelib.schema import AUDIT_COLUMNS, COMPACTED_PARTITION_COLUMNS, PARTITION_COLUMNS
 from deutzia_local import moto_patches
 from deutzia_local.crawler import LocalCrawler
 from deutzia_local.delivery import TrailDelivery
@@ -256,26 +256,53 @@ def create_resources(settings: LocalSettings) -> None:
 
 
 def _create_catalog(settings: LocalSettings) -> None:
+    """The database and the two tiers' tables, as the template defines them (DuckDB reads S3 directly; the catalog
+    is there for tools that read it, and the crawler registers the fresh tier's partitions)."""
     glue = client("glue", settings)
     with contextlib.suppress(glue.exceptions.AlreadyExistsException):
         glue.create_database(DatabaseInput={"Name": settings.glue_database})
-    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
-        glue.create_table(
-            DatabaseName=settings.glue_database,
-            TableInput={
-                "Name": settings.glue_table,
-                "TableType": "EXTERNAL_TABLE",
-                "Parameters": {"classification": "json", "compressionType": "gzip"},
-                "PartitionKeys": [{"Name": c.name, "Type": c.glue_type} for c in PARTITION_COLUMNS],
-                "StorageDescriptor": {
-                    "Columns": [{"Name": c.name, "Type": c.glue_type} for c in AUDIT_COLUMNS],
-                    "Location": f"s3://{settings.audit_bucket}/audit/",
-                    "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
-                    "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-                    "SerdeInfo": {"SerializationLibrary": "org.openx.data.jsonserde.JsonSerDe"},
+    columns = [{"Name": c.name, "Type": c.glue_type} for c in AUDIT_COLUMNS]
+    tables = [
+        (
+            settings.glue_table,
+            {"classification": "json", "compressionType": "gzip"},
+            PARTITION_COLUMNS,
+            columns,
+            "audit/",
+            ("org.apache.hadoop.mapred.TextInputFormat", "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"),
+            "org.openx.data.jsonserde.JsonSerDe",
+        ),
+        (
+            "audit_compacted",
+            {"classification": "parquet"},
+            COMPACTED_PARTITION_COLUMNS,
+            [*columns, {"Name": "dt", "Type": "string"}],
+            "compacted/",
+            (
+                "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+                "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+            ),
+            "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+        ),
+    ]
+    for name, parameters, partitions, table_columns, prefix, (input_format, output_format), serde in tables:
+        with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+            glue.create_table(
+                DatabaseName=settings.glue_database,
+                TableInput={
+                    "Name": name,
+                    "TableType": "EXTERNAL_TABLE",
+                    "Parameters": parameters,
+                    "PartitionKeys": [{"Name": c.name, "Type": c.glue_type} for c in partitions],
+                    "StorageDescriptor": {
+                        "Columns": table_columns,
+                        "Location": f"s3://{settings.audit_bucket}/{prefix}",
+                        "InputFormat": input_format,
+                        "OutputFormat": output_format,
+                        "SerdeInfo": {"SerializationLibrary": serde},
+                    },
                 },
-            },
-        )
+            )
 
 
 def wait_until_ready(settings: LocalSettings, timeout: float = 30.0, hint: str = "", api: bool = True) -> None:

@@ -2,9 +2,10 @@
 
 Two outputs from one template: the merge template for `chalice package --merge-template` (everything), and the
 standalone infrastructure stack for the `chalice deploy` path (without the overrides of Chalice's resources, and
-without what refers to them). The Glue table's columns are written in the template itself (so `chalice package
---merge-template infra/template.yaml` gives the same stack) and must equal chalicelib/schema.py's: rendering refuses
-a template whose columns drifted, and `--columns` rewrites them. Runs offline; no AWS call.
+without what refers to them). The Glue tables' columns and the `audit` view's definition are written in the template
+itself (so `chalice package --merge-template infra/template.yaml` gives the same stack) and must equal what
+chalicelib/schema.py and chalicelib/query.py define: rendering refuses a template that drifted, and `--columns`
+rewrites them. Runs offline; no AWS call.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ from typing import Any
 
 from cfnlint.decode import decode_str
 
-from chalicelib.schema import AUDIT_COLUMNS
+from chalicelib.query import VIEW_COLUMNS, Relations, build_view_sql
+from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
 
 TEMPLATE = Path(__file__).with_name("template.yaml")
 _SUB_REFERENCE = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z0-9.]+)?\}")
 _COLUMNS_BLOCK = re.compile(r"^(?P<indent> +)Columns:\n(?:(?P=indent)  - \{Name: [^\n]*\}\n)+", re.MULTILINE)
+_VIEW_LINE = re.compile(r"^(?P<indent> +)- Fn::Base64: !Sub '[^\n]*'\n", re.MULTILINE)
+_RESOURCE_LINE = re.compile(r"^  (?P<name>[A-Za-z0-9]+):\n", re.MULTILINE)
+# The Glue tables whose columns come from the code, and the view.
+FRESH_TABLE, COMPACTED_TABLE, VIEW = "AuditTable", "AuditCompactedTable", "AuditView"
+_PRESTO_TYPES = {"string": "varchar", "int": "integer", "boolean": "boolean", "array<string>": "array(varchar)"}
 
 
 class TemplateError(Exception):
@@ -41,15 +48,27 @@ def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
 
 
 def render_merge_template(template: dict[str, Any]) -> dict[str, Any]:
-    """The merge template, once its Glue columns are checked to be the record schema's."""
+    """The merge template, once its Glue columns and view are checked to be the code's."""
+    resources = template.get("Resources", {})
+    for name, columns in generated_columns().items():
+        try:
+            storage = resources[name]["Properties"]["TableInput"]["StorageDescriptor"]
+        except KeyError as exc:
+            raise TemplateError(f"the {name} resource has no StorageDescriptor: missing {exc}") from None
+        if storage.get("Columns") != columns:
+            raise TemplateError(
+                f"the {name} columns in infra/template.yaml differ from chalicelib/schema.py: "
+                "run `.venv/bin/python -m infra.render --columns` to write them"
+            )
     try:
-        storage = template["Resources"]["AuditTable"]["Properties"]["TableInput"]["StorageDescriptor"]
-    except KeyError as exc:
-        raise TemplateError(f"the AuditTable resource has no StorageDescriptor: missing {exc}") from None
-    if storage.get("Columns") != schema_columns():
+        parts = resources[VIEW]["Properties"]["TableInput"]["ViewOriginalText"]["Fn::Join"][1]
+        definition = parts[1]["Fn::Base64"]["Fn::Sub"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise TemplateError(f"the {VIEW} resource has no Fn::Base64 view definition: {exc}") from None
+    if definition != view_definition():
         raise TemplateError(
-            "the AuditTable columns in infra/template.yaml differ from chalicelib/schema.py: "
-            "run `.venv/bin/python -m infra.render --columns` to write them"
+            f"the {VIEW} definition in infra/template.yaml differs from chalicelib/query.py: "
+            "run `.venv/bin/python -m infra.render --columns` to write it"
         )
     return copy.deepcopy(template)
 
@@ -59,15 +78,54 @@ def schema_columns() -> list[dict[str, str]]:
     return [{"Name": column.name, "Type": column.glue_type} for column in AUDIT_COLUMNS]
 
 
+def generated_columns() -> dict[str, list[dict[str, str]]]:
+    """Each Glue table's columns: the fresh tier's lines, the compacted tier's files (with `dt`), the view's."""
+    dt = {"Name": "dt", "Type": "string"}
+    partitions = [{"Name": column.name, "Type": column.glue_type} for column in PARTITION_COLUMNS]
+    types = {column["Name"]: column["Type"] for column in schema_columns() + partitions}
+    return {
+        FRESH_TABLE: schema_columns(),
+        COMPACTED_TABLE: [*schema_columns(), dt],
+        VIEW: [{"Name": name, "Type": types[name]} for name in VIEW_COLUMNS],
+    }
+
+
+def view_definition() -> str:
+    """The Athena (Presto) view `audit` as Athena stores it, before base64: its SQL over the two tiers, resolved in
+    the stack's database (`${GlueDatabase}`, for Fn::Sub)."""
+    document = {
+        "originalSql": build_view_sql(Relations("audit_compacted", "audit_fresh")),
+        "catalog": "awsdatacatalog",
+        "schema": "${GlueDatabase}",
+        "columns": [{"name": c["Name"], "type": _PRESTO_TYPES[c["Type"]]} for c in generated_columns()[VIEW]],
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
 def write_columns(path: Path = TEMPLATE) -> bool:
-    """Rewrite the template's `Columns:` list from the record schema; True when it changed."""
+    """Rewrite the template's `Columns:` lists and the view's definition from the code; True when it changed."""
     text = path.read_text()
-    match = _COLUMNS_BLOCK.search(text)
-    if match is None:
-        raise TemplateError(f"{path}: no `Columns:` list of `- {{Name: ..., Type: ...}}` entries")
-    indent = match.group("indent")
-    entries = "".join(f"{indent}  - {{Name: {c['Name']}, Type: {json.dumps(c['Type'])}}}\n" for c in schema_columns())
-    updated = text[: match.start()] + f"{indent}Columns:\n{entries}" + text[match.end() :]
+    columns = generated_columns()
+    pieces: list[str] = []
+    position = 0
+    matches = list(_COLUMNS_BLOCK.finditer(text))
+    if not matches or _VIEW_LINE.search(text) is None:
+        raise TemplateError(f"{path}: no `Columns:` list of `- {{Name: ..., Type: ...}}` entries, or no view line")
+    for match in matches:
+        resources = [line["name"] for line in _RESOURCE_LINE.finditer(text, 0, match.start())]
+        if not resources or resources[-1] not in columns:
+            continue
+        indent = match.group("indent")
+        entries = "".join(
+            f"{indent}  - {{Name: {c['Name']}, Type: {json.dumps(c['Type'])}}}\n" for c in columns[resources[-1]]
+        )
+        pieces += [text[position : match.start()], f"{indent}Columns:\n{entries}"]
+        position = match.end()
+    updated = "".join([*pieces, text[position:]])
+    view = _VIEW_LINE.search(updated)
+    assert view is not None
+    line = f"{view.group('indent')}- Fn::Base64: !Sub '{view_definition().replace(chr(39), chr(39) * 2)}'\n"
+    updated = updated[: view.start()] + line + updated[view.end() :]
     if updated != text:
         path.write_text(updated)
     return updated != text

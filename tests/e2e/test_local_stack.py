@@ -186,7 +186,8 @@ def test_glue_catalog_gets_the_partitions(stack: Stack) -> None:
     deadline = time.monotonic() + 40
     while True:
         partitions = {
-            tuple(p["Values"]) for p in glue.get_partitions(DatabaseName="deutzia", TableName="audit")["Partitions"]
+            tuple(p["Values"])
+            for p in glue.get_partitions(DatabaseName="deutzia", TableName="audit_fresh")["Partitions"]
         }
         if ("E2eGlue", today) in partitions or time.monotonic() > deadline:
             break
@@ -367,3 +368,25 @@ def test_the_api_answers_32_concurrent_requests_while_calls_are_ingested(stack: 
         counts = list(pool.map(history, range(96), timeout=120))
     writing.join()
     assert counts == [1] * 96
+
+
+def test_make_compact_folds_the_fresh_tier_into_parquet_and_every_call_stays_once(stack: Stack) -> None:
+    _create_table(stack, "E2eCompact")
+    dynamodb = stack.client("dynamodb")
+    total = 40
+    for n in range(total):
+        dynamodb.put_item(TableName="E2eCompact", Item={"id": {"S": f"c-{n % 10}"}, "n": {"N": str(n)}})
+    before = stack.wait_for(lambda e: len(e) >= total, table="E2eCompact", limit="1000")
+    result = stack.run(["make", "--no-print-directory", "compact"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("compacted "), result.stdout
+    s3 = stack.client("s3")
+    listed = s3.list_objects_v2(Bucket="deutzia-audit", Prefix="compacted/table_name=E2eCompact/").get("Contents", [])
+    assert [item["Key"].rsplit(".", 1)[1] for item in listed] == ["parquet"] * len(listed) != []
+    fresh = s3.list_objects_v2(Bucket="deutzia-audit", Prefix="audit/table_name=E2eCompact/").get("Contents", [])
+    assert fresh == []
+    after = stack.audit(table="E2eCompact", limit="1000")["entries"]
+    assert sorted(e["event_id"] for e in after) == sorted(e["event_id"] for e in before)
+    history = stack.audit(table="E2eCompact", key=_key("c-3"))["entries"]
+    assert len(history) == total // 10
+    assert _raw_counts(stack, "E2eCompact") == (total, total)

@@ -1,11 +1,12 @@
 """Resolves the intrinsic functions the template uses, for given parameters, so tests can read the values AWS would.
 
 Covers exactly what infra/template.yaml uses: Ref (parameters and pseudo parameters), Fn::If with its conditions,
-Fn::Join, Fn::Split, Fn::Sub, Fn::Select. A reference to a resource stays as `<Name>` or `<Name.Attribute>`.
+Fn::Join, Fn::Split, Fn::Sub, Fn::Select, Fn::Base64. A reference to a resource stays as `<Name>` or `<Name.Attribute>`.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -66,6 +67,8 @@ class Resolver:
             if key == "Fn::Select":
                 index, values = argument
                 return self.resolve(values)[int(index)]
+            if key == "Fn::Base64":
+                return base64.b64encode(str(self.resolve(argument)).encode()).decode()
             if key == "Fn::GetAtt":
                 return "<" + ".".join(argument) + ">"
             if key == "Fn::Sub":

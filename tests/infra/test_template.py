@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -343,7 +345,7 @@ def test_resources_moto_implements_are_created_from_the_template(
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
 
 
-def test_chalice_package_with_the_yaml_template_itself_gives_the_same_glue_table(
+def test_chalice_package_with_the_yaml_template_itself_gives_the_same_glue_tables_and_view(
     merged: dict[str, Any], tmp_path: Path
 ) -> None:
     offline = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -353,7 +355,8 @@ def test_chalice_package_with_the_yaml_template_itself_gives_the_same_glue_table
     merge = ["--merge-template", "infra/template.yaml"]
     run_command([chalice, "package", "--stage", "prod", *merge, str(tmp_path)], offline)
     packaged = load_template(tmp_path / "sam.yaml")
-    assert packaged["Resources"]["AuditTable"] == merged["Resources"]["AuditTable"]
+    for name in ("AuditTable", "AuditCompactedTable", "AuditView"):
+        assert packaged["Resources"][name] == merged["Resources"][name], name
 
 
 def test_a_template_whose_columns_drifted_is_refused_and_rewritten_by_columns(tmp_path: Path) -> None:
@@ -364,3 +367,103 @@ def test_a_template_whose_columns_drifted_is_refused_and_rewritten_by_columns(tm
     assert write_columns(drifted) is True
     assert render_merge_template(load_template(drifted)) == render_merge_template(load_template())
     assert write_columns(drifted) is False
+
+
+def test_the_compacted_tier_is_a_parquet_table_projected_by_table_and_month(merged: dict[str, Any]) -> None:
+    table = merged["Resources"]["AuditCompactedTable"]["Properties"]["TableInput"]
+    assert table["Name"] == "audit_compacted"
+    columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
+    assert columns == [*((column.name, column.glue_type) for column in AUDIT_COLUMNS), ("dt", "string")]
+    assert [(c["Name"], c["Type"]) for c in table["PartitionKeys"]] == [("table_name", "string"), ("month", "string")]
+    serde = table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
+    assert serde == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+    parameters = Resolver(merged, {"AuditedTableNames": "Orders"}).resolve(table["Parameters"])
+    assert (parameters["projection.month.format"], parameters["projection.month.interval.unit"]) == (
+        "yyyy-MM",
+        "MONTHS",
+    )
+    assert parameters["projection.table_name.values"] == "Orders"
+    template = "s3://<AuditBucket>/compacted/table_name=${table_name}/month=${month}/"
+    assert parameters["storage.location.template"] == template
+    assert merged["Resources"]["AuditTable"]["Properties"]["TableInput"]["Name"] == "audit_fresh"
+
+
+def test_the_audit_view_is_the_codes_view_sql_and_runs_on_duckdb(merged: dict[str, Any]) -> None:
+    import duckdb
+    import pyarrow as pa
+
+    from chalicelib.columnar import (
+        COMPACTED_FILE_SCHEMA,
+        COMPACTED_PARTITION_SCHEMA,
+        FRESH_PARTITION_SCHEMA,
+        RECORD_SCHEMA,
+    )
+    from chalicelib.query import VIEW_COLUMNS, Relations, build_view_sql
+
+    view = merged["Resources"]["AuditView"]["Properties"]["TableInput"]
+    assert (view["Name"], view["TableType"], view["Parameters"]["presto_view"]) == ("audit", "VIRTUAL_VIEW", "true")
+    text = Resolver(merged, {"AuditedTableNames": "Orders"}).resolve(view["ViewOriginalText"])
+    assert text.startswith("/* Presto View: ")
+    assert text.endswith(" */")
+    document = json.loads(base64.b64decode(text[len("/* Presto View: ") : -len(" */")]))
+    assert document["originalSql"] == build_view_sql(Relations("audit_compacted", "audit_fresh"))
+    assert (document["catalog"], document["schema"]) == ("awsdatacatalog", "<GlueDatabase>")
+    assert [column["name"] for column in document["columns"]] == list(VIEW_COLUMNS)
+    assert {column["type"] for column in document["columns"]} == {"varchar", "integer", "boolean", "array(varchar)"}
+    connection = duckdb.connect()
+    connection.register(
+        "audit_compacted", pa.unify_schemas([COMPACTED_FILE_SCHEMA, COMPACTED_PARTITION_SCHEMA]).empty_table()
+    )
+    connection.register("audit_fresh", pa.unify_schemas([RECORD_SCHEMA, FRESH_PARTITION_SCHEMA]).empty_table())
+    result = connection.sql(document["originalSql"])
+    assert result.columns == list(VIEW_COLUMNS)
+    assert result.fetchall() == []
+
+
+def test_compaction_runs_hourly_one_at_a_time_with_its_own_narrow_role(
+    merged: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    function = merged["Resources"]["CompactAuditRecords"]
+    assert function["Properties"]["Events"]["CompactAuditRecordsEvent"]["Properties"]["Schedule"] == "rate(1 hour)"
+    properties = translated["Resources"]["CompactAuditRecords"]["Properties"]
+    assert properties["Role"] == {"Fn::GetAtt": ["CompactionFunctionRole", "Arn"]}
+    assert (properties["Timeout"], properties["ReservedConcurrentExecutions"]) == (900, 1)
+    assert properties["MemorySize"] == {"Ref": "CompactionMemorySize"}
+    resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
+    (policy,) = translated["Resources"]["CompactionFunctionRole"]["Properties"]["Policies"]
+    grants = {}
+    for statement in resolver.resolve(policy["PolicyDocument"]["Statement"]):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for action in actions:
+            if action.startswith("s3:"):
+                grants.setdefault(action, set()).update(resources)
+                if action == "s3:ListBucket":
+                    assert statement["Condition"] == {"StringLike": {"s3:prefix": ["audit/*", "compacted/*"]}}
+    assert grants == {
+        "s3:ListBucket": {"<AuditBucket.Arn>"},
+        "s3:GetObject": {"<AuditBucket.Arn>/audit/*", "<AuditBucket.Arn>/compacted/*"},
+        "s3:DeleteObject": {"<AuditBucket.Arn>/audit/*", "<AuditBucket.Arn>/compacted/*"},
+        "s3:PutObject": {"<AuditBucket.Arn>/compacted/*"},
+    }
+    alarm = merged["Resources"]["CompactionErrorsAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Dimensions"][0]["Value"]) == ("Errors", {"Ref": "CompactAuditRecords"})
+
+
+def test_the_api_may_read_both_tiers_and_nothing_else_of_the_bucket(translated: dict[str, Any]) -> None:
+    (policy,) = translated["Resources"]["ApiFunctionRole"]["Properties"]["Policies"]
+    reads = [s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "s3:GetObject"]
+    assert reads == [
+        {
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [{"Fn::Sub": "${AuditBucket.Arn}/audit/*"}, {"Fn::Sub": "${AuditBucket.Arn}/compacted/*"}],
+        }
+    ]
+
+
+def test_the_bundle_every_function_shares_fits_lambdas_250_mb(package_dir: Path) -> None:
+    with zipfile.ZipFile(package_dir / "package" / "deployment.zip") as bundle:
+        unzipped = sum(entry.file_size for entry in bundle.infolist())
+    assert unzipped < 250 * 1000 * 1000, f"{unzipped:,} bytes unzipped"
+    assert unzipped > 100 * 1000 * 1000  # pyarrow, for compaction, is in it
