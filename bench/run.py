@@ -1,22 +1,29 @@
-"""`make bench`: how fast ingest and GET /audit are, each as a ratio to a baseline measured in the same run.
+"""`make bench`: how fast ingest, compaction and GET /audit are, each as a ratio to a baseline measured in the same
+run (machines are shared and noisy: read the ratios; seconds are medians).
 
-- ingest: `process_kinesis_batch` (decode, parse, build records, encode objects) into an in-memory store, against
-  the floor of only gunzipping and JSON-parsing the same payloads;
-- query: an item's history through the DuckDB engine over moto's S3 on loopback, against reading every object
-  into Arrow (the I/O alone).
-Numbers are medians of repeated runs; machines are shared and noisy, so read the ratios, not the seconds.
+- ingest: `process_kinesis_batch` on 100 Kinesis records x 100 events over 4 tables and 3 days, with 25 ms per
+  simulated S3 PUT, against the decode floor (gunzip + orjson parse of the same payloads); PUTs per 1,000 events.
+- query: GET /audit for one item through the DuckDB engine over moto's S3 on loopback, after `ROWS` rows of one
+  table over `DAYS` days went through ingest's layout and the real compaction; the bytes the engine fetched are
+  counted at the S3 endpoint, as a fraction of the table's stored bytes; then again with 100,000 fresh rows. The
+  baseline is reading the whole table (what every lookup cost before compaction).
+- write-to-visible: `python -m bench.visible` on the local stack (see there), run by `make bench` after these.
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import os
+import random
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Dummy credentials and a dead default endpoint: the bench talks only to moto on loopback.
@@ -24,13 +31,30 @@ os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
 os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")  # noqa: S106
 os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
 
+import orjson
+
+from chalicelib.cloudtrail import build_audit_records
 from chalicelib.ingest import process_kinesis_batch
+from chalicelib.records import build_object_key, encode_lines
 from tests.factories import cloudtrail_event, kinesis_event, logs_payload
 
-RECORDS = 50
-EVENTS_PER_RECORD = 40
 REPEATS = 7
 S3_LATENCY_SECONDS = 0.025
+BUCKET = "bench-audit"
+TABLE = "Orders"
+LAST_CLOSED_DAY = date(2024, 5, 15)  # April and before are closed months; May is open (day files)
+ROWS_PER_OBJECT = 5000
+FRESH_ROWS = 100_000
+LOOKUPS = 15
+
+
+def _median_seconds(work: Callable[[], object], repeats: int = REPEATS) -> float:
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
 
 
 class _MemoryStore:
@@ -40,131 +64,247 @@ class _MemoryStore:
         self.objects: dict[str, bytes] = {}
         self.puts = 0
         self._latency = latency
+        self._lock = threading.Lock()
 
     def put_records(self, key: str, body: bytes) -> None:
         if self._latency:
             time.sleep(self._latency)
-        self.puts += 1
-        self.objects[key] = body
-
-    def put_quarantine(self, key: str, body: bytes, reason: str) -> None:
-        self.objects[key] = body
-
-
-def _median_seconds(work: Callable[[], object]) -> float:
-    timings = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        work()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
-
-
-def bench_ingest() -> None:
-    tables = ["Orders", "Users", "Music"]
-    payloads = [
-        logs_payload(
-            [
-                cloudtrail_event(
-                    "TransactWriteItems" if n % 5 == 0 else "PutItem",
-                    {"requestItems": [{"operation": "Put", "tableName": tables[n % 3], "key": {"id": f"k{n}"}}]}
-                    if n % 5 == 0
-                    else {"tableName": tables[n % 3], "key": {"id": f"k{n}"}, "item": ["id", "v"]},
-                    table=tables[n % 3],
-                )
-                for n in range(EVENTS_PER_RECORD)
-            ]
-        )
-        for _ in range(RECORDS)
-    ]
-    event = kinesis_event(payloads)
-    events = RECORDS * EVENTS_PER_RECORD
-
-    def floor() -> None:
-        for payload in payloads:
-            for log_event in json.loads(gzip.decompress(payload))["logEvents"]:
-                json.loads(log_event["message"])
-
-    baseline = _median_seconds(floor)
-    ingest = _median_seconds(lambda: process_kinesis_batch(event, _MemoryStore(), "audit/", True))
-    print(
-        f"ingest: {events / ingest:,.0f} events/s ({ingest * 1000:.1f} ms for {events} events in {RECORDS} records); "
-        f"baseline gunzip+parse {baseline * 1000:.1f} ms; ratio {ingest / baseline:.2f}x"
-    )
-    stores: list[_MemoryStore] = []
-
-    def with_latency() -> None:
-        stores.append(_MemoryStore(latency=S3_LATENCY_SECONDS))
-        process_kinesis_batch(event, stores[-1], "audit/", True)
-
-    slow = _median_seconds(with_latency)
-    print(
-        f"ingest with {S3_LATENCY_SECONDS * 1000:.0f} ms per S3 PUT: {events / slow:,.0f} events/s, "
-        f"{stores[-1].puts * 1000 / events:.1f} PUTs per 1,000 events; ratio to the decode floor {slow / baseline:.2f}x"
-    )
-
-
-def bench_query() -> None:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    from chalicelib.duckdb_engine import AuditObjects, DuckDBQueryRunner, s3_filesystem
-    from chalicelib.query import AuditQuery
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="bench-audit")
-        store = _S3Store(s3)
-        payloads = [
-            logs_payload(
-                [
-                    cloudtrail_event(
-                        request_parameters={"tableName": "Orders", "key": {"id": f"k{n % 200}"}, "item": ["id"]},
-                        table="Orders",
-                        event_time=f"2024-05-{1 + n % 5:02d}T12:00:00Z",
-                    )
-                    for n in range(EVENTS_PER_RECORD)
-                ]
-            )
-            for _ in range(RECORDS)
-        ]
-        process_kinesis_batch(kinesis_event(payloads), store, "audit/", True)
-        rows = RECORDS * EVENTS_PER_RECORD
-        objects = AuditObjects(s3_filesystem(endpoint), "bench-audit", "audit/")
-        runner = DuckDBQueryRunner(objects)
-        query = AuditQuery(table="Orders", key='{"id":"k7"}', limit=100)
-        baseline = _median_seconds(objects.read)
-        history = _median_seconds(lambda: runner.fetch_page(query, None))
-        entries = len(runner.fetch_page(query, None).entries)
-        print(
-            f"query: item history ({entries} entries of {rows} rows in {len(store.keys)} objects) "
-            f"{history * 1000:.0f} ms; "
-            f"baseline reading every object {baseline * 1000:.0f} ms; ratio {history / baseline:.2f}x"
-        )
-    finally:
-        server.stop()
-
-
-class _S3Store:
-    def __init__(self, s3: object) -> None:
-        self._s3 = s3
-        self.keys: list[str] = []
-
-    def put_records(self, key: str, body: bytes) -> None:
-        self._s3.put_object(Bucket="bench-audit", Key=key, Body=body)  # type: ignore[attr-defined]
-        self.keys.append(key)
+        with self._lock:
+            self.puts += 1
+            self.objects[key] = body
 
     def put_quarantine(self, key: str, body: bytes, reason: str) -> None:
         raise AssertionError(f"bench data was quarantined: {reason}")
+
+
+def bench_ingest() -> None:
+    tables = ["Orders", "Users", "Music", "Books"]
+    days = ["2024-05-01", "2024-05-02", "2024-05-03"]
+    records, events_per_record = 100, 100
+    payloads = []
+    for r in range(records):
+        batch = []
+        for n in range(events_per_record):
+            table = tables[(r + n) % 4]
+            key = {"id": f"k{r}-{n}"}
+            when = f"{days[(r * events_per_record + n) % 3]}T12:{n % 60:02d}:00Z"
+            if n % 5 == 0:
+                parameters: dict[str, Any] = {"requestItems": [{"operation": "Put", "tableName": table, "key": key}]}
+                batch.append(cloudtrail_event("TransactWriteItems", parameters, table=table, event_time=when))
+            else:
+                parameters = {"tableName": table, "key": key, "item": ["id", "v"]}
+                batch.append(cloudtrail_event("PutItem", parameters, table=table, event_time=when))
+        payloads.append(logs_payload(batch))
+    event = kinesis_event(payloads)
+    events = records * events_per_record
+
+    def floor() -> None:
+        for payload in payloads:
+            for log_event in orjson.loads(gzip.decompress(payload))["logEvents"]:
+                orjson.loads(log_event["message"])
+
+    baseline = _median_seconds(floor)
+    stores: list[_MemoryStore] = []
+
+    def ingest(latency: float) -> None:
+        stores.append(_MemoryStore(latency))
+        response = process_kinesis_batch(event, stores[-1], "audit/", True)
+        assert response == {"batchItemFailures": []}, response
+
+    fast = _median_seconds(lambda: ingest(0.0))
+    slow = _median_seconds(lambda: ingest(S3_LATENCY_SECONDS))
+    print(f"decode floor (gunzip + orjson parse): {events / baseline:,.0f} events/s")
+    print(
+        f"ingest, {records} records x {events_per_record} events over 4 tables and 3 days: "
+        f"{events / fast:,.0f} events/s in memory ({fast / baseline:.2f}x the floor); "
+        f"with {S3_LATENCY_SECONDS * 1000:.0f} ms per S3 PUT {events / slow:,.0f} events/s "
+        f"({slow / baseline:.2f}x the floor), {stores[-1].puts * 1000 / events:.2f} PUTs per 1,000 events"
+    )
+
+
+class _CountingEndpoint:
+    """moto's server application, counting the bytes of every object it serves (GET, listings apart)."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.gets = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        body = self._app(environ, start_response)
+        query = environ.get("QUERY_STRING", "")
+        if environ["REQUEST_METHOD"] != "GET" or "list-type" in query or "prefix" in query:
+            return body  # type: ignore[no-any-return]
+        chunks = list(body)
+        with self._lock:
+            self.bytes += sum(len(chunk) for chunk in chunks)
+            self.gets += 1
+        return chunks
+
+    def reset(self) -> tuple[int, int]:
+        with self._lock:
+            counted = (self.bytes, self.gets)
+            self.bytes = self.gets = 0
+        return counted
+
+
+def _base_lines() -> list[dict[str, Any]]:
+    """Formatted records of varied calls (operations, callers, failures), as ingest writes their lines."""
+    lines = []
+    for n in range(400):
+        user = ["alice", "bob", "carol", "deploy-bot"][n % 4]
+        key = {"id": f"base-{n}"}
+        if n % 7 == 0:
+            event = cloudtrail_event(
+                "UpdateItem",
+                {
+                    "tableName": TABLE,
+                    "key": key,
+                    "updateExpression": "SET #s = :s, #u = :u",
+                    "conditionExpression": "attribute_exists(id)",
+                    "expressionAttributeNames": {"#s": "status", "#u": "updated_at"},
+                },
+                table=TABLE,
+                user=user,
+            )
+        elif n % 11 == 0:
+            event = cloudtrail_event(
+                "DeleteItem",
+                {"tableName": TABLE, "key": key},
+                table=TABLE,
+                user=user,
+                errorCode="ConditionalCheckFailedException",
+                errorMessage="The conditional request failed",
+            )
+        elif n % 3 == 0:
+            event = cloudtrail_event("GetItem", {"tableName": TABLE, "key": key}, table=TABLE, user=user)
+        else:
+            parameters = {"tableName": TABLE, "key": key, "item": ["id", "status", "total", "items"]}
+            event = cloudtrail_event("PutItem", parameters, table=TABLE, user=user, sourceIPAddress=f"10.0.{n}.7")
+        lines += [orjson.loads(record.to_line()) for record in build_audit_records(event)]
+    return lines
+
+
+def _day_lines(day: date, rows: int, items: int, rng: random.Random, base: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for n in range(rows):
+        line = dict(base[rng.randrange(len(base))])
+        seconds = rng.randrange(86400)
+        line["event_id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        line["request_id"] = uuid.UUID(int=rng.getrandbits(128)).hex.upper()
+        line["event_time"] = f"{day.isoformat()}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z"
+        line["item_key"] = f'{{"id":"item-{rng.randrange(items)}"}}'
+        lines.append(orjson.dumps(line).decode())
+        del n
+    return lines
+
+
+def _write_fresh(s3: Any, day: date, lines: list[str], shard: str) -> None:
+    for start in range(0, len(lines), ROWS_PER_OBJECT):
+        chunk = lines[start : start + ROWS_PER_OBJECT]
+        first, last = str(start), str(start + len(chunk) - 1)
+        key = build_object_key("audit/", TABLE, day.isoformat(), shard, first, last)
+        s3.put_object(Bucket=BUCKET, Key=key, Body=encode_lines(chunk))
+
+
+def _stored_bytes(s3: Any) -> tuple[int, int]:
+    total = files = 0
+    for prefix in (f"audit/table_name={TABLE}/", f"compacted/table_name={TABLE}/"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            for item in page.get("Contents", []):
+                total += item["Size"]
+                files += 1
+    return total, files
+
+
+def bench_query(rows: int, days: int) -> None:
+    import boto3
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    from chalicelib.compactor import S3Compactor
+    from chalicelib.duckdb_engine import AuditObjects, DuckDBQueryRunner, s3_filesystem
+    from chalicelib.query import AuditQuery
+
+    counter = _CountingEndpoint(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, counter, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        rng = random.Random(8)  # noqa: S311 - bench data, not secrets
+        base = _base_lines()
+        items = max(rows // 10, 1)
+        started = time.perf_counter()
+        first_day = LAST_CLOSED_DAY - timedelta(days=days - 1)
+        for offset in range(days):
+            day = first_day + timedelta(days=offset)
+            share = rows // days + (1 if offset < rows % days else 0)
+            _write_fresh(s3, day, _day_lines(day, share, items, rng, base), "shardId-000000000000")
+        generated = time.perf_counter() - started
+        compactor = S3Compactor(s3, BUCKET, "audit/", "compacted/")
+        started = time.perf_counter()
+        report = compactor.run(LAST_CLOSED_DAY.isoformat(), lambda: 900.0)
+        compacted = time.perf_counter() - started
+        stored, files = _stored_bytes(s3)
+        print(
+            f"query data: {rows:,} rows of one table over {days} days ({items:,} items), written as ingest does in "
+            f"{generated:.0f} s, compacted in {compacted:.0f} s ({report.rows_out:,} rows in {files} files, "
+            f"{stored / 1e6:.1f} MB stored)"
+        )
+        objects = AuditObjects(s3_filesystem(endpoint), BUCKET, "audit/", "compacted/")
+        runner = DuckDBQueryRunner(objects)
+        counter.reset()
+        started = time.perf_counter()
+        everything = objects.read(TABLE)
+        baseline = time.perf_counter() - started
+        scanned, _ = counter.reset()
+        count = everything.compacted.num_rows + everything.fresh.num_rows
+        print(f"baseline: reading the whole table ({count:,} rows) {baseline * 1000:.0f} ms, {scanned / 1e6:.1f} MB")
+        keys = [f'{{"id":"item-{rng.randrange(items)}"}}' for _ in range(LOOKUPS)]
+        _lookups(runner, counter, keys, stored, baseline, "after compaction", AuditQuery)
+        day = LAST_CLOSED_DAY + timedelta(days=1)
+        _write_fresh(s3, day, _day_lines(day, FRESH_ROWS, items, rng, base), "shardId-000000000001")
+        stored, _ = _stored_bytes(s3)
+        _lookups(runner, counter, keys, stored, baseline, f"with {FRESH_ROWS:,} fresh rows", AuditQuery)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _lookups(
+    runner: Any, counter: _CountingEndpoint, keys: list[str], stored: int, baseline: float, label: str, query: Any
+) -> None:
+    timings, fetched, requests, found = [], [], [], []
+    for key in keys:
+        counter.reset()
+        started = time.perf_counter()
+        page = runner.fetch_page(query(table=TABLE, key=key, limit=1000), None)
+        timings.append(time.perf_counter() - started)
+        read, gets = counter.reset()
+        fetched.append(read)
+        requests.append(gets)
+        found.append(len(page.entries))
+    median = statistics.median(timings)
+    print(
+        f"GET /audit one item, {label}: median {median * 1000:.0f} ms (p max {max(timings) * 1000:.0f} ms), "
+        f"{statistics.median(found):.0f} entries; fetched median {statistics.median(fetched) / 1e3:,.0f} KB in "
+        f"{statistics.median(requests):.0f} GETs = {statistics.median(fetched) / stored:.2%} of the table's "
+        f"{stored / 1e6:.1f} MB (the first lookup, footers not yet cached: {fetched[0] / stored:.2%}); "
+        f"ratio to reading the whole table {median / baseline:.3f}x"
+    )
 
 
 if __name__ == "__main__":
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    bench_ingest()
-    bench_query()
+    rows = int(os.environ.get("ROWS") or 1_000_000)
+    days = int(os.environ.get("DAYS") or (365 if rows >= 10_000_000 else 30))
+    sections = (os.environ.get("BENCH") or "ingest,query").split(",")
+    if "ingest" in sections:
+        bench_ingest()
+    if "query" in sections:
+        bench_query(rows, days)

@@ -3,15 +3,15 @@ itself: each `(event_id, item_index)` once, sorted by `item_key` then `event_tim
 split one key, so every row group's `item_key` range is disjoint from the others' and one item's history is one
 row group per file.
 
-Layout: `<compacted prefix>table_name=<t>/month=<YYYY-MM>/day-<YYYY-MM-DD>-<digest>.parquet` while a month is open,
-merged into `month-<YYYY-MM>-<digest>.parquet` once it closes. The digest is of the inputs, so a rerun of the same
-plan writes the same name. Pure: listings and Arrow data in, a plan and Parquet bytes out; `compactor` does the I/O.
+Layout: `<compacted prefix>table_name=<t>/month=<YYYY-MM>/month-<YYYY-MM>-<digest>.parquet`, one file per table and
+month, rewritten as each day closes (a month too big for one run stays in `day-<YYYY-MM-DD>-<digest>.parquet` files).
+The digest is of the inputs, so a rerun of the same plan writes the same name. Pure: listings and Arrow data in, a
+plan and Parquet bytes out; `compactor` does the I/O.
 """
 
 from __future__ import annotations
 
 import bisect
-import calendar
 import hashlib
 import io
 import re
@@ -23,8 +23,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# Rows per row group, before the group is extended to the end of the key it has reached.
-ROW_GROUP_ROWS = 64 * 1024
+# Rows per row group, before the group is extended to the end of the key it has reached. One key's lookup reads one
+# row group per file and every file's footer: smaller groups read less data but grow the footer (`make bench` shows
+# the balance).
+ROW_GROUP_ROWS = 4096
+# Statistics only where a reader prunes with them: the footer stays small (long text columns would fill it).
+STATISTICS_COLUMNS = ["item_key", "event_time", "dt"]
 _FRESH_KEY = re.compile(r"table_name=(?P<table>[^/]+)/dt=(?P<dt>[0-9]{4}-[0-9]{2}-[0-9]{2})/[^/]+\.json\.gz")
 _COMPACTED_KEY = re.compile(
     r"table_name=(?P<table>[^/]+)/month=(?P<month>[0-9]{4}-[0-9]{2})/"
@@ -100,7 +104,8 @@ def compact_to_parquet(records: pa.Table, target_rows: int = ROW_GROUP_ROWS) -> 
     unique = deduplicated(records)
     ordered = unique.take(pc.sort_indices(unique, sort_keys=_SORT_KEYS))
     sink = io.BytesIO()
-    with pq.ParquetWriter(sink, ordered.schema, compression="zstd", write_statistics=True) as writer:
+    statistics = [name for name in STATISTICS_COLUMNS if name in ordered.schema.names]
+    with pq.ParquetWriter(sink, ordered.schema, compression="zstd", write_statistics=statistics) as writer:
         for start, end in row_group_bounds(ordered.column("item_key"), target_rows):
             writer.write_table(ordered.slice(start, end - start), row_group_size=end - start)
     return sink.getvalue()
@@ -117,8 +122,8 @@ class StoredObject:
 
 @dataclass(frozen=True)
 class CompactionUnit:
-    """One new compacted file: a day of a table (`period` `YYYY-MM-DD`) or a closed month (`YYYY-MM`), from these
-    fresh objects and the compacted files it replaces."""
+    """One new compacted file: a month of a table (`period` `YYYY-MM`, its closed days so far) or, for a month too
+    big for one run, a day (`YYYY-MM-DD`), from these fresh objects and the compacted files it replaces."""
 
     table: str
     period: str
@@ -178,12 +183,6 @@ def compacted_period_of(key: str, prefix: str) -> tuple[str, str] | None:
     return match["table"], match["day"] or match["month"]
 
 
-def month_end(month: str) -> str:
-    """The last day of `YYYY-MM`, as `YYYY-MM-DD`."""
-    year, number = int(month[:4]), int(month[5:7])
-    return f"{month}-{calendar.monthrange(year, number)[1]:02d}"
-
-
 def plan_compaction(
     fresh: Iterable[StoredObject],
     compacted: Iterable[StoredObject],
@@ -192,9 +191,10 @@ def plan_compaction(
     last_closed_day: str,
     max_input_bytes: int,
 ) -> CompactionPlan:
-    """What to compact: every day up to `last_closed_day` that has fresh objects (or more than one compacted file)
-    becomes a day file; every month that has closed and is not yet one file becomes a month file, folding in its day
-    files and late fresh objects. A month too big for one run stays in day files; a day too big is refused."""
+    """What to compact: for each table and month, its closed days (up to `last_closed_day`) that have fresh objects
+    fold with the month's compacted files into one month file, so that a year of a table is a dozen files and one
+    item's history a dozen row groups. A month too big for one run is kept in day files instead, each day folding in
+    its own fresh objects; a day too big is refused."""
     fresh_by_day: dict[tuple[str, str], list[StoredObject]] = defaultdict(list)
     for item in fresh:
         partition = fresh_partition_of(item.key, fresh_prefix)
@@ -209,24 +209,16 @@ def plan_compaction(
     units: list[CompactionUnit] = []
     refused: list[CompactionUnit] = []
     for table, month in sorted(months):
-        days = sorted({day for t, day in fresh_by_day if t == table and day[:7] == month})
-        day_files = {p for t, p in files_by_period if t == table and p[:7] == month and p != month}
-        if month_end(month) <= last_closed_day and (days or day_files or len(files_by_period[(table, month)]) > 1):
-            whole = CompactionUnit(
-                table,
-                month,
-                tuple(item for day in days for item in fresh_by_day[(table, day)]),
-                tuple(
-                    item
-                    for (t, p), items in sorted(files_by_period.items())
-                    if t == table and p[:7] == month
-                    for item in items
-                ),
-            )
-            if whole.input_bytes <= max_input_bytes:
-                units.append(whole)
-                continue
-        for day in sorted(set(days) | {p for p in day_files if len(files_by_period[(table, p)]) > 1}):
+        days = sorted(day for t, day in fresh_by_day if t == table and day[:7] == month)
+        periods = sorted(p for t, p in files_by_period if t == table and p[:7] == month)
+        files = tuple(item for period in periods for item in files_by_period[(table, period)])
+        if not days and len(files) < 2:
+            continue
+        whole = CompactionUnit(table, month, tuple(item for day in days for item in fresh_by_day[(table, day)]), files)
+        if whole.input_bytes <= max_input_bytes:
+            units.append(whole)
+            continue
+        for day in sorted(set(days) | {p for p in periods if p != month and len(files_by_period[(table, p)]) > 1}):
             unit = CompactionUnit(table, day, tuple(fresh_by_day[(table, day)]), tuple(files_by_period[(table, day)]))
             (units if unit.input_bytes <= max_input_bytes else refused).append(unit)
     return CompactionPlan(tuple(units), tuple(refused))

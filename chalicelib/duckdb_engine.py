@@ -16,10 +16,12 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
 import boto3
 import duckdb
@@ -35,6 +37,7 @@ from chalicelib.columnar import (
     json_parse_options,
     json_read_options,
 )
+from chalicelib.compaction import compacted_period_of
 from chalicelib.config import audit_prefix, compacted_prefix, number, setting
 from chalicelib.errors import InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
 from chalicelib.query import (
@@ -56,6 +59,8 @@ DEFAULT_TIMEOUT_SECONDS = 25.0
 MAX_CONCURRENT_READS = 4
 # Compaction may delete an object between a read's listing and its fetch: the read starts over, this many times.
 READ_ATTEMPTS = 5
+# Compacted files whose footers the engine keeps (a table's year is about a dozen files).
+MAX_CACHED_FOOTERS = 4096
 
 
 def s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
@@ -98,6 +103,7 @@ class AuditObjects:
             pa.unify_schemas([COMPACTED_FILE_SCHEMA, COMPACTED_PARTITION_SCHEMA]),
             COMPACTED_PARTITION_SCHEMA,
         )
+        self._footers = _FooterCache(filesystem, self._compacted.file_format)
 
     @classmethod
     def from_environment(cls, endpoint_url: str | None = None) -> AuditObjects:
@@ -131,17 +137,22 @@ class AuditObjects:
         self, tier: _Tier, table: str | None, dt_from: str | None, dt_to: str | None, item_key: str | None
     ) -> pa.Table:
         try:
-            dataset = ds.dataset(
-                tier.root,
-                filesystem=self._filesystem,
-                format=tier.file_format,
-                schema=tier.schema,
-                partitioning=ds.partitioning(tier.partitioning, flavor="hive"),
-            )
+            if tier is self._compacted:
+                dataset = self._compacted_dataset(table, dt_from, dt_to)
+            else:
+                dataset = ds.dataset(
+                    tier.root,
+                    filesystem=self._filesystem,
+                    format=tier.file_format,
+                    schema=tier.schema,
+                    partitioning=ds.partitioning(tier.partitioning, flavor="hive"),
+                )
         except FileNotFoundError:
             self._check_bucket()
             return tier.schema.empty_table()
         except OSError as exc:
+            if _vanished(exc):
+                raise FileNotFoundError(str(exc)) from exc
             raise self._unavailable(exc) from exc
         conditions = []
         if table is not None:
@@ -171,6 +182,23 @@ class AuditObjects:
                 raise FileNotFoundError(str(exc)) from exc
             raise self._unavailable(exc) from exc
 
+    def _compacted_dataset(self, table: str | None, dt_from: str | None, dt_to: str | None) -> ds.Dataset:
+        """The compacted files of `table` in the months from `dt_from` to `dt_to`, each with its footer read once and
+        kept: a file never changes (a new one replaces it), so a lookup fetches only the row groups it needs."""
+        tier = self._compacted
+        folder = f"{tier.root}/table_name={quote(table, safe='')}" if table is not None else tier.root
+        selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+        fragments = []
+        for info in self._filesystem.get_file_info(selector):
+            period = compacted_period_of(info.path, f"{tier.root}/")
+            if info.type != pafs.FileType.File or period is None:
+                continue
+            month = period[1][:7]
+            if (dt_from is not None and month < dt_from[:7]) or (dt_to is not None and month > dt_to[:7]):
+                continue
+            fragments.append(self._footers.fragment(info.path, info.size, unquote(period[0]), month))
+        return ds.FileSystemDataset(fragments, tier.schema, tier.file_format, self._filesystem)
+
     def _unavailable(self, exc: OSError) -> QueryUnavailableError:
         logger.warning("cannot read s3://%s/: %s", self._bucket, exc)
         return QueryUnavailableError("the audit records cannot be read right now")
@@ -184,6 +212,31 @@ class AuditObjects:
         if info.type == pafs.FileType.NotFound:
             logger.error("the audit bucket %s does not exist", self._bucket)
             raise QueryError("the audit records' bucket does not exist")
+
+
+class _FooterCache:
+    """Parquet fragments with their footers read, by path and size; the least recently used go first."""
+
+    def __init__(self, filesystem: pafs.FileSystem, file_format: ds.ParquetFileFormat) -> None:
+        self._filesystem = filesystem
+        self._format = file_format
+        self._fragments: OrderedDict[tuple[str, int], ds.ParquetFileFragment] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def fragment(self, path: str, size: int, table: str, month: str) -> ds.ParquetFileFragment:
+        with self._lock:
+            cached = self._fragments.get((path, size))
+            if cached is not None:
+                self._fragments.move_to_end((path, size))
+                return cached
+        partition = (ds.field("table_name") == table) & (ds.field("month") == month)
+        fragment = self._format.make_fragment(path, self._filesystem, partition_expression=partition, file_size=size)
+        fragment.ensure_complete_metadata()
+        with self._lock:
+            self._fragments[(path, size)] = fragment
+            while len(self._fragments) > MAX_CACHED_FOOTERS:
+                self._fragments.popitem(last=False)
+        return fragment
 
 
 @dataclass(frozen=True)

@@ -115,24 +115,24 @@ def test_the_compacted_file_is_sorted_with_key_disjoint_row_groups_and_one_row_g
     assert parquet.read_row_group(groups_with_k7[0]).column("item_key").to_pylist().count('{"id":"k7"}') == 5
 
 
-def test_an_open_month_gets_day_files_that_merge_into_one_month_file_once_it_closes(
+def test_a_month_is_one_file_rewritten_as_each_day_closes(
     client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
 ) -> None:
     first, second = _events("2024-05-01", 10), _events("2024-05-02", 10)
     ingest(first, second)
     compactor = _compactor(s3, audit_bucket)
     compactor.run("2024-05-01", _forever)  # only the first day has closed
-    day_files = _keys(s3, audit_bucket, "compacted/")
-    assert [key.rsplit("/", 1)[1][:14] for key in day_files] == ["day-2024-05-01"]
-    assert len(_keys(s3, audit_bucket, "audit/")) == 1
-    compactor.run("2024-05-02", _forever)
-    assert [key.rsplit("/", 1)[1][:14] for key in _keys(s3, audit_bucket, "compacted/")] == [
-        "day-2024-05-01",
-        "day-2024-05-02",
-    ]
-    compactor.run("2024-05-31", _forever)  # the month has closed
     (month_file,) = _keys(s3, audit_bucket, "compacted/")
     assert month_file.rsplit("/", 1)[1].startswith("month-2024-05-")
+    assert [key.split("/")[2] for key in _keys(s3, audit_bucket, "audit/")] == ["dt=2024-05-02"]
+    assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in first + second)
+    compactor.run("2024-05-02", _forever)
+    (rewritten,) = _keys(s3, audit_bucket, "compacted/")
+    assert rewritten != month_file
+    assert _keys(s3, audit_bucket, "audit/") == []
+    table = pq.read_table(io.BytesIO(s3.get_object(Bucket=audit_bucket, Key=rewritten)["Body"].read()))
+    assert sorted(set(table.column("dt").to_pylist())) == ["2024-05-01", "2024-05-02"]
+    assert compactor.run("2024-05-31", _forever).files == []  # nothing new: nothing rewritten
     assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in first + second)
 
 

@@ -92,26 +92,24 @@ def _plan(fresh: list[StoredObject], files: list[StoredObject], closed: str, lim
     return units + [f"refused {u.table} {u.period}" for u in plan.refused]
 
 
-def test_only_closed_days_are_planned_each_into_its_day_file() -> None:
+def test_closed_days_fold_into_their_months_file_as_they_close() -> None:
     fresh = [_fresh("Music", "2024-05-01", "a"), _fresh("Music", "2024-05-01", "b"), _fresh("Music", "2024-05-02", "c")]
-    assert _plan(fresh, [], "2024-05-01") == ["Music 2024-05-01 2+0"]
-    assert _plan(fresh, [_file("Music", "2024-05-01")], "2024-05-02") == [
-        "Music 2024-05-01 2+1",
-        "Music 2024-05-02 1+0",
-    ]
-    assert _plan([], [_file("Music", "2024-05-01")], "2024-05-30") == []
+    assert _plan(fresh, [], "2024-04-30") == []
+    assert _plan(fresh, [], "2024-05-01") == ["Music 2024-05 2+0"]
+    assert _plan(fresh[2:], [_file("Music", "2024-05")], "2024-05-02") == ["Music 2024-05 1+1"]
+    assert _plan([], [_file("Music", "2024-05")], "2024-05-30") == []
+    assert _plan([_fresh("Books", "2024-06-01", "x")], [], "2024-06-01") == ["Books 2024-06 1+0"]
 
 
-def test_a_closed_month_becomes_one_file_with_its_late_records() -> None:
+def test_files_left_beside_each_other_merge_and_late_records_fold_in() -> None:
     files = [_file("Music", "2024-05-01"), _file("Music", "2024-05-02")]
     assert _plan([], files, "2024-05-31") == ["Music 2024-05 0+2"]
-    assert _plan([], [_file("Music", "2024-05")], "2024-06-30") == []
+    assert _plan([], [_file("Music", "2024-05"), _file("Music", "2024-05")], "2024-06-30") == ["Music 2024-05 0+2"]
     late = [_fresh("Music", "2024-05-09", "late")]
     assert _plan(late, [_file("Music", "2024-05")], "2024-06-30") == ["Music 2024-05 1+1"]
-    assert _plan([_fresh("Books", "2024-05-31", "x")], [], "2024-05-31") == ["Books 2024-05 1+0"]
 
 
-def test_a_month_too_big_to_merge_stays_in_days_and_a_day_too_big_is_refused() -> None:
+def test_a_month_too_big_for_one_run_stays_in_days_and_a_day_too_big_is_refused() -> None:
     files = [_file("Music", "2024-05-01", 60), _file("Music", "2024-05-02", 60)]
     late = [_fresh("Music", "2024-05-02", "late", 10), _fresh("Music", "2024-05-03", "big", 500)]
     assert _plan(late, files, "2024-06-30", limit=100) == ["Music 2024-05-02 1+1", "refused Music 2024-05-03"]
