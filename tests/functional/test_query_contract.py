@@ -1,6 +1,7 @@
 """The contract both query engines keep, run against each: DuckDB itself, and Athena's runner on real SQL results.
 
-Records arrive the real way (Kinesis event -> `ingest_audit_events` -> S3) and are read through GET /audit.
+Records arrive the real way (Kinesis event -> `ingest_audit_events` -> S3) and are read through GET /audit, with
+the history all fresh, split between the tiers (a duplicate in each), or all compacted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from chalice.test import Client
 
 import app as deutzia_app
 from chalicelib.athena import AthenaQueryRunner
+from chalicelib.compactor import S3Compactor
 from tests.factories import ACCOUNT, cloudtrail_event
 from tests.functional.athena_fake import DATABASE, WORKGROUP, DuckDBAthenaClient
 
@@ -49,8 +51,15 @@ def engine(
     return str(request.param)
 
 
+@pytest.fixture(params=["fresh", "split", "compacted"])
+def layout(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def history(engine: str, ingest: Callable[..., Any]) -> dict[str, dict[str, Any]]:
+def history(
+    engine: str, layout: str, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> dict[str, dict[str, Any]]:
     """song-1's life (put, failed update, get, delete, transaction), its neighbours, and one duplicate delivery."""
     events = {
         "put": cloudtrail_event(
@@ -103,7 +112,12 @@ def history(engine: str, ingest: Callable[..., Any]) -> dict[str, dict[str, Any]
         ),
     }
     ingest(list(events.values())[:4], list(events.values())[4:])
+    compactor = S3Compactor(s3, audit_bucket, "audit/", "compacted/")
+    if layout == "split":  # May 1 compacted, the rest fresh; the duplicate below is fresh, its original compacted
+        compactor.run("2024-05-01", lambda: 900.0)
     ingest([events["put"]])  # Kinesis delivers at least once: the same event in another record
+    if layout == "compacted":
+        compactor.run("2024-05-31", lambda: 900.0)
     return events
 
 
