@@ -244,7 +244,7 @@ def _listed_attribute_names(item: _Item) -> list[str]:
 
 def _get(mapping: object, name: str) -> object:
     """`mapping[name]`, matching the name case-insensitively (AWS's own examples mix `key` and `Key`)."""
-    if not isinstance(mapping, Mapping):
+    if type(mapping) is not dict and not isinstance(mapping, Mapping):  # parsed JSON is a dict: skip the ABC check
         return None
     if name in mapping:
         return mapping[name]
@@ -256,13 +256,15 @@ def _get(mapping: object, name: str) -> object:
 
 
 def _mapping(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 def _text(value: object, limit: int = MAX_TEXT_CHARS) -> str | None:
     """A free-text field as stored: bounded, valid Unicode; JSON text for a value that is not a string."""
     if value is None:
         return None
+    if type(value) is str and len(value) <= limit:
+        return value  # lone surrogates are replaced when the line is written (AuditRecord.to_line)
     return bounded_text(value if isinstance(value, str) else compact_json(value), limit)
 
 

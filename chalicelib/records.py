@@ -26,7 +26,7 @@ UNKNOWN_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 _TYPE_DESCRIPTORS = frozenset({"S", "N", "B"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AuditRecord:
     """One item touched by one DynamoDB call; fields are the `audit` table's columns, plus its partition."""
 
@@ -157,4 +157,4 @@ def build_quarantine_key(dt: str, shard_id: str, sequence_number: str) -> str:
 
 def encode_lines(lines: Iterable[str]) -> bytes:
     """Gzip JSON Lines, byte-identical for identical input (mtime fixed), so a retry rewrites the same object."""
-    return gzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), mtime=0)
+    return gzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), compresslevel=6, mtime=0)
