@@ -51,9 +51,13 @@ ASSUMED_BYTES_PER_SECOND = 4 * 1024 * 1024
 SECONDS_PER_OBJECT = 0.01
 # Time kept in reserve after the last unit, for writing and deleting.
 RESERVE_SECONDS = 60.0
-CONCURRENT_READS = 16
+CONCURRENT_READS = 10  # boto3's connection pool
 LAMBDA_MAX_SECONDS = 900.0
 _DELETE_BATCH = 1000
+
+
+class _InputGoneError(DeutziaError):
+    """An input was deleted after it was listed: another run compacted it (its rows are in that run's file)."""
 
 
 class CompactionRefusedError(DeutziaError):
@@ -154,7 +158,11 @@ class S3Compactor:
                 report.deferred = [later.describe() for later in plan.units[position:]]
                 logger.info("compaction stops for lack of time; %d unit(s) left", len(report.deferred))
                 break
-            self.compact(unit, report)
+            try:
+                self.compact(unit, report)
+            except _InputGoneError as exc:
+                logger.info("%s; %s is left to the next run", exc, unit.describe())
+                report.deferred.append(unit.describe())
         logger.info(report.summary())
         if plan.refused:
             raise CompactionRefusedError(f"compaction refused {len(plan.refused)} partition(s): {report.refused}")
@@ -206,7 +214,11 @@ class S3Compactor:
     def _get(self, key: str) -> bytes:
         try:
             return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if _reason(exc) == "NoSuchKey":
+                raise _InputGoneError(f"{key} was compacted by another run") from exc
+            raise StoreError(f"S3 GetObject of {self._bucket}/{key} failed: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
             raise StoreError(f"S3 GetObject of {self._bucket}/{key} failed: {_reason(exc)}") from exc
 
     def _put_checked(self, key: str, body: bytes) -> None:

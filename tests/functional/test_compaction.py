@@ -276,3 +276,35 @@ def test_the_scheduled_function_compacts_closed_days_and_defers_what_its_time_ca
     assert (len(payload["files"]), payload["deferred"]) == (1, 0)
     assert _keys(s3, audit_bucket, "audit/") == []
     assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in events)
+
+
+def test_two_runs_at_once_lose_nothing_and_the_later_one_leaves_what_it_lost_to_the_next(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    events = _events("2024-05-01", 12)
+    ingest(events[:6], events[6:])
+
+    class _Overtaken:
+        """An S3 client whose first read comes after another run compacted everything it had listed."""
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+            self._overtaken = False
+
+        def __getattr__(self, name: str) -> Any:
+            attribute = getattr(self._inner, name)
+            if name != "get_object" or self._overtaken:
+                return attribute
+
+            def get_object(**arguments: Any) -> Any:
+                self._overtaken = True
+                _compactor(s3, audit_bucket).run(FAR_FUTURE, _forever)
+                return attribute(**arguments)
+
+            return get_object
+
+    report = _compactor(_Overtaken(s3), audit_bucket).run(FAR_FUTURE, _forever)
+    assert (report.files, len(report.deferred)) == ([], 1)
+    assert _keys(s3, audit_bucket, "audit/") == []
+    assert len(_keys(s3, audit_bucket, "compacted/")) == 1
+    assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in events)
