@@ -7,7 +7,7 @@ run (machines are shared and noisy: read the ratios; seconds are medians).
   table over `DAYS` days went through ingest's layout and the real compaction; the bytes the engine fetched are
   counted at the S3 endpoint, as a fraction of the table's stored bytes; then again with 100,000 fresh rows. The
   baseline is reading the whole table (what every lookup cost before compaction).
-- write-to-visible: `python -m bench.visible` on the local stack (see there), run by `make bench` after these.
+- write-to-visible: bench/visible.py on the local stack (see there), run by `make bench` after these.
 """
 
 from __future__ import annotations

@@ -56,8 +56,10 @@ class _Stack:
             DEUTZIA_COMPACT_INTERVAL=os.environ.get("DEUTZIA_COMPACT_INTERVAL", "10"),
         )
         self.env = env
-        self.process = StackProcess(["up"], env)
+        separate = os.environ.get("POLLER_PROCESS", "") == "1"  # the poller (and ingest) in a process of its own
+        self.process = StackProcess(["up", "--no-poller"] if separate else ["up"], env)
         self.process.wait_for_line("ready", timeout=120)
+        self.poller = StackProcess(["poll"], env) if separate else None
         self._local = threading.local()
 
     def client(self, service: str) -> Any:
@@ -240,6 +242,8 @@ def main() -> None:
                 break
         print(f"the local stack sustains {sustained:.0f} mixed calls/s with lag p95 under {LAG_GOAL_SECONDS:.0f} s")
     finally:
+        if stack.poller is not None:
+            stack.poller.stop()
         stack.process.stop()
 
 
