@@ -238,3 +238,44 @@ def test_refused_start_answers_502_or_503(client: Client, athena: Stubber, code:
     assert status == http_status
     assert code in body["Message"]
     assert "s3://" not in body["Message"]
+
+
+def test_a_query_whose_object_compaction_deleted_runs_once_more(client: Client, athena: Stubber) -> None:
+    vanished = "HIVE_CANNOT_OPEN_SPLIT: Error opening Hive split s3://bucket/audit/x.json.gz: NoSuchKey"
+    _expect_start(athena)
+    athena.add_response(
+        "get_query_execution", _execution("FAILED", StateChangeReason=vanished), {"QueryExecutionId": "q-1"}
+    )
+    _expect_start(athena, "q-2")
+    athena.add_response(
+        "get_query_execution",
+        {"QueryExecution": {"QueryExecutionId": "q-2", "Status": {"State": "SUCCEEDED"}}},
+        {"QueryExecutionId": "q-2"},
+    )
+    athena.add_response(
+        "get_query_results",
+        {"ResultSet": {"Rows": [HEADER, _row("e1", 0)]}},
+        {"QueryExecutionId": "q-2", "MaxResults": 101},
+    )
+    status, body = _get(client, table="Music", key=KEY)
+    assert status == 200, body
+    assert [entry["event_id"] for entry in body["entries"]] == ["e1"]
+
+
+def test_a_query_that_loses_objects_twice_answers_503(client: Client, athena: Stubber) -> None:
+    vanished = "HIVE_FILE_NOT_FOUND: s3://bucket/compacted/x.parquet does not exist"
+    for execution_id in ("q-1", "q-2"):
+        _expect_start(athena, execution_id)
+        athena.add_response(
+            "get_query_execution",
+            {
+                "QueryExecution": {
+                    "QueryExecutionId": execution_id,
+                    "Status": {"State": "FAILED", "StateChangeReason": vanished},
+                }
+            },
+            {"QueryExecutionId": execution_id},
+        )
+    status, body = _get(client, table="Music", key=KEY)
+    assert status == 503
+    assert "s3://" not in body["Message"]
