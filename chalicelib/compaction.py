@@ -221,4 +221,5 @@ def plan_compaction(
         for day in sorted(set(days) | {p for p in periods if p != month and len(files_by_period[(table, p)]) > 1}):
             unit = CompactionUnit(table, day, tuple(fresh_by_day[(table, day)]), tuple(files_by_period[(table, day)]))
             (units if unit.input_bytes <= max_input_bytes else refused).append(unit)
+    units.sort(key=lambda unit: (unit.period[:7], unit.period, unit.table))  # oldest first, across tables
     return CompactionPlan(tuple(units), tuple(refused))

@@ -2,8 +2,9 @@
 
 pyarrow reads both tiers from S3 (its own client; DuckDB's httpfs cannot be installed here) as hive-partitioned
 datasets typed by the schema: partitions prune objects before any is read, as Athena's do, and the key prunes the
-compacted Parquet's row groups by their statistics. DuckDB then runs the shared SQL over that Arrow data. Every
-query lists the objects afresh, so new records show at once. The deadline covers the whole request: reads run on a
+compacted Parquet's row groups by their statistics (each compacted file's footer is read once and kept: a compacted
+file never changes, a new name replaces it). DuckDB then runs the shared SQL over that Arrow data. Every query lists
+the objects afresh, so new records show at once. The deadline covers the whole request: reads run on a
 small pool of their own (pyarrow's threaded scans deadlock once concurrent scans fill its CPU pool, so each scan runs
 on one thread), and a read that outlives it is answered 504 while later requests go on. Errors name no path or
 engine internals. Local use only.

@@ -122,3 +122,8 @@ def test_keys_outside_the_layout_are_left_alone() -> None:
         StoredObject("compacted/table_name=Music/month=2024-05/other.parquet", 1, '"x"'),
     ]
     assert _plan(strays[:2], strays[2:], "2099-01-01") == []
+
+
+def test_units_come_oldest_first_across_tables() -> None:
+    fresh = [_fresh("Music", "2024-06-02", "a"), _fresh("Books", "2024-06-01", "b"), _fresh("Music", "2024-05-03", "c")]
+    assert _plan(fresh, [], "2024-06-30") == ["Music 2024-05 1+0", "Books 2024-06 1+0", "Music 2024-06 1+0"]
