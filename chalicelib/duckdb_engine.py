@@ -60,8 +60,9 @@ DEFAULT_TIMEOUT_SECONDS = 25.0
 MAX_CONCURRENT_READS = 4
 # Compaction may delete an object between a read's listing and its fetch: the read starts over, this many times.
 READ_ATTEMPTS = 5
-# Compacted files whose footers the engine keeps (a table's year is about a dozen files).
-MAX_CACHED_FOOTERS = 4096
+# Compacted files whose footers the engine keeps: a table's year is a dozen files, and a month's footer a few
+# hundred KB in memory, so 512 hold some 40 table-years in well under a GB.
+MAX_CACHED_FOOTERS = 512
 
 
 def s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
