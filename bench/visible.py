@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import statistics
 import sys
 import threading
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import boto3
 
 from bench.run import base_lines, day_lines, write_fresh
-from deutzia_local.child import StackProcess
+from deutzia_local.child import StackProcess, free_port
 
 HISTORY_TABLE = "BenchHistory"
 LOAD_TABLE = "BenchLoad"
@@ -38,15 +37,9 @@ LOAD_SECONDS = 20.0
 LAG_GOAL_SECONDS = 5.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class _Stack:
     def __init__(self) -> None:
-        aws_port, api_port = _free_port(), _free_port()
+        aws_port, api_port = free_port(), free_port()
         self.aws = f"http://127.0.0.1:{aws_port}"
         self.api = f"http://127.0.0.1:{api_port}"
         env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from deutzia_local.child import StackProcess
+from deutzia_local.child import StackProcess, free_port
 
 TABLE = "FaultSuite"
 # The outage lasts until the poller's retries have run out, within this bound.
@@ -79,12 +78,6 @@ def _client(service: str, endpoint: str, config: Config | None = None) -> Any:
         region_name="us-east-1",
     )
     return session.client(service, endpoint_url=endpoint, config=config)  # type: ignore[call-overload]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class _Workload:
@@ -173,7 +166,7 @@ class _Workload:
 
 def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0, progress: Any = print) -> SuiteReport:
     """Run the suite on a stack of its own; the report says whether the trail was exact."""
-    aws_port, api_port = _free_port(), _free_port()
+    aws_port, api_port = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "DEUTZIA_"))}
     env.update(
         DEUTZIA_AWS_PORT=str(aws_port),

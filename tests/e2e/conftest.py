@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,10 @@ from typing import Any
 import boto3
 import pytest
 
-from deutzia_local.child import StackProcess
+from deutzia_local.child import StackProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Stack:
@@ -121,7 +114,7 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    aws_port, api_port = _free_port(), _free_port()
+    aws_port, api_port = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(
         DEUTZIA_AWS_PORT=str(aws_port),
