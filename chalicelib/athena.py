@@ -1,4 +1,5 @@
-"""GET /audit on Athena: runs the shared audit SQL with ExecutionParameters, waits under a deadline, pages results.
+"""GET /audit and reconciliation on Athena: runs the shared SQL with ExecutionParameters, waits under a deadline,
+pages results.
 
 The only module that talks to Athena. A page token carries the query execution id and Athena's own token, so
 later pages read the same results instead of running the query again; the execution is checked to be this
@@ -12,7 +13,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import boto3
@@ -31,6 +32,8 @@ from chalicelib.query import (
     encode_page_token,
     row_to_entry,
 )
+from chalicelib.reconcile import ReconcileRelations, ReconcileWindow, build_reconcile_sql, read_tally
+from chalicelib.reconciler import EngineResult
 
 if TYPE_CHECKING:
     from mypy_boto3_athena import AthenaClient
@@ -57,59 +60,23 @@ def athena_literal(value: SqlValue) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class AthenaQueryRunner:
-    """QueryEngine on Athena, in one workgroup, over `"<database>"."<table>"`."""
+class AthenaWorkgroup:
+    """Runs statements in one Athena workgroup: starts one with its ExecutionParameters, waits for it within a
+    deadline (stopping it past that), and maps Athena's errors to ours, with reasons logged, never answered."""
 
     def __init__(
         self,
         client: AthenaClient,
         workgroup: str,
-        database: str,
-        table: str = "audit",
-        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        timeout_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        for variable, name in (("ATHENA_DATABASE", database), ("ATHENA_TABLE", table)):
-            if not _IDENTIFIER.match(name):
-                raise ConfigError(f"environment variable {variable} is not an Athena identifier: {name!r}")
         self._client = client
         self._workgroup = workgroup
-        # The relation users query is a view over two tiers; GET /audit reads the tiers themselves, so that each is
-        # pruned by its own partitions (Athena does not push a key filter through the view's de-duplication).
-        self._relations = Relations(
-            compacted=f'"{database}"."{table}_compacted"', fresh=f'"{database}"."{table}_fresh"'
-        )
         self._timeout = timeout_seconds
         self._clock = clock
         self._sleep = sleep
-
-    @classmethod
-    def from_environment(cls) -> AthenaQueryRunner:
-        """A runner configured by ATHENA_WORKGROUP, ATHENA_DATABASE, ATHENA_TABLE and QUERY_TIMEOUT_SECONDS."""
-        return cls(
-            boto3.client("athena"),
-            workgroup=setting("ATHENA_WORKGROUP"),
-            database=setting("ATHENA_DATABASE"),
-            table=setting("ATHENA_TABLE", "audit"),
-            timeout_seconds=number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS),
-        )
-
-    def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
-        deadline = self._clock() + self._timeout
-        sql, parameters = build_audit_sql(query, self._relations)
-        execution_parameters = [athena_literal(value) for value in parameters]
-        if token is None:
-            execution_id = self._start(sql, execution_parameters)
-            try:
-                self._wait(execution_id, deadline)
-            except _FileVanishedError:
-                # Compaction deleted an object the query had listed; its rows are in the new file by now.
-                execution_id = self._start(sql, execution_parameters)
-                self._wait(execution_id, deadline)
-        else:
-            execution_id = self._resume(token, sql, execution_parameters)
-        return self._read_page(query, execution_id, token.athena_token if token else None)
 
     def _start(self, sql: str, execution_parameters: list[str]) -> str:
         response = self._call(
@@ -138,7 +105,7 @@ class AthenaQueryRunner:
                     raise _FileVanishedError(f"Athena query {execution_id} failed; retry later")
                 if status.get("AthenaError", {}).get("Retryable"):
                     raise QueryUnavailableError(f"Athena query {execution_id} failed; retry later")
-                raise QueryError(f"Athena query {execution_id} {state.lower()}; its reason is in the API's log")
+                raise QueryError(f"Athena query {execution_id} {state.lower()}; its reason is in the function's log")
             remaining = deadline - self._clock()
             if remaining <= 0:
                 self._stop(execution_id)
@@ -150,6 +117,77 @@ class AthenaQueryRunner:
         # Best effort: the query is abandoned either way, and the workgroup's own limits end it.
         with contextlib.suppress(ClientError, BotoCoreError):
             self._client.stop_query_execution(QueryExecutionId=execution_id)
+
+    def _call(self, operation: str, call: Callable[[], _Response]) -> _Response:
+        try:
+            return call()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._engine_error(operation, exc) from exc
+
+    @staticmethod
+    def _engine_error(operation: str, exc: Exception) -> QueryError:
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            message = exc.response.get("Error", {}).get("Message", "")
+            if code in _THROTTLING_CODES:
+                return QueryUnavailableError(f"Athena {operation} throttled: {code}")
+            logger.error("Athena %s failed: %s: %s", operation, code, message)
+            return QueryError(f"Athena {operation} failed: {code}")
+        if isinstance(exc, ParamValidationError):  # refused before it was sent: a request Athena would never take
+            logger.error("Athena %s refused the request: %s", operation, exc)
+            return QueryError(f"Athena {operation} refused the request")
+        return QueryUnavailableError(f"Athena {operation} unreachable: {type(exc).__name__}")
+
+
+class AthenaQueryRunner(AthenaWorkgroup):
+    """QueryEngine on Athena, in one workgroup, over `"<database>"."<table>"`."""
+
+    def __init__(
+        self,
+        client: AthenaClient,
+        workgroup: str,
+        database: str,
+        table: str = "audit",
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        for variable, name in (("ATHENA_DATABASE", database), ("ATHENA_TABLE", table)):
+            if not _IDENTIFIER.match(name):
+                raise ConfigError(f"environment variable {variable} is not an Athena identifier: {name!r}")
+        super().__init__(client, workgroup, timeout_seconds, clock, sleep)
+        # The relation users query is a view over two tiers; GET /audit reads the tiers themselves, so that each is
+        # pruned by its own partitions (Athena does not push a key filter through the view's de-duplication).
+        self._relations = Relations(
+            compacted=f'"{database}"."{table}_compacted"', fresh=f'"{database}"."{table}_fresh"'
+        )
+
+    @classmethod
+    def from_environment(cls) -> AthenaQueryRunner:
+        """A runner configured by ATHENA_WORKGROUP, ATHENA_DATABASE, ATHENA_TABLE and QUERY_TIMEOUT_SECONDS."""
+        return cls(
+            boto3.client("athena"),
+            workgroup=setting("ATHENA_WORKGROUP"),
+            database=setting("ATHENA_DATABASE"),
+            table=setting("ATHENA_TABLE", "audit"),
+            timeout_seconds=number("QUERY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS),
+        )
+
+    def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
+        deadline = self._clock() + self._timeout
+        sql, parameters = build_audit_sql(query, self._relations)
+        execution_parameters = [athena_literal(value) for value in parameters]
+        if token is None:
+            execution_id = self._start(sql, execution_parameters)
+            try:
+                self._wait(execution_id, deadline)
+            except _FileVanishedError:
+                # Compaction deleted an object the query had listed; its rows are in the new file by now.
+                execution_id = self._start(sql, execution_parameters)
+                self._wait(execution_id, deadline)
+        else:
+            execution_id = self._resume(token, sql, execution_parameters)
+        return self._read_page(query, execution_id, token.athena_token if token else None)
 
     def _resume(self, token: PageToken, sql: str, execution_parameters: list[str]) -> str:
         """The execution a page token names, after checking it ran exactly this query."""
@@ -201,26 +239,6 @@ class AthenaQueryRunner:
             next_token = encode_page_token(PageToken(query.fingerprint(), execution_id, token))
         return AuditPage(entries, next_token)
 
-    def _call(self, operation: str, call: Callable[[], _Response]) -> _Response:
-        try:
-            return call()
-        except (ClientError, BotoCoreError) as exc:
-            raise self._engine_error(operation, exc) from exc
-
-    @staticmethod
-    def _engine_error(operation: str, exc: Exception) -> QueryError:
-        if isinstance(exc, ClientError):
-            code = exc.response.get("Error", {}).get("Code", "Unknown")
-            message = exc.response.get("Error", {}).get("Message", "")
-            if code in _THROTTLING_CODES:
-                return QueryUnavailableError(f"Athena {operation} throttled: {code}")
-            logger.error("Athena %s failed: %s: %s", operation, code, message)
-            return QueryError(f"Athena {operation} failed: {code}")
-        if isinstance(exc, ParamValidationError):  # refused before it was sent: a request Athena would never take
-            logger.error("Athena %s refused the request: %s", operation, exc)
-            return QueryError(f"Athena {operation} refused the request")
-        return QueryUnavailableError(f"Athena {operation} unreachable: {type(exc).__name__}")
-
 
 class _FileVanishedError(QueryUnavailableError):
     """An object the query listed was gone when read (compaction swapped it); running the query again works."""
@@ -228,3 +246,79 @@ class _FileVanishedError(QueryUnavailableError):
 
 def _row_values(data: Sequence[DatumTypeDef]) -> list[str | None]:
     return [cell.get("VarCharValue") for cell in data]
+
+
+# A reconcile query reads a day of the trail: minutes, not the API's seconds.
+RECONCILE_TIMEOUT_SECONDS = 600.0
+
+
+class AthenaTrailEngine(AthenaWorkgroup):
+    """TrailEngine on Athena: the reconcile SQL over the CloudTrail table and the audit records' two tiers, with
+    partition projection choosing the days' trail files (the listed files are not needed)."""
+
+    name = "athena"
+
+    def __init__(
+        self,
+        client: AthenaClient,
+        workgroup: str,
+        database: str,
+        trail_table: str = "cloudtrail_logs",
+        audit_table: str = "audit",
+        timeout_seconds: float = RECONCILE_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        names = (("ATHENA_DATABASE", database), ("ATHENA_TRAIL_TABLE", trail_table), ("ATHENA_TABLE", audit_table))
+        for variable, name in names:
+            if not _IDENTIFIER.match(name):
+                raise ConfigError(f"environment variable {variable} is not an Athena identifier: {name!r}")
+        super().__init__(client, workgroup, timeout_seconds, clock, sleep)
+        self._relations = ReconcileRelations(
+            trail=f'"{database}"."{trail_table}"',
+            compacted=f'"{database}"."{audit_table}_compacted"',
+            fresh=f'"{database}"."{audit_table}_fresh"',
+        )
+
+    @classmethod
+    def from_environment(cls) -> AthenaTrailEngine:
+        """An engine configured by ATHENA_WORKGROUP, ATHENA_DATABASE, ATHENA_TRAIL_TABLE, ATHENA_TABLE and
+        RECONCILE_QUERY_TIMEOUT_SECONDS."""
+        return cls(
+            boto3.client("athena"),
+            workgroup=setting("ATHENA_WORKGROUP"),
+            database=setting("ATHENA_DATABASE"),
+            trail_table=setting("ATHENA_TRAIL_TABLE", "cloudtrail_logs"),
+            audit_table=setting("ATHENA_TABLE", "audit"),
+            timeout_seconds=number("RECONCILE_QUERY_TIMEOUT_SECONDS", RECONCILE_TIMEOUT_SECONDS),
+        )
+
+    def tally(self, window: ReconcileWindow, trail_files: Sequence[str]) -> EngineResult:
+        sql, parameters = build_reconcile_sql(window, self._relations)
+        execution_parameters = [athena_literal(value) for value in parameters]
+        deadline = self._clock() + self._timeout
+        execution_id = self._start(sql, execution_parameters)
+        try:
+            self._wait(execution_id, deadline)
+        except _FileVanishedError:  # compaction swapped an audit object under the query: its rows are in the new one
+            execution_id = self._start(sql, execution_parameters)
+            self._wait(execution_id, deadline)
+        return EngineResult([read_tally(values) for values in self._rows(execution_id)])
+
+    def _rows(self, execution_id: str) -> Iterator[list[str | None]]:
+        """Every result row's values, after the header row."""
+        token: str | None = None
+        header_pending = True
+        while True:
+            arguments: GetQueryResultsInputTypeDef = {"QueryExecutionId": execution_id, "MaxResults": 1000}
+            if token is not None:
+                arguments["NextToken"] = token
+            response = self._call("GetQueryResults", functools.partial(self._client.get_query_results, **arguments))
+            rows = response.get("ResultSet", {}).get("Rows", [])
+            if header_pending and rows:
+                rows, header_pending = rows[1:], False
+            for row in rows:
+                yield _row_values(row.get("Data", []))
+            token = response.get("NextToken")
+            if not token:
+                return

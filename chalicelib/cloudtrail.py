@@ -17,6 +17,7 @@ from chalicelib.bounds import (
     MAX_ARN_CHARS,
     MAX_ITEMS_PER_EVENT,
     MAX_KEY_CHARS,
+    MAX_LINE_BYTES,
     MAX_REQUEST_PARAMETERS_CHARS,
     MAX_STATEMENT_CHARS,
     MAX_TEXT_CHARS,
@@ -99,6 +100,20 @@ def is_dynamodb_data_event(event: object) -> bool:
         and event_name in DATA_OPERATIONS
         and event.get("eventCategory", "Data") == "Data"
     )
+
+
+def stored_lines(event: object) -> list[tuple[tuple[str, str], str]] | None:
+    """The stored lines of one parsed event's records, each with its `(table_name, dt)` partition; None when it is not
+    a DynamoDB data event (skipped, not failed). MalformedEventError for a data event that cannot be recorded. The
+    fast path (ingest) and backfill (reconciliation) both store what this returns."""
+    if not is_dynamodb_data_event(event):
+        return None
+    assert isinstance(event, Mapping)
+    lines = [((record.table_name, record.dt), record.to_line()) for record in build_audit_records(event)]
+    for _, line in lines:
+        if len(line) > MAX_LINE_BYTES // 4 and len(line.encode("utf-8")) > MAX_LINE_BYTES:
+            raise MalformedEventError(f"a record of {len(line)} characters, over the {MAX_LINE_BYTES}-byte line bound")
+    return lines
 
 
 def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:

@@ -1,4 +1,4 @@
-"""GET /audit on DuckDB, for the local stack: the same SQL as Athena over the same S3 objects.
+"""GET /audit and reconciliation on DuckDB, for the local stack: the same SQL as Athena over the same S3 objects.
 
 pyarrow reads both tiers from S3 (its own client; DuckDB's httpfs cannot be installed here) as hive-partitioned
 datasets typed by the schema: partitions prune objects before any is read, as Athena's do, and the key prunes the
@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
@@ -35,8 +36,10 @@ from chalicelib.columnar import (
     COMPACTED_PARTITION_SCHEMA,
     FRESH_PARTITION_SCHEMA,
     RECORD_SCHEMA,
+    TRAIL_SCHEMA,
     json_parse_options,
     json_read_options,
+    trail_rows,
 )
 from chalicelib.compaction import compacted_period_of
 from chalicelib.config import audit_prefix, compacted_prefix, number, setting
@@ -52,6 +55,16 @@ from chalicelib.query import (
     position_of,
     row_to_entry,
 )
+from chalicelib.reconcile import (
+    MAX_TRAIL_FILE_BYTES,
+    CorruptTrailFileError,
+    ReconcileRelations,
+    ReconcileWindow,
+    build_reconcile_sql,
+    read_tally,
+    read_trail_file,
+)
+from chalicelib.reconciler import EngineResult
 
 logger = logging.getLogger("deutzia.duckdb")
 
@@ -321,3 +334,74 @@ class DuckDBQueryRunner:
         if len(rows) > query.limit:
             next_token = encode_page_token(PageToken(query.fingerprint(), after=position_of(entries[-1])))
         return AuditPage(entries, next_token)
+
+
+class TrailFiles:
+    """The raw trail as the CloudTrail table's rows, read file by file from S3 (as Athena's CloudTrail table does,
+    with each row's `"$path"`, `region` and `date`); a file that is not a readable CloudTrail log is left out and
+    named with its reason, never raised."""
+
+    def __init__(self, filesystem: pafs.FileSystem, max_file_bytes: int = MAX_TRAIL_FILE_BYTES) -> None:
+        self._filesystem = filesystem
+        self._max_file_bytes = max_file_bytes
+
+    def read(self, paths: Sequence[str]) -> tuple[pa.Table, dict[str, str]]:
+        """The rows of the files at `paths` (`s3://bucket/AWSLogs/.../CloudTrail/<region>/<yyyy>/<MM>/<dd>/<name>`),
+        and the unreadable files' reasons."""
+        tables = [TRAIL_SCHEMA.empty_table()]
+        unreadable: dict[str, str] = {}
+        for path in paths:
+            parts = path.removeprefix("s3://").split("/")
+            try:
+                region, date = parts[-5], "/".join(parts[-4:-1])
+                info = self._filesystem.get_file_info(path.removeprefix("s3://"))
+                if info.size is not None and info.size > self._max_file_bytes:
+                    raise CorruptTrailFileError(f"it is {info.size} bytes, past the bound of {self._max_file_bytes}")
+                with self._filesystem.open_input_stream(path.removeprefix("s3://"), compression=None) as stream:
+                    body = stream.read()
+                tables.append(trail_rows(read_trail_file(body, self._max_file_bytes), path, region, date))
+            except CorruptTrailFileError as exc:
+                unreadable[path] = str(exc)
+            except (IndexError, pa.ArrowException) as exc:
+                unreadable[path] = f"its events do not fit the CloudTrail table: {type(exc).__name__}"
+            except OSError as exc:
+                if not _vanished(exc):
+                    raise QueryUnavailableError("the trail's files cannot be read right now") from exc
+                unreadable[path] = "it was deleted while being read"
+        return pa.concat_tables(tables), unreadable
+
+
+class DuckDBTrailEngine:
+    """TrailEngine for the local stack: the reconcile SQL on DuckDB over the day's trail files and audit records."""
+
+    name = "duckdb"
+
+    def __init__(self, objects: AuditObjects, trail: TrailFiles) -> None:
+        self._objects = objects
+        self._trail = trail
+        self._connection = connect()
+
+    @classmethod
+    def from_environment(cls) -> DuckDBTrailEngine:
+        filesystem = s3_filesystem(os.environ.get("AWS_ENDPOINT_URL"))
+        objects = AuditObjects(filesystem, setting("AUDIT_BUCKET"), audit_prefix(), compacted_prefix())
+        return cls(objects, TrailFiles(filesystem))
+
+    def tally(self, window: ReconcileWindow, trail_files: Sequence[str]) -> EngineResult:
+        trail, unreadable = self._trail.read(trail_files)
+        tiers = self._objects.read(dt_from=window.day, dt_to=window.day)
+        suffix = uuid.uuid4().hex
+        relations = ReconcileRelations(f"trail_{suffix}", f"compacted_{suffix}", f"fresh_{suffix}")
+        sql, parameters = build_reconcile_sql(window, relations)
+        cursor = self._connection.cursor()
+        try:
+            cursor.register(relations.trail, trail)
+            cursor.register(relations.compacted, tiers.compacted)
+            cursor.register(relations.fresh, tiers.fresh)
+            rows = cursor.execute(sql, parameters).fetchall()
+        except duckdb.Error as exc:
+            logger.error("DuckDB reconcile query failed: %s: %s", type(exc).__name__, exc)
+            raise QueryError("the reconcile query failed") from exc
+        finally:
+            cursor.close()
+        return EngineResult([read_tally(row) for row in rows], unreadable)

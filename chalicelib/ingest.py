@@ -13,7 +13,6 @@ configured. One structured log line per invocation; never a key value.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,8 +21,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 
-from chalicelib.bounds import MAX_EVENT_MESSAGE_CHARS, MAX_LINE_BYTES
-from chalicelib.cloudtrail import build_audit_records, is_dynamodb_data_event, parse_event_message
+from chalicelib.bounds import MAX_EVENT_MESSAGE_CHARS
+from chalicelib.cloudtrail import parse_event_message, stored_lines
 from chalicelib.cloudwatch import CONTROL_MESSAGE, decode_logs_payload
 from chalicelib.errors import DeutziaError, MalformedEventError, UndecodableRecordError
 from chalicelib.records import build_object_key, build_quarantine_key, encode_lines
@@ -197,14 +196,7 @@ def event_lines_of(message: str) -> list[tuple[tuple[str, str], str]] | None:
         raise MalformedEventError("message is JSON nested too deeply") from None
     except ValueError:
         return None
-    if not is_dynamodb_data_event(event):
-        return None
-    assert isinstance(event, Mapping)
-    lines = [((record.table_name, record.dt), record.to_line()) for record in build_audit_records(event)]
-    for _, line in lines:
-        if len(line) > MAX_LINE_BYTES // 4 and len(line.encode("utf-8")) > MAX_LINE_BYTES:
-            raise MalformedEventError(f"a record of {len(line)} characters, over the {MAX_LINE_BYTES}-byte line bound")
-    return lines
+    return stored_lines(event)
 
 
 def _utc_date(epoch_seconds: float) -> str:

@@ -77,3 +77,47 @@ COMPACTED_PARTITION_COLUMNS: tuple[Column, ...] = (
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in AUDIT_COLUMNS)
+
+# The raw trail as a table: AWS's documented CloudTrail table (Athena's names, lower case, Hive types), over the trail
+# bucket's `AWSLogs/<account>/CloudTrail/<region>/<yyyy>/<MM>/<dd>/` files, one row per event. Nested objects that
+# the table types as `string` hold their JSON text.
+_SESSION_ISSUER = "struct<type:string,principalid:string,arn:string,accountid:string,username:string>"
+_SESSION_CONTEXT = (
+    f"struct<attributes:struct<mfaauthenticated:string,creationdate:string>,sessionissuer:{_SESSION_ISSUER}>"
+)
+TRAIL_COLUMNS: tuple[Column, ...] = (
+    Column("eventversion", "string"),
+    Column(
+        "useridentity",
+        "struct<type:string,principalid:string,arn:string,accountid:string,invokedby:string,accesskeyid:string,"
+        f"username:string,sessioncontext:{_SESSION_CONTEXT}>",
+    ),
+    Column("eventtime", "string"),
+    Column("eventsource", "string"),
+    Column("eventname", "string"),
+    Column("awsregion", "string"),
+    Column("sourceipaddress", "string"),
+    Column("useragent", "string"),
+    Column("errorcode", "string"),
+    Column("errormessage", "string"),
+    Column("requestparameters", "string"),
+    Column("responseelements", "string"),
+    Column("additionaleventdata", "string"),
+    Column("requestid", "string"),
+    Column("eventid", "string"),
+    Column("readonly", "string"),
+    Column("resources", "array<struct<arn:string,accountid:string,type:string>>"),
+    Column("eventtype", "string"),
+    Column("apiversion", "string"),
+    Column("recipientaccountid", "string"),
+    Column("serviceeventdetails", "string"),
+    Column("sharedeventid", "string"),
+    Column("vpcendpointid", "string"),
+    Column("eventcategory", "string"),
+    Column("tlsdetails", "struct<tlsversion:string,ciphersuite:string,clientprovidedhostheader:string>"),
+)
+# The trail's partitions, projected from the key: the region folder, and the delivery day as `yyyy/MM/dd`.
+TRAIL_PARTITION_COLUMNS: tuple[Column, ...] = (
+    Column("region", "string"),
+    Column("date", "string"),
+)

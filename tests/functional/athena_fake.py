@@ -10,7 +10,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from chalicelib.duckdb_engine import AuditObjects, connect, s3_filesystem
+from pyarrow import fs as pafs
+
+from chalicelib.duckdb_engine import AuditObjects, TrailFiles, connect, s3_filesystem
 from chalicelib.query import Relations, build_view_sql
 
 DATABASE = "deutzia"
@@ -36,9 +38,13 @@ def _text(value: object) -> dict[str, str]:
 class DuckDBAthenaClient:
     """StartQueryExecution, GetQueryExecution, GetQueryResults and StopQueryExecution, executed on DuckDB."""
 
-    def __init__(self, bucket: str, endpoint_url: str) -> None:
+    def __init__(self, bucket: str, endpoint_url: str, trail_bucket: str | None = None) -> None:
         self._connection = connect()
-        self._objects = AuditObjects(s3_filesystem(endpoint_url), bucket, "audit/", "compacted/")
+        filesystem = s3_filesystem(endpoint_url)
+        self._objects = AuditObjects(filesystem, bucket, "audit/", "compacted/")
+        self._trail = TrailFiles(filesystem)
+        self._trail_bucket = trail_bucket
+        self._filesystem = filesystem
         self.executions: dict[str, dict[str, Any]] = {}
 
     def start_query_execution(self, QueryString: str, WorkGroup: str, ExecutionParameters: list[str]) -> Any:
@@ -54,8 +60,25 @@ class DuckDBAthenaClient:
             f"CREATE TEMPORARY VIEW catalog_audit AS "
             f"{build_view_sql(Relations('catalog_audit_compacted', 'catalog_audit_fresh'))}"
         )
+        if self._trail_bucket is not None:
+            # Partition projection: every file under the trail bucket's AWSLogs/ is a row source; unreadable files
+            # fail the query here, as they fail Athena's.
+            selector = pafs.FileSelector(f"{self._trail_bucket}/AWSLogs", recursive=True, allow_not_found=True)
+            paths = [f"s3://{info.path}" for info in self._filesystem.get_file_info(selector) if info.is_file]
+            trail, unreadable = self._trail.read(paths)
+            if unreadable:
+                path, reason = next(iter(unreadable.items()))
+                self.executions[execution_id] = {
+                    "QueryExecutionId": execution_id,
+                    "Query": QueryString,
+                    "ExecutionParameters": ExecutionParameters,
+                    "WorkGroup": WorkGroup,
+                    "Status": {"State": "FAILED", "StateChangeReason": f"HIVE_CURSOR_ERROR: {path}: {reason}"},
+                }
+                return {"QueryExecutionId": execution_id}
+            cursor.register("catalog_cloudtrail_logs", trail)
         local_sql = QueryString
-        for name in ("audit_compacted", "audit_fresh", "audit"):
+        for name in ("audit_compacted", "audit_fresh", "audit", "cloudtrail_logs"):
             local_sql = local_sql.replace(f'"{DATABASE}"."{name}"', f"catalog_{name}")
         cursor.execute(local_sql, parameters)
         columns = [description[0] for description in cursor.description]

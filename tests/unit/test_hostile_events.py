@@ -107,7 +107,7 @@ def test_any_formatter_failure_quarantines_the_record_and_keeps_its_neighbours(
             raise error
         return build_audit_records(event)
 
-    monkeypatch.setattr("chalicelib.ingest.build_audit_records", formatter)
+    monkeypatch.setattr("chalicelib.cloudtrail.build_audit_records", formatter)
     store, _ = _ingest_beside_a_real_call(cloudtrail_event(eventID="crash"))
     assert f"log event 0: formatter failed: {type(error).__name__}" in _quarantine_reason(store)
 

@@ -169,12 +169,12 @@ def test_a_retry_after_a_failure_may_store_a_row_twice_but_loses_none() -> None:
 
 
 def test_an_event_the_formatter_cannot_handle_is_quarantined_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    import chalicelib.ingest as ingest_module
+    import chalicelib.cloudtrail as formatter_module
 
     def explode(event: Any) -> Any:
         raise TypeError("unexpected shape")
 
-    monkeypatch.setattr(ingest_module, "build_audit_records", explode)
+    monkeypatch.setattr(formatter_module, "build_audit_records", explode)
     store = MemoryStore()
     response = process_kinesis_batch(kinesis_event([logs_payload([cloudtrail_event()])]), store, "audit/", True)
     assert response == {"batchItemFailures": []}

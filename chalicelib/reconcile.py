@@ -1,0 +1,410 @@
+"""Reconciliation of the audit records with the trail's own files: the anti-join both engines run, reading a trail
+file, formatting its missing events for backfill, and the report of a day and table.
+
+The trail's files are the complete record (CloudWatch Logs drops events over 256 KB; a subscription can fall
+behind; a record can end in the failure queue). A UTC day is reconciled by one SQL text, run by Athena in AWS and by
+DuckDB locally: the DynamoDB data events in that day's and the next day's trail files (CloudTrail files an event by
+its delivery time) whose `eventTime` falls in the day, per table named in `resources`, minus the `(event_id,
+table_name)` pairs the audit records hold for that day. Each missing event comes back with the file it is in, so
+backfill reads only those files. Pure: SQL text, bytes in, lines and reports out; `reconciler` does the I/O.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from chalicelib.cloudtrail import DATA_OPERATIONS, DYNAMODB_EVENT_SOURCE, parse_event_message, stored_lines
+from chalicelib.errors import DeutziaError
+from chalicelib.query import SqlValue
+from chalicelib.records import partition_path
+
+# A day's events are in its own trail files and, near midnight, in the next day's.
+TRAIL_DELIVERY_DAYS = 2
+# A trail file is read whole to backfill from it: at most this much JSON (CloudTrail writes a file every few
+# minutes per region; a busy account's files are a few MB).
+MAX_TRAIL_FILE_BYTES = 128 * 1024 * 1024
+# Missing events backfilled by one run; the next run goes on from there.
+MAX_BACKFILL_EVENTS = 100_000
+# How many names and examples a report lists (it counts all of them).
+MAX_LISTED = 1000
+# A table's name in a DynamoDB ARN (`...:table/<name>`, also inside index ARNs), as the formatter reads it.
+TABLE_ARN_PATTERN = r"arn:aws[a-z-]*:dynamodb:[a-z0-9-]*:[0-9]*:table/([A-Za-z0-9_.-]{3,255})"
+_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+VERIFIED, BACKFILLED, INCOMPLETE, NO_TRAIL_FILES, NOT_CHECKED = (
+    "verified",
+    "backfilled",
+    "incomplete",
+    "no_trail_files",
+    "not_checked",
+)
+
+
+class CorruptTrailFileError(DeutziaError):
+    """A file in the trail bucket that is not a readable CloudTrail log file (its reason says why)."""
+
+
+@dataclass(frozen=True)
+class ReconcileRelations:
+    """The relations the SQL names (configured, already-quoted): the raw trail, and the audit records' two tiers."""
+
+    trail: str
+    compacted: str
+    fresh: str
+
+
+@dataclass(frozen=True)
+class ReconcileWindow:
+    """What one reconciliation covers: a UTC day, up to `until` (exclusive; the day's end unless the day is still
+    going), for `tables` (None: every table the trail names)."""
+
+    day: str
+    until: str
+    tables: tuple[str, ...] | None = None
+
+    @classmethod
+    def of_day(cls, day: str, tables: Sequence[str] | None = None, until: str | None = None) -> ReconcileWindow:
+        """The window of `day` (YYYY-MM-DD); ValueError when it is not a date, or `until` is not within it."""
+        start = parse_day(day)
+        end = f"{(start + timedelta(days=1)).isoformat()}T00:00:00Z"
+        if until is not None and not f"{day}T00:00:00Z" < until <= end:
+            raise ValueError(f"until {until} is not within {day}")
+        return cls(day, until or end, None if tables is None else tuple(sorted(tables)))
+
+    @property
+    def whole_day(self) -> bool:
+        return self.until.endswith("T00:00:00Z")
+
+    def trail_dates(self) -> list[str]:
+        """The trail's `date` partitions (`yyyy/MM/dd`) that hold the day's events."""
+        start = parse_day(self.day)
+        return [(start + timedelta(days=offset)).strftime("%Y/%m/%d") for offset in range(TRAIL_DELIVERY_DAYS)]
+
+
+def parse_day(text: str) -> date:
+    """A `YYYY-MM-DD` day; ValueError saying so otherwise."""
+    if not _DAY.fullmatch(text):
+        raise ValueError(f"{text!r} is not a day (YYYY-MM-DD)")
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid date") from None
+
+
+def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) -> tuple[str, list[SqlValue]]:
+    """SQL and its `?` parameters: one row per (table, trail file) with the file's events of the table, how many
+    of them are duplicates of an earlier copy, how many the audit records hold, and the missing ones' ids (JSON);
+    then one row per table (file NULL) counting what the audit records hold that the trail does not. Only names
+    from configuration and constants are SQL text; the day and tables are parameters."""
+    parameters: list[SqlValue] = []
+
+    def values(items: Sequence[str]) -> str:
+        parameters.extend(items)
+        return ", ".join("?" for _ in items)
+
+    def tables_filter(column: str) -> str:
+        return "" if window.tables is None else f" AND {column} IN ({values(window.tables)})"
+
+    operations = ", ".join(f"'{name}'" for name in sorted(DATA_OPERATIONS))
+    trail = (
+        'SELECT eventid AS event_id, named.table_name, "$path" AS trail_file '
+        f"FROM {relations.trail} CROSS JOIN UNNEST(array_distinct(regexp_extract_all("
+        f"json_format(CAST(resources AS JSON)), '{TABLE_ARN_PATTERN}', 1))) AS named (table_name) "
+        f'WHERE "date" IN ({values(window.trail_dates())}) '
+        f"AND eventsource = '{DYNAMODB_EVENT_SOURCE}' AND coalesce(eventcategory, 'Data') = 'Data' "
+        f"AND eventname IN ({operations}) "
+        f"AND eventtime >= {values([f'{window.day}T00:00:00Z'])} AND eventtime < {values([window.until])}"
+        f"{tables_filter('named.table_name')}"
+    )
+    audited = (
+        "SELECT DISTINCT event_id, table_name FROM ("
+        f"SELECT event_id, table_name FROM {relations.compacted} "
+        f"WHERE month = {values([window.day[:7]])} AND dt = {values([window.day])}{tables_filter('table_name')} "
+        f"UNION ALL SELECT event_id, table_name FROM {relations.fresh} "
+        f"WHERE dt = {values([window.day])}{tables_filter('table_name')}"
+        ") AS tiers"
+    )
+    sql = (
+        f"WITH trail_rows AS ({trail}), "
+        "copies AS (SELECT event_id, table_name, trail_file, "
+        "row_number() OVER (PARTITION BY table_name, event_id ORDER BY trail_file) AS copy FROM trail_rows), "
+        f"audited AS ({audited}) "
+        "SELECT copies.table_name, copies.trail_file, count(*) AS trail_rows, "
+        "count_if(copies.copy > 1) AS duplicates, count_if(copies.copy = 1) AS events, "
+        "count_if(copies.copy = 1 AND audited.event_id IS NOT NULL) AS audited, "
+        "json_format(CAST(array_agg(copies.event_id) FILTER (WHERE copies.copy = 1 AND audited.event_id IS NULL) "
+        "AS JSON)) AS missing "
+        "FROM copies LEFT JOIN audited "
+        "ON audited.event_id = copies.event_id AND audited.table_name = copies.table_name "
+        "GROUP BY copies.table_name, copies.trail_file "
+        "UNION ALL SELECT audited.table_name, NULL, 0, 0, 0, count(*), NULL FROM audited "
+        "WHERE NOT EXISTS (SELECT 1 FROM trail_rows "
+        "WHERE trail_rows.event_id = audited.event_id AND trail_rows.table_name = audited.table_name) "
+        "GROUP BY audited.table_name "
+        "ORDER BY 1, 2"
+    )
+    return sql, parameters
+
+
+@dataclass(frozen=True)
+class FileTally:
+    """One result row: a table's events in one trail file (`trail_file` None: audited events the trail lacks)."""
+
+    table: str
+    trail_file: str | None
+    trail_rows: int
+    duplicates: int
+    events: int
+    audited: int
+    missing: tuple[str, ...]
+
+
+def read_tally(values: Sequence[object]) -> FileTally:
+    """A result row of the reconcile SQL, from either engine (Athena gives every value as text)."""
+    table, trail_file, trail_rows, duplicates, events, audited, missing = values
+    listed = json.loads(str(missing)) if missing not in (None, "") else []
+    return FileTally(
+        table=str(table),
+        trail_file=None if trail_file in (None, "") else str(trail_file),
+        trail_rows=int(str(trail_rows)),
+        duplicates=int(str(duplicates)),
+        events=int(str(events)),
+        audited=int(str(audited)),
+        missing=tuple(str(event_id) for event_id in (listed or [])),
+    )
+
+
+def read_trail_file(body: bytes, max_bytes: int = MAX_TRAIL_FILE_BYTES) -> list[Any]:
+    """The events of a CloudTrail log file (gzip JSON `{"Records": [...]}`), numbers exact as ingest reads them;
+    CorruptTrailFileError saying why for anything else (not gzip, cut short, too large, not JSON, not CloudTrail's)."""
+    try:
+        if body[:2] == b"\x1f\x8b":
+            decompressor = zlib.decompressobj(wbits=31)
+            text = decompressor.decompress(body, max_bytes + 1)
+            if len(text) > max_bytes:
+                raise CorruptTrailFileError(f"it holds over {max_bytes} bytes of JSON, past the backfill bound")
+            if not decompressor.eof:
+                raise CorruptTrailFileError("its gzip data is cut short")
+        else:
+            text = body
+            if len(text) > max_bytes:
+                raise CorruptTrailFileError(f"it holds over {max_bytes} bytes of JSON, past the backfill bound")
+        document = parse_event_message(text.decode("utf-8"))
+    except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
+        raise CorruptTrailFileError(f"it is not readable gzip ({exc})") from None
+    except UnicodeDecodeError:
+        raise CorruptTrailFileError("it is not UTF-8 text") from None
+    except RecursionError:
+        raise CorruptTrailFileError("its JSON nests too deeply") from None
+    except ValueError:
+        raise CorruptTrailFileError("it is not JSON") from None
+    records = document.get("Records") if isinstance(document, Mapping) else None
+    if not isinstance(records, list):
+        raise CorruptTrailFileError('it is not a CloudTrail log file (no "Records" list)')
+    return records
+
+
+@dataclass
+class Backfill:
+    """What backfilling one trail file gives: per table, the stored lines and the events they come from; the events
+    the formatter refused (id, reason, event: for quarantine); and why each event that stays missing does."""
+
+    lines: dict[str, list[str]] = field(default_factory=dict)
+    events: dict[str, set[str]] = field(default_factory=dict)
+    refused: list[tuple[str, str, Any]] = field(default_factory=list)
+    still_missing: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def backfill_events(events: list[Any], missing: Mapping[str, set[str]], day: str) -> Backfill:
+    """The stored lines of the `missing` events (event id to the tables it is missing from) among `events`, through
+    the formatter ingest uses, for those tables and the day only."""
+    result = Backfill()
+    found: set[str] = set()
+    for event in events:
+        event_id = event.get("eventID") if isinstance(event, Mapping) else None
+        if not isinstance(event_id, str) or event_id not in missing or event_id in found:
+            continue
+        found.add(event_id)
+        tables = missing[event_id]
+        try:
+            lines = stored_lines(event)
+        except Exception as exc:  # whatever a file holds, the formatter's refusal is kept, never raised
+            reason = f"the formatter refused it: {type(exc).__name__}: {str(exc)[:300]}"
+            result.refused.append((event_id, reason, event))
+            for table in tables:
+                result.still_missing[(table, event_id)] = reason
+            continue
+        for (table, dt), line in lines or []:
+            if table in tables and dt == day:
+                result.lines.setdefault(table, []).append(line)
+                result.events.setdefault(table, set()).add(event_id)
+        for table in tables:
+            if event_id not in result.events.get(table, ()):
+                why = "not a DynamoDB data event" if lines is None else f"it gives no record of {table} on {day}"
+                result.still_missing[(table, event_id)] = f"the formatter skipped it: {why}"
+    for event_id, tables in missing.items():
+        if event_id not in found:
+            for table in tables:
+                result.still_missing[(table, event_id)] = "the trail file no longer holds it"
+    return result
+
+
+def trail_file_name(key: str) -> str:
+    """A short, safe name for a trail file (its own name when that is CloudTrail's, else a digest of its key)."""
+    name = key.rsplit("/", 1)[-1].removesuffix(".json.gz")
+    return name if _SAFE_NAME.fullmatch(name) else hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def backfill_object_key(prefix: str, table: str, day: str, trail_key: str) -> str:
+    """Where one trail file's backfilled records of one table and day go: named after the file, so a rerun
+    overwrites them, and compaction folds them in like any other fresh object."""
+    return f"{partition_path(prefix, table, day)}backfill-{trail_file_name(trail_key)}.json.gz"
+
+
+def quarantine_key(day: str, trail_key: str, event_id: str | None = None) -> str:
+    """Where a trail file that cannot be read (or one event of it the formatter refused) is kept, with its reason."""
+    suffix = f"-{event_id}" if event_id is not None else ""
+    return f"quarantine/dt={day}/trail-{trail_file_name(trail_key)}{suffix}"
+
+
+def report_key(day: str, table: str | None = None) -> str:
+    """A table's report for a day, or (table None) the day's own summary."""
+    name = "_day" if table is None else table
+    return f"reports/reconcile/dt={day}/{name}.json"
+
+
+@dataclass
+class TableReport:
+    """One day of one table: what the trail holds, what the audit records held, what was backfilled and what is
+    still missing (and why). `backfilled` counts every run's backfill of the day, so a rerun keeps the status."""
+
+    day: str
+    table: str
+    status: str = VERIFIED
+    checked_at: str = ""
+    checked_until: str = ""
+    engine: str = ""
+    trail_events: int = 0
+    audited_by_ingest: int = 0
+    backfilled: int = 0
+    backfilled_now: int = 0
+    still_missing: int = 0
+    duplicates_in_trail: int = 0
+    audited_not_in_trail: int = 0
+    missing_reasons: dict[str, int] = field(default_factory=dict)
+    missing_examples: list[dict[str, str]] = field(default_factory=list)
+    trail_files: list[str] = field(default_factory=list)
+    trail_file_count: int = 0
+    backfill_objects: list[str] = field(default_factory=list)
+    unreadable_trail_files: int = 0
+
+    def settle(self) -> None:
+        """Set the status from the counts: complete only when nothing is missing and every file was read."""
+        if self.still_missing or self.unreadable_trail_files:
+            self.status = INCOMPLETE
+        elif self.backfilled:
+            self.status = BACKFILLED
+        else:
+            self.status = VERIFIED
+
+    def miss(self, event_id: str, trail_file: str, reason: str) -> None:
+        self.still_missing += 1
+        self.missing_reasons[reason] = self.missing_reasons.get(reason, 0) + 1
+        if len(self.missing_examples) < MAX_LISTED:
+            self.missing_examples.append({"event_id": event_id, "trail_file": trail_file, "reason": reason})
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> TableReport:
+        document = json.loads(body)
+        return cls(**{name: document[name] for name in cls.__dataclass_fields__ if name in document})
+
+
+@dataclass
+class DayReport:
+    """The day's summary: which files were read, what could not be, and every table's report."""
+
+    day: str
+    checked_at: str
+    checked_until: str
+    engine: str
+    status: str = VERIFIED
+    trail_file_count: int = 0
+    trail_files_by_region: dict[str, int] = field(default_factory=dict)
+    next_day_delivered: bool = False
+    unreadable_trail_files: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, TableReport] = field(default_factory=dict)
+
+    def settle(self) -> None:
+        for report in self.tables.values():
+            report.unreadable_trail_files = len(self.unreadable_trail_files)
+            report.settle()
+        statuses = {report.status for report in self.tables.values()}
+        if not self.trail_file_count:
+            self.status = NO_TRAIL_FILES
+        elif self.unreadable_trail_files or INCOMPLETE in statuses:
+            self.status = INCOMPLETE
+        elif BACKFILLED in statuses:
+            self.status = BACKFILLED
+        else:
+            self.status = VERIFIED
+
+    def summary(self) -> dict[str, Any]:
+        """The day's own document (each table's report is stored beside it)."""
+        document = {name: value for name, value in asdict(self).items() if name != "tables"}
+        document["tables"] = {name: report.status for name, report in sorted(self.tables.items())}
+        document["unreadable_trail_files"] = dict(list(sorted(self.unreadable_trail_files.items()))[:MAX_LISTED])
+        return document
+
+    def totals(self) -> dict[str, int]:
+        """The day's counts over every table (the published metrics)."""
+        reports = self.tables.values()
+        return {
+            "TrailEvents": sum(report.trail_events for report in reports),
+            "BackfilledEvents": sum(report.backfilled_now for report in reports),
+            "MissingEvents": sum(report.still_missing for report in reports),
+            "DuplicateTrailEvents": sum(report.duplicates_in_trail for report in reports),
+            "UnreadableTrailFiles": len(self.unreadable_trail_files),
+        }
+
+
+def coverage_of(
+    day: str, table: str, summary: Mapping[str, Any] | None, report: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """One day of GET /audit/coverage, from the day's summary and the table's report (either may be absent)."""
+    if summary is None:
+        return {"day": day, "status": NOT_CHECKED}
+    entry: dict[str, Any] = {
+        "day": day,
+        "checked_at": summary.get("checked_at"),
+        "checked_until": summary.get("checked_until"),
+    }
+    if not summary.get("trail_file_count"):
+        return {**entry, "status": NO_TRAIL_FILES}
+    if report is None:  # the day was checked and the trail names no call on this table
+        unreadable = bool(summary.get("unreadable_trail_files"))
+        counts = {"trail_events": 0, "backfilled": 0, "still_missing": 0}
+        return {**entry, "status": INCOMPLETE if unreadable else VERIFIED, **counts}
+    return {
+        **entry,
+        "status": report.get("status", NOT_CHECKED),
+        "trail_events": report.get("trail_events", 0),
+        "backfilled": report.get("backfilled", 0),
+        "still_missing": report.get("still_missing", 0),
+    }
+
+
+def is_event_id(text: str) -> bool:
+    return bool(_EVENT_ID.fullmatch(text))

@@ -1,0 +1,342 @@
+"""Runs reconciliation of one UTC day: lists the day's trail files, has the engine (Athena, or DuckDB locally) run
+the anti-join, backfills what is missing from the files that hold it, quarantines what cannot be read or formatted,
+and stores a report per table and one for the day under `reports/reconcile/dt=<day>/`.
+
+Backfilled records enter the fresh tier under names derived from their trail file, so a rerun overwrites them and
+compaction folds them in. A report carries over the backfill of earlier runs of the same day, so a second run that
+finds nothing missing keeps the day's status. A write that fails raises: the day's reports are written last, so a
+failed run leaves the previous ones, and the next run does the day again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.config import audit_prefix, audited_tables, setting
+from chalicelib.errors import ConfigError, DeutziaError, StoreError
+from chalicelib.reconcile import (
+    MAX_BACKFILL_EVENTS,
+    MAX_LISTED,
+    MAX_TRAIL_FILE_BYTES,
+    CorruptTrailFileError,
+    DayReport,
+    FileTally,
+    ReconcileWindow,
+    TableReport,
+    backfill_events,
+    backfill_object_key,
+    is_event_id,
+    quarantine_key,
+    read_trail_file,
+    report_key,
+)
+from chalicelib.records import compact_json, encode_lines
+from chalicelib.store import ascii_metadata
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger("deutzia.reconcile")
+
+# Days one on-demand run may cover (a catch-up of a month takes a few runs, each within Lambda's 15 minutes).
+MAX_DAYS_PER_RUN = 31
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """The engine's answer: the SQL's rows, and the trail files it could not read (path to reason; the local
+    engine reads each file itself, Athena reports none)."""
+
+    tallies: list[FileTally]
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+class TrailEngine(Protocol):
+    """Runs the reconcile SQL of a window over the trail's files (`s3://` paths of the days' files, as listed)."""
+
+    name: str
+
+    def tally(self, window: ReconcileWindow, trail_files: Sequence[str]) -> EngineResult: ...
+
+
+class ReconcileError(DeutziaError):
+    """A day could not be reconciled (the engine failed, or a write did); the day's earlier reports stay."""
+
+
+def last_verifiable_day(now: datetime) -> str:
+    """The day the daily run reconciles: the day before yesterday, whose files CloudTrail has delivered (a day's
+    last events arrive in the next day's files)."""
+    return (now.astimezone(UTC).date() - timedelta(days=2)).isoformat()
+
+
+def days_between(since: str, until: str) -> list[str]:
+    """The days from `since` to `until`, both included; ValueError for a reversed or too long range."""
+    first, last = (datetime.strptime(day, "%Y-%m-%d").date() for day in (since, until))
+    if last < first:
+        raise ValueError(f"{until} is before {since}")
+    count = (last - first).days + 1
+    if count > MAX_DAYS_PER_RUN:
+        raise ValueError(f"{count} days; one run reconciles at most {MAX_DAYS_PER_RUN}")
+    return [(first + timedelta(days=offset)).isoformat() for offset in range(count)]
+
+
+class Reconciler:
+    """Reconciles days of the audit bucket against the trail bucket, with `engine`."""
+
+    def __init__(
+        self,
+        engine: TrailEngine,
+        s3: S3Client,
+        audit_bucket: str,
+        trail_bucket: str,
+        trail_prefix: str,
+        fresh_prefix: str = "audit/",
+        tables: frozenset[str] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_trail_file_bytes: int = MAX_TRAIL_FILE_BYTES,
+    ) -> None:
+        self._engine = engine
+        self._s3 = s3
+        self._audit_bucket = audit_bucket
+        self._trail_bucket = trail_bucket
+        self._trail_prefix = trail_prefix.strip("/") + "/"
+        self._fresh_prefix = fresh_prefix
+        self._tables = tables
+        self._clock = clock
+        self._max_file_bytes = max_trail_file_bytes
+
+    @classmethod
+    def from_environment(cls, engine: TrailEngine) -> Reconciler:
+        """A reconciler on $AUDIT_BUCKET and $TRAIL_BUCKET (files under $TRAIL_PREFIX), for $AUDITED_TABLES."""
+        trail_prefix = setting("TRAIL_PREFIX")
+        if not trail_prefix.strip("/").endswith("CloudTrail"):
+            raise ConfigError("environment variable TRAIL_PREFIX must be AWSLogs/<account>/CloudTrail/")
+        return cls(
+            engine,
+            boto3.client("s3"),
+            setting("AUDIT_BUCKET"),
+            setting("TRAIL_BUCKET"),
+            trail_prefix,
+            audit_prefix(),
+            audited_tables(),
+        )
+
+    def run(self, day: str, until: str | None = None) -> DayReport:
+        """Reconcile `day` (up to `until` when the day is still going); ReconcileError when it cannot be done."""
+        window = ReconcileWindow.of_day(day, None if self._tables is None else sorted(self._tables), until)
+        by_region = self._list_trail_files(window)
+        files = [path for paths in by_region.values() for path in paths]
+        day_report = DayReport(
+            day=day,
+            checked_at=self._clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            checked_until=window.until,
+            engine=self._engine.name,
+            trail_file_count=len(files),
+            trail_files_by_region={region: len(paths) for region, paths in sorted(by_region.items())},
+            next_day_delivered=any(f"/{window.trail_dates()[-1]}/" in path for path in files),
+        )
+        try:
+            result = self._engine.tally(window, files)
+        except DeutziaError as exc:
+            raise ReconcileError(f"reconciling {day}: {exc}") from exc
+        reports = self._tally(day_report, result.tallies)
+        for path, reason in sorted(result.unreadable.items()):
+            self._unreadable(day_report, path, reason)
+        self._backfill(day_report, reports)
+        day_report.settle()
+        self._store_reports(day_report)
+        return day_report
+
+    def _tally(self, day_report: DayReport, tallies: list[FileTally]) -> dict[str, dict[str, set[str]]]:
+        """Each table's counts into its report; the missing events, by trail file, event id and tables."""
+        missing: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        files: dict[str, set[str]] = defaultdict(set)
+        tables = set(self._tables or ()) | {tally.table for tally in tallies}
+        for table in sorted(tables):
+            previous = self._previous_report(day_report.day, table)
+            day_report.tables[table] = TableReport(
+                day=day_report.day,
+                table=table,
+                checked_at=day_report.checked_at,
+                checked_until=day_report.checked_until,
+                engine=day_report.engine,
+                backfilled=previous.backfilled if previous is not None else 0,
+            )
+        for tally in tallies:
+            report = day_report.tables[tally.table]
+            if tally.trail_file is None:
+                report.audited_not_in_trail += tally.audited
+                continue
+            files[tally.table].add(tally.trail_file)
+            report.trail_events += tally.events
+            report.duplicates_in_trail += tally.duplicates
+            report.audited_by_ingest += tally.audited
+            for event_id in tally.missing:
+                if is_event_id(event_id):
+                    missing[tally.trail_file][event_id].add(tally.table)
+                else:
+                    report.miss(event_id[:128], tally.trail_file, "its eventID is not a CloudTrail event id")
+        for table, report in day_report.tables.items():
+            # What earlier runs backfilled is audited now; it counts as backfilled, not as ingest's.
+            report.audited_by_ingest = max(0, report.audited_by_ingest - report.backfilled)
+            report.trail_file_count = len(files[table])
+            report.trail_files = sorted(files[table])[:MAX_LISTED]
+        return {path: dict(events) for path, events in missing.items()}
+
+    def _backfill(self, day_report: DayReport, missing: dict[str, dict[str, set[str]]]) -> None:
+        budget = MAX_BACKFILL_EVENTS
+        for path in sorted(missing):
+            events = missing[path]
+            if budget < len(events):
+                for event_id, tables in events.items():
+                    for table in tables:
+                        reason = f"not backfilled by this run (over {MAX_BACKFILL_EVENTS} events); the next run goes on"
+                        day_report.tables[table].miss(event_id, path, reason)
+                continue
+            budget -= len(events)
+            key = self._trail_key(path)
+            if key is None:
+                for event_id, tables in events.items():
+                    for table in tables:
+                        day_report.tables[table].miss(event_id, path, "its file is outside the trail bucket")
+                continue
+            try:
+                trail_events = read_trail_file(self._get(self._trail_bucket, key), self._max_file_bytes)
+            except CorruptTrailFileError as exc:
+                self._unreadable(day_report, path, str(exc))
+                for event_id, tables in events.items():
+                    for table in tables:
+                        day_report.tables[table].miss(event_id, path, f"its trail file is unreadable: {exc}")
+                continue
+            result = backfill_events(trail_events, events, day_report.day)
+            for table, lines in sorted(result.lines.items()):
+                object_key = backfill_object_key(self._fresh_prefix, table, day_report.day, key)
+                self._put(object_key, encode_lines(lines), {"trail-file": path}, "application/gzip")
+                report = day_report.tables[table]
+                report.backfilled += len(result.events[table])
+                report.backfilled_now += len(result.events[table])
+                if len(report.backfill_objects) < MAX_LISTED:
+                    report.backfill_objects.append(object_key)
+            for event_id, reason, event in result.refused:
+                body = compact_json(event).encode("utf-8", "surrogatepass")
+                self._put(quarantine_key(day_report.day, key, event_id), body, {"reason": reason, "trail-file": path})
+            for (table, event_id), reason in sorted(result.still_missing.items()):
+                day_report.tables[table].miss(event_id, path, reason)
+
+    def _unreadable(self, day_report: DayReport, path: str, reason: str) -> None:
+        """A trail file that cannot be read: kept under quarantine/ (when its size allows) and reported."""
+        day_report.unreadable_trail_files[path] = reason
+        logger.error("trail file %s is unreadable: %s", path, reason)
+        key = self._trail_key(path)
+        if key is None:
+            return
+        try:
+            body = self._get(self._trail_bucket, key)
+        except CorruptTrailFileError:
+            return
+        self._put(quarantine_key(day_report.day, key), body, {"reason": reason, "trail-file": path})
+
+    def _store_reports(self, day_report: DayReport) -> None:
+        for table, report in sorted(day_report.tables.items()):
+            self._put(report_key(day_report.day, table), report.to_json(), {}, "application/json")
+            logger.info(
+                "reconciled %s %s: %s",
+                day_report.day,
+                table,
+                report.status,
+                extra={"reconcile": {k: v for k, v in vars(report).items() if not isinstance(v, (list, dict))}},
+            )
+        summary = json.dumps(day_report.summary(), indent=1, sort_keys=True).encode()
+        self._put(report_key(day_report.day), summary, {}, "application/json")
+
+    def _previous_report(self, day: str, table: str) -> TableReport | None:
+        try:
+            return TableReport.from_json(self._get(self._audit_bucket, report_key(day, table)))
+        except _NotFoundError:
+            return None
+        except (ValueError, TypeError, CorruptTrailFileError):
+            logger.warning("the earlier report of %s %s is unreadable; starting it afresh", day, table)
+            return None
+
+    def _list_trail_files(self, window: ReconcileWindow) -> dict[str, list[str]]:
+        """The window's trail files (`s3://` paths) by region: every region folder under the trail prefix."""
+        by_region: dict[str, list[str]] = {}
+        for region_prefix in self._list(self._trail_bucket, self._trail_prefix, delimiter=True):
+            region = region_prefix[len(self._trail_prefix) :].strip("/")
+            paths = [
+                f"s3://{self._trail_bucket}/{key}"
+                for date in window.trail_dates()
+                for key in self._list(self._trail_bucket, f"{region_prefix}{date}/")
+                if key.endswith(".json.gz")
+            ]
+            if paths:
+                by_region[region] = sorted(paths)
+        return by_region
+
+    def _trail_key(self, path: str) -> str | None:
+        """The key of an `s3://` path in the trail bucket under the trail prefix; None for anything else."""
+        bucket_prefix = f"s3://{self._trail_bucket}/"
+        if not path.startswith(bucket_prefix):
+            return None
+        key = path[len(bucket_prefix) :]
+        return key if key.startswith(self._trail_prefix) and ".." not in key.split("/") else None
+
+    def _list(self, bucket: str, prefix: str, delimiter: bool = False) -> Iterator[str]:
+        """Keys (or, with `delimiter`, the folders) under `prefix`."""
+        arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if delimiter:
+            arguments["Delimiter"] = "/"
+        try:
+            for page in self._s3.get_paginator("list_objects_v2").paginate(**arguments):
+                if delimiter:
+                    yield from (entry["Prefix"] for entry in page.get("CommonPrefixes", []))
+                else:
+                    yield from (entry["Key"] for entry in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise ReconcileError(f"listing s3://{bucket}/{prefix} failed: {_reason(exc)}") from exc
+
+    def _get(self, bucket: str, key: str) -> bytes:
+        """An object's bytes; _NotFoundError when it is absent, CorruptTrailFileError when it is too large to read."""
+        try:
+            response = self._s3.get_object(Bucket=bucket, Key=key)
+            if response["ContentLength"] > self._max_file_bytes:
+                response["Body"].close()
+                raise CorruptTrailFileError(f"it is {response['ContentLength']} bytes, past the backfill bound")
+            return response["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise _NotFoundError(key) from exc
+            raise ReconcileError(f"reading s3://{bucket}/{key} failed: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ReconcileError(f"reading s3://{bucket}/{key} failed: {_reason(exc)}") from exc
+
+    def _put(self, key: str, body: bytes, metadata: dict[str, str], content_type: str = "application/json") -> None:
+        try:
+            self._s3.put_object(
+                Bucket=self._audit_bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                Metadata={name: ascii_metadata(value) for name, value in metadata.items()},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"S3 PutObject to {self._audit_bucket}/{key} failed: {_reason(exc)}") from exc
+
+
+class _NotFoundError(DeutziaError):
+    """The object is not there."""
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+    return type(exc).__name__
