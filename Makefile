@@ -14,7 +14,7 @@ READS ?= true
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
 PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS)
 
-.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay compact faults bench
+.PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay compact reconcile faults bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ replay: $(STAMP)
 # Compact the local audit records into key-sorted Parquet, once (the stack also does it every few seconds).
 compact: $(STAMP)
 	@$(BIN)/python -m deutzia_local compact
+
+# Reconcile the local audit records with the trail's own files and backfill what is missing, once (the stack also
+# does it every few seconds): DATE=YYYY-MM-DD for one day, else yesterday and today. Exits 1 when a call is missing.
+reconcile: $(STAMP)
+	@$(BIN)/python -m deutzia_local reconcile $(if $(DATE),--date '$(DATE)')
 
 # The local stack under load and faults (S3 outage, poller killed, poison record), checked call by call.
 faults: $(STAMP)

@@ -16,6 +16,7 @@ from chalice.app import (
     Chalice,
     ChaliceViewError,
     CloudWatchEvent,
+    Cron,
     IAMAuthorizer,
     KinesisEvent,
     NotFoundError,
@@ -35,6 +36,8 @@ from chalicelib.errors import (
 )
 from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS, process_kinesis_batch
 from chalicelib.query import QueryEngine, parse_audit_request
+from chalicelib.reconcile import parse_coverage_request
+from chalicelib.reconciler import CoverageReader, Reconciler, TrailEngine
 from chalicelib.replay import KinesisRangeReader, parse_failure_record, replay_failed_batch
 from chalicelib.store import S3AuditStore
 
@@ -82,18 +85,38 @@ def get_stream_reader() -> KinesisRangeReader:
     return KinesisRangeReader.from_environment()
 
 
+def _backend() -> str:
+    backend = setting("QUERY_BACKEND", "athena")
+    if backend not in ("athena", "duckdb"):
+        raise ConfigError(f"environment variable QUERY_BACKEND must be athena or duckdb, not {backend!r}")
+    return backend
+
+
 @cache
 def get_query_engine() -> QueryEngine:
-    backend = setting("QUERY_BACKEND", "athena")
-    if backend == "athena":
+    if _backend() == "athena":
         from chalicelib.athena import AthenaQueryRunner
 
         return AthenaQueryRunner.from_environment()
-    if backend == "duckdb":
-        from chalicelib.duckdb_engine import DuckDBQueryRunner
+    from chalicelib.duckdb_engine import DuckDBQueryRunner
 
-        return DuckDBQueryRunner.from_environment()
-    raise ConfigError(f"environment variable QUERY_BACKEND must be athena or duckdb, not {backend!r}")
+    return DuckDBQueryRunner.from_environment()
+
+
+@cache
+def get_trail_engine() -> TrailEngine:
+    if _backend() == "athena":
+        from chalicelib.athena import AthenaTrailEngine
+
+        return AthenaTrailEngine.from_environment()
+    from chalicelib.duckdb_engine import DuckDBTrailEngine
+
+    return DuckDBTrailEngine.from_environment()
+
+
+@cache
+def get_coverage_reader() -> CoverageReader:
+    return CoverageReader.from_environment()
 
 
 def _query_parameters() -> dict[str, list[str]]:
@@ -121,6 +144,19 @@ def get_audit() -> dict[str, Any]:
         "entries": page.entries,
         "next_token": page.next_token,
     }
+
+
+@app.route("/audit/coverage", methods=["GET"], authorizer=IAMAuthorizer())
+def get_audit_coverage() -> dict[str, Any]:
+    """Per day: whether the table's history is verified complete against the trail, backfilled, or not checked."""
+    from datetime import UTC, datetime
+
+    try:
+        table, days = parse_coverage_request(_query_parameters(), audited_tables(), datetime.now(UTC).date())
+        covered = get_coverage_reader().read(table, days)
+    except DeutziaError as exc:
+        raise _http_error(exc) from exc
+    return {"table": table, "since": days[0], "until": days[-1], "days": covered}
 
 
 @app.on_kinesis_record(
@@ -157,3 +193,32 @@ def compact_audit_records(event: CloudWatchEvent) -> dict[str, Any]:
     closed = last_closed_day(datetime.now(UTC), number("COMPACTION_SETTLE_SECONDS", COMPACTION_SETTLE_SECONDS))
     report = S3Compactor.from_environment().run(closed, time_left_of(event.context))
     return {"files": report.files, "deferred": len(report.deferred), "summary": report.summary()}
+
+
+@app.schedule(Cron(30, 3, "*", "*", "?", "*"), name="reconcile_audit_trail")
+def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
+    """Reconcile the day before yesterday with the trail's files, backfilling what is missing; invoked with
+    `"detail": {"since": "YYYY-MM-DD", "until": "YYYY-MM-DD"}`, those days (both included), as far as time allows."""
+    from datetime import UTC, datetime
+
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from chalicelib.compactor import time_left_of
+    from chalicelib.reconciler import RECONCILE_DAY_SECONDS, requested_days
+
+    days = requested_days(event.detail, datetime.now(UTC))
+    reconciler = Reconciler.from_environment(get_trail_engine())
+    metrics = Metrics(namespace="Deutzia", service="deutzia-reconcile")
+    time_left = time_left_of(event.context)
+    done: dict[str, str] = {}
+    for day in days:
+        if time_left() < RECONCILE_DAY_SECONDS:
+            break
+        report = reconciler.run(day)
+        for name, value in report.totals().items():
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        metrics.flush_metrics()
+        done[day] = report.status
+    left = days[len(done) :]
+    return {"days": done, "not_reached": left, "next_since": left[0] if left else None}

@@ -249,7 +249,7 @@ def _row_values(data: Sequence[DatumTypeDef]) -> list[str | None]:
 
 
 # A reconcile query reads a day of the trail: minutes, not the API's seconds.
-RECONCILE_TIMEOUT_SECONDS = 600.0
+RECONCILE_TIMEOUT_SECONDS = 300.0
 
 
 class AthenaTrailEngine(AthenaWorkgroup):

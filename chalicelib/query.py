@@ -149,10 +149,10 @@ def parse_key(text: str) -> str:
     if len(key) > MAX_KEY_ATTRIBUTES:
         raise ValueError(f"names {len(key)} attributes; a DynamoDB key has one or two")
     for name, value in key.items():
-        shown = _shown(name)
+        printable = shown(name)
         if not name or valid_unicode(name) != name or len(name.encode("utf-8")) > MAX_KEY_NAME_BYTES:
-            raise ValueError(f"attribute name {shown} is not a DynamoDB key name (1 to {MAX_KEY_NAME_BYTES} bytes)")
-        _check_key_value(shown, value)
+            raise ValueError(f"attribute name {printable} is not a DynamoDB key name (1 to {MAX_KEY_NAME_BYTES} bytes)")
+        _check_key_value(printable, value)
     return canonical_key(key)
 
 
@@ -181,7 +181,7 @@ def _check_key_value(name: str, value: object) -> None:
         raise ValueError(f"the value of {name} must be a string or a number")
 
 
-def _shown(text: str) -> str:
+def shown(text: str) -> str:
     """A name from the request, short and printable enough to repeat in an error message."""
     return valid_unicode(text[:_SHOWN_CHARS]) + ("…" if len(text) > _SHOWN_CHARS else "")
 
@@ -206,7 +206,7 @@ def parse_audit_request(
     values: dict[str, str] = {}
     for name, given in parameters.items():
         if name not in _AuditParameters.model_fields:
-            raise InvalidRequestError(_shown(name), "is not a parameter of GET /audit")
+            raise InvalidRequestError(shown(name), "is not a parameter of GET /audit")
         listed = [given] if isinstance(given, str) else list(given)
         if len(listed) != 1:
             raise InvalidRequestError(name, "must be given once")

@@ -22,8 +22,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from chalicelib.cloudtrail import DATA_OPERATIONS, DYNAMODB_EVENT_SOURCE, parse_event_message, stored_lines
-from chalicelib.errors import DeutziaError
-from chalicelib.query import SqlValue
+from chalicelib.errors import DeutziaError, InvalidRequestError, UnknownTableError
+from chalicelib.query import TABLE_NAME_PATTERN, SqlValue, shown
 from chalicelib.records import partition_path
 
 # A day's events are in its own trail files and, near midnight, in the next day's.
@@ -334,7 +334,9 @@ class TableReport:
 
 @dataclass
 class DayReport:
-    """The day's summary: which files were read, what could not be, and every table's report."""
+    """The day's summary: which files were read (the day's own, and the next day's, which hold its last calls), what
+    could not be, and every table's report. A day without files of its own is not verified: the trail delivered
+    nothing for it (it was off, or has not delivered yet)."""
 
     day: str
     checked_at: str
@@ -342,6 +344,7 @@ class DayReport:
     engine: str
     status: str = VERIFIED
     trail_file_count: int = 0
+    day_trail_files: int = 0
     trail_files_by_region: dict[str, int] = field(default_factory=dict)
     next_day_delivered: bool = False
     unreadable_trail_files: dict[str, str] = field(default_factory=dict)
@@ -352,7 +355,7 @@ class DayReport:
             report.unreadable_trail_files = len(self.unreadable_trail_files)
             report.settle()
         statuses = {report.status for report in self.tables.values()}
-        if not self.trail_file_count:
+        if not self.day_trail_files:
             self.status = NO_TRAIL_FILES
         elif self.unreadable_trail_files or INCOMPLETE in statuses:
             self.status = INCOMPLETE
@@ -391,7 +394,7 @@ def coverage_of(
         "checked_at": summary.get("checked_at"),
         "checked_until": summary.get("checked_until"),
     }
-    if not summary.get("trail_file_count"):
+    if summary.get("status") == NO_TRAIL_FILES:
         return {**entry, "status": NO_TRAIL_FILES}
     if report is None:  # the day was checked and the trail names no call on this table
         unreadable = bool(summary.get("unreadable_trail_files"))
@@ -408,3 +411,45 @@ def coverage_of(
 
 def is_event_id(text: str) -> bool:
     return bool(_EVENT_ID.fullmatch(text))
+
+
+# GET /audit/coverage answers at most this many days at once, 30 when not told.
+MAX_COVERAGE_DAYS = 366
+DEFAULT_COVERAGE_DAYS = 30
+_COVERAGE_PARAMETERS = ("table", "since", "until")
+
+
+def parse_coverage_request(
+    parameters: Mapping[str, str | Sequence[str]], audited: frozenset[str] | None, today: date
+) -> tuple[str, list[str]]:
+    """The table and days of a GET /audit/coverage query string: `since` inclusive, `until` exclusive (dates,
+    `YYYY-MM-DD`), by default the 30 days up to today included; InvalidRequestError or UnknownTableError."""
+    values: dict[str, str] = {}
+    for name, given in parameters.items():
+        if name not in _COVERAGE_PARAMETERS:
+            raise InvalidRequestError(shown(name), "is not a parameter of GET /audit/coverage")
+        listed = [given] if isinstance(given, str) else list(given)
+        if len(listed) != 1:
+            raise InvalidRequestError(name, "must be given once")
+        values[name] = listed[0]
+    table = values.get("table")
+    if table is None:
+        raise InvalidRequestError("table", "is required")
+    if not re.fullmatch(TABLE_NAME_PATTERN, table):
+        raise InvalidRequestError("table", "is not a DynamoDB table name ([A-Za-z0-9_.-], 3 to 255)")
+    bounds: dict[str, date] = {}
+    for name in ("since", "until"):
+        if name in values:
+            try:
+                bounds[name] = parse_day(values[name])
+            except ValueError:
+                raise InvalidRequestError(name, "must be a date, YYYY-MM-DD (UTC)") from None
+    until = bounds.get("until", today + timedelta(days=1))
+    since = bounds.get("since", until - timedelta(days=DEFAULT_COVERAGE_DAYS))
+    if since >= until:
+        raise InvalidRequestError("until", "must be later than since")
+    if (until - since).days > MAX_COVERAGE_DAYS:
+        raise InvalidRequestError("since", f"covers more than {MAX_COVERAGE_DAYS} days; ask for a shorter range")
+    if audited is not None and table not in audited:
+        raise UnknownTableError(f"table {table} is not audited here")
+    return table, [(since + timedelta(days=offset)).isoformat() for offset in range((until - since).days)]

@@ -14,6 +14,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +23,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import audit_prefix, audited_tables, setting
-from chalicelib.errors import ConfigError, DeutziaError, StoreError
+from chalicelib.errors import ConfigError, DeutziaError, QueryUnavailableError, StoreError
 from chalicelib.reconcile import (
     MAX_BACKFILL_EVENTS,
     MAX_LISTED,
@@ -34,7 +35,9 @@ from chalicelib.reconcile import (
     TableReport,
     backfill_events,
     backfill_object_key,
+    coverage_of,
     is_event_id,
+    parse_day,
     quarantine_key,
     read_trail_file,
     report_key,
@@ -78,9 +81,26 @@ def last_verifiable_day(now: datetime) -> str:
     return (now.astimezone(UTC).date() - timedelta(days=2)).isoformat()
 
 
+# A day is started only while this much time is left: the reconcile query's deadline (Athena's default) and backfill.
+RECONCILE_DAY_SECONDS = 420.0
+
+
+def requested_days(detail: object, now: datetime) -> list[str]:
+    """The days a run reconciles: `detail`'s `since` to `until` (both included; either alone means that day), or
+    else the day before yesterday. ConfigError naming what is wrong with a request."""
+    if not isinstance(detail, dict) or not ({"since", "until"} & detail.keys()):
+        return [last_verifiable_day(now)]
+    since = str(detail.get("since") or detail.get("until"))
+    until = str(detail.get("until") or since)
+    try:
+        return days_between(since, until)
+    except ValueError as exc:
+        raise ConfigError(f"the run's detail must give since and until as days, YYYY-MM-DD: {exc}") from None
+
+
 def days_between(since: str, until: str) -> list[str]:
     """The days from `since` to `until`, both included; ValueError for a reversed or too long range."""
-    first, last = (datetime.strptime(day, "%Y-%m-%d").date() for day in (since, until))
+    first, last = parse_day(since), parse_day(until)
     if last < first:
         raise ValueError(f"{until} is before {since}")
     count = (last - first).days + 1
@@ -141,6 +161,7 @@ class Reconciler:
             checked_until=window.until,
             engine=self._engine.name,
             trail_file_count=len(files),
+            day_trail_files=sum(f"/{window.trail_dates()[0]}/" in path for path in files),
             trail_files_by_region={region: len(paths) for region, paths in sorted(by_region.items())},
             next_day_delivered=any(f"/{window.trail_dates()[-1]}/" in path for path in files),
         )
@@ -305,19 +326,7 @@ class Reconciler:
             raise ReconcileError(f"listing s3://{bucket}/{prefix} failed: {_reason(exc)}") from exc
 
     def _get(self, bucket: str, key: str) -> bytes:
-        """An object's bytes; _NotFoundError when it is absent, CorruptTrailFileError when it is too large to read."""
-        try:
-            response = self._s3.get_object(Bucket=bucket, Key=key)
-            if response["ContentLength"] > self._max_file_bytes:
-                response["Body"].close()
-                raise CorruptTrailFileError(f"it is {response['ContentLength']} bytes, past the backfill bound")
-            return response["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise _NotFoundError(key) from exc
-            raise ReconcileError(f"reading s3://{bucket}/{key} failed: {_reason(exc)}") from exc
-        except BotoCoreError as exc:
-            raise ReconcileError(f"reading s3://{bucket}/{key} failed: {_reason(exc)}") from exc
+        return get_object(self._s3, bucket, key, self._max_file_bytes)
 
     def _put(self, key: str, body: bytes, metadata: dict[str, str], content_type: str = "application/json") -> None:
         try:
@@ -334,6 +343,63 @@ class Reconciler:
 
 class _NotFoundError(DeutziaError):
     """The object is not there."""
+
+
+def get_object(s3: S3Client, bucket: str, key: str, max_bytes: int) -> bytes:
+    """An object's bytes; _NotFoundError when it is absent, CorruptTrailFileError when it is over `max_bytes`,
+    ReconcileError when S3 fails."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+        if response["ContentLength"] > max_bytes:
+            response["Body"].close()
+            raise CorruptTrailFileError(f"it is {response['ContentLength']} bytes, past the bound of {max_bytes}")
+        return response["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise _NotFoundError(key) from exc
+        raise ReconcileError(f"reading s3://{bucket}/{key} failed: {_reason(exc)}") from exc
+    except BotoCoreError as exc:
+        raise ReconcileError(f"reading s3://{bucket}/{key} failed: {_reason(exc)}") from exc
+
+
+# Reports read at once by GET /audit/coverage (two small objects per day).
+COVERAGE_READS = 16
+MAX_REPORT_BYTES = 1024 * 1024
+
+
+class CoverageReader:
+    """GET /audit/coverage's reading: each day's summary and the table's report, as stored by reconciliation."""
+
+    def __init__(self, s3: S3Client, bucket: str) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+
+    @classmethod
+    def from_environment(cls) -> CoverageReader:
+        return cls(boto3.client("s3"), setting("AUDIT_BUCKET"))
+
+    def read(self, table: str, days: Sequence[str]) -> list[dict[str, Any]]:
+        """One entry per day, in order; QueryUnavailableError when the reports cannot be read."""
+        with ThreadPoolExecutor(max_workers=COVERAGE_READS) as pool:
+            return list(pool.map(lambda day: self._day(table, day), days))
+
+    def _day(self, table: str, day: str) -> dict[str, Any]:
+        summary = self._document(report_key(day))
+        report = self._document(report_key(day, table)) if summary is not None else None
+        return coverage_of(day, table, summary, report)
+
+    def _document(self, key: str) -> dict[str, Any] | None:
+        try:
+            document = json.loads(get_object(self._s3, self._bucket, key, MAX_REPORT_BYTES))
+        except _NotFoundError:
+            return None
+        except ReconcileError as exc:
+            logger.warning("cannot read the report %s: %s", key, exc)
+            raise QueryUnavailableError("the reconciliation reports cannot be read right now") from exc
+        except (ValueError, CorruptTrailFileError):
+            logger.error("the report %s is not a report", key)
+            return None
+        return document if isinstance(document, dict) else None
 
 
 def _reason(exc: Exception) -> str:

@@ -83,6 +83,32 @@ def _compact(settings: LocalSettings) -> int:
     return 0
 
 
+def _reconcile(settings: LocalSettings, day: str | None) -> int:
+    """Reconcile one day (default: yesterday and today) against the running stack; 1 when anything is missing."""
+    from datetime import date
+
+    from chalicelib.reconcile import parse_day
+    from deutzia_local.local_reconciliation import describe
+    from deutzia_local.stack import new_reconciliation, require_running
+
+    try:
+        chosen: date | None = None if day is None else parse_day(day)
+    except ValueError as exc:
+        print(f"error: DATE: {exc}", file=sys.stderr)
+        return 2
+    require_running(settings, api=False)
+    settings.apply_to_environment()
+    reconciliation = new_reconciliation(settings)
+    try:
+        reports = reconciliation.run_recent() if chosen is None else [reconciliation.run_day(chosen)]
+    except ValueError as exc:
+        print(f"error: DATE: {exc}", file=sys.stderr)
+        return 2
+    for report in reports:
+        print(describe(report))
+    return 1 if any(report.status == "incomplete" for report in reports) else 0
+
+
 def _sql(settings: LocalSettings, query: str) -> int:
     from deutzia_local.sql import run_sql
 
@@ -108,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("poll", help="run the Kinesis poller against a running stack")
     commands.add_parser("replay", help="replay the batches ingest gave up on (the failure queue), once")
     commands.add_parser("compact", help="compact the audit records into key-sorted Parquet, once")
+    reconcile = commands.add_parser("reconcile", help="reconcile the audit records with the trail's files, once")
+    reconcile.add_argument("--date", help="the UTC day, YYYY-MM-DD (default: yesterday and today)")
     sql = commands.add_parser("sql", help="run SQL over the table `audit` (Athena's column names)")
     sql.add_argument("query")
     arguments = parser.parse_args(argv)
@@ -130,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             return _replay(settings)
         if arguments.command == "compact":
             return _compact(settings)
+        if arguments.command == "reconcile":
+            return _reconcile(settings, arguments.date or None)
         return _sql(settings, arguments.query)
     except DeutziaError as exc:
         print(f"error: {exc}", file=sys.stderr)

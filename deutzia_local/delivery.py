@@ -2,6 +2,10 @@
 event per log event), and every few seconds as gzip `{"Records": [...]}` files in the trail bucket under
 `AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/`. Events wait in memory until a delivery succeeds: a failed
 delivery is retried on the next tick, never dropped.
+
+It also loses what AWS loses, so reconciliation has something to find: like CloudTrail, it never sends an event over
+256 KB to the log group (the trail file still has it), and with `log_drop_rate` it leaves that fraction of events
+out of the log group on purpose (DEUTZIA_LOCAL_LOG_DROP_RATE), as a subscription that falls behind would.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import contextlib
 import gzip
 import json
 import logging
+import random
 import secrets
 import string
 import threading
@@ -24,6 +29,8 @@ logger = logging.getLogger("deutzia.delivery")
 _MAX_BATCH_EVENTS = 10_000
 _ATTEMPTS_ON_STOP = 20
 _MAX_BATCH_BYTES = 1_000_000
+# CloudTrail sends no event larger than this to CloudWatch Logs.
+MAX_LOG_EVENT_BYTES = 256 * 1024
 _ALPHANUMERIC = string.ascii_letters + string.digits
 # An event waiting for delivery, with the time it was recorded (the log event's timestamp, in ms).
 _Pending = tuple[int, dict[str, Any]]
@@ -48,6 +55,7 @@ class TrailDelivery:
         trail_bucket: str,
         logs_interval: float = 0.5,
         files_interval: float = 5.0,
+        log_drop_rate: float = 0.0,
     ) -> None:
         self._logs = logs
         self._s3 = s3
@@ -55,6 +63,9 @@ class TrailDelivery:
         self._trail_bucket = trail_bucket
         self._logs_interval = logs_interval
         self._files_interval = files_interval
+        self._log_drop_rate = log_drop_rate
+        self._random = random.Random()  # noqa: S311 - which deliveries a test drops, not a secret
+        self.dropped_from_logs = 0
         self._lock = threading.Condition()
         self._for_logs: list[_Pending] = []
         self._for_files: list[_Pending] = []
@@ -143,6 +154,10 @@ class TrailDelivery:
         size = 0
         for timestamp, event in sorted(events, key=lambda pair: pair[0]):
             message = json.dumps(event, separators=(",", ":"))
+            if len(message.encode()) > MAX_LOG_EVENT_BYTES or self._random.random() < self._log_drop_rate:
+                self.dropped_from_logs += 1
+                logger.info("event %s left out of the log group (only the trail file has it)", event["eventID"])
+                continue
             if batch and (len(batch) == _MAX_BATCH_EVENTS or size + len(message) + 26 > _MAX_BATCH_BYTES):
                 self._logs.put_log_events(logGroupName=self._log_group, logStreamName=stream, logEvents=batch)
                 batch, size = [], 0

@@ -1,4 +1,4 @@
-"""Fills three gaps of moto that the local stack hits, all costs that grew without bound:
+"""Fills four gaps of moto that the local stack hits: three costs that grew without bound, and one old limit.
 - moto keeps every model object it ever made (every version of every item, every overwritten S3 object, such as
   the poller's checkpoint after each batch) in a per-class list for its dashboard, so the stack's memory grew with
   every call and was never trimmed. Here those lists hold weak references: what moto still uses stays, the rest
@@ -9,6 +9,8 @@
 - moto checks an item's 400 KB limit by re-measuring the whole item at every attribute it adds (quadratic: a put of
   81,000 attributes pinned the stack for minutes). Here the size is kept as attributes are added, and measured in
   full only when it seems to cross the limit or the item changed behind its back. The limit and its error stay.
+- moto refuses a TransactWriteItems of more than 25 items, DynamoDB's limit until 2022; DynamoDB takes 100 now
+  (and such calls are the ones whose CloudTrail events pass CloudWatch Logs' 256 KB). Here the limit is 100.
 
 Safe because the recorder sends DynamoDB calls to moto one at a time. moto is pinned; tests cover both patches.
 """
@@ -24,12 +26,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from moto.core.common_models import BaseModel
+from moto.dynamodb import responses as moto_dynamodb_responses
 from moto.dynamodb.exceptions import ItemSizeTooLarge
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import bytesize
 
+# DynamoDB's TransactWriteItems limit since September 2022.
+TRANSACTION_MAX_ITEMS = 100
 # moto's own item size limit (DynamoDB's 400 KB, as moto measured it).
 _ITEM_SIZE_LIMIT = 405_000
 
@@ -48,6 +53,7 @@ def apply() -> None:
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     Table.__deepcopy__ = _table_deepcopy  # type: ignore[attr-defined]
     LimitedSizeDict.__setitem__ = _limited_setitem  # type: ignore[method-assign]
+    moto_dynamodb_responses.TRANSACTION_MAX_ITEMS = TRANSACTION_MAX_ITEMS
 
 
 class WeakInstances:

@@ -25,6 +25,18 @@ def _port(name: str, default: int) -> int:
     return int(raw)
 
 
+def _rate(name: str) -> float:
+    """A fraction from 0 to 1 (unset: 0)."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be a fraction from 0 to 1, not {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"environment variable {name} must be a fraction from 0 to 1, not {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class LocalSettings:
     """Where the local stack listens and what it names its resources."""
@@ -46,6 +58,9 @@ class LocalSettings:
     replay_interval: float = 5.0
     first_retry_seconds: float = 1.0
     compact_interval: float = 20.0
+    reconcile_interval: float = 30.0
+    reconcile_settle_seconds: float = 10.0
+    log_drop_rate: float = 0.0
 
     @classmethod
     def from_environment(cls) -> LocalSettings:
@@ -55,6 +70,9 @@ class LocalSettings:
             api_port=_port("DEUTZIA_API_PORT", DEFAULT_API_PORT),
             first_retry_seconds=number("DEUTZIA_FIRST_RETRY_SECONDS", 1.0),
             compact_interval=number("DEUTZIA_COMPACT_INTERVAL", 20.0),
+            reconcile_interval=number("DEUTZIA_RECONCILE_INTERVAL", 30.0),
+            reconcile_settle_seconds=number("DEUTZIA_RECONCILE_SETTLE_SECONDS", 10.0),
+            log_drop_rate=_rate("DEUTZIA_LOCAL_LOG_DROP_RATE"),
         )
 
     @property
@@ -78,6 +96,8 @@ class LocalSettings:
             AUDIT_BUCKET=self.audit_bucket,
             AUDIT_PREFIX="audit/",
             COMPACTED_PREFIX="compacted/",
+            TRAIL_BUCKET=self.trail_bucket,
+            TRAIL_PREFIX=f"AWSLogs/{ACCOUNT_ID}/CloudTrail/",
             AUDIT_STREAM=self.stream,
             INGEST_FAILURE_QUEUE=self.failure_queue,
             AUDITED_TABLES="*",

@@ -1,6 +1,6 @@
 """Starts and stops the whole local stack in one process: moto behind the CloudTrail recorder on one endpoint,
-trail delivery, the Kinesis poller, the failure queue's replayer, the Glue crawler, and the Chalice API (DuckDB
-engine).
+trail delivery, the Kinesis poller, the failure queue's replayer, the Glue crawler, compaction, reconciliation, and
+the Chalice API (DuckDB engine).
 
 Resources get the names in `settings` and are created with boto3 against the endpoint, as `make deploy` would
 create them in AWS (moto's CloudFormation cannot make the trail, the subscription or the Glue table). State lives
@@ -30,6 +30,7 @@ from deutzia_local.crawler import LocalCrawler
 from deutzia_local.delivery import TrailDelivery
 from deutzia_local.faults import S3FaultInjector
 from deutzia_local.local_compaction import LocalCompaction
+from deutzia_local.local_reconciliation import LocalReconciliation
 from deutzia_local.poller import KinesisPoller
 from deutzia_local.recorder import CloudTrailRecorder
 from deutzia_local.replayer import FailureQueueReplayer
@@ -74,6 +75,21 @@ def new_compaction(settings: LocalSettings) -> LocalCompaction:
     return LocalCompaction(compactor, settings.compact_interval)
 
 
+def new_reconciliation(settings: LocalSettings) -> LocalReconciliation:
+    """Reconciliation of the local trail with the deployed function's reconciler, on DuckDB."""
+    from chalicelib.duckdb_engine import DuckDBTrailEngine
+    from chalicelib.reconciler import Reconciler
+
+    reconciler = Reconciler(
+        DuckDBTrailEngine.from_environment(),
+        client("s3", settings),
+        settings.audit_bucket,
+        settings.trail_bucket,
+        f"AWSLogs/{ACCOUNT_ID}/CloudTrail/",
+    )
+    return LocalReconciliation(reconciler, settings.reconcile_interval, settings.reconcile_settle_seconds)
+
+
 class LocalStack:
     """The running stack; `start()` returns once every endpoint answers."""
 
@@ -88,13 +104,18 @@ class LocalStack:
         self._crawler: LocalCrawler | None = None
         self._replayer: FailureQueueReplayer | None = None
         self._compaction: LocalCompaction | None = None
+        self._reconciliation: LocalReconciliation | None = None
 
     def start(self) -> None:
         settings = self.settings
         settings.apply_to_environment()
         moto_patches.apply()
         self._delivery = TrailDelivery(
-            client("logs", settings), client("s3", settings), settings.log_group, settings.trail_bucket
+            client("logs", settings),
+            client("s3", settings),
+            settings.log_group,
+            settings.trail_bucket,
+            log_drop_rate=settings.log_drop_rate,
         )
         recorder = CloudTrailRecorder(
             DomainDispatcherApplication(create_backend_app), self._delivery.submit, settings.trail
@@ -126,13 +147,23 @@ class LocalStack:
         self._replayer.start()
         self._compaction = new_compaction(settings)
         self._compaction.start()
+        self._reconciliation = new_reconciliation(settings)
+        self._reconciliation.start()
         self._api_server = self._serve("API", "DEUTZIA_API_PORT", settings.api_port, lambda: api_server(settings))
         self._run_thread("api", self._api_server.serve_forever)
         wait_until_ready(settings)
 
     def stop(self) -> None:
         """Stop everything, delivering what the trail still holds first."""
-        for component in (self._poller, self._replayer, self._compaction, self._crawler, self._delivery):
+        components = (
+            self._poller,
+            self._replayer,
+            self._compaction,
+            self._reconciliation,
+            self._crawler,
+            self._delivery,
+        )
+        for component in components:
             if component is not None:
                 with contextlib.suppress(Exception):
                     component.stop()

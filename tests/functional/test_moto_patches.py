@@ -1,5 +1,5 @@
-"""The local stack's one patch to moto: TransactWriteItems backs up only what it can change, and still rolls back
-exactly as moto does."""
+"""The local stack's patches to moto: TransactWriteItems backs up only what it can change, still rolls back
+exactly as moto does, and takes DynamoDB's 100 items."""
 
 from __future__ import annotations
 
@@ -77,6 +77,16 @@ def test_a_transaction_that_succeeds_applies_every_item(table: tuple[Any, str]) 
     client.transact_write_items(TransactItems=[_update(name, "p1", "1", "7"), _update(name, "p2", "2", "8")])
     values = _values(client, name)
     assert (values[("p1", "1")], values[("p2", "2")], values[("p3", "3")]) == ("7", "8", "0")
+
+
+def test_a_transaction_takes_dynamodbs_100_items_and_refuses_101(table: tuple[Any, str]) -> None:
+    client, name = table
+    items = [_update(name, f"p{n % 5}", str(n), "9") for n in range(50)]
+    items += [_update(name, "new", str(n), "9") for n in range(50)]
+    client.transact_write_items(TransactItems=items)
+    assert set(_values(client, name).values()) == {"9"}
+    with pytest.raises(client.exceptions.ClientError, match="less than or equal to 100"):
+        client.transact_write_items(TransactItems=[*items, _update(name, "new", "100", "9")])
 
 
 def test_the_backup_shares_every_item_the_call_does_not_name(table: tuple[Any, str]) -> None:

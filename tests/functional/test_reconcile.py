@@ -21,7 +21,7 @@ from chalicelib.athena import AthenaTrailEngine
 from chalicelib.compactor import S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
 from chalicelib.reconcile import report_key
-from chalicelib.reconciler import Reconciler, ReconcileError, TrailEngine
+from chalicelib.reconciler import ReconcileError, Reconciler, TrailEngine
 from tests.factories import ACCOUNT, cloudtrail_event, table_arn
 from tests.functional.athena_fake import DATABASE, WORKGROUP, DuckDBAthenaClient
 
@@ -110,7 +110,8 @@ def test_missing_calls_are_backfilled_once_and_a_second_run_changes_nothing(
     assert (music.trail_events, music.audited_by_ingest, music.backfilled, music.still_missing) == (6, 3, 3, 0)
     assert (books.trail_events, books.audited_by_ingest, books.backfilled, books.still_missing) == (1, 0, 1, 0)
     assert (music.status, books.status, first.status) == ("backfilled", "backfilled", "backfilled")
-    assert first.next_day_delivered and first.trail_file_count == 3
+    assert first.next_day_delivered
+    assert first.trail_file_count == 3
     assert all(name.rsplit("/", 1)[-1].startswith("backfill-") for name in music.backfill_objects)
     entries = history(client)
     assert sorted(entry["event_id"] for entry in entries) == sorted(
@@ -195,7 +196,8 @@ def test_an_event_the_formatter_refuses_is_quarantined_with_its_reason_and_stays
     assert "101 items" in report.missing_examples[0]["reason"]
     quarantined = s3.list_objects_v2(Bucket=audit_bucket, Prefix=f"quarantine/dt={DAY}/")["Contents"]
     head = s3.head_object(Bucket=audit_bucket, Key=quarantined[0]["Key"])
-    assert quarantined[0]["Key"].endswith(refused["eventID"]) and "101 items" in head["Metadata"]["reason"]
+    assert quarantined[0]["Key"].endswith(refused["eventID"])
+    assert "101 items" in head["Metadata"]["reason"]
 
 
 @pytest.mark.parametrize(
@@ -219,7 +221,8 @@ def test_an_unreadable_trail_file_is_quarantined_and_reported_never_crashing(
     assert (day.status, day.tables["Music"].status, day.tables["Music"].backfilled) == ("incomplete", "incomplete", 1)
     quarantined = s3.list_objects_v2(Bucket=audit_bucket, Prefix=f"quarantine/dt={DAY}/trail-")["Contents"]
     stored = s3.get_object(Bucket=audit_bucket, Key=quarantined[0]["Key"])
-    assert stored["Body"].read() == body and stored["Metadata"]["reason"]
+    assert stored["Body"].read() == body
+    assert stored["Metadata"]["reason"]
     assert stored_report(s3, audit_bucket, None)["unreadable_trail_files"] == {bad: day.unreadable_trail_files[bad]}
     assert len(history(client)) == 1
 

@@ -1,0 +1,79 @@
+"""Plays the schedule of `reconcile_audit_trail`: reconciles the local trail's files with the audit records every
+few seconds (and once for `make reconcile`), with the deployed function's reconciler on the DuckDB engine.
+
+One difference, on purpose: locally today is reconciled while it goes on, up to a few seconds ago (the settle
+time, which lets the fast path deliver first), so the demo and the tests see a backfill within seconds; in AWS the
+daily run takes the day before yesterday, once CloudTrail has delivered all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+
+from chalicelib.reconcile import DayReport
+from chalicelib.reconciler import Reconciler
+from deutzia_local.periodic import Periodic
+
+logger = logging.getLogger("deutzia.reconcile")
+
+
+class LocalReconciliation:
+    """Runs `reconciler` over yesterday and today, every `interval` seconds, one run at a time."""
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        interval: float,
+        settle_seconds: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._reconciler = reconciler
+        self._settle = timedelta(seconds=settle_seconds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._schedule = Periodic("reconciliation", interval, self.run_recent, logger)
+
+    def start(self) -> None:
+        self._schedule.start()
+
+    def stop(self) -> None:
+        self._schedule.stop()
+
+    def run_recent(self) -> list[DayReport]:
+        """Yesterday and today (today up to the settle time ago)."""
+        now = self._clock()
+        today = now.date()
+        started = datetime.combine(today, datetime.min.time(), UTC) + self._settle
+        days = [today - timedelta(days=1)] + ([today] if now > started else [])
+        return [self.run_day(day) for day in days]
+
+    def run_day(self, day: date) -> DayReport:
+        """One day, whole when it has ended (settle time included), else up to the settle time ago; ValueError for a
+        day that has not begun that long ago."""
+        checked_until = self._clock() - self._settle
+        end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+        until = None if checked_until >= end else checked_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._lock:
+            report = self._reconciler.run(day.isoformat(), until)
+        backfilled = sum(table.backfilled_now for table in report.tables.values())
+        if backfilled or report.status == "incomplete":
+            logger.warning(describe(report))
+        return report
+
+
+def describe(report: DayReport) -> str:
+    """A day's report in one line per table, for people."""
+    lines = [
+        f"{report.day}: {report.status} ({report.trail_file_count} trail files, checked until {report.checked_until})"
+    ]
+    for name, table in sorted(report.tables.items()):
+        lines.append(
+            f"  {name}: {table.status}: {table.trail_events} calls in the trail, {table.audited_by_ingest} audited by "
+            f"ingest, {table.backfilled} backfilled ({table.backfilled_now} now), {table.still_missing} missing"
+        )
+    for path, reason in sorted(report.unreadable_trail_files.items()):
+        lines.append(f"  unreadable trail file {path}: {reason}")
+    return "\n".join(lines)

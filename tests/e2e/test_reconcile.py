@@ -1,0 +1,134 @@
+"""Reconciliation end to end, on a stack of its own that loses what AWS loses: half of the log deliveries dropped on
+purpose, and (as CloudTrail does) no event over 256 KB sent to the log group at all. `make reconcile` must then
+leave every call in GET /audit exactly once, say so in its report, change nothing when run again, and
+GET /audit/coverage must tell the checked, unchecked and trail-less days apart."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Stack, running_stack
+
+TABLE = "E2eLedger"
+CALLS = 30
+
+
+@pytest.fixture(scope="module")
+def lossy() -> Iterator[Stack]:
+    with running_stack(
+        DEUTZIA_LOCAL_LOG_DROP_RATE="0.5",
+        DEUTZIA_RECONCILE_SETTLE_SECONDS="1",
+        DEUTZIA_COMPACT_INTERVAL="86400",  # the audit objects stay put between the two runs compared
+    ) as stack:
+        yield stack
+
+
+def _trail_event_ids(stack: Stack) -> set[str]:
+    s3 = stack.client("s3")
+    found: set[str] = set()
+    for entry in s3.list_objects_v2(Bucket="deutzia-trail", Prefix="AWSLogs/").get("Contents", []):
+        body = gzip.decompress(s3.get_object(Bucket="deutzia-trail", Key=entry["Key"])["Body"].read())
+        for event in json.loads(body)["Records"]:
+            if any(resource["ARN"].endswith(f"table/{TABLE}") for resource in event["resources"]):
+                found.add(event["eventID"])
+    return found
+
+
+def _audit_objects(stack: Stack) -> dict[str, str]:
+    listed = stack.client("s3").list_objects_v2(Bucket="deutzia-audit", Prefix="audit/").get("Contents", [])
+    return {entry["Key"]: entry["ETag"] for entry in listed}
+
+
+def _report(stack: Stack, day: str) -> dict[str, Any]:
+    key = f"reports/reconcile/dt={day}/{TABLE}.json"
+    document: dict[str, Any] = json.loads(stack.client("s3").get_object(Bucket="deutzia-audit", Key=key)["Body"].read())
+    return document
+
+
+def _get(stack: Stack, path: str, **parameters: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{stack.api_url}{path}?{urllib.parse.urlencode(parameters)}", timeout=30) as answer:
+        body: dict[str, Any] = json.loads(answer.read())
+    return body
+
+
+def test_make_reconcile_backfills_what_the_log_group_never_got_and_a_rerun_changes_nothing(lossy: Stack) -> None:
+    dynamodb = lossy.client("dynamodb")
+    dynamodb.create_table(
+        TableName=TABLE,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(CALLS):
+        dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": f"entry-{n}"}, "sk": {"S": "v1"}})
+    # 100 items with the longest keys DynamoDB takes: CloudTrail logs each key, so the event is over 256 KB.
+    updates = [
+        {
+            "Update": {
+                "TableName": TABLE,
+                "Key": {"pk": {"S": f"{n:03d}" + "p" * 2045}, "sk": {"S": "s" * 1024}},
+                "UpdateExpression": "SET #state = :state",
+                "ConditionExpression": "attribute_not_exists(#locked)",
+                "ExpressionAttributeNames": {"#state": "state", "#locked": "locked"},
+                "ExpressionAttributeValues": {":state": {"S": "settled"}},
+            }
+        }
+        for n in range(100)
+    ]
+    dynamodb.transact_write_items(TransactItems=updates)
+    deadline = time.monotonic() + 60
+    while len(trail := _trail_event_ids(lossy)) < CALLS + 1:
+        assert time.monotonic() < deadline, f"the trail files hold {len(trail)} of {CALLS + 1} calls"
+        time.sleep(1)
+    time.sleep(3)  # what the fast path delivers, it has delivered by now
+    before = len(lossy.audit(table=TABLE)["entries"])
+    assert before < CALLS + 100, "the transaction (over 256 KB) must not have reached the log group"
+
+    first = lossy.run(["make", "--no-print-directory", "reconcile"], timeout=120)
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"{TABLE}: backfilled" in first.stdout, first.stdout
+    entries = lossy.audit(table=TABLE)["entries"]
+    assert len(entries) == CALLS + 100
+    assert len({(entry["event_id"], entry["item_index"]) for entry in entries}) == len(entries)
+    assert {entry["event_id"] for entry in entries} == trail
+    today = datetime.now(UTC).date()
+    report = _report(lossy, today.isoformat())
+    assert (report["status"], report["still_missing"], report["trail_events"]) == ("backfilled", 0, CALLS + 1)
+    assert report["backfilled"] + report["audited_by_ingest"] == CALLS + 1
+    assert report["backfilled"] >= 1
+    assert report["backfill_objects"]
+    objects = _audit_objects(lossy)
+
+    second = lossy.run(["make", "--no-print-directory", "reconcile"], timeout=120)
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert _audit_objects(lossy) == objects
+    again = _report(lossy, today.isoformat())
+    moving = ("checked_at", "checked_until", "backfilled_now", "backfill_objects")
+    assert {k: v for k, v in again.items() if k not in moving} == {k: v for k, v in report.items() if k not in moving}
+    assert again["backfilled_now"] == 0
+    assert len(lossy.audit(table=TABLE)["entries"]) == CALLS + 100
+
+    since = (today - timedelta(days=3)).isoformat()
+    coverage = _get(lossy, "/audit/coverage", table=TABLE, since=since, until=(today + timedelta(days=1)).isoformat())
+    assert [(day["day"], day["status"]) for day in coverage["days"]] == [
+        ((today - timedelta(days=3)).isoformat(), "not_checked"),
+        ((today - timedelta(days=2)).isoformat(), "not_checked"),
+        ((today - timedelta(days=1)).isoformat(), "no_trail_files"),
+        (today.isoformat(), "backfilled"),
+    ]
+    untouched = _get(lossy, "/audit/coverage", table="E2eNeverCalled")
+    assert untouched["days"][-1]["status"] == "verified"
