@@ -22,7 +22,7 @@ from typing import Any
 from cfnlint.decode import decode_str
 
 from chalicelib.query import VIEW_COLUMNS, Relations, build_view_sql
-from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS
+from chalicelib.schema import AUDIT_COLUMNS, PARTITION_COLUMNS, TRAIL_COLUMNS
 
 TEMPLATE = Path(__file__).with_name("template.yaml")
 _SUB_REFERENCE = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z0-9.]+)?\}")
@@ -30,7 +30,7 @@ _COLUMNS_BLOCK = re.compile(r"^(?P<indent> +)Columns:\n(?:(?P=indent)  - \{Name:
 _VIEW_LINE = re.compile(r"^(?P<indent> +)- Fn::Base64: !Sub '[^\n]*'\n", re.MULTILINE)
 _RESOURCE_LINE = re.compile(r"^  (?P<name>[A-Za-z0-9]+):\n", re.MULTILINE)
 # The Glue tables whose columns come from the code, and the view.
-FRESH_TABLE, COMPACTED_TABLE, VIEW = "AuditTable", "AuditCompactedTable", "AuditView"
+FRESH_TABLE, COMPACTED_TABLE, VIEW, TRAIL_TABLE = "AuditTable", "AuditCompactedTable", "AuditView", "TrailTable"
 _PRESTO_TYPES = {"string": "varchar", "int": "integer", "boolean": "boolean", "array<string>": "array(varchar)"}
 
 
@@ -79,7 +79,8 @@ def schema_columns() -> list[dict[str, str]]:
 
 
 def generated_columns() -> dict[str, list[dict[str, str]]]:
-    """Each Glue table's columns: the fresh tier's lines, the compacted tier's files (with `dt`), the view's."""
+    """Each Glue table's columns: the fresh tier's lines, the compacted tier's files (with `dt`), the view's, and
+    the raw trail's (AWS's CloudTrail table)."""
     dt = {"Name": "dt", "Type": "string"}
     partitions = [{"Name": column.name, "Type": column.glue_type} for column in PARTITION_COLUMNS]
     types = {column["Name"]: column["Type"] for column in schema_columns() + partitions}
@@ -87,6 +88,7 @@ def generated_columns() -> dict[str, list[dict[str, str]]]:
         FRESH_TABLE: schema_columns(),
         COMPACTED_TABLE: [*schema_columns(), dt],
         VIEW: [{"Name": name, "Type": types[name]} for name in VIEW_COLUMNS],
+        TRAIL_TABLE: [{"Name": column.name, "Type": column.glue_type} for column in TRAIL_COLUMNS],
     }
 
 

@@ -235,7 +235,7 @@ def test_workgroup_is_enabled_enforced_encrypted_and_capped(merged: dict[str, An
     assert configuration["EnforceWorkGroupConfiguration"] is True
     assert configuration["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
     assert configuration["BytesScannedCutoffPerQuery"] == {"Ref": "BytesScannedCutoffPerQuery"}
-    assert len(_resources(merged, "AWS::Athena::NamedQuery")) == 4
+    assert len(_resources(merged, "AWS::Athena::NamedQuery")) == 5
 
 
 def test_audit_route_requires_sigv4_and_health_does_not(merged: dict[str, Any]) -> None:
@@ -270,9 +270,11 @@ def test_stores_use_the_stack_key(merged: dict[str, Any]) -> None:
 
 
 def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, Any]) -> None:
-    metrics = {body["Properties"]["MetricName"] for body in _resources(merged, "AWS::CloudWatch::Alarm").values()}
+    alarms = [
+        body for body in _resources(merged, "AWS::CloudWatch::Alarm").values() if "Metrics" not in body["Properties"]
+    ]
+    metrics = {body["Properties"]["MetricName"] for body in alarms}
     assert metrics == {"IteratorAge", "ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible", "Errors"}
-    alarms = _resources(merged, "AWS::CloudWatch::Alarm").values()
     watched = {str(body["Properties"]["Dimensions"][0]["Value"]) for body in alarms}
     assert {"{'Ref': 'ReplayFailedBatches'}", "{'Fn::GetAtt': ['ReplayDeadLetterQueue', 'QueueName']}"} <= watched
 
@@ -450,16 +452,110 @@ def test_compaction_runs_hourly_one_at_a_time_with_its_own_narrow_role(
     assert (alarm["MetricName"], alarm["Dimensions"][0]["Value"]) == ("Errors", {"Ref": "CompactAuditRecords"})
 
 
-def test_the_api_may_read_both_tiers_and_nothing_else_of_the_bucket(translated: dict[str, Any]) -> None:
+def test_the_api_may_read_both_tiers_and_the_reports_and_nothing_else_of_the_bucket(translated: dict[str, Any]) -> None:
     (policy,) = translated["Resources"]["ApiFunctionRole"]["Properties"]["Policies"]
     reads = [s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "s3:GetObject"]
+    tiers_and_reports = ["audit/*", "compacted/*", "reports/reconcile/*"]
     assert reads == [
         {
             "Effect": "Allow",
             "Action": "s3:GetObject",
-            "Resource": [{"Fn::Sub": "${AuditBucket.Arn}/audit/*"}, {"Fn::Sub": "${AuditBucket.Arn}/compacted/*"}],
+            "Resource": [{"Fn::Sub": f"${{AuditBucket.Arn}}/{prefix}"} for prefix in tiers_and_reports],
         }
     ]
+
+
+def _s3_grants(resolver: Resolver, role: dict[str, Any]) -> dict[str, set[str]]:
+    (policy,) = role["Properties"]["Policies"]
+    grants: dict[str, set[str]] = {}
+    for statement in resolver.resolve(policy["PolicyDocument"]["Statement"]):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for action in actions:
+            if action.startswith("s3:"):
+                prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+                grants.setdefault(action, set()).update(
+                    f"{resource} {sorted(prefixes)}" if prefixes else resource for resource in resources
+                )
+    return grants
+
+
+def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
+    merged: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    function = merged["Resources"]["ReconcileAuditTrail"]
+    schedule = function["Properties"]["Events"]["ReconcileAuditTrailEvent"]["Properties"]["Schedule"]
+    assert schedule == "cron(30 3 * * ? *)"
+    properties = translated["Resources"]["ReconcileAuditTrail"]["Properties"]
+    assert properties["Role"] == {"Fn::GetAtt": ["ReconcileFunctionRole", "Arn"]}
+    assert (properties["Timeout"], properties["ReservedConcurrentExecutions"]) == (900, 1)
+    variables = properties["Environment"]["Variables"]
+    assert variables["TRAIL_BUCKET"] == {"Ref": "TrailBucket"}
+    assert variables["TRAIL_PREFIX"] == {"Fn::Sub": "AWSLogs/${AWS::AccountId}/CloudTrail/"}
+    resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
+    grants = _s3_grants(resolver, translated["Resources"]["ReconcileFunctionRole"])
+    assert grants == {
+        "s3:ListBucket": {
+            "<TrailBucket.Arn> ['AWSLogs/123456789012/CloudTrail/*']",
+            "<AuditBucket.Arn> ['audit/*', 'compacted/*', 'reports/reconcile/*']",
+            "<AthenaResultsBucket.Arn>",
+        },
+        "s3:GetBucketLocation": {"<AthenaResultsBucket.Arn>"},
+        "s3:GetObject": {
+            "<TrailBucket.Arn>/AWSLogs/123456789012/CloudTrail/*",
+            "<AuditBucket.Arn>/audit/*",
+            "<AuditBucket.Arn>/compacted/*",
+            "<AuditBucket.Arn>/reports/reconcile/*",
+            "<AthenaResultsBucket.Arn>/results/*",
+        },
+        "s3:PutObject": {
+            "<AuditBucket.Arn>/audit/*",
+            "<AuditBucket.Arn>/quarantine/*",
+            "<AuditBucket.Arn>/reports/reconcile/*",
+            "<AthenaResultsBucket.Arn>/results/*",
+        },
+        "s3:AbortMultipartUpload": {"<AthenaResultsBucket.Arn>/results/*"},
+        "s3:ListMultipartUploadParts": {"<AthenaResultsBucket.Arn>/results/*"},
+    }
+    key_users = merged["Resources"]["AuditKey"]["Properties"]["KeyPolicy"]["Statement"][-1]
+    roles = key_users["Condition"]["ArnEquals"]["aws:PrincipalArn"]
+    for name in ("replay", "compaction", "reconcile"):
+        assert {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/${{AWS::StackName}}-{name}"} in roles
+
+
+def test_an_alarm_fires_when_calls_stay_missing_or_trail_files_unread(merged: dict[str, Any]) -> None:
+    alarm = merged["Resources"]["ReconcileIncompleteAlarm"]["Properties"]
+    watched = {
+        query["MetricStat"]["Metric"]["MetricName"]: query["MetricStat"]["Metric"]
+        for query in alarm["Metrics"]
+        if "MetricStat" in query
+    }
+    assert set(watched) == {"MissingEvents", "UnreadableTrailFiles"}
+    for metric in watched.values():  # what Powertools' Metrics(namespace="Deutzia", service=...) publishes
+        assert metric["Namespace"] == "Deutzia"
+        assert metric["Dimensions"] == [{"Name": "service", "Value": "deutzia-reconcile"}]
+    (expression,) = [query for query in alarm["Metrics"] if query.get("ReturnData")]
+    assert expression["Expression"] == "FILL(missing, 0) + FILL(unreadable, 0)"
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    errors = merged["Resources"]["ReconcileErrorsAlarm"]["Properties"]
+    assert errors["Dimensions"][0]["Value"] == {"Ref": "ReconcileAuditTrail"}
+
+
+def test_the_trail_table_is_awss_cloudtrail_table_projected_by_region_and_day(merged: dict[str, Any]) -> None:
+    table = merged["Resources"]["TrailTable"]["Properties"]["TableInput"]
+    storage = table["StorageDescriptor"]
+    assert table["Name"] == "cloudtrail_logs"
+    assert storage["InputFormat"] == "com.amazon.emr.cloudtrail.CloudTrailInputFormat"
+    assert storage["SerdeInfo"]["SerializationLibrary"] == "org.apache.hive.hcatalog.data.JsonSerDe"
+    assert [column["Name"] for column in table["PartitionKeys"]] == ["region", "date"]
+    parameters = table["Parameters"]
+    assert (parameters["projection.date.type"], parameters["projection.date.format"]) == ("date", "yyyy/MM/dd")
+    assert parameters["storage.location.template"] == {
+        "Fn::Sub": "s3://${TrailBucket}/AWSLogs/${AWS::AccountId}/CloudTrail/${!region}/${!date}"
+    }
+    columns = {column["Name"]: column["Type"] for column in storage["Columns"]}
+    assert columns["resources"] == "array<struct<arn:string,accountid:string,type:string>>"
+    assert {"eventid", "eventtime", "eventsource", "eventname", "eventcategory"} <= set(columns)
 
 
 def test_the_bundle_every_function_shares_fits_lambdas_250_mb(package_dir: Path) -> None:
