@@ -11,17 +11,20 @@ import gzip
 import itertools
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from chalice.test import Client
 
+import app as deutzia_app
 from chalicelib.athena import AthenaTrailEngine
 from chalicelib.compactor import S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
 from chalicelib.reconcile import report_key
 from chalicelib.reconciler import ReconcileError, Reconciler, TrailEngine
+from deutzia_local.lambda_context import LambdaContext
 from tests.factories import ACCOUNT, cloudtrail_event, table_arn
 from tests.functional.athena_fake import DATABASE, WORKGROUP, DuckDBAthenaClient
 
@@ -244,3 +247,106 @@ def test_on_athena_an_unreadable_trail_file_fails_the_run_and_keeps_the_earlier_
 
 def _put(item_id: str) -> dict[str, Any]:
     return {"tableName": "Music", "key": {"id": item_id}, "item": ["id"]}
+
+
+@pytest.fixture
+def deployed(
+    monkeypatch: pytest.MonkeyPatch, audit_bucket: str, trail_bucket: str, moto_endpoint: str, client: Client
+) -> Client:
+    """The app configured as the template configures reconcile_audit_trail, on the Athena engine's stand-in."""
+    monkeypatch.setenv("TRAIL_BUCKET", trail_bucket)
+    monkeypatch.setenv("TRAIL_PREFIX", TRAIL_PREFIX)
+    engine = AthenaTrailEngine(DuckDBAthenaClient(audit_bucket, moto_endpoint, trail_bucket), WORKGROUP, DATABASE)
+    monkeypatch.setattr(deutzia_app, "get_trail_engine", lambda: engine)
+    deutzia_app.get_coverage_reader.cache_clear()
+    return client
+
+
+def _scheduled(client: Client, detail: dict[str, str] | None = None) -> Any:
+    return client.events.generate_cw_event("Scheduled Event", "aws.events", detail or {}, [])
+
+
+def test_the_scheduled_function_reconciles_a_range_publishes_metrics_and_coverage_tells_the_days_apart(
+    deployed: Client, s3: Any, trail_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_trail_file(s3, trail_bucket, [cloudtrail_event(event_time=f"{DAY}T09:00:00Z")])
+    put_trail_file(s3, trail_bucket, [], date="2024/05/02")
+    refused = cloudtrail_event(
+        "BatchWriteItem",
+        {"requestItems": [{"operation": "Put", "tableName": "Music", "key": {"id": str(n)}} for n in range(101)]},
+        event_time="2024-05-03T09:00:00Z",
+    )
+    put_trail_file(s3, trail_bucket, [refused], date="2024/05/03")
+    capsys.readouterr()
+
+    payload = deutzia_app.reconcile_audit_trail(
+        _scheduled(deployed, {"since": "2024-04-30", "until": "2024-05-03"}),
+        LambdaContext("reconcile_audit_trail", 900_000),
+    )
+
+    assert payload == {
+        "days": {
+            "2024-04-30": "no_trail_files",
+            "2024-05-01": "backfilled",
+            "2024-05-02": "verified",
+            "2024-05-03": "incomplete",
+        },
+        "not_reached": [],
+        "next_since": None,
+    }
+    published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(document["BackfilledEvents"], document["MissingEvents"]) for document in published] == [
+        ([0.0], [0.0]),
+        ([1.0], [0.0]),
+        ([0.0], [0.0]),
+        ([0.0], [1.0]),
+    ]
+    assert all(document["service"] == "deutzia-reconcile" for document in published)
+    response = deployed.http.get("/audit/coverage?table=Music&since=2024-04-29&until=2024-05-04")
+    assert response.status_code == 200
+    days = json.loads(response.body)["days"]
+    assert [(day["day"], day["status"]) for day in days] == [
+        ("2024-04-29", "not_checked"),
+        ("2024-04-30", "no_trail_files"),
+        ("2024-05-01", "backfilled"),
+        ("2024-05-02", "verified"),
+        ("2024-05-03", "incomplete"),
+    ]
+    assert (days[2]["trail_events"], days[2]["backfilled"], days[4]["still_missing"]) == (1, 1, 1)
+
+
+def test_the_scheduled_function_takes_the_day_before_yesterday_and_stops_before_its_time_runs_out(
+    deployed: Client,
+) -> None:
+    # chalice.test gives every invocation 3 s: less than a day of reconciliation may need, so no day starts.
+    response = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed))
+    day_before_yesterday = (datetime.now(UTC).date() - timedelta(days=2)).isoformat()
+    assert response.payload == {"days": {}, "not_reached": [day_before_yesterday], "next_since": day_before_yesterday}
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "says"),
+    [
+        ("", 400, "table: is required"),
+        ("table=Music&since=2024-05-xx", 400, "since: must be a date"),
+        ("table=Music&since=2024-05-02&until=2024-05-01", 400, "until: must be later than since"),
+        ("table=Music&since=2020-01-01&until=2024-01-01", 400, "more than 366 days"),
+        ("table=Music&table=Books", 400, "table: must be given once"),
+        ("table=Music&key=x", 400, "key: is not a parameter"),
+        ("table=x", 400, "table: is not a DynamoDB table name"),
+        ("table=Unaudited", 404, "not audited"),
+    ],
+)
+def test_coverage_refuses_what_it_cannot_answer_naming_the_parameter(
+    deployed: Client, query: str, status: int, says: str
+) -> None:
+    response = deployed.http.get(f"/audit/coverage?{query}")
+    assert response.status_code == status
+    assert says in json.loads(response.body)["Message"]
+
+
+def test_coverage_defaults_to_the_last_30_days_up_to_today(deployed: Client) -> None:
+    days = json.loads(deployed.http.get("/audit/coverage?table=Music").body)["days"]
+    today = datetime.now(UTC).date()
+    assert [day["day"] for day in days] == [(today - timedelta(days=29 - n)).isoformat() for n in range(30)]
+    assert {day["status"] for day in days} == {"not_checked"}

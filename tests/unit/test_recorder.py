@@ -193,3 +193,26 @@ def test_a_failed_delivery_is_retried_and_loses_nothing() -> None:
     assert [json.loads(e["message"])["eventID"] for e in destination.log_events] == ["e0", "e1", "e2"]
     records = [r["eventID"] for body in destination.files for r in json.loads(gzip.decompress(body))["Records"]]
     assert records == ["e0", "e1", "e2"]
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_events_over_256_kb_and_dropped_deliveries_reach_only_the_trail_files(rate: float) -> None:
+    import gzip
+
+    from deutzia_local.delivery import MAX_LOG_EVENT_BYTES, TrailDelivery
+
+    destination = _FlakyDestination()
+    destination.failed = {"logs", "s3"}  # no failures here
+    delivery = TrailDelivery(
+        destination, destination, "/g", "trail", logs_interval=0.01, files_interval=0.01, log_drop_rate=rate
+    )
+    delivery.start()
+    origin = {"recipientAccountId": "123456789012", "awsRegion": "us-east-1"}
+    delivery.submit({"eventID": "small", **origin})
+    delivery.submit({"eventID": "large", "requestParameters": "x" * MAX_LOG_EVENT_BYTES, **origin})
+    delivery.stop()
+    logged = [json.loads(e["message"])["eventID"] for e in destination.log_events]
+    assert logged == ([] if rate else ["small"])
+    assert delivery.dropped_from_logs == (2 if rate else 1)
+    records = [r["eventID"] for body in destination.files for r in json.loads(gzip.decompress(body))["Records"]]
+    assert records == ["small", "large"]

@@ -1,0 +1,242 @@
+"""Reconciliation's pure parts: reading a trail file within its bounds, formatting missing events for backfill, the
+day's window and SQL, the coverage request and answer, the CloudTrail table's rows, and the local schedule's
+windows. Hostile input (any bytes, any JSON) must come back as a reason, never as a crash."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chalicelib.columnar import TRAIL_SCHEMA, arrow_type, trail_rows
+from chalicelib.errors import InvalidRequestError, UnknownTableError
+from chalicelib.reconcile import (
+    MAX_COVERAGE_DAYS,
+    CorruptTrailFileError,
+    DayReport,
+    ReconcileRelations,
+    ReconcileWindow,
+    TableReport,
+    backfill_events,
+    backfill_object_key,
+    build_reconcile_sql,
+    coverage_of,
+    parse_coverage_request,
+    quarantine_key,
+    read_trail_file,
+)
+from chalicelib.schema import TRAIL_COLUMNS
+from deutzia_local.local_reconciliation import LocalReconciliation
+from tests.factories import cloudtrail_event
+from tests.unit.test_properties import json_values
+
+DAY = "2024-05-01"
+
+
+def _file(events: list[Any]) -> bytes:
+    return gzip.compress(json.dumps({"Records": events}).encode())
+
+
+def test_a_trail_file_gives_its_events_with_exact_numbers() -> None:
+    event = cloudtrail_event(request_parameters={"tableName": "Music", "key": {"id": 1.10}})
+    body = gzip.compress(json.dumps({"Records": [event]}).replace("1.1", "1.10").encode())
+    (read,) = read_trail_file(body)
+    assert str(read["requestParameters"]["key"]["id"]) == "1.10"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\x1f\x8b\x08\x00\x00\x00", "cut short"),
+        (gzip.compress(b"x" * 2000), "over 1000 bytes"),
+        (b"y" * 2000, "over 1000 bytes"),
+        (gzip.compress(b"{nope"), "not JSON"),
+        (gzip.compress(b"\xff\xfe"), "not UTF-8"),
+        (gzip.compress(b'{"Records": {}}'), "not a CloudTrail log file"),
+        (gzip.compress(b"[1, 2]"), "not a CloudTrail log file"),
+        (b"\x1f\x8bnot gzip at all", "not readable gzip"),
+    ],
+)
+def test_a_file_that_is_not_a_readable_cloudtrail_log_says_why(body: bytes, reason: str) -> None:
+    with pytest.raises(CorruptTrailFileError, match=reason):
+        read_trail_file(body, max_bytes=1000)
+
+
+def test_json_nested_past_the_parser_is_a_reason() -> None:
+    with pytest.raises(CorruptTrailFileError, match="nests too deeply"):
+        read_trail_file(gzip.compress(b"[" * 100_000 + b"]" * 100_000))
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it() -> None:
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024))
+    with pytest.raises(CorruptTrailFileError, match="past the backfill bound"):
+        read_trail_file(bomb, max_bytes=1024 * 1024)
+
+
+@given(st.binary(max_size=200) | st.builds(lambda v: gzip.compress(json.dumps(v).encode()), json_values))
+@settings(max_examples=200, deadline=None)
+def test_any_bytes_are_events_or_a_reason(body: bytes) -> None:
+    try:
+        events = read_trail_file(body)
+    except CorruptTrailFileError:
+        return
+    assert isinstance(events, list)
+
+
+@given(st.lists(json_values | st.builds(cloudtrail_event), max_size=6))
+@settings(max_examples=150, deadline=None)
+def test_backfill_of_any_events_is_lines_refusals_or_reasons_never_a_crash(events: list[Any]) -> None:
+    ids = [e["eventID"] for e in events if isinstance(e, dict) and isinstance(e.get("eventID"), str)]
+    missing = {event_id: {"Music"} for event_id in [*ids, "absent-id"]}
+    result = backfill_events(events, missing, "2024-05-01")
+    accounted = set(result.events.get("Music", set())) | {event_id for _, event_id in result.still_missing}
+    assert accounted == set(missing)
+    assert not set(result.events.get("Music", set())) & {event_id for _, event_id in result.still_missing}
+    assert all(json.loads(line) for line in result.lines.get("Music", []))
+
+
+def test_backfill_writes_only_the_missing_tables_and_day_and_says_why_the_rest_stays_missing() -> None:
+    lost = cloudtrail_event(event_time=f"{DAY}T10:00:00Z")
+    other_day = cloudtrail_event(event_time="2024-05-02T10:00:00Z")
+    management = cloudtrail_event(eventName="DescribeTable")
+    missing = {e["eventID"]: {"Music"} for e in (lost, other_day, management)} | {"gone": {"Music"}}
+    result = backfill_events([lost, other_day, management, lost], missing, DAY)
+    assert result.events == {"Music": {lost["eventID"]}}
+    assert [json.loads(line)["event_id"] for line in result.lines["Music"]] == [lost["eventID"]]
+    reasons = {event_id: reason for (_, event_id), reason in result.still_missing.items()}
+    assert "no record of Music on 2024-05-01" in reasons[other_day["eventID"]]
+    assert "not a DynamoDB data event" in reasons[management["eventID"]]
+    assert reasons["gone"] == "the trail file no longer holds it"
+
+
+def test_backfill_names_derive_from_the_trail_file_and_stay_safe() -> None:
+    key = "AWSLogs/1/CloudTrail/us-east-1/2024/05/01/1_CloudTrail_us-east-1_20240501T1200Z_abc.json.gz"
+    assert backfill_object_key("audit/", "Music", DAY, key) == (
+        "audit/table_name=Music/dt=2024-05-01/backfill-1_CloudTrail_us-east-1_20240501T1200Z_abc.json.gz"
+    )
+    hostile = backfill_object_key("audit/", "Music", DAY, "AWSLogs/x/../<script>.json.gz")
+    assert re.fullmatch(r"audit/table_name=Music/dt=2024-05-01/backfill-[0-9a-f]{32}\.json\.gz", hostile)
+    assert quarantine_key(DAY, key, "e-1").endswith("_abc-e-1")
+
+
+def test_a_window_covers_its_day_and_the_next_days_files() -> None:
+    window = ReconcileWindow.of_day("2024-12-31")
+    assert (window.until, window.whole_day) == ("2025-01-01T00:00:00Z", True)
+    assert window.trail_dates() == ["2024/12/31", "2025/01/01"]
+    assert not ReconcileWindow.of_day(DAY, until=f"{DAY}T12:00:00Z").whole_day
+    for day, until in (
+        ("2024-02-30", None),
+        ("2024-5-1", None),
+        (DAY, "2024-05-02T00:00:01Z"),
+        (DAY, f"{DAY}T00:00:00Z"),
+    ):
+        with pytest.raises(ValueError, match="2024"):
+            ReconcileWindow.of_day(day, until=until)
+
+
+def test_the_sql_takes_the_day_and_tables_as_parameters_never_as_text() -> None:
+    tables = ["Music", "x' OR '1'='1"]
+    window = ReconcileWindow.of_day(DAY, tables)
+    sql, parameters = build_reconcile_sql(window, ReconcileRelations("trail", "compacted", "fresh"))
+    assert sql.count("?") == len(parameters)
+    assert "OR '1'='1" not in sql
+    assert DAY not in sql
+    assert parameters.count("x' OR '1'='1") == 3
+
+
+def test_coverage_request_bounds() -> None:
+    today = date(2026, 11, 28)
+    table, days = parse_coverage_request({"table": "Music"}, None, today)
+    assert (table, days[0], days[-1], len(days)) == ("Music", "2026-10-30", "2026-11-28", 30)
+    _, days = parse_coverage_request({"table": "Music", "since": "2024-01-01", "until": "2024-12-31"}, None, today)
+    assert len(days) == MAX_COVERAGE_DAYS - 1
+    with pytest.raises(InvalidRequestError, match="since: covers more than"):
+        parse_coverage_request({"table": "Music", "since": "2024-01-01", "until": "2025-01-03"}, None, today)
+    with pytest.raises(UnknownTableError):
+        parse_coverage_request({"table": "Music"}, frozenset({"Books"}), today)
+
+
+@given(st.dictionaries(st.sampled_from(["table", "since", "until", "x"]), st.text(max_size=30) | st.lists(st.text())))
+@settings(max_examples=200, deadline=None)
+def test_any_coverage_query_string_is_days_or_a_named_error(parameters: dict[str, Any]) -> None:
+    try:
+        _, days = parse_coverage_request(parameters, None, date(2026, 11, 28))
+    except (InvalidRequestError, UnknownTableError):
+        return
+    assert 1 <= len(days) <= MAX_COVERAGE_DAYS
+
+
+def test_coverage_reads_each_day_from_its_summary_and_the_tables_report() -> None:
+    checked = {"checked_at": "t", "checked_until": "u", "status": "verified", "trail_file_count": 3}
+    assert coverage_of(DAY, "Music", None, None) == {"day": DAY, "status": "not_checked"}
+    assert coverage_of(DAY, "Music", {**checked, "status": "no_trail_files"}, None)["status"] == "no_trail_files"
+    assert coverage_of(DAY, "Music", checked, None)["status"] == "verified"
+    unreadable = {**checked, "unreadable_trail_files": {"s3://b/k": "why"}}
+    assert coverage_of(DAY, "Music", unreadable, None)["status"] == "incomplete"
+    report = TableReport(DAY, "Music", status="backfilled", trail_events=4, backfilled=1)
+    answer = coverage_of(DAY, "Music", checked, json.loads(report.to_json()))
+    assert (answer["status"], answer["trail_events"], answer["backfilled"]) == ("backfilled", 4, 1)
+
+
+def test_a_day_is_complete_only_when_nothing_is_missing_and_every_file_was_read() -> None:
+    day = DayReport(DAY, "t", "u", "duckdb", trail_file_count=2, day_trail_files=1)
+    day.tables["Music"] = TableReport(DAY, "Music", backfilled=2)
+    day.tables["Books"] = TableReport(DAY, "Books")
+    day.settle()
+    assert (day.status, day.tables["Music"].status, day.tables["Books"].status) == (
+        "backfilled",
+        "backfilled",
+        "verified",
+    )
+    day.unreadable_trail_files["s3://b/k"] = "not JSON"
+    day.settle()
+    assert (day.status, day.tables["Books"].status) == ("incomplete", "incomplete")
+    day.tables["Books"].miss("e", "s3://b/k", "why")
+    assert day.totals()["MissingEvents"] == 1
+    assert TableReport.from_json(day.tables["Books"].to_json()) == day.tables["Books"]
+
+
+def test_every_trail_column_type_is_an_arrow_type_and_bad_types_are_refused() -> None:
+    for column in TRAIL_COLUMNS:
+        assert isinstance(arrow_type(column.glue_type), pa.DataType)
+    for bad in ("struct<a>", "array<string", "map<string,string>", "struct<a:string", "stringy"):
+        with pytest.raises(ValueError, match=r"Hive type|struct|array"):
+            arrow_type(bad)
+
+
+@given(st.lists(json_values, max_size=5))
+@settings(max_examples=150, deadline=None)
+def test_any_events_become_rows_of_the_cloudtrail_table(events: list[Any]) -> None:
+    table = trail_rows(events, "s3://b/k", "us-east-1", "2024/05/01")
+    assert table.schema == TRAIL_SCHEMA
+    assert table.num_rows == sum(isinstance(event, dict) for event in events)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.windows: list[tuple[str, str | None]] = []
+
+    def run(self, day: str, until: str | None = None) -> DayReport:
+        self.windows.append((day, until))
+        return DayReport(day, "t", until or "end", "duckdb")
+
+
+def test_the_local_schedule_takes_yesterday_whole_and_today_up_to_its_settle_time() -> None:
+    recorder = _Recorder()
+    now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+    local = LocalReconciliation(recorder, 30, 10, clock=lambda: now)  # type: ignore[arg-type]
+    local.run_recent()
+    assert recorder.windows == [("2026-11-27", None), ("2026-11-28", "2026-11-28T11:59:50Z")]
+    recorder.windows.clear()
+    just_after_midnight = datetime(2026, 11, 28, 0, 0, 5, tzinfo=UTC)
+    LocalReconciliation(recorder, 30, 10, clock=lambda: just_after_midnight).run_recent()  # type: ignore[arg-type]
+    assert recorder.windows == [("2026-11-27", "2026-11-27T23:59:55Z")]
+    with pytest.raises(ValueError, match="not within"):
+        ReconcileWindow.of_day((now.date() + timedelta(days=1)).isoformat(), until="2026-11-28T11:59:50Z")
