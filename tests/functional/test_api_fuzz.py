@@ -121,3 +121,35 @@ def test_any_query_string_gets_a_documented_answer(served: Client, pairs: list[t
         message = json.loads(response.body)["Message"]
         assert "Traceback" not in message
         assert "s3://" not in message
+
+
+COVERAGE = SPEC["paths"]["/audit/coverage"]["get"]
+
+
+@st.composite
+def coverage_query_strings(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """Coverage queries: valid days and ranges, hostile values, unknown and repeated names."""
+    days = st.sampled_from(["2024-05-01", "2024-05-31", "2023-05-01", "2026-11-28", "2024-02-29"])
+    pairs: list[tuple[str, str]] = []
+    for parameter in COVERAGE["parameters"]:
+        name = parameter["name"]
+        how = draw(st.sampled_from(["valid"] * 3 + ["absent"] * 2 + ["hostile"]))
+        if how == "valid":
+            pairs.append((name, draw(st.sampled_from(["Music", "Books", "Payroll"]) if name == "table" else days)))
+        elif how == "hostile":
+            pairs.append((name, draw(hostile)))
+    if draw(st.integers(0, 9)) == 0:
+        pairs.append((draw(st.sampled_from(["key", "table", "since"]) | st.text(max_size=10)), draw(hostile)))
+    return list(draw(st.permutations(pairs)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(coverage_query_strings())
+def test_any_coverage_query_string_gets_a_documented_answer(client: Client, pairs: list[tuple[str, str]]) -> None:
+    query = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs)
+    response = client.http.get(f"/audit/coverage?{query}")
+    status = str(response.status_code)
+    event(status)
+    assert status in ("200", "400", "404"), (query, response.body)
+    schema = json_schema(COVERAGE["responses"][status])["content"]["application/json"]["schema"]
+    jsonschema.validate(json.loads(response.body), schema)
