@@ -1,5 +1,6 @@
 """Ad hoc SQL over the local audit records: DuckDB with the relations Athena has (`audit`, the view over both tiers
-that users query, and the tiers `audit_compacted` and `audit_fresh`), over the same S3 objects the API reads.
+that users query, the tiers `audit_compacted` and `audit_fresh`, and the raw trail `cloudtrail_logs`, read only when
+a query names it), over the same S3 objects the API reads.
 Read-only: the connection can touch no file (no COPY TO, ATTACH, EXPORT or extension install) and cannot be
 reconfigured; results travel as Arrow, so every type prints.
 """
@@ -7,8 +8,10 @@ reconfigured; results travel as Arrow, so every type prints.
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
+from pyarrow import fs as pafs
 
-from chalicelib.duckdb_engine import AuditObjects, connect
+from chalicelib.duckdb_engine import AuditObjects, TrailFiles, connect, s3_filesystem
 from chalicelib.errors import QueryError
 from chalicelib.query import Relations, build_view_sql
 from deutzia_local.settings import LocalSettings
@@ -27,6 +30,8 @@ def run_sql(settings: LocalSettings, query: str) -> str:
     connection.register("audit_compacted", tiers.compacted)
     connection.register("audit_fresh", tiers.fresh)
     connection.execute(f"CREATE VIEW audit AS {build_view_sql(Relations('audit_compacted', 'audit_fresh'))}")
+    if "cloudtrail_logs" in query.lower():
+        connection.register("cloudtrail_logs", _trail(settings))
     try:
         relation = connection.sql(query)
         result = relation.to_arrow_table() if relation is not None else None
@@ -36,6 +41,15 @@ def run_sql(settings: LocalSettings, query: str) -> str:
         return "ok"
     rows = [[_cell(row[name]) for name in result.column_names] for row in result.to_pylist()]
     return format_table(result.column_names, rows) + f"\n({len(rows)} row{'s' if len(rows) != 1 else ''})"
+
+
+def _trail(settings: LocalSettings) -> pa.Table:
+    """Every event in the local trail's files, as rows of Athena's CloudTrail table (unreadable files left out)."""
+    filesystem = s3_filesystem(settings.aws_endpoint)
+    selector = pafs.FileSelector(f"{settings.trail_bucket}/AWSLogs", recursive=True, allow_not_found=True)
+    paths = [f"s3://{info.path}" for info in filesystem.get_file_info(selector) if info.is_file]
+    rows, _unreadable = TrailFiles(filesystem).read([path for path in paths if "/CloudTrail/" in path])
+    return rows
 
 
 def _cell(value: object) -> str:

@@ -24,7 +24,13 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from chalicelib.errors import DeutziaError
-from chalicelib.schema import AUDIT_COLUMNS, COMPACTED_PARTITION_COLUMNS, PARTITION_COLUMNS
+from chalicelib.schema import (
+    AUDIT_COLUMNS,
+    COMPACTED_PARTITION_COLUMNS,
+    PARTITION_COLUMNS,
+    TRAIL_COLUMNS,
+    TRAIL_PARTITION_COLUMNS,
+)
 from deutzia_local import moto_patches
 from deutzia_local.crawler import LocalCrawler
 from deutzia_local.delivery import TrailDelivery
@@ -287,8 +293,8 @@ def create_resources(settings: LocalSettings) -> None:
 
 
 def _create_catalog(settings: LocalSettings) -> None:
-    """The database and the two tiers' tables, as the template defines them (DuckDB reads S3 directly; the catalog
-    is there for tools that read it, and the crawler registers the fresh tier's partitions)."""
+    """The database, the two tiers' tables and the raw trail's, as the template defines them (DuckDB reads S3
+    directly; the catalog is there for tools that read it, and the crawler registers the fresh tier's partitions)."""
     glue = client("glue", settings)
     with contextlib.suppress(glue.exceptions.AlreadyExistsException):
         glue.create_database(DatabaseInput={"Name": settings.glue_database})
@@ -299,7 +305,7 @@ def _create_catalog(settings: LocalSettings) -> None:
             {"classification": "json", "compressionType": "gzip"},
             PARTITION_COLUMNS,
             columns,
-            "audit/",
+            f"{settings.audit_bucket}/audit/",
             ("org.apache.hadoop.mapred.TextInputFormat", "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"),
             "org.openx.data.jsonserde.JsonSerDe",
         ),
@@ -308,7 +314,7 @@ def _create_catalog(settings: LocalSettings) -> None:
             {"classification": "parquet"},
             COMPACTED_PARTITION_COLUMNS,
             [*columns, {"Name": "dt", "Type": "string"}],
-            "compacted/",
+            f"{settings.audit_bucket}/compacted/",
             (
                 "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
                 "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
@@ -316,7 +322,22 @@ def _create_catalog(settings: LocalSettings) -> None:
             "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
         ),
     ]
-    for name, parameters, partitions, table_columns, prefix, (input_format, output_format), serde in tables:
+    trail_columns = [{"Name": c.name, "Type": c.glue_type} for c in TRAIL_COLUMNS]
+    tables.append(
+        (
+            "cloudtrail_logs",
+            {"classification": "cloudtrail"},
+            TRAIL_PARTITION_COLUMNS,
+            trail_columns,
+            f"{settings.trail_bucket}/AWSLogs/{ACCOUNT_ID}/CloudTrail/",
+            (
+                "com.amazon.emr.cloudtrail.CloudTrailInputFormat",
+                "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+            ),
+            "org.apache.hive.hcatalog.data.JsonSerDe",
+        )
+    )
+    for name, parameters, partitions, table_columns, location, (input_format, output_format), serde in tables:
         with contextlib.suppress(glue.exceptions.AlreadyExistsException):
             glue.create_table(
                 DatabaseName=settings.glue_database,
@@ -327,7 +348,7 @@ def _create_catalog(settings: LocalSettings) -> None:
                     "PartitionKeys": [{"Name": c.name, "Type": c.glue_type} for c in partitions],
                     "StorageDescriptor": {
                         "Columns": table_columns,
-                        "Location": f"s3://{settings.audit_bucket}/{prefix}",
+                        "Location": f"s3://{location}",
                         "InputFormat": input_format,
                         "OutputFormat": output_format,
                         "SerdeInfo": {"SerializationLibrary": serde},
