@@ -11,7 +11,6 @@ failed run leaves the previous ones, and the next run does the day again.
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import audit_prefix, audited_tables, setting
@@ -48,7 +48,7 @@ from chalicelib.store import ascii_metadata
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-logger = logging.getLogger("deutzia.reconcile")
+logger = Logger(service="deutzia-reconcile")
 
 # Days one on-demand run may cover (a catch-up of a month takes a few runs, each within Lambda's 15 minutes).
 MAX_DAYS_PER_RUN = 31
@@ -269,13 +269,8 @@ class Reconciler:
     def _store_reports(self, day_report: DayReport) -> None:
         for table, report in sorted(day_report.tables.items()):
             self._put(report_key(day_report.day, table), report.to_json(), {}, "application/json")
-            logger.info(
-                "reconciled %s %s: %s",
-                day_report.day,
-                table,
-                report.status,
-                extra={"reconcile": {k: v for k, v in vars(report).items() if not isinstance(v, (list, dict))}},
-            )
+            counts = {name: value for name, value in vars(report).items() if not isinstance(value, (list, dict))}
+            logger.info(f"reconciled {day_report.day} {table}: {report.status}", extra={"reconcile": counts})
         summary = json.dumps(day_report.summary(), indent=1, sort_keys=True).encode()
         self._put(report_key(day_report.day), summary, {}, "application/json")
 

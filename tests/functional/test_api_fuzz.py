@@ -41,9 +41,16 @@ def json_schema(node: Any) -> Any:
     return converted
 
 
-def _response_schema(status: str) -> Any:
-    response = json_schema(AUDIT["responses"][status])
-    return response["content"]["application/json"]["schema"]
+def _documented_answer(client: Client, path: str, pairs: list[tuple[str, str]]) -> tuple[str, Any]:
+    """GET `path` with the query `pairs`; its status, once checked to be 200, 400 or 404 with the documented body."""
+    query = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs)
+    response = client.http.get(f"{path}?{query}")
+    status = str(response.status_code)
+    event(status)
+    assert status in ("200", "400", "404"), (query, response.body)
+    schema = json_schema(SPEC["paths"][path]["get"]["responses"][status])["content"]["application/json"]["schema"]
+    jsonschema.validate(json.loads(response.body), schema)
+    return status, response
 
 
 def test_the_description_names_every_route_of_the_app_and_no_other() -> None:
@@ -111,12 +118,7 @@ def served(client: Client, ingest: Callable[..., Any]) -> Client:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query_strings())
 def test_any_query_string_gets_a_documented_answer(served: Client, pairs: list[tuple[str, str]]) -> None:
-    query = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs)
-    response = served.http.get(f"/audit?{query}")
-    status = str(response.status_code)
-    event(status)
-    assert status in ("200", "400", "404"), (query, response.body)
-    jsonschema.validate(json.loads(response.body), _response_schema(status))
+    status, response = _documented_answer(served, "/audit", pairs)
     if status != "200":
         message = json.loads(response.body)["Message"]
         assert "Traceback" not in message
@@ -146,10 +148,4 @@ def coverage_query_strings(draw: st.DrawFn) -> list[tuple[str, str]]:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(coverage_query_strings())
 def test_any_coverage_query_string_gets_a_documented_answer(client: Client, pairs: list[tuple[str, str]]) -> None:
-    query = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs)
-    response = client.http.get(f"/audit/coverage?{query}")
-    status = str(response.status_code)
-    event(status)
-    assert status in ("200", "400", "404"), (query, response.body)
-    schema = json_schema(COVERAGE["responses"][status])["content"]["application/json"]["schema"]
-    jsonschema.validate(json.loads(response.body), schema)
+    _documented_answer(client, "/audit/coverage", pairs)

@@ -24,6 +24,7 @@ from chalicelib.compactor import S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
 from chalicelib.reconcile import report_key
 from chalicelib.reconciler import ReconcileError, Reconciler, TrailEngine
+from chalicelib.reconciler import logger as reconciler_logger
 from deutzia_local.lambda_context import LambdaContext
 from tests.factories import ACCOUNT, cloudtrail_event, table_arn
 from tests.functional.athena_fake import DATABASE, WORKGROUP, DuckDBAthenaClient
@@ -267,7 +268,7 @@ def _scheduled(client: Client, detail: dict[str, str] | None = None) -> Any:
 
 
 def test_the_scheduled_function_reconciles_a_range_publishes_metrics_and_coverage_tells_the_days_apart(
-    deployed: Client, s3: Any, trail_bucket: str, capsys: pytest.CaptureFixture[str]
+    deployed: Client, s3: Any, trail_bucket: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     put_trail_file(s3, trail_bucket, [cloudtrail_event(event_time=f"{DAY}T09:00:00Z")])
     put_trail_file(s3, trail_bucket, [], date="2024/05/02")
@@ -295,6 +296,14 @@ def test_the_scheduled_function_reconciles_a_range_publishes_metrics_and_coverag
         "next_since": None,
     }
     published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    lines = [reconciler_logger.registered_formatter.format(r) for r in caplog.records if hasattr(r, "reconcile")]
+    logged = [json.loads(line)["reconcile"] for line in lines if "\n" not in line]
+    assert [(line["day"], line["table"], line["status"]) for line in logged if line["table"] == "Music"] == [
+        ("2024-04-30", "Music", "verified"),
+        ("2024-05-01", "Music", "backfilled"),
+        ("2024-05-02", "Music", "verified"),
+        ("2024-05-03", "Music", "incomplete"),
+    ]
     assert [(document["BackfilledEvents"], document["MissingEvents"]) for document in published] == [
         ([0.0], [0.0]),
         ([1.0], [0.0]),
