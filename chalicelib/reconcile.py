@@ -33,8 +33,9 @@ TRAIL_DELIVERY_DAYS = 2
 MAX_TRAIL_FILE_BYTES = 128 * 1024 * 1024
 # Missing events backfilled by one run; the next run goes on from there.
 MAX_BACKFILL_EVENTS = 100_000
-# How many names and examples a report lists (it counts all of them).
+# How many names, reasons and examples a report lists (it counts all of them).
 MAX_LISTED = 1000
+OTHER_REASONS = "other reasons (the report lists 1000)"
 # A table's name in a DynamoDB ARN (`...:table/<name>`, also inside index ARNs), as the formatter reads it.
 TABLE_ARN_PATTERN = r"arn:aws[a-z-]*:dynamodb:[a-z0-9-]*:[0-9]*:table/([A-Za-z0-9_.-]{3,255})"
 _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -319,7 +320,8 @@ class TableReport:
 
     def miss(self, event_id: str, trail_file: str, reason: str) -> None:
         self.still_missing += 1
-        self.missing_reasons[reason] = self.missing_reasons.get(reason, 0) + 1
+        counted = reason if reason in self.missing_reasons or len(self.missing_reasons) < MAX_LISTED else OTHER_REASONS
+        self.missing_reasons[counted] = self.missing_reasons.get(counted, 0) + 1
         if len(self.missing_examples) < MAX_LISTED:
             self.missing_examples.append({"event_id": event_id, "trail_file": trail_file, "reason": reason})
 

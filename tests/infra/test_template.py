@@ -238,9 +238,10 @@ def test_workgroup_is_enabled_enforced_encrypted_and_capped(merged: dict[str, An
     assert len(_resources(merged, "AWS::Athena::NamedQuery")) == 5
 
 
-def test_audit_route_requires_sigv4_and_health_does_not(merged: dict[str, Any]) -> None:
+def test_audit_routes_require_sigv4_and_health_does_not(merged: dict[str, Any]) -> None:
     body = merged["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
     assert body["paths"]["/audit"]["get"]["security"] == [{"sigv4": []}]
+    assert body["paths"]["/audit/coverage"]["get"]["security"] == [{"sigv4": []}]
     assert body["securityDefinitions"]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
     assert "security" not in body["paths"]["/health"]["get"]
 
@@ -255,6 +256,8 @@ def test_outputs_name_everything_a_user_needs(merged: dict[str, Any]) -> None:
         "AuditStreamName",
         "IngestFailureQueueUrl",
         "AuditedTables",
+        "ReconcileFunctionName",
+        "TrailTableName",
     }
     assert expected <= set(merged["Outputs"])
 

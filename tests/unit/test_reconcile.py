@@ -240,3 +240,13 @@ def test_the_local_schedule_takes_yesterday_whole_and_today_up_to_its_settle_tim
     assert recorder.windows == [("2026-11-27", "2026-11-27T23:59:55Z")]
     with pytest.raises(ValueError, match="not within"):
         ReconcileWindow.of_day((now.date() + timedelta(days=1)).isoformat(), until="2026-11-28T11:59:50Z")
+
+
+def test_a_report_lists_a_bounded_number_of_reasons_and_examples_and_counts_them_all() -> None:
+    report = TableReport(DAY, "Music")
+    for n in range(2500):
+        report.miss(f"e{n}", "s3://b/k", f"reason {n}")
+    assert report.still_missing == 2500
+    assert len(report.missing_examples) == 1000
+    assert len(report.missing_reasons) == 1001
+    assert sum(report.missing_reasons.values()) == 2500
