@@ -7,6 +7,9 @@ run (machines are shared and noisy: read the ratios; seconds are medians).
   table over `DAYS` days went through ingest's layout and the real compaction; the bytes the engine fetched are
   counted at the S3 endpoint, as a fraction of the table's stored bytes; then again with 100,000 fresh rows. The
   baseline is reading the whole table (what every lookup cost before compaction).
+- reconcile: one day of `RECONCILE_CALLS` calls (100,000) in 288 trail files (CloudTrail's five minutes), 1 % of
+  them missing from the audit records, reconciled and backfilled by the DuckDB engine over moto's S3, then again
+  (nothing missing); the baseline is reading and parsing the day's trail files alone.
 - write-to-visible: bench/visible.py on the local stack (see there), run by `make bench` after these.
 """
 
@@ -302,14 +305,78 @@ def _lookups(
     )
 
 
+def bench_reconcile(calls: int) -> None:
+    import boto3
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    from chalicelib.cloudtrail import stored_lines
+    from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
+    from chalicelib.reconciler import Reconciler
+
+    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        for bucket in (BUCKET, "bench-trail"):
+            s3.create_bucket(Bucket=bucket)
+        day, files = LAST_CLOSED_DAY, 288
+        prefix = "AWSLogs/123456789012/CloudTrail/"
+        rng = random.Random(9)  # noqa: S311 - bench data, not secrets
+        events = [
+            cloudtrail_event(
+                request_parameters={"tableName": TABLE, "key": {"id": f"item-{rng.randrange(10_000)}"}, "item": ["id"]},
+                table=TABLE,
+                event_time=f"{day.isoformat()}T{n * 86399 // calls // 3600:02d}:"
+                f"{n * 86399 // calls % 3600 // 60:02d}:{n * 86399 // calls % 60:02d}Z",
+            )
+            for n in range(calls)
+        ]
+        per_file = -(-calls // files)
+        paths = []
+        for index in range(0, calls, per_file):
+            name = f"123456789012_CloudTrail_us-east-1_{day.strftime('%Y%m%d')}T{index}_x.json.gz"
+            key = f"{prefix}us-east-1/{day.strftime('%Y/%m/%d')}/{name}"
+            body = gzip.compress(orjson.dumps({"Records": events[index : index + per_file]}))
+            s3.put_object(Bucket="bench-trail", Key=key, Body=body)
+            paths.append(f"s3://bench-trail/{key}")
+        audited = [event for n, event in enumerate(events) if n % 100 != 7]
+        lines = [line for event in audited for _, line in stored_lines(event) or []]
+        for start in range(0, len(lines), ROWS_PER_OBJECT):
+            write_fresh(s3, day, lines[start : start + ROWS_PER_OBJECT], f"shardId-{start:012d}")
+        filesystem = s3_filesystem(endpoint)
+        started = time.perf_counter()
+        TrailFiles(filesystem).read(paths)
+        baseline = time.perf_counter() - started
+        engine = DuckDBTrailEngine(AuditObjects(filesystem, BUCKET, "audit/", "compacted/"), TrailFiles(filesystem))
+        reconciler = Reconciler(engine, s3, BUCKET, "bench-trail", prefix)
+        timings = []
+        for run in ("first run (backfills)", "second run (nothing missing)"):
+            started = time.perf_counter()
+            report = reconciler.run(day.isoformat()).tables[TABLE]
+            timings.append(time.perf_counter() - started)
+            print(
+                f"reconcile a day of {calls:,} calls in {len(paths)} trail files, {run}: {timings[-1]:.1f} s "
+                f"({report.trail_events:,} in the trail, {report.backfilled_now:,} backfilled now, "
+                f"{report.still_missing} missing); ratio to reading the trail files alone {timings[-1] / baseline:.1f}x"
+            )
+        print(f"baseline: reading and parsing the day's trail files alone {baseline:.1f} s")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 if __name__ == "__main__":
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     rows = int(os.environ.get("ROWS") or 1_000_000)
     days = int(os.environ.get("DAYS") or (365 if rows >= 10_000_000 else 30))
-    sections = (os.environ.get("BENCH") or "ingest,query").split(",")
+    sections = (os.environ.get("BENCH") or "ingest,query,reconcile").split(",")
     if "ingest" in sections:
         bench_ingest()
     if "query" in sections:
         bench_query(rows, days)
+    if "reconcile" in sections:
+        bench_reconcile(int(os.environ.get("RECONCILE_CALLS") or 100_000))
