@@ -16,10 +16,11 @@ PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(RE
 
 .PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay compact reconcile faults bench
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # The Lambda's own wheels (Linux x86_64, Python 3.11), fetched once, so `make package` then works offline.

@@ -146,6 +146,22 @@ def get_audit() -> dict[str, Any]:
     }
 
 
+@app.route("/tables", methods=["GET"], authorizer=IAMAuthorizer())
+def get_tables() -> dict[str, Any]:
+    """The audited tables: AUDITED_TABLES, or under `*` every table with records."""
+    from chalicelib.catalog import table_names
+    from chalicelib.config import compacted_prefix
+
+    try:
+        if _query_parameters():
+            raise InvalidRequestError("query", "GET /tables takes no parameters")
+        store = get_audit_store()
+        names = table_names(store.client, store.bucket, [audit_prefix(), compacted_prefix()], audited_tables())
+    except DeutziaError as exc:
+        raise _http_error(exc) from exc
+    return {"tables": names}
+
+
 @app.route("/audit/coverage", methods=["GET"], authorizer=IAMAuthorizer())
 def get_audit_coverage() -> dict[str, Any]:
     """Per day: whether the table's history is verified complete against the trail, backfilled, or not checked."""

@@ -41,6 +41,14 @@ class S3AuditStore:
         """A store on $AUDIT_BUCKET, through $AWS_ENDPOINT_URL when boto3 finds it set."""
         return cls(boto3.client("s3"), setting("AUDIT_BUCKET"))
 
+    @property
+    def client(self) -> S3Client:
+        return self._client
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
     def put_records(self, key: str, body: bytes) -> None:
         self._put(key, body, {})
 

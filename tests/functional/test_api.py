@@ -145,3 +145,15 @@ def test_forged_tokens_answer_400_not_500_or_502(client: Client, ingest: Callabl
         token = base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
         status, body = _get(client, f"/audit?{urlencode({'table': 'Music', 'next_token': token})}")
         assert (status, body["Message"]) == (400, "next_token: is not a token this API returned")
+
+
+def test_tables_lists_the_audited_tables_or_under_any_those_with_records(
+    client: Client, ingest: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    response = client.http.get("/tables")
+    assert (response.status_code, json.loads(response.body)) == (200, {"tables": ["Books", "Music", "Tä'ble"]})
+    monkeypatch.setenv("AUDITED_TABLES", "*")
+    assert json.loads(client.http.get("/tables").body) == {"tables": []}
+    ingest([cloudtrail_event(), cloudtrail_event(table="Tä.ble", request_parameters={"tableName": "Tä.ble"})])
+    assert json.loads(client.http.get("/tables").body) == {"tables": ["Music"]}
+    assert client.http.get("/tables?x=1").status_code == 400

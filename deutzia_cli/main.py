@@ -1,0 +1,207 @@
+"""`deutzia history` and `deutzia coverage`: an item's history and a table's verified days, as a readable table
+(or JSON / CSV for pipes: stdout carries only data; progress and errors go to stderr). Errors are one line and an
+exit code: 2 a bad option or request, 3 no permission or credentials, 4 a table that is not audited, 5 the API
+unreachable or failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from deutzia_cli.api import USAGE, CliError, Target, resolve
+
+# Entries per request when paging (the API's own maximum).
+PAGE = 1000
+HISTORY_COLUMNS = ("time", "who", "operation", "key", "result", "from")
+CSV_COLUMNS = (
+    "event_time",
+    "principal_arn",
+    "operation",
+    "event_name",
+    "item_key",
+    "success",
+    "error_code",
+    "error_message",
+    "source_ip",
+    "user_agent",
+    "event_id",
+    "item_index",
+)
+
+_target_options = [
+    click.option("--endpoint", help="The API's URL (the stack's EndpointURL output, or the local stack's)."),
+    click.option("--stack", help="A deployed Deutzia stack: its outputs say where the API is."),
+    click.option("--profile", help="The AWS profile whose credentials sign the requests."),
+    click.option("--region", help="The AWS region of the stack or API."),
+]
+
+
+def _with_target(function: Any) -> Any:
+    for option in reversed(_target_options):
+        function = option(function)
+    return function
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Who changed this DynamoDB item, when, from where, and did it work."""
+
+
+@cli.command()
+@click.option("--table", required=True, help="The audited table.")
+@click.option("--key", help="The item's key as JSON, e.g. '{\"id\": \"42\"}'; without it, the table's recent calls.")
+@click.option("--since", help="From this time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC), included.")
+@click.option("--until", help="Up to this time, excluded.")
+@click.option("--principal", help="Only calls by this IAM ARN (or the role behind a session).")
+@click.option("--operation", help="Only this operation: Put, Update, Delete, Get, ConditionCheck, Query, Scan.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="How many entries at most.")
+@click.option("--all", "everything", is_flag=True, help="Every entry, following the pages.")
+@click.option("--format", "output", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--page-size", type=click.IntRange(1, PAGE), default=PAGE, hidden=True)
+@_with_target
+def history(
+    table: str,
+    key: str | None,
+    since: str | None,
+    until: str | None,
+    principal: str | None,
+    operation: str | None,
+    limit: int,
+    everything: bool,
+    output: str,
+    page_size: int,
+    endpoint: str | None,
+    stack: str | None,
+    profile: str | None,
+    region: str | None,
+) -> None:
+    """An item's history (or a table's recent calls), newest first."""
+    target = resolve(endpoint, stack, profile, region)
+    filters = {
+        "table": table,
+        "key": key,
+        "since": since,
+        "until": until,
+        "principal": principal,
+        "operation": operation,
+    }
+    parameters = {name: value for name, value in filters.items() if value is not None}
+    entries = _entries(target, parameters, None if everything else limit, page_size)
+    if output == "json":
+        _write_json(entries)
+    elif output == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(CSV_COLUMNS)
+        for entry in entries:
+            writer.writerow(["" if entry.get(name) is None else entry.get(name) for name in CSV_COLUMNS])
+    else:
+        rows = list(entries)
+        view = Table(*HISTORY_COLUMNS, title=f"{table} {key or '(recent calls)'}, newest first", title_justify="left")
+        for entry in rows:
+            result = "ok" if entry.get("success") else f"[red]failed: {entry.get('error_code') or 'error'}[/red]"
+            who = entry.get("principal_name") or entry.get("principal_arn") or entry.get("principal_id") or "?"
+            operation_text = str(entry.get("operation"))
+            if entry.get("event_name") not in (None, f"{operation_text}Item"):
+                operation_text += f" ({entry.get('event_name')})"
+            view.add_row(
+                *(
+                    _plain(value)
+                    for value in (entry.get("event_time"), who, operation_text, entry.get("item_key") or "-")
+                ),
+                result,
+                _plain(entry.get("source_ip") or ""),
+            )
+        Console(highlight=False).print(view)
+        Console(stderr=True).print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
+
+
+@cli.command()
+@click.option("--table", required=True, help="The audited table.")
+@click.option("--since", help="The first day (YYYY-MM-DD); default: 30 days ago.")
+@click.option("--until", help="The day after the last (YYYY-MM-DD); default: tomorrow.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_with_target
+def coverage(
+    table: str,
+    since: str | None,
+    until: str | None,
+    output: str,
+    endpoint: str | None,
+    stack: str | None,
+    profile: str | None,
+    region: str | None,
+) -> None:
+    """Per day, whether the table's history is verified complete against the trail's own files."""
+    target = resolve(endpoint, stack, profile, region)
+    parameters = {name: value for name, value in (("table", table), ("since", since), ("until", until)) if value}
+    answer = target.get("/audit/coverage", parameters)
+    if output == "json":
+        click.echo(json.dumps(answer, indent=1))
+        return
+    view = Table("day", "status", "calls in the trail", "backfilled", "missing", title=f"{table}: coverage")
+    for day in answer["days"]:
+        counts = [str(day[name]) if name in day else "" for name in ("trail_events", "backfilled", "still_missing")]
+        view.add_row(day["day"], day["status"], *counts)
+    Console(highlight=False).print(view)
+
+
+def _entries(
+    target: Target, parameters: dict[str, str], limit: int | None, page_size: int = PAGE
+) -> Iterator[dict[str, Any]]:
+    """Entries newest first, following `next_token` until `limit` (None: all), with progress on stderr."""
+    shown = 0
+    token: str | None = None
+    status = Console(stderr=True).status("reading the history...")
+    status.start()
+    try:
+        while limit is None or shown < limit:
+            size = page_size if limit is None else min(page_size, limit - shown)
+            page = target.get("/audit", {**parameters, "limit": str(size), **({"next_token": token} if token else {})})
+            for entry in page["entries"]:
+                yield entry
+                shown += 1
+            status.update(f"reading the history... {shown} entries")
+            token = page.get("next_token")
+            if not token or not page["entries"]:
+                return
+    finally:
+        status.stop()
+
+
+def _write_json(entries: Iterator[dict[str, Any]]) -> None:
+    """A JSON array, written as the pages arrive."""
+    sys.stdout.write("[")
+    for number, entry in enumerate(entries):
+        sys.stdout.write(("," if number else "") + "\n" + json.dumps(entry, ensure_ascii=False))
+    sys.stdout.write("\n]\n")
+
+
+def _plain(value: object) -> str:
+    """A value shown as text, never as Rich markup (a key may hold `[red]` or anything else)."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+def main() -> None:
+    """The console script: CliError becomes one line on stderr and its exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except CliError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(USAGE)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

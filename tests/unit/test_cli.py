@@ -1,0 +1,153 @@
+"""The `deutzia` command's own parts: SigV4 signing checked against botocore's signature and AWS's published test
+vector at a fixed clock, and every refusal of the API mapped to one line and its exit code (a loopback server plays
+the API)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import botocore.auth
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from click.testing import CliRunner
+
+from deutzia_cli.api import Target, sign
+from deutzia_cli.main import cli, main
+
+CLOCK = datetime(2015, 8, 30, 12, 36, 0, tzinfo=UTC)
+EXAMPLE = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: CLOCK.replace(tzinfo=None))
+
+
+@pytest.mark.usefixtures("fixed_clock")
+def test_a_request_is_signed_as_botocore_signs_it_for_execute_api() -> None:
+    url = "https://abc123.execute-api.eu-west-1.amazonaws.com/api/audit?table=Music&key=%7B%22id%22%3A%20%22a%20b%22%7D"
+    headers = sign("GET", url, EXAMPLE, "eu-west-1", {"Accept": "application/json"})
+    expected = AWSRequest(method="GET", url=url, headers={"Accept": "application/json"})
+    SigV4Auth(EXAMPLE, "execute-api", "eu-west-1").add_auth(expected)
+    assert headers["Authorization"] == expected.headers["Authorization"]
+    assert headers["X-Amz-Date"] == "20150830T123600Z"
+    assert "/20150830/eu-west-1/execute-api/aws4_request" in headers["Authorization"]
+
+
+@pytest.mark.usefixtures("fixed_clock")
+def test_botocores_signer_gives_awss_published_signature() -> None:
+    """AWS's SigV4 test suite, `get-vanilla`: the signer the command uses is the one AWS documents."""
+    request = AWSRequest(method="GET", url="https://example.amazonaws.com/")
+    SigV4Auth(EXAMPLE, "service", "us-east-1").add_auth(request)
+    assert request.headers["Authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+        "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+    )
+
+
+class _Answers(BaseHTTPRequestHandler):
+    status = 200
+    body: ClassVar[Any] = None
+
+    def do_GET(self) -> None:
+        payload = json.dumps(self.body).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "says"),
+    [
+        (400, {"Code": "BadRequestError", "Message": "key: must be a JSON object"}, 2, "bad request: key: must be"),
+        (403, {"message": "Forbidden"}, 3, "execute-api:Invoke on arn:aws:execute-api:*:*:127/*/GET/audit"),
+        (404, {"Code": "NotFoundError", "Message": "table Payroll is not audited here"}, 4, "Payroll is not audited"),
+        (502, {"Code": "BadGatewayError", "Message": "Athena query q-1 failed"}, 5, "answered 502: Athena query"),
+        (504, "not json", 5, "answered 504: no reason given"),
+    ],
+)
+def test_each_refusal_is_one_line_and_its_exit_code(
+    api: str, status: int, body: Any, code: int, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _Answers.status, _Answers.body = status, body
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Payroll", "--endpoint", api])
+    assert exit_.value.code == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if line.startswith("error: ")]) == 1
+    assert says in err[-1]
+
+
+def test_the_arn_a_403_names_is_the_apis_own() -> None:
+    target = Target("https://abc123.execute-api.eu-west-1.amazonaws.com/api", "eu-west-1", EXAMPLE, "111122223333")
+    assert target.invoke_arn("/audit") == "arn:aws:execute-api:eu-west-1:111122223333:abc123/api/GET/audit"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "says"),
+    [
+        (["history", "--table", "T1x", "--endpoint", "ftp://x"], 2, "must be an http(s) URL"),
+        (["history", "--table", "T1x", "--endpoint", "http://127.0.0.1:9", "--stack", "s"], 2, "not both"),
+        (["history", "--table", "T1x", "--endpoint", "http://127.0.0.1:9"], 5, "cannot reach http://127.0.0.1:9"),
+        (["history"], 2, "Missing option '--table'"),
+        (["history", "--table", "T1x", "--limit", "0"], 2, "--limit"),
+    ],
+)
+def test_bad_options_and_unreachable_apis_say_so(
+    arguments: list[str], code: int, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(arguments)
+    assert exit_.value.code == code
+    assert says in capsys.readouterr().err
+
+
+def test_no_credentials_says_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    endpoint = "https://abc123.execute-api.eu-west-1.amazonaws.com/api"
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--endpoint", endpoint])
+    assert exit_.value.code == 3
+    assert "no AWS credentials found: run `aws configure`" in capsys.readouterr().err
+
+
+def test_no_local_stack_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEUTZIA_API_PORT", "9")
+    result = CliRunner().invoke(cli, ["history", "--table", "Music"])
+    assert "start it with `make up`" in str(result.exception)
+
+
+def _run_main(arguments: list[str]) -> None:
+    import sys
+
+    saved = sys.argv
+    sys.argv = ["deutzia", *arguments]
+    try:
+        main()
+    finally:
+        sys.argv = saved
+    raise SystemExit(0)
