@@ -104,7 +104,9 @@ def history(
             writer.writerow(["" if entry.get(name) is None else entry.get(name) for name in CSV_COLUMNS])
     else:
         rows = list(entries)
-        view = Table(*HISTORY_COLUMNS, title=f"{table} {key or '(recent calls)'}, newest first", title_justify="left")
+        view = Table(title=_plain(f"{table} {key or '(recent calls)'}, newest first"), title_justify="left")
+        for name in HISTORY_COLUMNS:
+            view.add_column(name, overflow="fold")  # a key is never cut short: it wraps
         for entry in rows:
             result = "ok" if entry.get("success") else f"[red]failed: {entry.get('error_code') or 'error'}[/red]"
             who = entry.get("principal_name") or entry.get("principal_arn") or entry.get("principal_id") or "?"

@@ -1,0 +1,67 @@
+"""`deutzia` as a user runs it (`.venv/bin/deutzia`, from the virtualenv `make` made) against the local stack: every
+format, paging with `--all`, the table view's escaping, and the API's refusals as one line and an exit code."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.conftest import Stack
+
+TABLE = "E2eCli"
+KEY = '{"id": "cli-1"}'
+
+
+def deutzia(stack: Stack, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return stack.run([str(Path(sys.executable).parent / "deutzia"), *arguments], env={**stack.env, "COLUMNS": "250"})
+
+
+def _history(stack: Stack) -> None:
+    dynamodb = stack.client("dynamodb")
+    dynamodb.create_table(
+        TableName=TABLE,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(5):
+        dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "cli-1"}, "n": {"N": str(n)}})
+    dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "[red]<script>alert(1)</script>"}})
+    stack.wait_for(lambda entries: len(entries) >= 6, table=TABLE)
+
+
+def test_history_in_every_format_with_paging_and_refusals(stack: Stack) -> None:
+    _history(stack)
+
+    as_json = deutzia(stack, "history", "--table", TABLE, "--key", KEY, "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    entries = json.loads(as_json.stdout)
+    assert len(entries) == 5
+    assert [e["event_time"] for e in entries] == sorted((e["event_time"] for e in entries), reverse=True)
+
+    paged = deutzia(stack, "history", "--table", TABLE, "--key", KEY, "--all", "--format", "json", "--page-size", "2")
+    assert [e["event_id"] for e in json.loads(paged.stdout)] == [e["event_id"] for e in entries]
+    limited = deutzia(stack, "history", "--table", TABLE, "--key", KEY, "--limit", "3", "--format", "json")
+    assert [e["event_id"] for e in json.loads(limited.stdout)] == [e["event_id"] for e in entries[:3]]
+
+    as_csv = deutzia(stack, "history", "--table", TABLE, "--key", KEY, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [row["event_id"] for row in rows] == [e["event_id"] for e in entries]
+    assert {row["item_key"] for row in rows} == {'{"id":"cli-1"}'}
+
+    as_table = deutzia(stack, "history", "--table", TABLE)
+    assert as_table.returncode == 0, as_table.stderr
+    assert "[red]<script>alert(1)</script>" in as_table.stdout  # shown as text, never as markup
+    assert "6 entries" in as_table.stderr
+
+    bad_key = deutzia(stack, "history", "--table", TABLE, "--key", "not json")
+    assert (bad_key.returncode, bad_key.stdout) == (2, "")
+    assert bad_key.stderr.strip().startswith("error: bad request: key:")
+
+    coverage = deutzia(stack, "coverage", "--table", TABLE, "--format", "json")
+    assert coverage.returncode == 0, coverage.stderr
+    assert len(json.loads(coverage.stdout)["days"]) == 30
