@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import DeutziaError
-from deutzia_local.settings import DEFAULT_AWS_PORT, LocalSettings
+from deutzia_local.settings import DEFAULT_API_PORT, DEFAULT_AWS_PORT, LocalSettings
 from deutzia_local.sql import format_table
 from deutzia_local.stack import client, require_running
 
@@ -182,7 +182,8 @@ def _row(entry: dict[str, Any]) -> list[str]:
 
 
 def _port_setting(settings: LocalSettings) -> str:
-    """What `make sql` needs to find this stack: its AWS port, when it is not the default."""
+    """What `make sql` needs to find this stack: its AWS port, when it is not the default (`deutzia` needs the API's,
+    DEUTZIA_API_PORT)."""
     return "" if settings.aws_port == DEFAULT_AWS_PORT else f"DEUTZIA_AWS_PORT={settings.aws_port} "
 
 
@@ -192,9 +193,11 @@ def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
     aws = f".venv/bin/aws --endpoint-url {settings.aws_endpoint} --region {settings.region}"
     item = json.dumps({**TYPED_KEY, "Rating": {"N": "5"}})
     sql = "select event_time, principal_name, operation, item_key, success from audit order by event_time desc limit 10"
+    api_port = "" if settings.api_port == DEFAULT_API_PORT else f"DEUTZIA_API_PORT={settings.api_port} "
     return "\n".join(
         [
             "try next:",
+            f"  {api_port}.venv/bin/deutzia history --table {TABLE} --key {shlex.quote(json.dumps(KEY))}",
             f"  {audit} --data-urlencode {shlex.quote('key=' + json.dumps(KEY))}",
             f"  {credentials} {aws} dynamodb put-item --table-name {TABLE} --item {shlex.quote(item)}",
             f"  {audit} --data-urlencode principal={ALICE_ARN}",

@@ -326,6 +326,11 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
     pasted = stack.run(sql_line.strip(), env=env)  # the line alone must find this stack
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
     assert "principal_name" in pasted.stdout
+    (history_line,) = [line for line in lines if "deutzia history" in line]
+    pasted = stack.run(history_line.strip(), env={**env, "COLUMNS": "200"})  # a terminal's width
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    assert "ConditionalCheckFailedException" in pasted.stdout
+    assert f"DEUTZIA_API_PORT={stack.api_url.rsplit(':', 1)[1]}" in history_line
     (compact_line,) = [line for line in lines if "make compact" in line]
     pasted = stack.run(compact_line.strip(), env=env)
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
