@@ -128,6 +128,15 @@ def resolve(endpoint: str | None, stack: str | None, profile: str | None, region
     return Target(url)
 
 
+def session_and_outputs(
+    stack: str | None, profile: str | None, region: str | None
+) -> tuple[boto3.session.Session, dict[str, str]]:
+    """A session with the user's credentials, and the stack's outputs (none without a stack)."""
+    session = _session(profile, region)
+    _credentials(session)
+    return session, (_stack_outputs(session, stack)[0] if stack else {})
+
+
 def _session(profile: str | None, region: str | None) -> boto3.session.Session:
     try:
         return boto3.session.Session(profile_name=profile, region_name=region)

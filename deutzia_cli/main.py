@@ -155,6 +155,54 @@ def coverage(
     Console(highlight=False).print(view)
 
 
+@cli.command()
+@click.argument("query")
+@click.option("--format", "output", type=click.Choice(["table", "csv"]), default="table", show_default=True)
+@click.option("--workgroup", help="The Athena workgroup (default: the stack's AthenaWorkGroupName output).")
+@click.option("--database", help="The Glue database (default: the stack's GlueDatabaseName output).")
+@click.option("--stack", help="A deployed Deutzia stack; without it (and --workgroup), the local stack's DuckDB.")
+@click.option("--profile", help="The AWS profile whose credentials run the query.")
+@click.option("--region", help="The AWS region of the stack.")
+def sql(
+    query: str,
+    output: str,
+    workgroup: str | None,
+    database: str | None,
+    stack: str | None,
+    profile: str | None,
+    region: str | None,
+) -> None:
+    """SQL on `audit` (and `cloudtrail_logs`): Athena in the deployment, DuckDB on the local stack."""
+    from deutzia_cli.api import session_and_outputs
+    from deutzia_cli.sql import athena_sql, local_sql
+
+    status = Console(stderr=True).status("running the query...")
+    if stack or workgroup:
+        session, outputs = session_and_outputs(stack, profile, region)
+        workgroup = workgroup or outputs.get("AthenaWorkGroupName")
+        database = database or outputs.get("GlueDatabaseName") or "deutzia"
+        if not workgroup:
+            raise CliError("give --workgroup, or a --stack with an AthenaWorkGroupName output", USAGE)
+        status.start()
+        try:
+            answer = athena_sql(session.client("athena"), workgroup, database, query, status.update)
+        finally:
+            status.stop()
+    else:
+        answer = local_sql(query)
+    if output == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(answer.columns)
+        writer.writerows([["" if cell is None else cell for cell in row] for row in answer.rows])
+    else:
+        view = Table(*[_plain(column) for column in answer.columns])
+        for row in answer.rows:
+            view.add_row(*["NULL" if cell is None else _plain(cell) for cell in row])
+        Console(highlight=False).print(view)
+    scanned = "" if answer.scanned_bytes is None else f", {answer.scanned_bytes:,} bytes scanned"
+    Console(stderr=True).print(f"{len(answer.rows)} row{'' if len(answer.rows) == 1 else 's'}{scanned}")
+
+
 def _entries(
     target: Target, parameters: dict[str, str], limit: int | None, page_size: int = PAGE
 ) -> Iterator[dict[str, Any]]:

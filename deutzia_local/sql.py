@@ -22,6 +22,15 @@ _MAX_WIDTH = 60
 
 def run_sql(settings: LocalSettings, query: str) -> str:
     """The query's result as an aligned text table; QueryError with DuckDB's message when it fails."""
+    result = sql_result(settings, query)
+    if result is None:
+        return "ok"
+    rows = [[_cell(row[name]) for name in result.column_names] for row in result.to_pylist()]
+    return format_table(result.column_names, rows) + f"\n({len(rows)} row{'s' if len(rows) != 1 else ''})"
+
+
+def sql_result(settings: LocalSettings, query: str) -> pa.Table | None:
+    """The query's result as Arrow (None for a statement without one); QueryError with DuckDB's message."""
     if not query.strip():
         raise QueryError('no SQL given: make sql Q="select ... from audit"')
     require_running(settings, api=False)
@@ -37,10 +46,7 @@ def run_sql(settings: LocalSettings, query: str) -> str:
         result = relation.to_arrow_table() if relation is not None else None
     except duckdb.Error as exc:
         raise QueryError(f"SQL failed: {exc}") from exc
-    if result is None:
-        return "ok"
-    rows = [[_cell(row[name]) for name in result.column_names] for row in result.to_pylist()]
-    return format_table(result.column_names, rows) + f"\n({len(rows)} row{'s' if len(rows) != 1 else ''})"
+    return result
 
 
 def _trail(settings: LocalSettings) -> pa.Table:

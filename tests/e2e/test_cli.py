@@ -65,3 +65,16 @@ def test_history_in_every_format_with_paging_and_refusals(stack: Stack) -> None:
     coverage = deutzia(stack, "coverage", "--table", TABLE, "--format", "json")
     assert coverage.returncode == 0, coverage.stderr
     assert len(json.loads(coverage.stdout)["days"]) == 30
+
+
+def test_sql_on_the_local_stack_as_a_table_and_as_csv(stack: Stack) -> None:
+    query = "select operation, count(*) as calls from audit where table_name = 'E2eCli' group by operation"
+    as_csv = deutzia(stack, "sql", query, "--format", "csv")
+    assert as_csv.returncode == 0, as_csv.stderr
+    assert list(csv.reader(io.StringIO(as_csv.stdout))) == [["operation", "calls"], ["Put", "6"]]
+    as_table = deutzia(stack, "sql", query)
+    assert "Put" in as_table.stdout
+    assert "1 row" in as_table.stderr
+    wrong = deutzia(stack, "sql", "select nope from audit")
+    assert (wrong.returncode, wrong.stdout) == (2, "")
+    assert wrong.stderr.startswith("error: SQL failed:")

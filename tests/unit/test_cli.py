@@ -151,3 +151,46 @@ def _run_main(arguments: list[str]) -> None:
     finally:
         sys.argv = saved
     raise SystemExit(0)
+
+
+def _athena() -> tuple[Any, Any]:
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("athena", region_name="us-east-1")
+    return client, Stubber(client)
+
+
+def test_sql_on_athena_polls_reads_every_page_and_reports_the_bytes_scanned() -> None:
+    from deutzia_cli.sql import athena_sql
+
+    client, stubber = _athena()
+    start = {"QueryString": "select 1", "WorkGroup": "wg", "QueryExecutionContext": {"Database": "deutzia"}}
+    stubber.add_response("start_query_execution", {"QueryExecutionId": "q-1"}, start)
+    for state in ("RUNNING", "SUCCEEDED"):
+        execution = {"QueryExecutionId": "q-1", "Status": {"State": state}, "Statistics": {"DataScannedInBytes": 42}}
+        stubber.add_response("get_query_execution", {"QueryExecution": execution}, {"QueryExecutionId": "q-1"})
+    metadata = {"ColumnInfo": [{"Name": "n", "Type": "bigint"}, {"Name": "who", "Type": "varchar"}]}
+    header = {"Data": [{"VarCharValue": "n"}, {"VarCharValue": "who"}]}
+    first = {"ResultSet": {"Rows": [header, {"Data": [{"VarCharValue": "1"}, {}]}], "ResultSetMetadata": metadata}}
+    stubber.add_response("get_query_results", {**first, "NextToken": "t"}, {"QueryExecutionId": "q-1"})
+    second = {"ResultSet": {"Rows": [{"Data": [{"VarCharValue": "2"}, {"VarCharValue": "bob"}]}]}}
+    stubber.add_response("get_query_results", second, {"QueryExecutionId": "q-1", "NextToken": "t"})
+    heard: list[str] = []
+    with stubber:
+        answer = athena_sql(client, "wg", "deutzia", "select 1", heard.append)
+    assert (answer.columns, answer.rows, answer.scanned_bytes) == (["n", "who"], [["1", None], ["2", "bob"]], 42)
+    assert heard[-1] == "Athena query q-1: succeeded, 42 bytes scanned"
+
+
+def test_a_failed_athena_query_says_why_in_one_line() -> None:
+    from deutzia_cli.api import CliError
+    from deutzia_cli.sql import athena_sql
+
+    client, stubber = _athena()
+    stubber.add_response("start_query_execution", {"QueryExecutionId": "q-2"})
+    status = {"State": "FAILED", "StateChangeReason": "line 1:8: Column 'nope' cannot be resolved"}
+    stubber.add_response("get_query_execution", {"QueryExecution": {"QueryExecutionId": "q-2", "Status": status}})
+    with stubber, pytest.raises(CliError, match="q-2 failed: line 1:8: Column 'nope'") as failure:
+        athena_sql(client, "wg", "deutzia", "select nope", lambda _: None)
+    assert failure.value.code == 2
