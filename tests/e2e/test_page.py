@@ -1,0 +1,79 @@
+"""The item-history page in a real headless Chromium (Debian's `chromium`, driven by Playwright), served by the
+local stack's API at `/`: search an item, see its entries newest first, load more, follow a shared link, and a key
+holding `<script>` stays text. A screenshot is kept as out/ui-history.png. Skipped only where no Chromium is found."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, Stack
+
+TABLE = "E2ePage"
+HOSTILE = "<script>window.pwned=1</script><img src=x onerror=window.pwned=1>"
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no Chromium found: install Debian's `chromium` package (apt-get install chromium); .ci/run does")
+
+
+def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    dynamodb = stack.client("dynamodb")
+    dynamodb.create_table(
+        TableName=TABLE,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(5):
+        dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "page-1"}, "n": {"N": str(n)}})
+    dynamodb.put_item(TableName=TABLE, Item={"id": {"S": HOSTILE}})
+    entries = stack.wait_for(lambda found: len(found) >= 5, table=TABLE, key='{"id": "page-1"}')
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"{stack.api_url}/?limit=3")
+            page.wait_for_selector(f"#table option[value='{TABLE}']", state="attached")
+            page.select_option("#table", TABLE)
+            page.fill("#key", '{"id": "page-1"}')
+            page.click("#go")
+            page.wait_for_selector("#history tbody tr:nth-child(3)")
+            times = page.locator("#history tbody tr td:first-child").all_text_contents()
+            assert times == [entry["event_time"] for entry in entries[:3]]
+            page.click("#more")
+            page.wait_for_selector("#history tbody tr:nth-child(5)")
+            assert page.locator("#more").is_hidden()
+            assert page.locator("#status").text_content() == "5 entries"
+            shared = page.url
+            assert urllib.parse.parse_qs(urllib.parse.urlparse(shared).query)["table"] == [TABLE]
+            Path(ROOT / "out").mkdir(exist_ok=True)
+            page.screenshot(path=str(ROOT / "out" / "ui-history.png"), full_page=True)
+
+            again = browser.new_page()
+            again.goto(shared)
+            again.wait_for_selector("#history tbody tr:nth-child(3)")
+            assert again.input_value("#key") == '{"id": "page-1"}'
+
+            hostile = browser.new_page()
+            hostile.goto(
+                f"{stack.api_url}/?" + urllib.parse.urlencode({"table": TABLE, "key": f'{{"id": "{HOSTILE}"}}'})
+            )
+            hostile.wait_for_selector("#history tbody tr")
+            assert HOSTILE in (hostile.locator("#history tbody tr td:nth-child(4)").text_content() or "")
+            assert hostile.evaluate("window.pwned") is None
+            assert hostile.locator("#history script, #history img").count() == 0
+        finally:
+            browser.close()
