@@ -197,6 +197,8 @@ def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
     return "\n".join(
         [
             "try next:",
+            f"  open {settings.api_url}/?{urllib.parse.urlencode({'table': TABLE, 'key': json.dumps(KEY)})}"
+            "   # the item's history page",
             f"  {api_port}.venv/bin/deutzia history --table {TABLE} --key {shlex.quote(json.dumps(KEY))}",
             f"  {audit} --data-urlencode {shlex.quote('key=' + json.dumps(KEY))}",
             f"  {credentials} {aws} dynamodb put-item --table-name {TABLE} --item {shlex.quote(item)}",
