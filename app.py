@@ -150,26 +150,9 @@ def get_audit() -> dict[str, Any]:
 @app.route("/", methods=["GET"], authorizer=IAMAuthorizer())
 def item_history_page() -> Response:
     """The item-history page: one static file, every asset inline; it calls this API's own routes."""
-    return Response(body=_page(), status_code=200, headers=PAGE_HEADERS)
+    from chalicelib.ui import PAGE_HEADERS, page
 
-
-# Nothing the page does reaches beyond this API: no other origin, no inline content but its own.
-PAGE_HEADERS: dict[str, str | list[str]] = {
-    "Content-Type": "text/html; charset=utf-8",
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
-        "img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-cache",
-}
-
-
-@cache
-def _page() -> str:
-    from pathlib import Path
-
-    return (Path(__file__).parent / "chalicelib" / "ui" / "index.html").read_text(encoding="utf-8")
+    return Response(body=page().decode("utf-8"), status_code=200, headers=PAGE_HEADERS)
 
 
 @app.route("/tables", methods=["GET"], authorizer=IAMAuthorizer())

@@ -49,16 +49,24 @@ class Target:
     def get(self, path: str, parameters: dict[str, str] | None = None) -> Any:
         """GET `path` with `parameters`; the JSON answer, or CliError saying what the status means."""
         query = urllib.parse.urlencode(parameters or {})
-        url = f"{self.url}{path}" + (f"?{query}" if query else "")
+        status, body = self.forward(path + (f"?{query}" if query else ""))
+        if status != 200:
+            raise self._refusal(status, body, path)
+        return json.loads(body)
+
+    def forward(self, path_and_query: str) -> tuple[int, bytes]:
+        """GET `path_and_query` (already encoded), signed when the target is AWS; its status and body as they came.
+        CliError when the API cannot be reached."""
+        url = f"{self.url}{path_and_query}"
         headers = {"Accept": "application/json"}
         if self.credentials is not None:
             headers = sign("GET", url, self.credentials, self.region or "us-east-1", headers=headers)
         request = urllib.request.Request(url, headers=headers)  # noqa: S310 - an http(s) URL the user gave
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
-                return json.loads(response.read())
+                return int(response.status), bytes(response.read())
         except urllib.error.HTTPError as exc:
-            raise self._refusal(exc.code, exc.read(), path) from None
+            return int(exc.code), bytes(exc.read())
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CliError(f"cannot reach {self.url}: {reason}", UNAVAILABLE) from None

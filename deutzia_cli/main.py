@@ -156,6 +156,27 @@ def coverage(
 
 
 @cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="The local port.")
+@_with_target
+def ui(port: int, endpoint: str | None, stack: str | None, profile: str | None, region: str | None) -> None:
+    """The item-history page on 127.0.0.1, signing its calls with your credentials (Ctrl-C stops it)."""
+    import threading
+
+    from deutzia_cli.ui import serve
+
+    target = resolve(endpoint, stack, profile, region)
+    try:
+        server = serve(target, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}; choose another --port", USAGE) from None
+    click.echo(f"the item-history page: http://127.0.0.1:{server.server_port}/  (calls {target.url}; Ctrl-C stops it)")
+    try:
+        threading.Event().wait()
+    finally:
+        server.shutdown()
+
+
+@cli.command()
 @click.argument("query")
 @click.option("--format", "output", type=click.Choice(["table", "csv"]), default="table", show_default=True)
 @click.option("--workgroup", help="The Athena workgroup (default: the stack's AthenaWorkGroupName output).")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from deutzia_cli.api import Target
+from deutzia_cli.ui import serve
 from tests.e2e.conftest import ROOT, Stack
 
 TABLE = "E2ePage"
@@ -75,5 +77,15 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert HOSTILE in (hostile.locator("#history tbody tr td:nth-child(4)").text_content() or "")
             assert hostile.evaluate("window.pwned") is None
             assert hostile.locator("#history script, #history img").count() == 0
+
+            proxy = serve(Target(stack.api_url))  # `deutzia ui`, here in front of the local stack
+            try:
+                through = browser.new_page()
+                through.goto(f"http://127.0.0.1:{proxy.server_port}/?" + urllib.parse.urlparse(shared).query)
+                through.wait_for_selector("#history tbody tr:nth-child(3)")
+                assert through.locator("#history tbody tr td:first-child").all_text_contents() == times
+            finally:
+                proxy.shutdown()
+                proxy.server_close()
         finally:
             browser.close()

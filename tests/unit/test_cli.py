@@ -55,8 +55,10 @@ def test_botocores_signer_gives_awss_published_signature() -> None:
 class _Answers(BaseHTTPRequestHandler):
     status = 200
     body: ClassVar[Any] = None
+    heard: ClassVar[list[tuple[str, str | None]]] = []
 
     def do_GET(self) -> None:
+        type(self).heard.append((self.path, self.headers.get("Authorization")))
         payload = json.dumps(self.body).encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
@@ -194,3 +196,35 @@ def test_a_failed_athena_query_says_why_in_one_line() -> None:
     with stubber, pytest.raises(CliError, match="q-2 failed: line 1:8: Column 'nope'") as failure:
         athena_sql(client, "wg", "deutzia", "select nope", lambda _: None)
     assert failure.value.code == 2
+
+
+@pytest.mark.usefixtures("fixed_clock")
+def test_the_ui_proxy_serves_the_page_and_forwards_only_the_pages_calls_signed(api: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    from deutzia_cli.ui import serve
+
+    _Answers.status, _Answers.body, _Answers.heard = 200, {"tables": ["Music"]}, []
+    proxy = serve(Target(api, "eu-west-1", EXAMPLE), 0)
+    local = f"http://127.0.0.1:{proxy.server_port}"
+    try:
+        with urllib.request.urlopen(f"{local}/") as answer:
+            assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+            assert b"<title>Deutzia: item history</title>" in answer.read()
+        with urllib.request.urlopen(f"{local}/tables") as answer:
+            assert json.loads(answer.read()) == {"tables": ["Music"]}
+        _Answers.status, _Answers.body = 404, {"Code": "NotFoundError", "Message": "table X is not audited here"}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{local}/audit?table=X&key=%7B%7D")
+        assert refused.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as elsewhere:
+            urllib.request.urlopen(f"{local}/secrets")
+        assert elsewhere.value.code == 404
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert [path for path, _ in _Answers.heard] == ["/tables", "/audit?table=X&key=%7B%7D"]
+    assert all(
+        signature and "/20150830/eu-west-1/execute-api/aws4_request" in signature for _, signature in _Answers.heard
+    )
