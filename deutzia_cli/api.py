@@ -66,7 +66,8 @@ class Target:
             with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
                 return int(response.status), bytes(response.read())
         except urllib.error.HTTPError as exc:
-            return int(exc.code), bytes(exc.read())
+            with exc:  # its connection is closed here, not whenever it is collected
+                return int(exc.code), bytes(exc.read())
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CliError(f"cannot reach {self.url}: {reason}", UNAVAILABLE) from None

@@ -217,9 +217,11 @@ def test_the_ui_proxy_serves_the_page_and_forwards_only_the_pages_calls_signed(a
         _Answers.status, _Answers.body = 404, {"Code": "NotFoundError", "Message": "table X is not audited here"}
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{local}/audit?table=X&key=%7B%7D")
+        refused.value.close()
         assert refused.value.code == 404
         with pytest.raises(urllib.error.HTTPError) as elsewhere:
             urllib.request.urlopen(f"{local}/secrets")
+        elsewhere.value.close()
         assert elsewhere.value.code == 404
     finally:
         proxy.shutdown()
