@@ -230,3 +230,32 @@ def test_the_ui_proxy_serves_the_page_and_forwards_only_the_pages_calls_signed(a
     assert all(
         signature and "/20150830/eu-west-1/execute-api/aws4_request" in signature for _, signature in _Answers.heard
     )
+
+
+def test_a_stack_name_finds_the_api_in_its_outputs_and_the_requests_are_signed(
+    api: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    template = {
+        "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {"EndpointURL": {"Value": f"{api}/api/"}, "AthenaWorkGroupName": {"Value": "wg"}},
+    }
+    boto3.client("cloudformation").create_stack(StackName="deutzia-cli", TemplateBody=json.dumps(template))
+    _Answers.status, _Answers.body, _Answers.heard = (
+        200,
+        {"table": "Music", "key": None, "entries": [], "next_token": None},
+        [],
+    )
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--stack", "deutzia-cli", "--format", "json"])
+    assert exit_.value.code == 0
+    assert json.loads(capsys.readouterr().out) == []
+    ((path, signature),) = _Answers.heard
+    assert path == "/api/audit?table=Music&limit=50"
+    assert signature is not None
+    assert "/us-east-1/execute-api/aws4_request" in signature
+    with pytest.raises(SystemExit) as missing:
+        _run_main(["history", "--table", "Music", "--stack", "no-such-stack"])
+    assert missing.value.code == 4
