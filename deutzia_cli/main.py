@@ -7,6 +7,7 @@ unreachable or failing.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 from collections.abc import Iterator
@@ -45,9 +46,18 @@ _target_options = [
 
 
 def _with_target(function: Any) -> Any:
+    """The target options on a command, resolved into one `target` argument before the command runs."""
+
+    @functools.wraps(function)
+    def with_target(
+        *args: Any, endpoint: str | None, stack: str | None, profile: str | None, region: str | None, **kwargs: Any
+    ) -> Any:
+        return function(*args, target=resolve(endpoint, stack, profile, region), **kwargs)
+
+    wrapped: Any = with_target
     for option in reversed(_target_options):
-        function = option(function)
-    return function
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,13 +88,9 @@ def history(
     everything: bool,
     output: str,
     page_size: int,
-    endpoint: str | None,
-    stack: str | None,
-    profile: str | None,
-    region: str | None,
+    target: Target,
 ) -> None:
     """An item's history (or a table's recent calls), newest first."""
-    target = resolve(endpoint, stack, profile, region)
     filters = {
         "table": table,
         "key": key,
@@ -136,13 +142,9 @@ def coverage(
     since: str | None,
     until: str | None,
     output: str,
-    endpoint: str | None,
-    stack: str | None,
-    profile: str | None,
-    region: str | None,
+    target: Target,
 ) -> None:
     """Per day, whether the table's history is verified complete against the trail's own files."""
-    target = resolve(endpoint, stack, profile, region)
     parameters = {name: value for name, value in (("table", table), ("since", since), ("until", until)) if value}
     answer = target.get("/audit/coverage", parameters)
     if output == "json":
@@ -158,13 +160,12 @@ def coverage(
 @cli.command()
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="The local port.")
 @_with_target
-def ui(port: int, endpoint: str | None, stack: str | None, profile: str | None, region: str | None) -> None:
+def ui(port: int, target: Target) -> None:
     """The item-history page on 127.0.0.1, signing its calls with your credentials (Ctrl-C stops it)."""
     import threading
 
     from deutzia_cli.ui import serve
 
-    target = resolve(endpoint, stack, profile, region)
     try:
         server = serve(target, port)
     except OSError as exc:

@@ -46,6 +46,15 @@ class Stack:
             region_name=region,
         ).client(service, endpoint_url=self.aws_endpoint)  # type: ignore[call-overload]
 
+    def create_table(self, name: str) -> None:
+        """A table keyed by the string `id`, as the tests' calls expect."""
+        self.client("dynamodb").create_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
     def user(self, name: str) -> dict[str, str]:
         iam = self.client("iam")
         iam.create_user(UserName=name)

@@ -21,13 +21,8 @@ def deutzia(stack: Stack, *arguments: str) -> subprocess.CompletedProcess[str]:
 
 
 def _history(stack: Stack) -> None:
+    stack.create_table(TABLE)
     dynamodb = stack.client("dynamodb")
-    dynamodb.create_table(
-        TableName=TABLE,
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
     for n in range(5):
         dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "cli-1"}, "n": {"N": str(n)}})
     dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "[red]<script>alert(1)</script>"}})

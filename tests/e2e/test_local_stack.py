@@ -20,21 +20,12 @@ from tests.e2e.conftest import Stack
 ACCOUNT = "123456789012"
 
 
-def _create_table(stack: Stack, name: str) -> None:
-    stack.client("dynamodb").create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-
-
 def _key(value: str) -> str:
     return json.dumps({"id": value})
 
 
 def test_every_call_appears_once_attributed_to_its_caller(stack: Stack) -> None:
-    _create_table(stack, "E2eOrders")
+    stack.create_table("E2eOrders")
     alice, bob = stack.user("e2e-alice"), stack.user("e2e-bob")
     as_alice = stack.client("dynamodb", alice)
     item = {"id": {"S": "order-1"}, "amount": {"N": "10"}}
@@ -107,7 +98,7 @@ def test_every_call_appears_once_attributed_to_its_caller(stack: Stack) -> None:
 
 
 def test_reads_are_audited_only_while_the_trail_includes_them(stack: Stack) -> None:
-    _create_table(stack, "E2eReads")
+    stack.create_table("E2eReads")
     cloudtrail = stack.client("cloudtrail")
     every_call = cloudtrail.get_event_selectors(TrailName="deutzia-local")["AdvancedEventSelectors"]
     writes_only = [
@@ -132,7 +123,7 @@ def test_reads_are_audited_only_while_the_trail_includes_them(stack: Stack) -> N
 
 
 def test_an_unknown_access_key_is_recorded_with_its_key_id(stack: Stack) -> None:
-    _create_table(stack, "E2eUnknown")
+    stack.create_table("E2eUnknown")
     stranger = stack.client("dynamodb", {"AccessKeyId": "AKIASTRANGER0000", "SecretAccessKey": "x"})
     stranger.put_item(TableName="E2eUnknown", Item={"id": {"S": "u-1"}})
     (entry,) = stack.wait_for(lambda e: len(e) == 1, table="E2eUnknown")
@@ -151,7 +142,7 @@ TRAIL_KEY = re.compile(
 
 
 def test_trail_bucket_holds_the_same_events_in_cloudtrails_layout(stack: Stack) -> None:
-    _create_table(stack, "E2eTrail")
+    stack.create_table("E2eTrail")
     dynamodb = stack.client("dynamodb")
     for n in range(3):
         dynamodb.put_item(TableName="E2eTrail", Item={"id": {"S": f"t-{n}"}})
@@ -178,7 +169,7 @@ def test_trail_bucket_holds_the_same_events_in_cloudtrails_layout(stack: Stack) 
 
 
 def test_glue_catalog_gets_the_partitions(stack: Stack) -> None:
-    _create_table(stack, "E2eGlue")
+    stack.create_table("E2eGlue")
     stack.client("dynamodb").put_item(TableName="E2eGlue", Item={"id": {"S": "g-1"}})
     stack.wait_for(lambda e: len(e) == 1, table="E2eGlue")
     today = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -206,7 +197,7 @@ def _raw_counts(stack: Stack, table: str) -> tuple[int, int]:
 
 
 def test_poller_killed_mid_stream_and_restarted_loses_and_repeats_nothing(stack: Stack) -> None:
-    _create_table(stack, "E2eRestart")
+    stack.create_table("E2eRestart")
     dynamodb = stack.client("dynamodb")
     total = 150
 
@@ -230,7 +221,7 @@ def test_poller_killed_mid_stream_and_restarted_loses_and_repeats_nothing(stack:
 
 
 def test_an_s3_outage_longer_than_the_retries_loses_nothing_once_replayed(stack: Stack) -> None:
-    _create_table(stack, "E2eOutage")
+    stack.create_table("E2eOutage")
     dynamodb = stack.client("dynamodb")
     stack.s3_outage("deutzia-audit", seconds=180)  # ended once the poller's ten retries have run out
     total = 60
@@ -252,7 +243,7 @@ def test_an_s3_outage_longer_than_the_retries_loses_nothing_once_replayed(stack:
 
 
 def test_write_to_visible_latency(stack: Stack) -> None:
-    _create_table(stack, "E2eLatency")
+    stack.create_table("E2eLatency")
     dynamodb = stack.client("dynamodb")
     latencies = []
     for n in range(5):
@@ -268,7 +259,7 @@ def test_write_to_visible_latency(stack: Stack) -> None:
 
 
 def test_an_assumed_role_session_is_recorded_with_the_role_behind_it(stack: Stack) -> None:
-    _create_table(stack, "E2eRoles")
+    stack.create_table("E2eRoles")
     role = stack.client("iam").create_role(RoleName="e2e-deployer", AssumeRolePolicyDocument="{}")["Role"]
     credentials = stack.client("sts").assume_role(RoleArn=role["Arn"], RoleSessionName="ci-run-42")["Credentials"]
     session = {"AccessKeyId": credentials["AccessKeyId"], "SecretAccessKey": credentials["SecretAccessKey"]}
@@ -338,7 +329,7 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
 
 
 def test_make_sql_takes_any_quotes_prints_every_type_and_writes_no_file(stack: Stack, tmp_path: Any) -> None:
-    _create_table(stack, "E2eSql")
+    stack.create_table("E2eSql")
     stack.client("dynamodb").put_item(TableName="E2eSql", Item={"id": {"S": 'it"s $HOME'}})
     stack.wait_for(lambda e: len(e) >= 1, table="E2eSql")
     env = {name: value for name, value in stack.env.items() if name != "DEUTZIA_API_PORT"}  # sql needs no API
@@ -358,7 +349,7 @@ def test_make_sql_takes_any_quotes_prints_every_type_and_writes_no_file(stack: S
 
 
 def test_the_api_answers_32_concurrent_requests_while_calls_are_ingested(stack: Stack) -> None:
-    _create_table(stack, "E2eBusy")
+    stack.create_table("E2eBusy")
     dynamodb = stack.client("dynamodb")
     for n in range(20):
         dynamodb.put_item(TableName="E2eBusy", Item={"id": {"S": f"b-{n}"}})
@@ -380,7 +371,7 @@ def test_the_api_answers_32_concurrent_requests_while_calls_are_ingested(stack: 
 
 
 def test_make_compact_folds_the_fresh_tier_into_parquet_and_every_call_stays_once(stack: Stack) -> None:
-    _create_table(stack, "E2eCompact")
+    stack.create_table("E2eCompact")
     dynamodb = stack.client("dynamodb")
     total = 40
     for n in range(total):

@@ -29,13 +29,8 @@ def _chromium() -> str:
 def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
     executable = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api")
+    stack.create_table(TABLE)
     dynamodb = stack.client("dynamodb")
-    dynamodb.create_table(
-        TableName=TABLE,
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
     for n in range(5):
         dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "page-1"}, "n": {"N": str(n)}})
     dynamodb.put_item(TableName=TABLE, Item={"id": {"S": HOSTILE}})
