@@ -82,6 +82,12 @@ def valid_unicode(text: str) -> str:
 
 def bounded_names(names: list[str]) -> list[str]:
     """At most MAX_ATTRIBUTE_NAMES names, each bounded; a last entry says how many more there were."""
+    if len(names) <= MAX_ATTRIBUTE_NAMES and max(map(len, names), default=0) <= MAX_ATTRIBUTE_NAME_CHARS:
+        try:
+            "".join(names).encode("utf-8")
+        except UnicodeEncodeError:
+            return [valid_unicode(name) for name in names]
+        return list(names)
     kept = [bounded_text(name, MAX_ATTRIBUTE_NAME_CHARS) for name in names[:MAX_ATTRIBUTE_NAMES]]
     if len(names) > MAX_ATTRIBUTE_NAMES:
         kept.append(f"…[{len(names) - MAX_ATTRIBUTE_NAMES} more names]")

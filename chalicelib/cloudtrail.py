@@ -7,11 +7,14 @@ without its id or time is refused (MalformedEventError). Pure: no I/O, no loggin
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple, TypeGuard
+
+import orjson
 
 from chalicelib.bounds import (
     MAX_ARN_CHARS,
@@ -25,9 +28,9 @@ from chalicelib.bounds import (
     bounded_text,
     parse_event_time,
 )
-from chalicelib.errors import MalformedEventError
+from chalicelib.errors import InexactNumberError, MalformedEventError
 from chalicelib.partiql import read_statement_target
-from chalicelib.records import UNKNOWN_PARTITION, AuditRecord, canonical_key, compact_json
+from chalicelib.records import UNKNOWN_PARTITION, AuditRecord, canonical_key, compact_json, record_line
 
 DYNAMODB_EVENT_SOURCE = "dynamodb.amazonaws.com"
 
@@ -67,13 +70,53 @@ _WRAPPED_OPERATIONS: Mapping[str, str] = {
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # A table's name, or its ARN (the API takes both): anything else is no table, and its item goes to the unknown one.
 _TABLE_NAME = re.compile(r"^(?:arn:aws[A-Za-z-]*:dynamodb:[a-z0-9-]*:[0-9]*:table/)?([A-Za-z0-9_.-]{3,255})$")
+# The request parameters and resource fields as CloudTrail spells them, every name `_get` looks for among them, no
+# two the same but for case: a mapping with only these names holds no other spelling of a name it lacks.
+_DOCUMENTED_NAMES = frozenset(
+    {
+        "ARN",
+        "accountId",
+        "conditionExpression",
+        "consistentRead",
+        "exclusiveStartKey",
+        "expressionAttributeNames",
+        "filterExpression",
+        "indexName",
+        "item",
+        "items",
+        "key",
+        "keyConditionExpression",
+        "keys",
+        "limit",
+        "operation",
+        "projectionExpression",
+        "requestItems",
+        "returnConsumedCapacity",
+        "returnItemCollectionMetrics",
+        "returnValues",
+        "returnValuesOnConditionCheckFailure",
+        "scanIndexForward",
+        "select",
+        "statement",
+        "statements",
+        "tableName",
+        "transactItems",
+        "transactStatements",
+        "type",
+        "updateExpression",
+    }
+)
+# A batch's calls share a few seconds and name a few tables: each distinct time, table name and ARN is read once.
+_REMEMBERED = 4096
+_MAX_TIME_CHARS = 40  # `2026-11-28T09:36:58.123456789+00:00` and shorter: longer is no time, and is not remembered
+_TEXT_TYPES = frozenset({str, type(None)})
+_STRINGS = frozenset({str})
 _OPERATION_NAMES: Mapping[str, str] = {
     name.lower(): name for name in ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan", "Statement")
 }
 
 
-@dataclass(frozen=True)
-class _Item:
+class _Item(NamedTuple):
     """One item of a request: its operation, table, key and the parameters that describe it."""
 
     operation: str
@@ -84,14 +127,31 @@ class _Item:
 
 def parse_event_message(message: str) -> object:
     """A log event's message as JSON, with exact decimals (so a key like 1.10 keeps every digit, and a 5,000-digit
-    number is read without Python's integer limit). ValueError when it is not JSON; RecursionError when it nests
-    deeper than the parser goes."""
-    return json.loads(message, parse_float=Decimal, parse_int=Decimal)
+    number is read without Python's integer limit; NaN and Infinity too, never floats). ValueError when it is not
+    JSON; RecursionError when it nests deeper than the parser goes."""
+    return json.loads(message, parse_float=Decimal, parse_int=Decimal, parse_constant=Decimal)
 
 
-def is_dynamodb_data_event(event: object) -> bool:
+def message_stored_lines(message: str) -> list[tuple[tuple[str, str], str]] | None:
+    """`stored_lines` of one log event's message, exactly as after `parse_event_message`, but three times faster:
+    orjson reads it, and the exact parser reads it again when orjson refuses it or made a float of a number a
+    record would keep. None when it is not JSON; MalformedEventError as stored_lines, or when it nests too deeply."""
+    try:
+        return stored_lines(orjson.loads(message))
+    except (orjson.JSONDecodeError, InexactNumberError):  # lone surrogates, NaN, depth; or a float
+        pass
+    try:
+        event = parse_event_message(message)
+    except RecursionError:
+        raise MalformedEventError("message is JSON nested too deeply") from None
+    except ValueError:
+        return None
+    return stored_lines(event)
+
+
+def is_dynamodb_data_event(event: object) -> TypeGuard[Mapping[str, object]]:
     """True for an item-level DynamoDB call (the only events that become audit records)."""
-    if not isinstance(event, Mapping):
+    if not _is_mapping(event):
         return False
     event_name = event.get("eventName")
     return (
@@ -104,20 +164,28 @@ def is_dynamodb_data_event(event: object) -> bool:
 
 def stored_lines(event: object) -> list[tuple[tuple[str, str], str]] | None:
     """The stored lines of one parsed event's records, each with its `(table_name, dt)` partition; None when it is not
-    a DynamoDB data event (skipped, not failed). MalformedEventError for a data event that cannot be recorded. The
-    fast path (ingest) and backfill (reconciliation) both store what this returns."""
+    a DynamoDB data event (skipped, not failed). MalformedEventError for a data event that cannot be recorded, and
+    InexactNumberError for a float where a record would keep it (numbers are Decimal or int, as parse_event_message
+    reads them). Ingest and backfill (reconciliation) both store what this returns."""
     if not is_dynamodb_data_event(event):
         return None
-    assert isinstance(event, Mapping)
-    lines = [((record.table_name, record.dt), record.to_line()) for record in build_audit_records(event)]
-    for _, line in lines:
+    lines = []
+    for table_name, values in _record_columns(event):
+        line = record_line(values)
         if len(line) > MAX_LINE_BYTES // 4 and len(line.encode("utf-8")) > MAX_LINE_BYTES:
             raise MalformedEventError(f"a record of {len(line)} characters, over the {MAX_LINE_BYTES}-byte line bound")
+        lines.append(((table_name, str(values["event_time"])[:10]), line))
     return lines
 
 
 def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
     """The audit records of one DynamoDB data event, in request order."""
+    return [AuditRecord(table_name=table_name, **values) for table_name, values in _record_columns(event)]  # type: ignore[arg-type]
+
+
+def _record_columns(event: Mapping[str, object]) -> list[tuple[str, dict[str, object]]]:
+    """Each record's table and its line's values, in the columns' order. One pass over the event; written for speed
+    (ingest runs it for every call), with the general, slower reading only for values out of the common shape."""
     event_id = event.get("eventID")
     if not isinstance(event_id, str) or not event_id:
         raise MalformedEventError("eventID is missing")
@@ -126,59 +194,121 @@ def build_audit_records(event: Mapping[str, object]) -> list[AuditRecord]:
     event_time = _normalise_time(event.get("eventTime"))
     event_name = str(event.get("eventName"))
     parameters = event.get("requestParameters")
-    parameters = parameters if isinstance(parameters, Mapping) else {}
+    parameters = parameters if _is_mapping(parameters) else {}
     identity = _mapping(event.get("userIdentity"))
     session_issuer = _mapping(_mapping(identity.get("sessionContext")).get("sessionIssuer"))
     table_resources = _table_resources(event.get("resources"))
-    error_code = _text(event.get("errorCode"))
-    shared = dict(
-        event_id=event_id,
-        event_time=event_time,
-        event_name=event_name,
-        read_only=_boolean(event.get("readOnly")),
-        success=error_code is None,
-        error_code=error_code,
-        error_message=_text(event.get("errorMessage")),
-        principal_type=_text(identity.get("type")),
-        principal_arn=_text(identity.get("arn")),
-        principal_id=_text(identity.get("principalId")),
-        principal_name=_text(_principal_name(identity)),
-        session_issuer_arn=_text(session_issuer.get("arn")),
-        access_key_id=_text(identity.get("accessKeyId")),
-        account_id=_text(identity.get("accountId")),
-        invoked_by=_text(identity.get("invokedBy")),
-        source_ip=_text(event.get("sourceIPAddress")),
-        user_agent=_text(event.get("userAgent")),
-        aws_region=_text(event.get("awsRegion")),
-        recipient_account_id=_text(event.get("recipientAccountId")),
-        request_id=_text(event.get("requestID")),
-        shared_event_id=_text(event.get("sharedEventID")),
-        vpc_endpoint_id=_text(event.get("vpcEndpointId")),
-        event_version=_text(event.get("eventVersion")),
+    texts: tuple[object, ...] = (
+        event.get("errorCode"),
+        event.get("errorMessage"),
+        identity.get("type"),
+        identity.get("arn"),
+        identity.get("principalId"),
+        _principal_name(identity),
+        session_issuer.get("arn"),
+        identity.get("accessKeyId"),
+        identity.get("accountId"),
+        identity.get("invokedBy"),
+        event.get("sourceIPAddress"),
+        event.get("userAgent"),
+        event.get("awsRegion"),
+        event.get("recipientAccountId"),
+        event.get("requestID"),
+        event.get("sharedEventID"),
+        event.get("vpcEndpointId"),
+        event.get("eventVersion"),
     )
-    records = []
+    if not _are_short_texts(texts):
+        texts = tuple(_text(value) for value in texts)
+    (
+        error_code,
+        error_message,
+        principal_type,
+        principal_arn,
+        principal_id,
+        principal_name,
+        session_issuer_arn,
+        access_key_id,
+        account_id,
+        invoked_by,
+        source_ip,
+        user_agent,
+        aws_region,
+        recipient_account_id,
+        request_id,
+        shared_event_id,
+        vpc_endpoint_id,
+        event_version,
+    ) = texts
+    read_only = event.get("readOnly")
+    read_only = read_only if type(read_only) is bool else _boolean(read_only)
     items = _items(event_name, parameters)
     if len(items) > MAX_ITEMS_PER_EVENT:
         raise MalformedEventError(f"names {len(items)} items; DynamoDB takes at most {MAX_ITEMS_PER_EVENT} per call")
+    only_table = _only_table(table_resources)
+    records = []
     for index, item in enumerate(items):
-        table_name = _table_name(item.table_name) or _only_table(table_resources) or UNKNOWN_PARTITION
-        key = item.key if isinstance(item.key, Mapping) and item.key else None
+        table_name = _table_name(item.table_name) or only_table or UNKNOWN_PARTITION
+        item_parameters = item.parameters
+        # First, as it refuses a float (orjson's reading): the key and attribute names are among these parameters.
+        parameters_text = _exact_json(item_parameters)
+        if len(parameters_text) > MAX_REQUEST_PARAMETERS_CHARS:
+            parameters_text = bounded_text(parameters_text, MAX_REQUEST_PARAMETERS_CHARS)
+        if type(item_parameters) is dict and item_parameters.keys() <= _DOCUMENTED_NAMES:
+            get = item_parameters.get  # every name as documented: no other spelling to look for
+            condition, update, statement = get("conditionExpression"), get("updateExpression"), get("statement")
+        else:
+            condition = _get(item_parameters, "conditionExpression")
+            update = _get(item_parameters, "updateExpression")
+            statement = _get(item_parameters, "statement")
         records.append(
-            AuditRecord(
-                **shared,  # type: ignore[arg-type]
-                table_name=table_name,
-                item_index=index,
-                operation=item.operation,
-                item_key=_item_key(key),
-                attribute_names=_attribute_names(item),
-                table_arn=table_resources.get(table_name) or _only_arn(table_resources, item.table_name),
-                condition_expression=_text(_get(item.parameters, "conditionExpression")),
-                update_expression=_text(_get(item.parameters, "updateExpression")),
-                statement=_text(_get(item.parameters, "statement"), MAX_STATEMENT_CHARS),
-                request_parameters=bounded_text(compact_json(item.parameters), MAX_REQUEST_PARAMETERS_CHARS),
+            (
+                table_name,
+                {
+                    "event_id": event_id,
+                    "item_index": index,
+                    "event_time": event_time,
+                    "event_name": event_name,
+                    "operation": item.operation,
+                    "item_key": _item_key(item.key),
+                    "attribute_names": _attribute_names(item),
+                    "read_only": read_only,
+                    "success": error_code is None,
+                    "error_code": error_code,
+                    "error_message": error_message,
+                    "principal_type": principal_type,
+                    "principal_arn": principal_arn,
+                    "principal_id": principal_id,
+                    "principal_name": principal_name,
+                    "session_issuer_arn": session_issuer_arn,
+                    "access_key_id": access_key_id,
+                    "account_id": account_id,
+                    "invoked_by": invoked_by,
+                    "source_ip": source_ip,
+                    "user_agent": user_agent,
+                    "aws_region": aws_region,
+                    "recipient_account_id": recipient_account_id,
+                    "request_id": request_id,
+                    "shared_event_id": shared_event_id,
+                    "vpc_endpoint_id": vpc_endpoint_id,
+                    "table_arn": table_resources.get(table_name) or _only_arn(table_resources, item.table_name),
+                    "condition_expression": _text(condition),
+                    "update_expression": _text(update),
+                    "statement": _text(statement, MAX_STATEMENT_CHARS),
+                    "event_version": event_version,
+                    "request_parameters": parameters_text,
+                },
             )
         )
     return records
+
+
+def _are_short_texts(values: tuple[object, ...]) -> bool:
+    """True when every value is None or a string within MAX_TEXT_CHARS: stored as it is (lone surrogates are
+    replaced when the line is written)."""
+    if not _TEXT_TYPES.issuperset(map(type, values)):
+        return False
+    return max(map(len, filter(None, values)), default=0) <= MAX_TEXT_CHARS  # type: ignore[arg-type]
 
 
 def _items(event_name: str, parameters: Mapping[str, object]) -> list[_Item]:
@@ -189,7 +319,7 @@ def _items(event_name: str, parameters: Mapping[str, object]) -> list[_Item]:
     items: list[_Item] = []
     for name in _ITEM_LISTS:
         listed = _get(parameters, name)
-        if isinstance(listed, Sequence) and not isinstance(listed, str):
+        if _is_list(listed):
             for entry in listed:
                 items.extend(_listed_items(entry, default_operation, event_name, None))
         elif isinstance(listed, Mapping):  # the API's own shape: {table: [requests]} or {table: {"Keys": [...]}}
@@ -206,7 +336,7 @@ def _items(event_name: str, parameters: Mapping[str, object]) -> list[_Item]:
 
 
 def _listed_items(entry: object, default_operation: str, event_name: str, table_name: str | None) -> list[_Item]:
-    if not isinstance(entry, Mapping):
+    if not _is_mapping(entry):
         return [_Item(default_operation, table_name, None, {})]
     if len(entry) == 1:
         ((wrapper, inner),) = entry.items()
@@ -228,41 +358,46 @@ def _item(operation: str, event_name: str, table_name: str | None, parameters: M
     return _Item(operation, table_name or _text(_get(parameters, "tableName")), key, parameters)
 
 
-def _item_key(key: Mapping[str, object] | None) -> str | None:
+def _item_key(key: object) -> str | None:
     """The canonical key, or None when there is none or it is longer than any DynamoDB key (it is no key, and a
     cut one would be neither JSON nor findable; the request parameters keep what was logged)."""
-    if key is None:
+    if not key or not _is_mapping(key):
         return None
     text = canonical_key(key)
     return text if len(text) <= MAX_KEY_CHARS else None
 
 
 def _attribute_names(item: _Item) -> list[str]:
-    return bounded_names(_listed_attribute_names(item))
-
-
-def _listed_attribute_names(item: _Item) -> list[str]:
     if item.operation == "Put":
         names = _get(item.parameters, "item")
         if names is None:
             names = _get(item.parameters, "items")
-        if isinstance(names, Mapping):
-            return [str(name) for name in names]
-        if isinstance(names, Sequence) and not isinstance(names, str):
-            return [str(name) for name in names]
+        if type(names) is list and _STRINGS.issuperset(map(type, names)):
+            return bounded_names(names)
+        if _is_mapping(names) or _is_list(names):
+            return bounded_names([_name_text(name) for name in names])
     elif item.operation == "Update":
         names = _get(item.parameters, "expressionAttributeNames")
-        if isinstance(names, Mapping):
-            return list(dict.fromkeys(str(name) for name in names.values()))
+        if _is_mapping(names):
+            return bounded_names(list(dict.fromkeys(_name_text(name) for name in names.values())))
     return []
+
+
+def _name_text(name: object) -> str:
+    """A name as logged. A number's spelling (`-0`, `1.50`) is kept by the exact parser only: an int is orjson's."""
+    if type(name) is int:
+        raise InexactNumberError("a number among attribute names")
+    return str(name)
 
 
 def _get(mapping: object, name: str) -> object:
     """`mapping[name]`, matching the name case-insensitively (AWS's own examples mix `key` and `Key`)."""
-    if type(mapping) is not dict and not isinstance(mapping, Mapping):  # parsed JSON is a dict: skip the ABC check
+    if not _is_mapping(mapping):
         return None
     if name in mapping:
         return mapping[name]
+    if mapping.keys() <= _DOCUMENTED_NAMES:  # every name spelled as documented: no other spelling to look for
+        return None
     folded = name.casefold()
     for candidate, value in mapping.items():
         if isinstance(candidate, str) and candidate.casefold() == folded:
@@ -271,7 +406,17 @@ def _get(mapping: object, name: str) -> object:
 
 
 def _mapping(value: object) -> Mapping[str, object]:
-    return value if type(value) is dict or isinstance(value, Mapping) else {}
+    return value if value is not None and _is_mapping(value) else {}
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, object]]:
+    """isinstance(value, Mapping), without the ABC's cost for what parsed JSON holds (dicts)."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _is_list(value: object) -> TypeGuard[Sequence[object]]:
+    """A sequence that is not text, without the ABC's cost for what parsed JSON holds (lists)."""
+    return type(value) is list or (isinstance(value, Sequence) and not isinstance(value, str))
 
 
 def _text(value: object, limit: int = MAX_TEXT_CHARS) -> str | None:
@@ -280,7 +425,34 @@ def _text(value: object, limit: int = MAX_TEXT_CHARS) -> str | None:
         return None
     if type(value) is str and len(value) <= limit:
         return value  # lone surrogates are replaced when the line is written (AuditRecord.to_line)
-    return bounded_text(value if isinstance(value, str) else compact_json(value), limit)
+    return bounded_text(value if isinstance(value, str) else _exact_json(value), limit)
+
+
+def _exact_json(value: object) -> str:
+    """compact_json of a value that holds no float (a number orjson could not keep exact)."""
+    if _holds_float(value):
+        raise InexactNumberError("a float where a record keeps the number as written")
+    return compact_json(value)
+
+
+def _holds_float(value: object) -> bool:
+    if type(value) is float:
+        return True
+    pending = [value]
+    while pending:
+        container = pending.pop()
+        kind = type(container)
+        if kind is not dict and kind is not list:
+            continue
+        for inner in container.values() if kind is dict else container:  # type: ignore[union-attr, attr-defined]
+            inner_kind = type(inner)
+            if inner_kind is str:
+                continue
+            if inner_kind is dict or inner_kind is list:
+                pending.append(inner)
+            elif inner_kind is float:
+                return True
+    return False
 
 
 def _boolean(value: object) -> bool | None:
@@ -294,10 +466,16 @@ def _boolean(value: object) -> bool | None:
 def _normalise_time(value: object) -> str:
     if not isinstance(value, str):
         raise MalformedEventError("eventTime is missing")
-    parsed = parse_event_time(value)
-    if parsed is None:
+    normalised = _normalised_time(value) if len(value) <= _MAX_TIME_CHARS else None
+    if normalised is None:
         raise MalformedEventError("eventTime is not a UTC time YYYY-MM-DDTHH:MM:SSZ from 1970 on")
-    return f"{parsed.year:04d}-{parsed:%m-%dT%H:%M:%S}Z"
+    return normalised
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _normalised_time(value: str) -> str | None:
+    parsed = parse_event_time(value)
+    return None if parsed is None else f"{parsed.year:04d}-{parsed:%m-%dT%H:%M:%S}Z"
 
 
 def _principal_name(identity: Mapping[str, object]) -> str | None:
@@ -318,21 +496,32 @@ def _principal_name(identity: Mapping[str, object]) -> str | None:
 def _table_resources(resources: object) -> dict[str, str]:
     """Table name to ARN, from the event's `AWS::DynamoDB::Table` resources."""
     tables: dict[str, str] = {}
-    if not isinstance(resources, Sequence) or isinstance(resources, str):
+    if not _is_list(resources):
         return tables
     for resource in resources:
         arn = _get(resource, "ARN")
-        if _get(resource, "type") == "AWS::DynamoDB::Table" and isinstance(arn, str):
-            resource_path = arn.split(":", 5)[-1]
-            name = _table_name(resource_path.split("/")[1]) if resource_path.startswith("table/") else None
-            if name is not None and len(arn) <= MAX_ARN_CHARS:
+        if type(arn) is str and len(arn) <= MAX_ARN_CHARS and _get(resource, "type") == "AWS::DynamoDB::Table":
+            name = _table_of_arn(arn)
+            if name is not None:
                 tables[name] = arn
     return tables
 
 
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _table_of_arn(arn: str) -> str | None:
+    """The table a table ARN (of at most MAX_ARN_CHARS, so the memo stays small) names; None when it names none."""
+    resource_path = arn.split(":", 5)[-1]
+    return _table_name(resource_path.split("/")[1]) if resource_path.startswith("table/") else None
+
+
 def _table_name(value: str | None) -> str | None:
     """A valid DynamoDB table name, from a name or a table ARN; None for anything else."""
-    match = _TABLE_NAME.match(value) if value else None
+    return _valid_table_name(value) if value and len(value) <= MAX_ARN_CHARS else None
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _valid_table_name(value: str) -> str | None:
+    match = _TABLE_NAME.match(value)
     return match.group(1) if match else None
 
 

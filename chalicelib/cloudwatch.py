@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
+
+import orjson
 
 from chalicelib.bounds import MAX_DECOMPRESSED_BYTES
 from chalicelib.errors import UndecodableRecordError
@@ -16,8 +18,7 @@ DATA_MESSAGE = "DATA_MESSAGE"
 CONTROL_MESSAGE = "CONTROL_MESSAGE"
 
 
-@dataclass(frozen=True)
-class LogEvent:
+class LogEvent(NamedTuple):
     """One CloudWatch Logs event: its id, its ingestion time (epoch ms) and its text."""
 
     id: str
@@ -25,8 +26,7 @@ class LogEvent:
     message: str
 
 
-@dataclass(frozen=True)
-class LogsPayload:
+class LogsPayload(NamedTuple):
     """What a subscription filter delivers: the message type and, for data, the log events."""
 
     message_type: str
@@ -40,11 +40,9 @@ def decode_logs_payload(data: bytes) -> LogsPayload:
         raise UndecodableRecordError("empty record data")
     text = gunzip(data, MAX_DECOMPRESSED_BYTES)
     try:
-        document = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise UndecodableRecordError(f"gzip data is not JSON: {str(exc)[:200]}") from None
-    except RecursionError:
-        raise UndecodableRecordError("gzip data is JSON nested too deeply") from None
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:  # lone surrogates in a message, depth: json reads what JSON allows
+        document = _json_document(text)
     if not isinstance(document, Mapping):
         raise UndecodableRecordError("not a CloudWatch Logs payload: JSON is not an object")
     message_type = document.get("messageType")
@@ -55,7 +53,7 @@ def decode_logs_payload(data: bytes) -> LogsPayload:
         raise UndecodableRecordError("not a CloudWatch Logs payload: logEvents is not a list")
     events = []
     for position, raw in enumerate(raw_events):
-        message = raw.get("message") if isinstance(raw, Mapping) else None
+        message = raw.get("message") if type(raw) is dict else None  # parsed JSON: every object is a dict
         if not isinstance(message, str):
             raise UndecodableRecordError(f"not a CloudWatch Logs payload: log event {position} has no message")
         timestamp = raw.get("timestamp")
@@ -63,6 +61,15 @@ def decode_logs_payload(data: bytes) -> LogsPayload:
             LogEvent(str(raw.get("id", position)), timestamp if isinstance(timestamp, int) else None, message)
         )
     return LogsPayload(str(message_type), str(document.get("logGroup", "")), tuple(events))
+
+
+def _json_document(text: bytes) -> object:
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UndecodableRecordError(f"gzip data is not JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise UndecodableRecordError("gzip data is JSON nested too deeply") from None
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

@@ -48,3 +48,7 @@ class StoreError(DeutziaError):
 
 class MalformedEventError(DeutziaError):
     """A DynamoDB data event lacks a field without which it cannot be recorded (its id or its time)."""
+
+
+class InexactNumberError(DeutziaError):
+    """An event holds a float where a record keeps the number as written: read it again with the exact parser."""

@@ -22,11 +22,11 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 
 from chalicelib.bounds import MAX_EVENT_MESSAGE_CHARS
-from chalicelib.cloudtrail import parse_event_message, stored_lines
+from chalicelib.cloudtrail import message_stored_lines
 from chalicelib.cloudwatch import CONTROL_MESSAGE, decode_logs_payload
 from chalicelib.errors import DeutziaError, MalformedEventError, UndecodableRecordError
 from chalicelib.records import build_object_key, build_quarantine_key, encode_lines
-from chalicelib.store import AuditStore
+from chalicelib.store import MAX_CONCURRENT_WRITES, AuditStore
 
 # The event source mapping's settings; the template and the local poller use the same values.
 BATCH_SIZE = 100
@@ -40,9 +40,6 @@ logger = Logger(service="deutzia-ingest")
 class IngestBatchError(DeutziaError):
     """Some records of the batch failed and the mapping cannot take a partial response: retry the batch."""
 
-
-# Objects one invocation writes at once (one per table and UTC day of the batch).
-MAX_CONCURRENT_WRITES = 8
 
 _Partition = tuple[str, str]
 
@@ -190,13 +187,7 @@ def event_lines_of(message: str) -> list[tuple[tuple[str, str], str]] | None:
     be recorded, or a message too large or too deep to be one."""
     if len(message) > MAX_EVENT_MESSAGE_CHARS:
         raise MalformedEventError(f"message of {len(message)} characters, over {MAX_EVENT_MESSAGE_CHARS}")
-    try:
-        event = parse_event_message(message)
-    except RecursionError:
-        raise MalformedEventError("message is JSON nested too deeply") from None
-    except ValueError:
-        return None
-    return stored_lines(event)
+    return message_stored_lines(message)
 
 
 def _utc_date(epoch_seconds: float) -> str:

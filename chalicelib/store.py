@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import setting
@@ -29,6 +30,11 @@ class AuditStore(Protocol):
     def put_quarantine(self, key: str, body: bytes, reason: str) -> None: ...
 
 
+# Objects one ingest invocation writes at once (one per table and UTC day of its batch); the client keeps as many
+# connections, so no write waits for another's.
+MAX_CONCURRENT_WRITES = 16
+
+
 class S3AuditStore:
     """AuditStore on the S3 bucket AUDIT_BUCKET."""
 
@@ -39,7 +45,9 @@ class S3AuditStore:
     @classmethod
     def from_environment(cls) -> S3AuditStore:
         """A store on $AUDIT_BUCKET, through $AWS_ENDPOINT_URL when boto3 finds it set."""
-        return cls(boto3.client("s3"), setting("AUDIT_BUCKET"))
+        return cls(
+            boto3.client("s3", config=Config(max_pool_connections=MAX_CONCURRENT_WRITES)), setting("AUDIT_BUCKET")
+        )
 
     @property
     def client(self) -> S3Client:

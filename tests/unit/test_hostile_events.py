@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import cloudtrail
 from chalicelib.bounds import (
     MAX_ATTRIBUTE_NAMES,
     MAX_DECOMPRESSED_BYTES,
@@ -102,12 +103,14 @@ def test_a_data_event_nested_too_deeply_is_quarantined() -> None:
 def test_any_formatter_failure_quarantines_the_record_and_keeps_its_neighbours(
     error: BaseException, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    columns = cloudtrail._record_columns
+
     def formatter(event: Any) -> Any:
         if event["eventID"] == "crash":
             raise error
-        return build_audit_records(event)
+        return columns(event)
 
-    monkeypatch.setattr("chalicelib.cloudtrail.build_audit_records", formatter)
+    monkeypatch.setattr(cloudtrail, "_record_columns", formatter)
     store, _ = _ingest_beside_a_real_call(cloudtrail_event(eventID="crash"))
     assert f"log event 0: formatter failed: {type(error).__name__}" in _quarantine_reason(store)
 

@@ -174,7 +174,7 @@ def test_an_event_the_formatter_cannot_handle_is_quarantined_not_retried(monkeyp
     def explode(event: Any) -> Any:
         raise TypeError("unexpected shape")
 
-    monkeypatch.setattr(formatter_module, "build_audit_records", explode)
+    monkeypatch.setattr(formatter_module, "_record_columns", explode)
     store = MemoryStore()
     response = process_kinesis_batch(kinesis_event([logs_payload([cloudtrail_event()])]), store, "audit/", True)
     assert response == {"batchItemFailures": []}

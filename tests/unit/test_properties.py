@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import gzip
 import json
+import types
 from typing import Any
+from unittest import mock
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.bounds import MAX_LINE_BYTES
-from chalicelib.cloudtrail import DATA_OPERATIONS, build_audit_records
+from chalicelib.bounds import MAX_LINE_BYTES, valid_unicode
+from chalicelib.cloudtrail import (
+    DATA_OPERATIONS,
+    build_audit_records,
+    message_stored_lines,
+    parse_event_message,
+    stored_lines,
+)
 from chalicelib.cloudwatch import decode_logs_payload
 from chalicelib.errors import MalformedEventError, UndecodableRecordError
 from chalicelib.ingest import event_lines_of, process_kinesis_batch
-from chalicelib.records import canonical_key
+from chalicelib.records import canonical_key, compact_json
 from chalicelib.schema import COLUMN_NAMES
 from tests.factories import cloudtrail_event, kinesis_event, logs_payload
 from tests.unit.test_ingest import MemoryStore
@@ -144,6 +153,40 @@ def test_any_data_event_is_recorded_as_bounded_json_lines_or_refused_by_name(eve
         assert table_name.encode("utf-8")
 
 
+def _outcome(call: Any, message: str) -> Any:
+    """What `call` gives for `message`: its lines, or the refusal it raises."""
+    try:
+        return call(message)
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def _exact_lines(message: str) -> Any:
+    return stored_lines(parse_event_message(message))
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(cloudtrail_events())
+def test_the_fast_reading_of_a_message_stores_what_the_exact_parser_stores(event: dict[str, Any]) -> None:
+    message = json.dumps(event)
+    assert _outcome(message_stored_lines, message) == _outcome(_exact_lines, message)
+
+
+# Numbers as JSON writes them, beyond what json.dumps writes: trailing zeros, exponents, 40 digits, 1E+400.
+number_literals = st.from_regex(r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][+-]?[0-9]{1,3})?", fullmatch=True)
+
+
+@settings(max_examples=300)
+@given(st.lists(number_literals, min_size=4, max_size=4), st.sampled_from(["PutItem", "TransactWriteItems"]))
+def test_numbers_are_stored_as_written_whichever_parser_reads_them(numbers: list[str], operation: str) -> None:
+    item = {"tableName": "Music", "key": {"id": "N0", "sort": {"N": "N1"}}, "item": ["N2"], "limit": "N3"}
+    parameters = item if operation == "PutItem" else {"transactItems": [{"put": item}]}
+    message = json.dumps(cloudtrail_event(operation, parameters))
+    for index, number in enumerate(numbers):
+        message = message.replace(f'"N{index}"', number, 1)
+    assert message_stored_lines(message) == _exact_lines(message)
+
+
 @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(cloudtrail_events() | hostile_text | json_values.map(json.dumps), min_size=1, max_size=5))
 def test_the_handler_never_raises_and_quarantines_what_it_does_not_record(messages: list[Any]) -> None:
@@ -170,6 +213,25 @@ def test_canonical_key_is_valid_json_of_strings_and_ignores_order(key: dict[str,
     text.encode("utf-8")
     assert canonical_key(dict(reversed(list(key.items())))) == text
     assert all(isinstance(value, str) for value in json.loads(text).values())
+
+
+def _without_orjson() -> Any:
+    """records' orjson, refusing everything: its json fallback writes instead."""
+
+    def refuse(*_: Any, **__: Any) -> bytes:
+        raise TypeError("orjson refused")
+
+    stand_in = types.SimpleNamespace(dumps=refuse, OPT_SORT_KEYS=orjson.OPT_SORT_KEYS, Fragment=orjson.Fragment)
+    return mock.patch("chalicelib.records.orjson", stand_in)
+
+
+@given(json_values, st.dictionaries(hostile_text, key_values, max_size=3))
+def test_orjson_writes_the_same_text_as_the_json_fallback(value: Any, key: dict[str, Any]) -> None:
+    exact = parse_event_message(json.dumps(value))  # numbers as Decimal, as the formatter holds them
+    exact_key = parse_event_message(json.dumps(key))
+    fast = valid_unicode(compact_json(exact)), canonical_key(exact_key)
+    with _without_orjson():
+        assert (valid_unicode(compact_json(exact)), canonical_key(exact_key)) == fast
 
 
 def test_records_of_a_real_put_are_unchanged_by_the_bounds() -> None:
