@@ -392,12 +392,15 @@ def _name_text(name: object) -> str:
 
 def _get(mapping: object, name: str) -> object:
     """`mapping[name]`, matching the name case-insensitively (AWS's own examples mix `key` and `Key`)."""
-    if not _is_mapping(mapping):
+    if type(mapping) is dict:
+        if name in mapping:
+            return mapping[name]
+        if mapping.keys() <= _DOCUMENTED_NAMES:  # every name spelled as documented: no other spelling to look for
+            return None
+    elif not isinstance(mapping, Mapping):
         return None
-    if name in mapping:
+    elif name in mapping:
         return mapping[name]
-    if mapping.keys() <= _DOCUMENTED_NAMES:  # every name spelled as documented: no other spelling to look for
-        return None
     folded = name.casefold()
     for candidate, value in mapping.items():
         if isinstance(candidate, str) and candidate.casefold() == folded:

@@ -56,11 +56,17 @@ def decode_logs_payload(data: bytes) -> LogsPayload:
         message = raw.get("message") if type(raw) is dict else None  # parsed JSON: every object is a dict
         if not isinstance(message, str):
             raise UndecodableRecordError(f"not a CloudWatch Logs payload: log event {position} has no message")
-        timestamp = raw.get("timestamp")
+        # Only values both parsers read alike: an id that is text, a time that is a 64-bit count of milliseconds.
+        identifier, timestamp = raw.get("id"), raw.get("timestamp")
         events.append(
-            LogEvent(str(raw.get("id", position)), timestamp if isinstance(timestamp, int) else None, message)
+            LogEvent(
+                identifier if type(identifier) is str else str(position),
+                timestamp if type(timestamp) is int and 0 <= timestamp < 2**63 else None,
+                message,
+            )
         )
-    return LogsPayload(str(message_type), str(document.get("logGroup", "")), tuple(events))
+    log_group = document.get("logGroup")
+    return LogsPayload(str(message_type), log_group if type(log_group) is str else "", tuple(events))
 
 
 def _json_document(text: bytes) -> object:

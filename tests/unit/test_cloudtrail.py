@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import cloudtrail
 from chalicelib.bounds import MAX_REQUEST_PARAMETERS_CHARS, MAX_STATEMENT_CHARS
 from chalicelib.cloudtrail import build_audit_records, is_dynamodb_data_event, parse_event_message
 from chalicelib.errors import MalformedEventError
@@ -266,3 +267,15 @@ def test_decimal_values_in_parameters_serialise_as_numbers() -> None:
     event = cloudtrail_event("Query", {"tableName": "Music", "limit": Decimal("2.5")})
     (record,) = build_audit_records(event)
     assert json.loads(record.request_parameters or "")["limit"] == 2.5
+
+
+def test_the_documented_parameter_names_hold_no_two_spellings_of_one_name() -> None:
+    folded = {name.casefold() for name in cloudtrail._DOCUMENTED_NAMES}
+    assert len(folded) == len(cloudtrail._DOCUMENTED_NAMES)
+
+
+def test_a_name_spelled_otherwise_than_documented_is_still_found() -> None:
+    parameters = {"TableName": "Music", "Key": {"id": "k"}, "ConditionExpression": "attribute_exists(id)"}
+    (record,) = build_audit_records(cloudtrail_event("DeleteItem", parameters))
+    assert (record.table_name, record.item_key) == ("Music", '{"id":"k"}')
+    assert record.condition_expression == "attribute_exists(id)"

@@ -24,11 +24,11 @@ from chalicelib.bounds import (
     is_dynamodb_number,
     parse_event_time,
 )
-from chalicelib.cloudtrail import build_audit_records, parse_event_message
+from chalicelib.cloudtrail import build_audit_records, message_stored_lines, parse_event_message
 from chalicelib.cloudwatch import gunzip
-from chalicelib.errors import UndecodableRecordError
+from chalicelib.errors import MalformedEventError, UndecodableRecordError
 from chalicelib.ingest import process_kinesis_batch
-from chalicelib.records import canonical_key, compact_json
+from chalicelib.records import UNKNOWN_PARTITION, canonical_key, compact_json
 from tests.factories import cloudtrail_event, kinesis_event, logs_payload
 from tests.unit.test_ingest import MemoryStore
 
@@ -219,10 +219,27 @@ def test_a_38_digit_number_key_keeps_every_digit() -> None:
 )
 def test_a_number_in_a_logged_key_keeps_every_digit_whatever_parser_reads_it(literal: str) -> None:
     shell = json.dumps(cloudtrail_event(requestParameters={"tableName": "Music", "key": {"id": "N"}}))
-    event = parse_event_message(shell.replace('"N"', literal))
-    (record,) = build_audit_records(event)  # type: ignore[arg-type]
+    message = shell.replace('"N"', literal)
+    (record,) = build_audit_records(parse_event_message(message))  # type: ignore[arg-type]
     assert record.item_key == canonical_key({"id": Decimal(literal)})
     assert Decimal(json.loads(record.item_key or "")["id"]) == Decimal(literal)
+    ((_, line),) = message_stored_lines(message) or []  # orjson first, as ingest reads it
+    assert json.loads(line)["item_key"] == record.item_key
+
+
+def test_values_remembered_across_events_are_short_ones_only() -> None:
+    remembered = (cloudtrail._table_of_arn, cloudtrail._valid_table_name, cloudtrail._normalised_time)
+    before = [memo.cache_info().currsize for memo in remembered]
+    long_arn = "arn:aws:dynamodb:us-east-1:123456789012:table/" + "T" * 100_000
+    resources = [{"type": "AWS::DynamoDB::Table", "ARN": long_arn}]
+    (record,) = build_audit_records(
+        cloudtrail_event(requestParameters={"tableName": long_arn, "key": {"id": "k"}}, resources=resources)
+    )
+    assert record.table_name == UNKNOWN_PARTITION
+    with pytest.raises(MalformedEventError, match="eventTime"):
+        build_audit_records(cloudtrail_event(eventTime="2024-05-01T12:00:00Z" + " " * 100_000))
+    assert [memo.cache_info().currsize for memo in remembered] == before
+    assert all(memo.cache_info().maxsize == 4096 for memo in remembered)
 
 
 def test_numbers_outside_dynamodb_range_stay_short_in_keys_and_parameters() -> None:

@@ -134,6 +134,27 @@ def test_any_gzip_json_decodes_or_says_why(document: Any) -> None:
     assert _refusal(decode_logs_payload, gzip.compress(json.dumps(document).encode())) != ""
 
 
+log_events = st.fixed_dictionaries(
+    {"message": hostile_text}, optional={"id": json_values, "timestamp": json_values, "extra": json_values}
+)
+payload_documents = st.fixed_dictionaries(
+    {"messageType": st.just("DATA_MESSAGE"), "logEvents": st.lists(log_events, max_size=4)},
+    optional={"logGroup": json_values, "owner": json_values},
+)
+
+
+@given(payload_documents | json_values)
+def test_a_payload_decodes_the_same_whether_orjson_or_json_reads_it(document: Any) -> None:
+    data = gzip.compress(json.dumps(document).encode())
+
+    def refuse(_: Any) -> Any:
+        raise orjson.JSONDecodeError("refused", "", 0)
+
+    fast = _outcome(decode_logs_payload, data)
+    with mock.patch("chalicelib.cloudwatch.orjson.loads", refuse):
+        assert _outcome(decode_logs_payload, data) == fast
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cloudtrail_events())
 def test_any_data_event_is_recorded_as_bounded_json_lines_or_refused_by_name(event: dict[str, Any]) -> None:
