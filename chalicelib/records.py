@@ -166,6 +166,6 @@ def build_quarantine_key(dt: str, shard_id: str, sequence_number: str) -> str:
 
 
 def encode_lines(lines: Iterable[str]) -> bytes:
-    """Gzip JSON Lines, byte-identical for identical input (mtime fixed), so a retry rewrites the same object. Level 1:
-    twice as fast as 6 for a fifth more bytes, in a tier compaction rewrites within days."""
-    return gzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), compresslevel=1, mtime=0)
+    """Gzip JSON Lines, byte-identical for identical input (mtime fixed), so a retry rewrites the same object. Level 6:
+    level 1 would make ingest 6 % faster and the fresh tier, which every lookup reads whole, a quarter larger."""
+    return gzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), compresslevel=6, mtime=0)
