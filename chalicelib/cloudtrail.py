@@ -2,7 +2,9 @@
 
 Defensive by design: request parameter names match case-insensitively, shapes AWS has not published are read
 from the documented fields, and an item that cannot be identified is kept with `item_key` null. Only an event
-without its id or time is refused (MalformedEventError). Pure: no I/O, no logging of key values.
+without its id or time is refused (MalformedEventError). Ingest runs it on every call, so it reads each message
+with orjson and builds each line in one pass; a float (a number orjson could not keep as written) sends the message
+to the exact parser. Pure: no I/O, no logging of key values.
 """
 
 from __future__ import annotations
