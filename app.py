@@ -150,9 +150,9 @@ def get_audit() -> dict[str, Any]:
 @app.route("/", methods=["GET"], authorizer=IAMAuthorizer())
 def item_history_page() -> Response:
     """The item-history page: one static file, every asset inline; it calls this API's own routes."""
-    from chalicelib.ui import PAGE_HEADERS, page
+    from chalicelib.ui import page, page_headers
 
-    return Response(body=page().decode("utf-8"), status_code=200, headers=PAGE_HEADERS)
+    return Response(body=page().decode("utf-8"), status_code=200, headers=dict(page_headers()))
 
 
 @app.route("/tables", methods=["GET"], authorizer=IAMAuthorizer())

@@ -10,7 +10,7 @@ import csv
 import functools
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -22,6 +22,8 @@ from deutzia_cli.api import USAGE, CliError, Target, resolve
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
 HISTORY_COLUMNS = ("time", "who", "operation", "key", "result", "from")
+# What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = (
     "event_time",
     "principal_arn",
@@ -104,10 +106,7 @@ def history(
     if output == "json":
         _write_json(entries)
     elif output == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(CSV_COLUMNS)
-        for entry in entries:
-            writer.writerow(["" if entry.get(name) is None else entry.get(name) for name in CSV_COLUMNS])
+        _write_csv(CSV_COLUMNS, ([entry.get(name) for name in CSV_COLUMNS] for entry in entries))
     else:
         rows = list(entries)
         view = Table(title=_plain(f"{table} {key or '(recent calls)'}, newest first"), title_justify="left")
@@ -213,9 +212,7 @@ def sql(
     else:
         answer = local_sql(query)
     if output == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(answer.columns)
-        writer.writerows([["" if cell is None else cell for cell in row] for row in answer.rows])
+        _write_csv(answer.columns, answer.rows)
     else:
         view = Table(*[_plain(column) for column in answer.columns])
         for row in answer.rows:
@@ -223,6 +220,23 @@ def sql(
         Console(highlight=False).print(view)
     scanned = "" if answer.scanned_bytes is None else f", {answer.scanned_bytes:,} bytes scanned"
     Console(stderr=True).print(f"{len(answer.rows)} row{'' if len(answer.rows) == 1 else 's'}{scanned}")
+
+
+def _write_csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """CSV on stdout. A text cell a spreadsheet would run as a formula (a caller picks its own user agent, an item
+    its own key) starts with `'`, so opening the file runs nothing; JSON keeps every value as it is."""
+    writer = csv.writer(sys.stdout)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_spreadsheet_safe(cell) for cell in row])
+
+
+def _spreadsheet_safe(cell: object) -> object:
+    if cell is None:
+        return ""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
 
 
 def _entries(

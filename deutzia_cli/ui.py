@@ -9,7 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from chalicelib.ui import PAGE_HEADERS, page
+from chalicelib.ui import page, page_headers
 from deutzia_cli.api import CliError, Target
 
 FORWARDED = ("/tables", "/audit", "/audit/coverage")
@@ -22,7 +22,7 @@ def serve(target: Target, port: int = 0) -> ThreadingHTTPServer:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/":
-                self._answer(200, page(), {name: str(value) for name, value in PAGE_HEADERS.items()})
+                self._answer(200, page(), page_headers())
             elif path in FORWARDED:
                 try:
                     status, body = target.forward(self.path)

