@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from deutzia_cli.api import USAGE, CliError, Target, resolve
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
 HISTORY_COLUMNS = ("time", "who", "operation", "key", "result", "from")
+# Controls (escape sequences among them), bidi overrides and zero-width characters: shown, never obeyed.
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
 # What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = (
@@ -113,7 +116,9 @@ def history(
         for name in HISTORY_COLUMNS:
             view.add_column(name, overflow="fold")  # a key is never cut short: it wraps
         for entry in rows:
-            result = "ok" if entry.get("success") else f"[red]failed: {entry.get('error_code') or 'error'}[/red]"
+            result = (
+                "ok" if entry.get("success") else f"[red]failed: {_plain(entry.get('error_code') or 'error')}[/red]"
+            )
             who = entry.get("principal_name") or entry.get("principal_arn") or entry.get("principal_id") or "?"
             operation_text = str(entry.get("operation"))
             if entry.get("event_name") not in (None, f"{operation_text}Item"):
@@ -149,7 +154,7 @@ def coverage(
     if output == "json":
         click.echo(json.dumps(answer, indent=1))
         return
-    view = Table("day", "status", "calls in the trail", "backfilled", "missing", title=f"{table}: coverage")
+    view = Table("day", "status", "calls in the trail", "backfilled", "missing", title=_plain(f"{table}: coverage"))
     for day in answer["days"]:
         counts = [str(day[name]) if name in day else "" for name in ("trail_events", "backfilled", "still_missing")]
         view.add_row(day["day"], day["status"], *counts)
@@ -271,10 +276,12 @@ def _write_json(entries: Iterator[dict[str, Any]]) -> None:
 
 
 def _plain(value: object) -> str:
-    """A value shown as text, never as Rich markup (a key may hold `[red]` or anything else)."""
+    """A value shown as text, never as Rich markup (a key may hold `[red]` or anything else), with every character
+    that would move the cursor, hide text or reorder it (a user agent may hold escape sequences that erase lines)
+    written visibly as `\\uXXXX`."""
     from rich.markup import escape
 
-    return escape(str(value))
+    return escape(_HIDDEN.sub(lambda found: f"\\u{ord(found.group()):04x}", str(value)))
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import urllib.parse
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.e2e.conftest import ROOT, Stack
 
 TABLE = "E2ePage"
 HOSTILE = "<script>window.pwned=1</script><img src=x onerror=window.pwned=1>"
+REORDERED = "invoice\u202egpj.exe\x1b[2K"  # a bidi override shows `invoice` + `exe.jpg`
 FORMULA = '=HYPERLINK("https://example.com/?"&A1,"open")'
 
 
@@ -45,7 +47,10 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
     )
     formula.put_item(TableName=TABLE, Item={"id": {"S": "page-1"}, "n": {"N": "4"}})
     dynamodb.put_item(TableName=TABLE, Item={"id": {"S": HOSTILE}})
+    dynamodb.put_item(TableName=TABLE, Item={"id": {"S": REORDERED}})
     entries = stack.wait_for(lambda found: len(found) >= 5, table=TABLE, key='{"id": "page-1"}')
+    reordered_key = json.dumps({"id": REORDERED})
+    stack.wait_for(lambda found: len(found) == 1, table=TABLE, key=reordered_key)
     (formula_entry,) = [entry for entry in entries if entry["user_agent"].startswith(FORMULA)]  # botocore adds its name
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -91,6 +96,10 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert HOSTILE in (hostile.locator("#history tbody tr td:nth-child(4)").text_content() or "")
             assert hostile.evaluate("window.pwned") is None
             assert hostile.locator("#history script, #history img").count() == 0
+            hostile.goto(f"{stack.api_url}/?" + urllib.parse.urlencode({"table": TABLE, "key": reordered_key}))
+            hostile.wait_for_selector("#history tbody tr")
+            shown = hostile.locator("#history tbody tr td:nth-child(4)").text_content() or ""
+            assert shown == '{"id":"invoice\\u202egpj.exe\\u001b[2K"}'  # shown, not obeyed
 
             proxy = serve(Target(stack.api_url))  # `deutzia ui`, here in front of the local stack
             try:

@@ -225,6 +225,32 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(
     assert (row["success"], row["item_index"], row["error_code"]) == ("False", "0", "")
 
 
+def test_the_table_shows_escape_sequences_and_bidi_overrides_instead_of_obeying_them(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per entry
+    entry = {
+        "event_time": "2024-05-01T12:00:00Z",
+        "principal_name": "mallory\x1b[1A\x1b[2K",  # cursor up, erase the line: an entry hiding the one above
+        "operation": "Put",
+        "event_name": "PutItem",
+        "item_key": '{"id":"invoice\u202egpj.exe"}',
+        "success": False,
+        "error_code": "[bold]X\x07",
+        "source_ip": "\x1b]0;title\x07",
+    }
+    _Answers.status, _Answers.body = 200, {"entries": [entry], "next_token": None}
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--endpoint", api])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    assert not any(character in shown for character in "\x1b\x07\u202e")
+    assert "mallory\\u001b[1A\\u001b[2K" in shown
+    assert '{"id":"invoice\\u202egpj.exe"}' in shown
+    assert "failed: [bold]X\\u0007" in shown
+    assert "\\u001b]0;title\\u0007" in shown
+
+
 @pytest.mark.usefixtures("fixed_clock")
 def test_the_ui_proxy_serves_the_page_and_forwards_only_the_pages_calls_signed(api: str) -> None:
     import urllib.error
