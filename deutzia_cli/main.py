@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -18,13 +17,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from chalicelib.shown import visible_text
 from deutzia_cli.api import USAGE, CliError, Target, resolve
 
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
 HISTORY_COLUMNS = ("time", "who", "operation", "key", "result", "from")
-# Controls (escape sequences among them), bidi overrides and zero-width characters: shown, never obeyed.
-_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
 # What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = (
@@ -281,7 +279,7 @@ def _plain(value: object) -> str:
     written visibly as `\\uXXXX`."""
     from rich.markup import escape
 
-    return escape(_HIDDEN.sub(lambda found: f"\\u{ord(found.group()):04x}", str(value)))
+    return escape(visible_text(value))
 
 
 def main() -> None:

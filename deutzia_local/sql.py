@@ -14,6 +14,7 @@ from pyarrow import fs as pafs
 from chalicelib.duckdb_engine import AuditObjects, TrailFiles, connect, s3_filesystem
 from chalicelib.errors import QueryError
 from chalicelib.query import Relations, build_view_sql
+from chalicelib.shown import visible_text
 from deutzia_local.settings import LocalSettings
 from deutzia_local.stack import require_running
 
@@ -64,7 +65,10 @@ def _cell(value: object) -> str:
 
 
 def format_table(columns: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell, with a rule under the header."""
+    """Columns padded to their widest cell, with a rule under the header; every cell as text that cannot act on a
+    terminal (`visible_text`)."""
+    columns = [visible_text(column) for column in columns]
+    rows = [[visible_text(cell) for cell in row] for row in rows]
     widths = [max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(columns)]
     lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * width for width in widths))
