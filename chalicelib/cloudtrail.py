@@ -111,7 +111,6 @@ _DOCUMENTED_NAMES = frozenset(
 # A batch's calls share a few seconds and name a few tables: each distinct time, table name and ARN is read once.
 _REMEMBERED = 4096
 _MAX_TIME_CHARS = 40  # `2026-11-28T09:36:58.123456789+00:00` and shorter: longer is no time, and is not remembered
-_TEXT_TYPES = frozenset({str, type(None)})
 _STRINGS = frozenset({str})
 _OPERATION_NAMES: Mapping[str, str] = {
     name.lower(): name for name in ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan", "Statement")
@@ -308,9 +307,13 @@ def _record_columns(event: Mapping[str, object]) -> list[tuple[str, dict[str, ob
 def _are_short_texts(values: tuple[object, ...]) -> bool:
     """True when every value is None or a string within MAX_TEXT_CHARS: stored as it is (lone surrogates are
     replaced when the line is written)."""
-    if not _TEXT_TYPES.issuperset(map(type, values)):
-        return False
-    return max(map(len, filter(None, values)), default=0) <= MAX_TEXT_CHARS  # type: ignore[arg-type]
+    for value in values:  # a plain loop: half the time of set(map(type, values)) here
+        if type(value) is str:
+            if len(value) > MAX_TEXT_CHARS:
+                return False
+        elif value is not None:
+            return False
+    return True
 
 
 def _items(event_name: str, parameters: Mapping[str, object]) -> list[_Item]:
