@@ -141,6 +141,8 @@ def message_stored_lines(message: str) -> list[tuple[tuple[str, str], str]] | No
         return stored_lines(orjson.loads(message))
     except (orjson.JSONDecodeError, InexactNumberError):  # lone surrogates, NaN, depth; or a float
         pass
+    except RecursionError:  # read by orjson (1,024 levels), but too deep for json to write its parameters back
+        raise MalformedEventError("message is JSON nested too deeply") from None
     try:
         event = parse_event_message(message)
     except RecursionError:
