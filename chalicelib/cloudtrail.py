@@ -391,10 +391,8 @@ def _attribute_names(item: _Item) -> list[str]:
 
 
 def _name_text(name: object) -> str:
-    """A name as logged. A number's spelling (`-0`, `1.50`) is kept by the exact parser only: an int is orjson's."""
-    if type(name) is int:
-        raise InexactNumberError("a number among attribute names")
-    return str(name)
+    """A logged name that is not text (a number, a list), as compact JSON: the same whichever parser read it."""
+    return name if type(name) is str else compact_json(name)
 
 
 def _get(mapping: object, name: str) -> object:

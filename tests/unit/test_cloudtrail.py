@@ -11,7 +11,13 @@ import pytest
 
 from chalicelib import cloudtrail
 from chalicelib.bounds import MAX_REQUEST_PARAMETERS_CHARS, MAX_STATEMENT_CHARS
-from chalicelib.cloudtrail import build_audit_records, is_dynamodb_data_event, parse_event_message
+from chalicelib.cloudtrail import (
+    build_audit_records,
+    is_dynamodb_data_event,
+    message_stored_lines,
+    parse_event_message,
+    stored_lines,
+)
 from chalicelib.errors import MalformedEventError
 from chalicelib.records import UNKNOWN_PARTITION
 from tests.factories import cloudtrail_event, table_arn
@@ -279,3 +285,13 @@ def test_a_name_spelled_otherwise_than_documented_is_still_found() -> None:
     (record,) = build_audit_records(cloudtrail_event("DeleteItem", parameters))
     assert (record.table_name, record.item_key) == ("Music", '{"id":"k"}')
     assert record.condition_expression == "attribute_exists(id)"
+
+
+def test_names_that_are_not_text_are_written_as_json_whichever_parser_reads_them() -> None:
+    message = json.dumps(cloudtrail_event("PutItem", {"tableName": "Music", "key": {"id": "k"}, "item": ["N"]}))
+    message = message.replace('["N"]', '[[0], -0, true, {"a": 1}, "name"]')
+    exact = stored_lines(parse_event_message(message)) or []
+    assert message_stored_lines(message) == exact
+    assert json.loads(exact[0][1])["attribute_names"] == ["[0]", "0", "true", '{"a":1}', "name"]
+    with_fraction = message.replace("[[0]", "[[0.50]")
+    assert json.loads((message_stored_lines(with_fraction) or [])[0][1])["attribute_names"][0] == "[0.5]"
