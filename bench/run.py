@@ -23,6 +23,7 @@ import statistics
 import sys
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,7 @@ from chalicelib.schema import COLUMN_NAMES
 from tests.factories import cloudtrail_event, kinesis_event, logs_payload
 
 REPEATS = 7
+FULL_BATCH_EVENTS_PER_RECORD = 700  # 100 records of these fill Lambda's 6 MB payload
 S3_LATENCY_SECONDS = 0.025
 BUCKET = "bench-audit"
 TABLE = "Orders"
@@ -152,6 +154,28 @@ def bench_ingest() -> None:
         f"{events / fast:,.0f} events/s in memory ({fast / baseline:.2f}x the floor); "
         f"with {S3_LATENCY_SECONDS * 1000:.0f} ms per S3 PUT {events / slow:,.0f} events/s "
         f"({slow / baseline:.2f}x the floor), {stores[-1].puts * 1000 / events:.2f} PUTs per 1,000 events"
+    )
+
+
+def bench_ingest_memory() -> None:
+    """The most a batch can make ingest hold: Lambda caps a batch's payload at 6 MB."""
+    tables = ["Orders", "Users", "Music", "Books"]
+    payloads = []
+    for r in range(100):
+        calls = [
+            cloudtrail_event("PutItem", {"tableName": tables[n % 4], "key": {"id": f"k{r}-{n}"}, "item": ["id", "v"]})
+            for n in range(FULL_BATCH_EVENTS_PER_RECORD)
+        ]
+        payloads.append(logs_payload(calls))
+    event = kinesis_event(payloads)
+    size = len(orjson.dumps(event))
+    tracemalloc.start()
+    process_kinesis_batch(event, _MemoryStore(), "audit/", True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(
+        f"a full batch ({size / 1e6:.1f} MB of payload, {100 * FULL_BATCH_EVENTS_PER_RECORD:,} events): ingest held "
+        f"at most {peak / 2**20:.0f} MB beyond the batch itself (ingest_audit_events has 1,769 MB)"
     )
 
 
@@ -406,6 +430,7 @@ if __name__ == "__main__":
     sections = (os.environ.get("BENCH") or "ingest,query,reconcile").split(",")
     if "ingest" in sections:
         bench_ingest()
+        bench_ingest_memory()
     if "query" in sections:
         bench_query(rows, days)
     if "reconcile" in sections:

@@ -96,6 +96,14 @@ def test_ingest_mapping_reports_failures_bisects_retries_and_has_a_failure_queue
     assert "REPORT_BATCH_ITEM_FAILURES" not in api or api["REPORT_BATCH_ITEM_FAILURES"] == "false"
 
 
+def test_ingest_and_replay_get_a_whole_vcpu(translated: dict[str, Any]) -> None:
+    """Lambda gives CPU in proportion to memory, a whole vCPU at 1,769 MB; at Chalice's default of 128 MB ingest
+    would keep up with a fifth of a shard, and a full 6 MB batch would not fit in memory (`make bench` measures)."""
+    functions = _resources(translated, "AWS::Lambda::Function")
+    for name in ("IngestAuditEvents", "ReplayFailedBatches"):
+        assert functions[name]["Properties"]["MemorySize"] == 1769, name
+
+
 def test_replay_reads_the_failure_queue_one_message_at_a_time_with_a_dead_letter_queue(
     translated: dict[str, Any],
 ) -> None:
