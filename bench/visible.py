@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import boto3
 
 from bench.run import base_lines, day_lines, write_fresh
-from deutzia_local.child import StackProcess, free_port
+from deutzia_local.child import StackProcess, create_keyed_table, free_port
 
 HISTORY_TABLE = "BenchHistory"
 LOAD_TABLE = "BenchLoad"
@@ -72,12 +72,7 @@ class _Stack:
             return json.loads(response.read())  # type: ignore[no-any-return]
 
     def create_table(self, name: str) -> None:
-        self.client("dynamodb").create_table(
-            TableName=name,
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_keyed_table(self.client("dynamodb"), name)
 
 
 def _seed_history(stack: _Stack, rows: int) -> None:

@@ -1,5 +1,5 @@
-"""A `python -m deutzia_local ...` child process whose output is kept: how the fault suite and the end-to-end tests
-run the stack and its poller as a user would, and stop or kill them.
+"""A `python -m deutzia_local ...` child process whose output is kept: how the fault suite, the end-to-end tests and
+the bench run the stack and its poller as a user would, and stop or kill them; and the table they call.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +21,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def create_keyed_table(dynamodb: Any, name: str) -> None:
+    """The table the drivers' calls expect: keyed by the string `id`, billed on demand."""
+    dynamodb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 class StackProcess:

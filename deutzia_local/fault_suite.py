@@ -28,7 +28,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from deutzia_local.child import StackProcess, free_port
+from deutzia_local.child import StackProcess, create_keyed_table, free_port
 
 TABLE = "FaultSuite"
 # The outage lasts until the poller's retries have run out, within this bound.
@@ -188,12 +188,7 @@ def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0
         pollers.append(poller)
         poller.wait_for_line("polling")
         dynamodb = _client("dynamodb", endpoint)
-        dynamodb.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_keyed_table(dynamodb, TABLE)
         workload = _Workload(endpoint)
         progress(f"faults: {calls} mixed calls from {threads} threads on {endpoint}")
         order = list(range(calls))

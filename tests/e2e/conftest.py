@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
-from deutzia_local.child import StackProcess, free_port
+from deutzia_local.child import StackProcess, create_keyed_table, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60.0
@@ -48,12 +48,7 @@ class Stack:
 
     def create_table(self, name: str) -> None:
         """A table keyed by the string `id`, as the tests' calls expect."""
-        self.client("dynamodb").create_table(
-            TableName=name,
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_keyed_table(self.client("dynamodb"), name)
 
     def user(self, name: str) -> dict[str, str]:
         iam = self.client("iam")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from deutzia_local.child import create_keyed_table
 from tests.e2e.conftest import Stack
 
 ACCOUNT = "123456789012"
@@ -278,12 +279,7 @@ def test_an_assumed_role_session_is_recorded_with_the_role_behind_it(stack: Stac
 
 def test_calls_in_another_region_reach_the_same_trail(stack: Stack) -> None:
     dublin = stack.client("dynamodb", region="eu-west-1")
-    dublin.create_table(
-        TableName="E2eDublin",
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_keyed_table(dublin, "E2eDublin")
     dublin.put_item(TableName="E2eDublin", Item={"id": {"S": "d-1"}})
     (entry,) = stack.wait_for(lambda e: len(e) == 1, table="E2eDublin")
     assert (entry["aws_region"], entry["table_arn"]) == (
