@@ -7,7 +7,6 @@ objects.
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from decimal import Decimal
 from urllib.parse import quote
 
 import orjson
+from isal import igzip
 
 from chalicelib.bounds import exact_normal_form, is_dynamodb_number, valid_unicode
 from chalicelib.schema import COLUMN_NAMES
@@ -166,6 +166,8 @@ def build_quarantine_key(dt: str, shard_id: str, sequence_number: str) -> str:
 
 
 def encode_lines(lines: Iterable[str]) -> bytes:
-    """Gzip JSON Lines, byte-identical for identical input (mtime fixed), so a retry rewrites the same object. Level 6:
-    level 1 would make ingest 6 % faster and the fresh tier, which every lookup reads whole, a quarter larger."""
-    return gzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), compresslevel=6, mtime=0)
+    """Gzip JSON Lines, byte-identical for identical input (mtime fixed), so a retry rewrites the same object.
+    ISA-L's level 2 (Intel's deflate, which any gzip reader reads): a twelfth of zlib level 6's time for the
+    bench's batch, at 7 % more bytes; zlib's level 1 takes half of level 6's time and writes 19 % more bytes, and
+    the fresh tier is what every lookup reads whole."""
+    return igzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), compresslevel=2, mtime=0)
