@@ -25,7 +25,7 @@ from chalice.app import (
     SQSEvent,
 )
 
-from chalicelib.config import audit_prefix, audited_tables, flag, number, setting
+from chalicelib.config import audit_prefix, audited_tables, flag, setting
 from chalicelib.errors import (
     ConfigError,
     DeutziaError,
@@ -204,19 +204,17 @@ def replay_failed_batches(event: SQSEvent) -> None:
         logger.info("replayed %s", batch.shard_id, extra={"records": result.records, "lost": result.lost})
 
 
-# A day is compacted once it has been over this long: what CloudWatch Logs and Kinesis deliver late comes first.
-COMPACTION_SETTLE_SECONDS = 2 * 3600
+# How often compaction runs: the fresh tier, which every lookup reads whole, holds about this much of ingest's objects.
+COMPACTION_INTERVAL_MINUTES = 10
 
 
-@app.schedule(Rate(1, unit=Rate.HOURS), name="compact_audit_records")
+@app.schedule(Rate(COMPACTION_INTERVAL_MINUTES, unit=Rate.MINUTES), name="compact_audit_records")
 def compact_audit_records(event: CloudWatchEvent) -> dict[str, Any]:
-    """Fold closed days (and closed months) of fresh records into key-sorted Parquet, as far as time allows."""
-    from datetime import UTC, datetime
+    """Fold fresh records into key-sorted Parquet (open days into day files, closed ones into their month's file),
+    as far as time allows."""
+    from chalicelib.compactor import S3Compactor, last_closed_day_now, time_left_of
 
-    from chalicelib.compactor import S3Compactor, last_closed_day, time_left_of
-
-    closed = last_closed_day(datetime.now(UTC), number("COMPACTION_SETTLE_SECONDS", COMPACTION_SETTLE_SECONDS))
-    report = S3Compactor.from_environment().run(closed, time_left_of(event.context))
+    report = S3Compactor.from_environment().run(last_closed_day_now(), time_left_of(event.context))
     return {"files": report.files, "deferred": len(report.deferred), "summary": report.summary()}
 
 

@@ -55,6 +55,8 @@ LAST_CLOSED_DAY = date(2024, 5, 15)  # April and before are closed months; May i
 ROWS_PER_OBJECT = 5000
 FRESH_ROWS = 100_000
 LOOKUPS = 15
+TAIL_ROWS_PER_OBJECT = 10
+TAIL_LOOKUPS = 5
 
 
 def _median_seconds(work: Callable[[], object], repeats: int = REPEATS) -> float:
@@ -259,10 +261,18 @@ def day_lines(day: date, rows: int, items: int, rng: random.Random, base: list[d
     return lines
 
 
-def write_fresh(s3: Any, day: date, lines: list[str], shard: str, table: str = TABLE, bucket: str = BUCKET) -> None:
+def write_fresh(
+    s3: Any,
+    day: date,
+    lines: list[str],
+    shard: str,
+    table: str = TABLE,
+    bucket: str = BUCKET,
+    rows_per_object: int = ROWS_PER_OBJECT,
+) -> None:
     """Lines written as ingest writes them: gzip JSON Lines objects of one partition, named after a shard's range."""
-    for start in range(0, len(lines), ROWS_PER_OBJECT):
-        chunk = lines[start : start + ROWS_PER_OBJECT]
+    for start in range(0, len(lines), rows_per_object):
+        chunk = lines[start : start + rows_per_object]
         first, last = str(start), str(start + len(chunk) - 1)
         key = build_object_key("audit/", table, day.isoformat(), shard, first, last)
         s3.put_object(Bucket=bucket, Key=key, Body=encode_lines(chunk))
@@ -332,6 +342,18 @@ def bench_query(rows: int, days: int) -> None:
         write_fresh(s3, day, day_lines(day, FRESH_ROWS, items, rng, base), "shardId-000000000001")
         stored, _ = _stored_bytes(s3)
         _lookups(runner, counter, keys, stored, baseline, f"with {FRESH_ROWS:,} fresh rows", AuditQuery)
+        # The fresh tier as ingest leaves it: one object a second from a shard (10 rows each at 10 calls/s), for one
+        # compaction interval (10 minutes), and for an hour.
+        for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"audit/table_name={TABLE}/dt={day}/").get("Contents", []):
+            s3.delete_object(Bucket=BUCKET, Key=item["Key"])
+        written = 0
+        for minutes in (10, 60):
+            tail = day_lines(day, (minutes * 60 - written) * TAIL_ROWS_PER_OBJECT, items, rng, base)
+            write_fresh(s3, day, tail, f"shardId-{minutes:012d}", rows_per_object=TAIL_ROWS_PER_OBJECT)
+            written = minutes * 60
+            stored, _ = _stored_bytes(s3)
+            label = f"with the fresh tier of {minutes} minutes of one shard ({written:,} objects of 10 rows)"
+            _lookups(runner, counter, keys[:TAIL_LOOKUPS], stored, baseline, label, AuditQuery)
     finally:
         server.shutdown()
         server.server_close()

@@ -4,9 +4,10 @@ split one key, so every row group's `item_key` range is disjoint from the others
 row group per file.
 
 Layout: `<compacted prefix>table_name=<t>/month=<YYYY-MM>/month-<YYYY-MM>-<digest>.parquet`, one file per table and
-month, rewritten as each day closes (a month too big for one run stays in `day-<YYYY-MM-DD>-<digest>.parquet` files).
-The digest is of the inputs, so a rerun of the same plan writes the same name. Pure: listings and Arrow data in, a
-plan and Parquet bytes out; `compactor` does the I/O.
+month, rewritten as each day closes; a day still open is kept in `day-<YYYY-MM-DD>-<digest>.parquet`, rewritten by
+every run with what ingest wrote since, so the fresh tier holds minutes of objects, not a day's (a month too big for
+one run stays in day files). The digest is of the inputs, so a rerun of the same plan writes the same name.
+Pure: listings and Arrow data in, a plan and Parquet bytes out; `compactor` does the I/O.
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ class StoredObject:
 
 @dataclass(frozen=True)
 class CompactionUnit:
-    """One new compacted file: a month of a table (`period` `YYYY-MM`, its closed days so far) or, for a month too
-    big for one run, a day (`YYYY-MM-DD`), from these fresh objects and the compacted files it replaces."""
+    """One new compacted file: a month of a table (`period` `YYYY-MM`, its closed days so far) or a day (`YYYY-MM-DD`:
+    one still open, or one of a month too big for one run), from these fresh objects and the compacted files it
+    replaces."""
 
     table: str
     period: str
@@ -193,33 +195,50 @@ def plan_compaction(
 ) -> CompactionPlan:
     """What to compact: for each table and month, its closed days (up to `last_closed_day`) that have fresh objects
     fold with the month's compacted files into one month file, so that a year of a table is a dozen files and one
-    item's history a dozen row groups. A month too big for one run is kept in day files instead, each day folding in
-    its own fresh objects; a day too big is refused."""
+    item's history a dozen row groups. A day still open folds its fresh objects into its own day file, which the
+    month takes in once the day closes, so that a lookup never reads more than the minutes since the last run from
+    the fresh tier. A month too big for one run is kept in day files instead, each day folding in its own fresh
+    objects; a day too big is refused."""
     fresh_by_day: dict[tuple[str, str], list[StoredObject]] = defaultdict(list)
     for item in fresh:
         partition = fresh_partition_of(item.key, fresh_prefix)
-        if partition is not None and partition[1] <= last_closed_day:
+        if partition is not None:
             fresh_by_day[partition].append(item)
     files_by_period: dict[tuple[str, str], list[StoredObject]] = defaultdict(list)
     for item in compacted:
         period = compacted_period_of(item.key, compacted_prefix)
         if period is not None:
             files_by_period[period].append(item)
-    months = {(table, day[:7]) for table, day in fresh_by_day} | {(table, p[:7]) for table, p in files_by_period}
     units: list[CompactionUnit] = []
     refused: list[CompactionUnit] = []
+
+    def plan_day(table: str, day: str) -> None:
+        unit = CompactionUnit(table, day, tuple(fresh_by_day[(table, day)]), tuple(files_by_period[(table, day)]))
+        (units if unit.input_bytes <= max_input_bytes else refused).append(unit)
+
+    # Open days with fresh objects, or with files a crashed run left beside each other.
+    open_days = {(table, day) for table, day in fresh_by_day if day > last_closed_day}
+    open_days |= {
+        (table, period)
+        for (table, period), items in files_by_period.items()
+        if len(period) == len("YYYY-MM-DD") and period > last_closed_day and len(items) > 1
+    }
+    for table, day in sorted(open_days):
+        plan_day(table, day)
+    closed_files = {key: items for key, items in files_by_period.items() if key[1] <= last_closed_day}
+    closed_fresh = {key: items for key, items in fresh_by_day.items() if key[1] <= last_closed_day}
+    months = {(table, day[:7]) for table, day in closed_fresh} | {(table, p[:7]) for table, p in closed_files}
     for table, month in sorted(months):
-        days = sorted(day for t, day in fresh_by_day if t == table and day[:7] == month)
-        periods = sorted(p for t, p in files_by_period if t == table and p[:7] == month)
-        files = tuple(item for period in periods for item in files_by_period[(table, period)])
-        if not days and len(files) < 2:
-            continue
-        whole = CompactionUnit(table, month, tuple(item for day in days for item in fresh_by_day[(table, day)]), files)
+        days = sorted(day for t, day in closed_fresh if t == table and day[:7] == month)
+        periods = sorted(p for t, p in closed_files if t == table and p[:7] == month)
+        files = tuple(item for period in periods for item in closed_files[(table, period)])
+        if not days and len(files) < 2 and periods in ([], [month]):
+            continue  # nothing new: the month is one month file already
+        whole = CompactionUnit(table, month, tuple(item for day in days for item in closed_fresh[(table, day)]), files)
         if whole.input_bytes <= max_input_bytes:
             units.append(whole)
             continue
-        for day in sorted(set(days) | {p for p in periods if p != month and len(files_by_period[(table, p)]) > 1}):
-            unit = CompactionUnit(table, day, tuple(fresh_by_day[(table, day)]), tuple(files_by_period[(table, day)]))
-            (units if unit.input_bytes <= max_input_bytes else refused).append(unit)
+        for day in sorted(set(days) | {p for p in periods if p != month and len(closed_files[(table, p)]) > 1}):
+            plan_day(table, day)
     units.sort(key=lambda unit: (unit.period[:7], unit.period, unit.table))  # oldest first, across tables
     return CompactionPlan(tuple(units), tuple(refused))

@@ -3,7 +3,8 @@ the unit's inputs only after the new file is stored and checked, so a crash at a
 leaves twice (the new file beside its inputs) readers de-duplicate and the next run folds in.
 
 A run takes units oldest first while the time left covers the next one, so a backlog takes a few runs; a unit
-bigger than one invocation can hold is refused, loudly (CompactionRefusedError after the others are done).
+bigger than one invocation can hold is refused, loudly (CompactionRefusedError after the others are done). Runs come
+every few minutes, so the days still open are folded in as they grow, and the fresh tier stays minutes deep.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ SECONDS_PER_OBJECT = 0.01
 RESERVE_SECONDS = 60.0
 CONCURRENT_READS = 10  # boto3's connection pool
 LAMBDA_MAX_SECONDS = 900.0
+DEFAULT_SETTLE_SECONDS = 2 * 3600
 _DELETE_BATCH = 1000
 
 
@@ -86,6 +88,12 @@ class CompactionReport:
 def last_closed_day(now: datetime, settle_seconds: float) -> str:
     """The latest UTC day that ended at least `settle_seconds` before `now`."""
     return (now.astimezone(UTC) - timedelta(seconds=settle_seconds) - timedelta(days=1)).date().isoformat()
+
+
+def last_closed_day_now() -> str:
+    """The latest UTC day that ended $COMPACTION_SETTLE_SECONDS ago (2 h by default: what CloudWatch Logs and Kinesis
+    deliver late comes first); the days after it are open, each kept in a day file until it closes."""
+    return last_closed_day(datetime.now(UTC), number("COMPACTION_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS))
 
 
 def default_max_input_bytes() -> int:

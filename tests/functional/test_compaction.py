@@ -115,23 +115,33 @@ def test_the_compacted_file_is_sorted_with_key_disjoint_row_groups_and_one_row_g
     assert parquet.read_row_group(groups_with_k7[0]).column("item_key").to_pylist().count('{"id":"k7"}') == 5
 
 
-def test_a_month_is_one_file_rewritten_as_each_day_closes(
+def test_a_month_is_one_file_rewritten_as_each_day_closes_and_an_open_day_is_a_day_file_rewritten_as_it_grows(
     client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
 ) -> None:
     first, second = _events("2024-05-01", 10), _events("2024-05-02", 10)
-    ingest(first, second)
+    ingest(first, second[:5])
     compactor = _compactor(s3, audit_bucket)
     compactor.run("2024-05-01", _forever)  # only the first day has closed
-    (month_file,) = _keys(s3, audit_bucket, "compacted/")
+    day_file, month_file = _keys(s3, audit_bucket, "compacted/")  # sorted by name
     assert month_file.rsplit("/", 1)[1].startswith("month-2024-05-")
+    assert day_file.rsplit("/", 1)[1].startswith("day-2024-05-02-")
+    assert _keys(s3, audit_bucket, "audit/") == []
+    # The open day grows: the next run folds what came since into a new day file, and leaves the month alone.
+    ingest(second[5:])
     assert [key.split("/")[2] for key in _keys(s3, audit_bucket, "audit/")] == ["dt=2024-05-02"]
     assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in first + second)
+    assert compactor.run("2024-05-01", _forever).files != []
+    grown_day, same_month = _keys(s3, audit_bucket, "compacted/")
+    assert (same_month, _keys(s3, audit_bucket, "audit/")) == (month_file, [])
+    assert grown_day != day_file and grown_day.rsplit("/", 1)[1].startswith("day-2024-05-02-")
+    assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in first + second)
+    # The day closes: the month's file takes it in.
     compactor.run("2024-05-02", _forever)
     (rewritten,) = _keys(s3, audit_bucket, "compacted/")
-    assert rewritten != month_file
-    assert _keys(s3, audit_bucket, "audit/") == []
+    assert rewritten != month_file and rewritten.rsplit("/", 1)[1].startswith("month-2024-05-")
     table = pq.read_table(io.BytesIO(s3.get_object(Bucket=audit_bucket, Key=rewritten)["Body"].read()))
     assert sorted(set(table.column("dt").to_pylist())) == ["2024-05-01", "2024-05-02"]
+    assert table.num_rows == 20
     assert compactor.run("2024-05-31", _forever).files == []  # nothing new: nothing rewritten
     assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in first + second)
 
@@ -190,7 +200,7 @@ def test_a_crash_between_any_two_steps_loses_nothing_shows_nothing_twice_and_the
     counting = _CrashingS3(s3, crash_at=0)
     ingest(events[:6]), ingest(events[6:12]), ingest(events[12:])
     _compactor(counting, audit_bucket).run("2024-05-01", _forever)
-    steps = counting.steps  # the day's reads, the write, its check and the delete
+    steps = counting.steps
     for crash_at in range(1, steps + 1):
         for key in _keys(s3, audit_bucket, "compacted/"):
             s3.delete_object(Bucket=audit_bucket, Key=key)
@@ -201,9 +211,10 @@ def test_a_crash_between_any_two_steps_loses_nothing_shows_nothing_twice_and_the
         assert sorted(_history(client)) == expected, f"after a crash at step {crash_at}"
         _compactor(s3, audit_bucket).run("2024-05-01", _forever)
         assert sorted(_history(client)) == expected, f"after the rerun of a crash at step {crash_at}"
-        assert len(_keys(s3, audit_bucket, "compacted/")) == 1
-        assert {key.split("/")[2] for key in _keys(s3, audit_bucket, "audit/")} == {"dt=2024-05-02"}
-    assert steps == 5
+        day_file, month_file = _keys(s3, audit_bucket, "compacted/")
+        assert ("/month-2024-05-" in month_file, "/day-2024-05-02-" in day_file) == (True, True)
+        assert _keys(s3, audit_bucket, "audit/") == []
+    assert steps == 10  # for the closed day's month file and the open day's file: 2 reads, the write, its check, the delete
 
 
 def test_queries_while_compaction_runs_see_every_entry_exactly_once(

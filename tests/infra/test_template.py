@@ -440,11 +440,17 @@ def test_the_audit_view_is_the_codes_view_sql_and_runs_on_duckdb(merged: dict[st
     assert result.fetchall() == []
 
 
-def test_compaction_runs_hourly_one_at_a_time_with_its_own_narrow_role(
+def test_compaction_runs_every_10_minutes_one_at_a_time_with_its_own_narrow_role(
     merged: dict[str, Any], translated: dict[str, Any]
 ) -> None:
     function = merged["Resources"]["CompactAuditRecords"]
-    assert function["Properties"]["Events"]["CompactAuditRecordsEvent"]["Properties"]["Schedule"] == "rate(1 hour)"
+    assert function["Properties"]["Events"]["CompactAuditRecordsEvent"]["Properties"]["Schedule"] == "rate(10 minutes)"
+    # A run kept waiting by a long one is dropped once the next is due; a failed run is not retried.
+    invoke_configs = [r for r in translated["Resources"].values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    (invoke_config,) = [
+        r["Properties"] for r in invoke_configs if r["Properties"]["FunctionName"] == {"Ref": "CompactAuditRecords"}
+    ]
+    assert (invoke_config["MaximumEventAgeInSeconds"], invoke_config["MaximumRetryAttempts"]) == (600, 0)
     properties = translated["Resources"]["CompactAuditRecords"]["Properties"]
     assert properties["Role"] == {"Fn::GetAtt": ["CompactionFunctionRole", "Arn"]}
     assert (properties["Timeout"], properties["ReservedConcurrentExecutions"]) == (900, 1)

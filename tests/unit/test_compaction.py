@@ -94,11 +94,36 @@ def _plan(fresh: list[StoredObject], files: list[StoredObject], closed: str, lim
 
 def test_closed_days_fold_into_their_months_file_as_they_close() -> None:
     fresh = [_fresh("Music", "2024-05-01", "a"), _fresh("Music", "2024-05-01", "b"), _fresh("Music", "2024-05-02", "c")]
-    assert _plan(fresh, [], "2024-04-30") == []
-    assert _plan(fresh, [], "2024-05-01") == ["Music 2024-05 2+0"]
+    assert _plan(fresh, [], "2024-05-02") == ["Music 2024-05 3+0"]
     assert _plan(fresh[2:], [_file("Music", "2024-05")], "2024-05-02") == ["Music 2024-05 1+1"]
     assert _plan([], [_file("Music", "2024-05")], "2024-05-30") == []
     assert _plan([_fresh("Books", "2024-06-01", "x")], [], "2024-06-01") == ["Books 2024-06 1+0"]
+
+
+def test_an_open_day_folds_into_its_own_day_file_which_its_month_takes_in_once_the_day_closes() -> None:
+    fresh = [_fresh("Music", "2024-05-01", "a"), _fresh("Music", "2024-05-01", "b"), _fresh("Music", "2024-05-02", "c")]
+    # Before either day closes, each day folds into its own file; the month's file is not touched.
+    assert _plan(fresh, [_file("Music", "2024-04")], "2024-04-30") == ["Music 2024-05-01 2+0", "Music 2024-05-02 1+0"]
+    # Later objects of an open day fold into that day's file again.
+    later = [_fresh("Music", "2024-05-02", "d")]
+    assert _plan(later, [_file("Music", "2024-05-01"), _file("Music", "2024-05-02")], "2024-05-01") == [
+        "Music 2024-05 0+1",
+        "Music 2024-05-02 1+1",
+    ]
+    # An open day's file with nothing new waits; two left beside each other by a crash merge.
+    assert _plan([], [_file("Music", "2024-05-02")], "2024-05-01") == []
+    assert _plan([], [_file("Music", "2024-05-02"), _file("Music", "2024-05-02")], "2024-05-01") == [
+        "Music 2024-05-02 0+2"
+    ]
+    # Once the day closes, the month takes in its day file and any late objects.
+    assert _plan(later, [_file("Music", "2024-05"), _file("Music", "2024-05-02")], "2024-05-02") == [
+        "Music 2024-05 1+2"
+    ]
+
+
+def test_an_open_day_too_big_for_one_run_is_refused_while_the_closed_ones_go_on() -> None:
+    fresh = [_fresh("Music", "2024-05-01", "a", 10), _fresh("Music", "2024-05-02", "big", 500)]
+    assert _plan(fresh, [], "2024-05-01", limit=100) == ["Music 2024-05 1+0", "refused Music 2024-05-02"]
 
 
 def test_files_left_beside_each_other_merge_and_late_records_fold_in() -> None:
