@@ -133,12 +133,14 @@ def test_a_month_is_one_file_rewritten_as_each_day_closes_and_an_open_day_is_a_d
     assert compactor.run("2024-05-01", _forever).files != []
     grown_day, same_month = _keys(s3, audit_bucket, "compacted/")
     assert (same_month, _keys(s3, audit_bucket, "audit/")) == (month_file, [])
-    assert grown_day != day_file and grown_day.rsplit("/", 1)[1].startswith("day-2024-05-02-")
+    assert grown_day != day_file
+    assert grown_day.rsplit("/", 1)[1].startswith("day-2024-05-02-")
     assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in first + second)
     # The day closes: the month's file takes it in.
     compactor.run("2024-05-02", _forever)
     (rewritten,) = _keys(s3, audit_bucket, "compacted/")
-    assert rewritten != month_file and rewritten.rsplit("/", 1)[1].startswith("month-2024-05-")
+    assert rewritten != month_file
+    assert rewritten.rsplit("/", 1)[1].startswith("month-2024-05-")
     table = pq.read_table(io.BytesIO(s3.get_object(Bucket=audit_bucket, Key=rewritten)["Body"].read()))
     assert sorted(set(table.column("dt").to_pylist())) == ["2024-05-01", "2024-05-02"]
     assert table.num_rows == 20
@@ -214,7 +216,8 @@ def test_a_crash_between_any_two_steps_loses_nothing_shows_nothing_twice_and_the
         day_file, month_file = _keys(s3, audit_bucket, "compacted/")
         assert ("/month-2024-05-" in month_file, "/day-2024-05-02-" in day_file) == (True, True)
         assert _keys(s3, audit_bucket, "audit/") == []
-    assert steps == 10  # for the closed day's month file and the open day's file: 2 reads, the write, its check, the delete
+    # For the closed day's month file and the open day's file: 2 reads, the write, its check, the delete.
+    assert steps == 10
 
 
 def test_queries_while_compaction_runs_see_every_entry_exactly_once(
