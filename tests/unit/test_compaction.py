@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.columnar import RECORD_SCHEMA
-from chalicelib.compaction import StoredObject, compact_to_parquet, plan_compaction, row_group_bounds
+from chalicelib.compaction import (
+    StoredObject,
+    compact_to_parquet,
+    open_day_files,
+    plan_compaction,
+    row_group_bounds,
+)
 
 
 def _records(rows: list[tuple[str, int, str, str | None]]) -> pa.Table:
@@ -86,6 +92,10 @@ def _file(table: str, period: str, size: int = 100) -> StoredObject:
     return StoredObject(f"compacted/table_name={table}/month={period[:7]}/{name}-{'0' * 16}.parquet", size, '"f"')
 
 
+def _file_named(table: str, day: str, name: str, size: int) -> StoredObject:
+    return StoredObject(f"compacted/table_name={table}/month={day[:7]}/day-{day}-{name:0>16}.parquet", size, '"f"')
+
+
 def _plan(fresh: list[StoredObject], files: list[StoredObject], closed: str, limit: int = 10**9) -> list[str]:
     plan = plan_compaction(fresh, files, "audit/", "compacted/", closed, limit)
     units = [f"{u.table} {u.period} {len(u.fresh)}+{len(u.compacted)}" for u in plan.units]
@@ -100,7 +110,7 @@ def test_closed_days_fold_into_their_months_file_as_they_close() -> None:
     assert _plan([_fresh("Books", "2024-06-01", "x")], [], "2024-06-01") == ["Books 2024-06 1+0"]
 
 
-def test_an_open_day_folds_into_its_own_day_file_which_its_month_takes_in_once_the_day_closes() -> None:
+def test_an_open_day_folds_into_day_files_of_its_own_which_its_month_takes_in_once_the_day_closes() -> None:
     fresh = [_fresh("Music", "2024-05-01", "a"), _fresh("Music", "2024-05-01", "b"), _fresh("Music", "2024-05-02", "c")]
     # Before either day closes, each day folds into its own file; the month's file is not touched.
     assert _plan(fresh, [_file("Music", "2024-04")], "2024-04-30") == ["Music 2024-05-01 2+0", "Music 2024-05-02 1+0"]
@@ -110,15 +120,36 @@ def test_an_open_day_folds_into_its_own_day_file_which_its_month_takes_in_once_t
         "Music 2024-05 0+1",
         "Music 2024-05-02 1+1",
     ]
-    # An open day's file with nothing new waits; two left beside each other by a crash merge.
-    assert _plan([], [_file("Music", "2024-05-02")], "2024-05-01") == []
-    assert _plan([], [_file("Music", "2024-05-02"), _file("Music", "2024-05-02")], "2024-05-01") == [
-        "Music 2024-05-02 0+2"
-    ]
-    # Once the day closes, the month takes in its day file and any late objects.
-    assert _plan(later, [_file("Music", "2024-05"), _file("Music", "2024-05-02")], "2024-05-02") == [
-        "Music 2024-05 1+2"
-    ]
+    # An open day's files with nothing new wait for the day to close.
+    assert _plan([], [_file("Music", "2024-05-02"), _file("Music", "2024-05-02")], "2024-05-01") == []
+    # Once the day closes, the month takes in its day files and any late objects.
+    files = [_file("Music", "2024-05"), _file("Music", "2024-05-02"), _file("Music", "2024-05-02")]
+    assert _plan(later, files, "2024-05-02") == ["Music 2024-05 1+3"]
+
+
+def test_an_open_day_rewrites_its_small_files_but_not_a_big_one_until_enough_has_come_since() -> None:
+    mb = 1024 * 1024
+    big, small = _file("Music", "2024-05-02", 20 * mb), _file("Music", "2024-05-02", 3 * mb)
+    new = [_fresh("Music", "2024-05-02", "new", 2 * mb)]
+    assert _plan(new, [big, small], "2024-05-01") == ["Music 2024-05-02 1+1"]  # 3 MB <= 2 x 2 MB; 20 MB > 2 x 5 MB
+    more = [_fresh("Music", "2024-05-02", "more", 8 * mb)]
+    assert _plan(more, [big, small], "2024-05-01") == ["Music 2024-05-02 1+2"]  # 20 MB <= 2 x 11 MB
+    # Files under a MB are rewritten whatever the ratio: a Parquet file's own metadata is some KB.
+    tiny = [_fresh("Music", "2024-05-02", "tiny", 1000)]
+    assert _plan(tiny, [_file("Music", "2024-05-02", 500_000)], "2024-05-01") == ["Music 2024-05-02 1+1"]
+
+
+def test_a_day_of_runs_every_10_minutes_writes_a_few_times_the_day_into_a_few_files() -> None:
+    files: list[StoredObject] = []
+    written = 0
+    for run in range(144):
+        new = [_fresh("Music", "2024-05-02", f"run-{run}", 1024 * 1024)]
+        taken = open_day_files(new, files)
+        size = sum(item.size for item in [*new, *taken])
+        files = [item for item in files if item not in taken] + [_file_named("Music", "2024-05-02", f"{run}", size)]
+        written += size
+        assert len(files) <= 6
+    assert written < 7 * 144 * 1024 * 1024
 
 
 def test_an_open_day_too_big_for_one_run_is_refused_while_the_closed_ones_go_on() -> None:
