@@ -183,3 +183,48 @@ def test_keys_outside_the_layout_are_left_alone() -> None:
 def test_units_come_oldest_first_across_tables() -> None:
     fresh = [_fresh("Music", "2024-06-02", "a"), _fresh("Books", "2024-06-01", "b"), _fresh("Music", "2024-05-03", "c")]
     assert _plan(fresh, [], "2024-06-30") == ["Music 2024-05 1+0", "Books 2024-06 1+0", "Music 2024-06 1+0"]
+
+
+_DAYS = [f"2024-05-{day:02d}" for day in range(28, 32)] + ["2024-06-01", "2024-06-02"]
+
+
+@st.composite
+def _listings(draw: st.DrawFn) -> tuple[list[StoredObject], list[StoredObject], str, int]:
+    tables, sizes = st.sampled_from(["Music", "Books"]), st.integers(1, 300)
+    fresh = [
+        _fresh(table, day, f"o{n}", size)
+        for n, (table, day, size) in enumerate(draw(st.lists(st.tuples(tables, st.sampled_from(_DAYS), sizes))))
+    ]
+    periods = st.sampled_from([*_DAYS, "2024-05", "2024-06"])
+    files = [
+        StoredObject(
+            f"compacted/table_name={table}/month={period[:7]}/{'day' if len(period) > 7 else 'month'}-{period}-"
+            f"{n:016x}.parquet",
+            size,
+            f'"{n}"',
+        )
+        for n, (table, period, size) in enumerate(draw(st.lists(st.tuples(tables, periods, sizes), max_size=8)))
+    ]
+    return fresh, files, draw(st.sampled_from(_DAYS)), draw(st.integers(50, 2000))
+
+
+@given(_listings())
+@settings(max_examples=300, deadline=None)
+def test_a_plan_gives_each_object_to_one_unit_of_its_own_period_and_leaves_no_fresh_object_out_unless_refused(
+    listing: tuple[list[StoredObject], list[StoredObject], str, int],
+) -> None:
+    fresh, files, closed, limit = listing
+    plan = plan_compaction(fresh, files, "audit/", "compacted/", closed, limit)
+    planned = [item.key for unit in plan.units for item in unit.inputs]
+    assert len(planned) == len(set(planned))  # a unit's inputs are deleted once its file is stored
+    for unit in plan.units:
+        assert unit.input_bytes <= limit
+        assert {item.key.split("/")[1] for item in unit.inputs} == {f"table_name={unit.table}"}
+        # A unit folds its own period: a day's unit only that day, an open day's never anything of a closed one.
+        assert all(f"{unit.period}" in item.key for item in unit.inputs)
+        if not unit.is_month:
+            assert all(unit.period in item.key for item in unit.inputs)
+        else:
+            assert all(item.key.split("dt=")[-1][:10] <= closed for item in unit.fresh)
+    refused = {item.key for unit in plan.refused for item in unit.fresh}
+    assert {item.key for item in fresh} <= set(planned) | refused  # every fresh object is folded now, or refused
