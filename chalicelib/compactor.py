@@ -54,6 +54,7 @@ SECONDS_PER_OBJECT = 0.01
 RESERVE_SECONDS = 60.0
 CONCURRENT_READS = 10  # boto3's connection pool
 LAMBDA_MAX_SECONDS = 900.0
+# A day closes this long after it ended (COMPACTION_SETTLE_SECONDS overrides it).
 DEFAULT_SETTLE_SECONDS = 2 * 3600
 _DELETE_BATCH = 1000
 
@@ -92,7 +93,7 @@ def last_closed_day(now: datetime, settle_seconds: float) -> str:
 
 def last_closed_day_now() -> str:
     """The latest UTC day that ended $COMPACTION_SETTLE_SECONDS ago (2 h by default: what CloudWatch Logs and Kinesis
-    deliver late comes first); the days after it are open, each kept in a day file until it closes."""
+    deliver late comes first); the days after it are open, each kept in day files of its own until it closes."""
     return last_closed_day(datetime.now(UTC), number("COMPACTION_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS))
 
 
