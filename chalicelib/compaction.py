@@ -165,7 +165,8 @@ class CompactionUnit:
 
 @dataclass(frozen=True)
 class CompactionPlan:
-    """The units to run, oldest first, and those refused because they exceed the size one run can hold."""
+    """The units to run, oldest first, and the fresh objects refused this run: what one run cannot hold beside what
+    it takes of the same day (each held by a unit that is not run)."""
 
     units: tuple[CompactionUnit, ...]
     refused: tuple[CompactionUnit, ...]
@@ -203,7 +204,9 @@ def plan_compaction(
     item's history a dozen row groups. A day still open folds its fresh objects into day files of its own (a few, see
     `open_day_files`), which the month takes in once the day closes, so that a lookup never reads more than the
     minutes since the last run from the fresh tier. A month too big for one run is kept in day files instead, each
-    day folding in its own fresh objects; a day too big is refused."""
+    day folding in its own fresh objects and merging as many of its files, smallest first, as fit in one run. A
+    day's fresh objects are folded as far as one run holds them; those left over are refused (in `refused`), and a
+    later run takes them, so a backlog drains while the refusals say it is there."""
     fresh_by_day: dict[tuple[str, str], list[StoredObject]] = defaultdict(list)
     for item in fresh:
         partition = fresh_partition_of(item.key, fresh_prefix)
@@ -217,12 +220,25 @@ def plan_compaction(
     units: list[CompactionUnit] = []
     refused: list[CompactionUnit] = []
 
-    def plan_day(table: str, day: str, files: Sequence[StoredObject]) -> None:
-        unit = CompactionUnit(table, day, tuple(fresh_by_day[(table, day)]), tuple(files))
-        (units if unit.input_bytes <= max_input_bytes else refused).append(unit)
+    def plan_day(table: str, day: str, is_open: bool) -> None:
+        # The day's fresh objects, oldest first in each shard, as many as one run holds; the rest wait, loudly.
+        day_fresh, left, room = [], [], max_input_bytes
+        for item in sorted(fresh_by_day[(table, day)], key=lambda stored: stored.key):
+            if item.size <= room:
+                day_fresh.append(item)
+                room -= item.size
+            else:
+                left.append(item)
+        if left:
+            refused.append(CompactionUnit(table, day, tuple(left), ()))
+        files = files_by_period[(table, day)]
+        candidates = open_day_files(day_fresh, files) if is_open else sorted(files, key=_smallest_first)
+        taken = _fitting(candidates, room)
+        if day_fresh or len(taken) > 1:
+            units.append(CompactionUnit(table, day, tuple(day_fresh), tuple(taken)))
 
     for table, day in sorted(key for key in fresh_by_day if key[1] > last_closed_day):
-        plan_day(table, day, open_day_files(fresh_by_day[(table, day)], files_by_period[(table, day)]))
+        plan_day(table, day, is_open=True)
     closed_files = {key: items for key, items in files_by_period.items() if key[1] <= last_closed_day}
     closed_fresh = {key: items for key, items in fresh_by_day.items() if key[1] <= last_closed_day}
     months = {(table, day[:7]) for table, day in closed_fresh} | {(table, p[:7]) for table, p in closed_files}
@@ -237,9 +253,24 @@ def plan_compaction(
             units.append(whole)
             continue
         for day in sorted(set(days) | {p for p in periods if p != month and len(closed_files[(table, p)]) > 1}):
-            plan_day(table, day, files_by_period[(table, day)])
+            plan_day(table, day, is_open=False)
     units.sort(key=lambda unit: (unit.period[:7], unit.period, unit.table))  # oldest first, across tables
     return CompactionPlan(tuple(units), tuple(refused))
+
+
+def _smallest_first(item: StoredObject) -> tuple[int, str]:
+    return item.size, item.key
+
+
+def _fitting(files: Sequence[StoredObject], room: int) -> list[StoredObject]:
+    """The leading files of `files` whose sizes add up to at most `room`."""
+    taken: list[StoredObject] = []
+    for item in files:
+        room -= item.size
+        if room < 0:
+            break
+        taken.append(item)
+    return taken
 
 
 def open_day_files(fresh: Sequence[StoredObject], files: Sequence[StoredObject]) -> list[StoredObject]:
@@ -249,7 +280,7 @@ def open_day_files(fresh: Sequence[StoredObject], files: Sequence[StoredObject])
     a day of runs every 10 minutes, about 6 times the day's bytes are written, not 70."""
     folded = sum(item.size for item in fresh)
     chosen = []
-    for item in sorted(files, key=lambda stored: (stored.size, stored.key)):
+    for item in sorted(files, key=_smallest_first):
         if item.size > max(OPEN_DAY_MERGE_RATIO * folded, SMALL_FILE_BYTES):
             break
         chosen.append(item)

@@ -2,9 +2,10 @@
 the unit's inputs only after the new file is stored and checked, so a crash at any step loses nothing, and what it
 leaves twice (the new file beside its inputs) readers de-duplicate and the next run folds in.
 
-A run takes units oldest first while the time left covers the next one, so a backlog takes a few runs; a unit
-bigger than one invocation can hold is refused, loudly (CompactionRefusedError after the others are done). Runs come
-every few minutes, so the days still open are folded in as they grow, and the fresh tier stays minutes deep.
+A run takes units oldest first while the time left covers the next one, so a backlog takes a few runs; of a day
+with more fresh objects than one invocation can hold, it folds what it can and refuses the rest, loudly
+(CompactionRefusedError after the others are done), for the next runs. Runs come every few minutes, so the days
+still open are folded in as they grow, and the fresh tier stays minutes deep.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class _InputGoneError(DeutziaError):
 
 
 class CompactionRefusedError(DeutziaError):
-    """A partition is too big for one invocation; it needs a bigger engine (see the README)."""
+    """A day had more fresh objects than one invocation holds: the rest wait for the next runs. If it lasts, the
+    table needs a bigger engine (see the README)."""
 
 
 @dataclass
@@ -151,13 +153,13 @@ class S3Compactor:
 
     def run(self, closed_day: str, remaining_seconds: Callable[[], float]) -> CompactionReport:
         """Compact every unit due up to `closed_day` that fits in the time left; CompactionRefusedError at the end
-        when a unit is too big for one invocation."""
+        when fresh objects were left for being more than one invocation holds."""
         plan = self.plan(closed_day)
         report = CompactionReport(refused=[unit.describe() for unit in plan.refused])
         for unit in plan.refused:
             logger.error(
-                "compaction refused %s: more than %d bytes of input for one invocation; compact it with Athena "
-                "or a Glue job (see the README)",
+                "compaction refused %s: beyond the %d bytes of input one invocation holds, so they wait for the next "
+                "runs; if this lasts, compact the table with Athena or a Glue job (see the README)",
                 unit.describe(),
                 self._max_input_bytes,
             )

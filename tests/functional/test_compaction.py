@@ -263,6 +263,27 @@ def test_a_partition_too_big_for_one_run_is_refused_loudly_and_stays_readable(
     assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in small + big)
 
 
+def test_a_backlog_bigger_than_one_run_drains_over_runs_each_of_them_loud_until_it_has(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    batches = [_events("2024-05-02", 20, keys=20, prefix=f"b{n}-") for n in range(5)]
+    for batch in batches:  # an invocation each: an object each
+        ingest(batch)
+    sizes = [s3.head_object(Bucket=audit_bucket, Key=key)["ContentLength"] for key in _keys(s3, audit_bucket, "audit/")]
+    assert len(sizes) == 5
+    compactor = _compactor(s3, audit_bucket, max_input_bytes=2 * max(sizes))  # two objects a run
+    expected = sorted((e["eventID"], 0) for batch in batches for e in batch)
+    for left in (3, 1):  # the day is open: each run folds two objects into a day file and refuses the rest, loudly
+        with pytest.raises(CompactionRefusedError, match=rf"Music 2024-05-02 \({left} fresh"):
+            compactor.run("2024-05-01", _forever)
+        assert len(_keys(s3, audit_bucket, "audit/")) == left
+        assert sorted(_history(client)) == expected
+    assert len(compactor.run("2024-05-01", _forever).files) == 1
+    assert _keys(s3, audit_bucket, "audit/") == []
+    assert sorted(_history(client)) == expected
+    assert all("/day-2024-05-02-" in key for key in _keys(s3, audit_bucket, "compacted/"))
+
+
 def test_a_run_stops_before_a_unit_it_cannot_finish_in_time_and_the_next_run_goes_on(
     client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
 ) -> None:

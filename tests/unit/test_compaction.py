@@ -165,10 +165,39 @@ def test_files_left_beside_each_other_merge_and_late_records_fold_in() -> None:
     assert _plan(late, [_file("Music", "2024-05")], "2024-06-30") == ["Music 2024-05 1+1"]
 
 
+def test_a_backlog_bigger_than_one_run_drains_over_runs_and_is_refused_until_it_has() -> None:
+    backlog = [_fresh("Music", "2024-05-20", f"o{n}", 30) for n in range(5)]
+    assert _plan(backlog, [], "2024-05-19", limit=100) == ["Music 2024-05-20 3+0", "refused Music 2024-05-20"]
+    plan = plan_compaction(backlog, [], "audit/", "compacted/", "2024-05-19", 100)
+    assert [item.key for item in plan.refused[0].fresh] == [item.key for item in backlog[3:]]
+    # The next run folds the rest (the first run's day file, 90 bytes, does not fit beside it and stays).
+    assert _plan(backlog[3:], [_file("Music", "2024-05-20", 90)], "2024-05-19", limit=100) == ["Music 2024-05-20 2+0"]
+    # One object bigger than a run holds never blocks the others.
+    big = [_fresh("Music", "2024-05-20", "a-big", 500), *backlog[:2]]
+    assert _plan(big, [], "2024-05-19", limit=100) == ["Music 2024-05-20 2+0", "refused Music 2024-05-20"]
+
+
 def test_a_month_too_big_for_one_run_stays_in_days_and_a_day_too_big_is_refused() -> None:
     files = [_file("Music", "2024-05-01", 60), _file("Music", "2024-05-02", 60)]
     late = [_fresh("Music", "2024-05-02", "late", 10), _fresh("Music", "2024-05-03", "big", 500)]
     assert _plan(late, files, "2024-06-30", limit=100) == ["Music 2024-05-02 1+1", "refused Music 2024-05-03"]
+
+
+def test_a_day_whose_files_are_too_big_to_merge_keeps_them_and_is_never_refused_for_them() -> None:
+    # The day files an open day left (size-tiered) may hold more than one run can merge once the day closes: they
+    # stay as they are (each sorted, one row group per file for a key), and only what fits is merged.
+    files = [_file_named("Music", "2024-05-02", "a", 60), _file_named("Music", "2024-05-02", "b", 70)]
+    month = [_file("Music", "2024-05", 90)]
+    assert _plan([], files + month, "2024-05-31", limit=100) == []
+    small = [_file_named("Music", "2024-05-02", "c", 20), _file_named("Music", "2024-05-02", "d", 30)]
+    assert _plan([], files + small + month, "2024-05-31", limit=100) == ["Music 2024-05-02 0+2"]
+    # A late object folds in with the smaller files that fit beside it.
+    late = [_fresh("Music", "2024-05-02", "late", 15)]
+    assert _plan(late, files + small + month, "2024-05-31", limit=100) == ["Music 2024-05-02 1+2"]
+    # An open day's new objects fold in with as many of its small files as fit, never refused for those files.
+    fresh = [_fresh("Music", "2024-05-20", "new", 40)]
+    open_files = [_file_named("Music", "2024-05-20", "e", 30), _file_named("Music", "2024-05-20", "f", 40)]
+    assert _plan(fresh, open_files, "2024-05-19", limit=100) == ["Music 2024-05-20 1+1"]
 
 
 def test_keys_outside_the_layout_are_left_alone() -> None:
@@ -228,3 +257,12 @@ def test_a_plan_gives_each_object_to_one_unit_of_its_own_period_and_leaves_no_fr
             assert all(item.key.split("dt=")[-1][:10] <= closed for item in unit.fresh)
     refused = {item.key for unit in plan.refused for item in unit.fresh}
     assert {item.key for item in fresh} <= set(planned) | refused  # every fresh object is folded now, or refused
+    for unit in plan.refused:  # refused only what does not fit beside what the run takes of that day
+        assert not unit.compacted
+        taken = sum(
+            item.size
+            for done in plan.units
+            if (done.table, done.period) == (unit.table, unit.period)
+            for item in done.fresh
+        )
+        assert all(item.size > limit - taken for item in unit.fresh)
