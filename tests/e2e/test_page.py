@@ -1,7 +1,7 @@
 """The item-history page in a real headless Chromium (Debian's `chromium`, driven by Playwright), served by the
-local stack's API at `/`: search an item, see its entries newest first, load more, download them as CSV (a caller's
-formula-like user agent made inert), follow a shared link, and a key holding `<script>` stays text. A screenshot is
-kept as out/ui-history.png. Skipped only where no Chromium is found."""
+local stack's API at `/`: search an item, see its entries newest first, open an entry's details, load more, download
+them as CSV (a caller's formula-like user agent made inert), follow a shared link (on a phone too), and a key holding
+`<script>` stays text. A screenshot is kept as out/ui-history.png. Skipped only where no Chromium is found."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import shutil
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -32,6 +33,10 @@ def _chromium() -> str:
         if found:
             return found
     pytest.skip("no Chromium found: install Debian's `chromium` package (apt-get install chromium); .ci/run does")
+
+
+def _wait_for_entries(page: Any, count: int) -> None:
+    page.locator("#history tr.entry").nth(count - 1).wait_for()
 
 
 def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
@@ -64,13 +69,24 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             page.select_option("#table", TABLE)
             page.fill("#key", '{"id": "page-1"}')
             page.click("#go")
-            page.wait_for_selector("#history tbody tr:nth-child(3)")
-            times = page.locator("#history tbody tr td:first-child").all_text_contents()
+            _wait_for_entries(page, 3)
+            times = page.locator("#history tr.entry td.time").all_text_contents()
             assert times == [entry["event_time"] for entry in entries[:3]]
             page.click("#more")
-            page.wait_for_selector("#history tbody tr:nth-child(5)")
+            _wait_for_entries(page, 5)
             assert page.locator("#more").is_hidden()
             assert page.locator("#status").text_content() == "5 entries"
+            # An entry's details: everything the record holds, shown on demand.
+            details = page.locator("#history tr.details").first
+            assert details.is_hidden()
+            page.locator("#history tr.entry button.toggle").first.click()
+            assert details.is_visible()
+            shown_details = details.text_content() or ""
+            for value in (entries[0]["principal_id"], entries[0]["user_agent"], entries[0]["event_id"], "id, n"):
+                assert value in shown_details
+            assert entries[0]["request_parameters"] in shown_details  # as stored, numbers never re-read
+            page.locator("#history tr.entry button.toggle").first.click()
+            assert details.is_hidden()
             with page.expect_download() as download:
                 page.click("#csv")
             rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
@@ -85,28 +101,36 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
 
             again = browser.new_page()
             again.goto(shared)
-            again.wait_for_selector("#history tbody tr:nth-child(3)")
+            _wait_for_entries(again, 3)
             assert again.input_value("#key") == '{"id": "page-1"}'
+            narrow = browser.new_page(viewport={"width": 390, "height": 800})  # a phone: one entry a block
+            narrow.goto(shared)
+            _wait_for_entries(narrow, 3)
+            assert narrow.locator("#history tr.details").first.is_hidden()
+            narrow.locator("#history tr.entry button.toggle").first.click()
+            assert narrow.locator("#history tr.details").first.is_visible()
 
             hostile = browser.new_page()
             hostile.goto(
                 f"{stack.api_url}/?" + urllib.parse.urlencode({"table": TABLE, "key": f'{{"id": "{HOSTILE}"}}'})
             )
-            hostile.wait_for_selector("#history tbody tr")
-            assert HOSTILE in (hostile.locator("#history tbody tr td:nth-child(4)").text_content() or "")
+            _wait_for_entries(hostile, 1)
+            assert HOSTILE in (hostile.locator("#history tr.entry td:nth-child(4)").text_content() or "")
+            hostile.locator("#history tr.entry button.toggle").first.click()
+            assert HOSTILE in (hostile.locator("#history tr.details").first.text_content() or "")
             assert hostile.evaluate("window.pwned") is None
             assert hostile.locator("#history script, #history img").count() == 0
             hostile.goto(f"{stack.api_url}/?" + urllib.parse.urlencode({"table": TABLE, "key": reordered_key}))
-            hostile.wait_for_selector("#history tbody tr")
-            shown = hostile.locator("#history tbody tr td:nth-child(4)").text_content() or ""
+            _wait_for_entries(hostile, 1)
+            shown = hostile.locator("#history tr.entry td:nth-child(4)").text_content() or ""
             assert shown == '{"id":"invoice\\u202egpj.exe\\u001b[2K"}'  # shown, not obeyed
 
             proxy = serve(Target(stack.api_url))  # `deutzia ui`, here in front of the local stack
             try:
                 through = browser.new_page()
                 through.goto(f"http://127.0.0.1:{proxy.server_port}/?" + urllib.parse.urlparse(shared).query)
-                through.wait_for_selector("#history tbody tr:nth-child(3)")
-                assert through.locator("#history tbody tr td:first-child").all_text_contents() == times
+                _wait_for_entries(through, 3)
+                assert through.locator("#history tr.entry td.time").all_text_contents() == times
             finally:
                 proxy.shutdown()
                 proxy.server_close()
