@@ -1,5 +1,6 @@
 """The item-history page in a real headless Chromium (Debian's `chromium`, driven by Playwright), served by the
-local stack's API at `/`: search an item, see its entries newest first, open an entry's details, load more, download
+local stack's API at `/`: search an item, see its entries newest first and whether the table's history is complete
+over those days (days with calls missing named in red), open an entry's details, load more, download
 them as CSV (a caller's formula-like user agent made inert), follow a shared link (on a phone too), and a key holding
 `<script>` stays text. A screenshot is kept as out/ui-history.png. Skipped only where no Chromium is found."""
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import urllib.parse
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,19 @@ def _chromium() -> str:
         if found:
             return found
     pytest.skip("no Chromium found: install Debian's `chromium` package (apt-get install chromium); .ci/run does")
+
+
+_STATUSES = "verified complete|complete after backfill|incomplete|without trail files|not checked yet"
+_INCOMPLETE = {
+    "table": TABLE,
+    "since": "2026-11-25",
+    "until": "2026-11-27",
+    "days": [
+        {"day": "2026-11-25", "status": "verified", "trail_events": 9, "backfilled": 0, "still_missing": 0},
+        {"day": "2026-11-26", "status": "incomplete", "trail_events": 9, "backfilled": 0, "still_missing": 3},
+        {"day": "2026-11-27", "status": "not_checked"},
+    ],
+}
 
 
 def _wait_for_entries(page: Any, count: int) -> None:
@@ -71,6 +87,15 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             page.click("#go")
             _wait_for_entries(page, 3)
             times = page.locator("#history tr.entry td.time").all_text_contents()
+            # Whether the table's history is complete, day by day: the API's 30 days up to today, each counted once.
+            page.locator("#coverage", has_text="Checked against").wait_for()
+            coverage = page.locator("#coverage").text_content() or ""
+            today = datetime.now(UTC).date()
+            assert coverage.startswith(
+                f"Checked against CloudTrail's own files, {today - timedelta(days=29)} to {today}:"
+            )
+            counted = re.findall(rf"(\d+) days? ({_STATUSES})", coverage)
+            assert sum(int(count) for count, _ in counted) == 30
             assert times == [entry["event_time"] for entry in entries[:3]]
             page.click("#more")
             _wait_for_entries(page, 5)
@@ -103,6 +128,27 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             again.goto(shared)
             _wait_for_entries(again, 3)
             assert again.input_value("#key") == '{"id": "page-1"}'
+            # Days with calls still missing are named, in red; a range past 366 days shows its last 366.
+            missing = browser.new_page()
+            asked: list[str] = []
+
+            def fake_coverage(route: Any) -> None:
+                asked.append(route.request.url)
+                route.fulfill(json=_INCOMPLETE)
+
+            missing.route("**/audit/coverage?*", fake_coverage)
+            missing.goto(shared + f"&since=2020-01-01&until={today}T23:00:00Z")
+            _wait_for_entries(missing, 1)
+            missing.locator("#coverage", has_text="Checked against").wait_for()
+            assert missing.locator("#coverage").text_content() == (
+                "Checked against CloudTrail's own files, 2026-11-25 to 2026-11-27 (the range's last 366 days): "
+                "1 day verified complete, 1 day incomplete, 1 day not checked yet. "
+                "Calls still missing on 2026-11-26 (3 missing)."
+            )
+            assert missing.locator("#coverage").get_attribute("class") == "error"
+            (request,) = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in asked]
+            end = today + timedelta(days=1)  # until's day is included
+            assert (request["since"], request["until"]) == ([str(end - timedelta(days=366))], [str(end)])
             narrow = browser.new_page(viewport={"width": 390, "height": 800})  # a phone: one entry a block
             narrow.goto(shared)
             _wait_for_entries(narrow, 3)
