@@ -66,7 +66,11 @@ class _InputGoneError(DeutziaError):
 
 class CompactionRefusedError(DeutziaError):
     """A day had more fresh objects than one invocation holds: the rest wait for the next runs. If it lasts, the
-    table needs a bigger engine (see the README)."""
+    table needs a bigger engine (see the README). `report` says what the run did all the same."""
+
+    def __init__(self, message: str, report: CompactionReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -99,10 +103,11 @@ def last_closed_day_now() -> str:
     return last_closed_day(datetime.now(UTC), number("COMPACTION_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS))
 
 
-def default_max_input_bytes() -> int:
-    """The input one unit may have: the function's memory (Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE, in MB) / 64."""
+def max_input_bytes_setting() -> int:
+    """The input one unit may have: $COMPACTION_MAX_INPUT_BYTES, or else the function's memory (Lambda's
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE, in MB) / 64."""
     memory_mb = number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", DEFAULT_MEMORY_MB)
-    return int(memory_mb * 1024 * 1024 / MEMORY_PER_INPUT_BYTE)
+    return int(number("COMPACTION_MAX_INPUT_BYTES", memory_mb * 1024 * 1024 / MEMORY_PER_INPUT_BYTE))
 
 
 def time_left_of(context: object) -> Callable[[], float]:
@@ -130,15 +135,13 @@ class S3Compactor:
         self._bucket = bucket
         self._fresh_prefix = fresh_prefix
         self._compacted_prefix = compacted_prefix
-        self._max_input_bytes = max_input_bytes if max_input_bytes is not None else default_max_input_bytes()
+        self._max_input_bytes = max_input_bytes if max_input_bytes is not None else max_input_bytes_setting()
         self._row_group_rows = row_group_rows
 
     @classmethod
     def from_environment(cls) -> S3Compactor:
-        """On $AUDIT_BUCKET: $AUDIT_PREFIX into $COMPACTED_PREFIX, at most $COMPACTION_MAX_INPUT_BYTES a unit (by
-        default what the function's memory holds, from Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE)."""
-        max_bytes = int(number("COMPACTION_MAX_INPUT_BYTES", default_max_input_bytes()))
-        return cls(boto3.client("s3"), setting("AUDIT_BUCKET"), audit_prefix(), compacted_prefix(), max_bytes)
+        """On $AUDIT_BUCKET: $AUDIT_PREFIX into $COMPACTED_PREFIX, at most `max_input_bytes_setting()` a unit."""
+        return cls(boto3.client("s3"), setting("AUDIT_BUCKET"), audit_prefix(), compacted_prefix())
 
     def plan(self, closed_day: str) -> CompactionPlan:
         """What is due up to `closed_day` (inclusive), from fresh listings of both tiers."""
@@ -176,7 +179,9 @@ class S3Compactor:
                 report.deferred.append(unit.describe())
         logger.info(report.summary())
         if plan.refused:
-            raise CompactionRefusedError(f"compaction refused {len(plan.refused)} partition(s): {report.refused}")
+            raise CompactionRefusedError(
+                f"compaction refused {len(plan.refused)} partition(s): {report.refused}", report
+            )
         return report
 
     def compact(self, unit: CompactionUnit, report: CompactionReport) -> None:

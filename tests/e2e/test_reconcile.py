@@ -1,7 +1,8 @@
 """Reconciliation end to end, on a stack of its own that loses what AWS loses: half of the log deliveries dropped on
 purpose, and (as CloudTrail does) no event over 256 KB sent to the log group at all. `make reconcile` must then
 leave every call in GET /audit exactly once, say so in its report, change nothing when run again, and
-GET /audit/coverage must tell the checked, unchecked and trail-less days apart."""
+GET /audit/coverage must tell the checked, unchecked and trail-less days apart. `make compact` on the same stack (which
+compacts only when told) honours COMPACTION_MAX_INPUT_BYTES and says what it did when it refuses."""
 
 from __future__ import annotations
 
@@ -141,3 +142,37 @@ def test_make_reconcile_backfills_what_the_log_group_never_got_and_a_rerun_chang
     assert result.stdout.splitlines()[2].split() == [str(CALLS + 1), "0"]
     untouched = _get(lossy, "/audit/coverage", table="E2eNeverCalled")
     assert untouched["days"][-1]["status"] == "verified"
+
+
+def test_make_compact_honours_the_input_bound_and_says_what_it_did_when_it_refuses(lossy: Stack) -> None:
+    table = "E2eBacklog"
+    lossy.create_table(table)
+    for n in range(3):
+        lossy.client("dynamodb").put_item(TableName=table, Item={"id": {"S": f"b-{n}"}})
+    deadline = time.monotonic() + 60
+    while len(entries := lossy.audit(table=table)["entries"]) < 3:  # half the log deliveries are lost on purpose
+        assert time.monotonic() < deadline, f"{len(entries)} of 3 calls after reconciling for a minute"
+        lossy.run(["make", "--no-print-directory", "reconcile"], timeout=120)
+        time.sleep(1)
+    s3 = lossy.client("s3")
+    fresh = s3.list_objects_v2(Bucket="deutzia-audit", Prefix=f"audit/table_name={table}/")["Contents"]
+    bound = str(max(item["Size"] for item in fresh) - 1)  # the biggest object is more than a run may hold
+    history = sorted(entry["event_id"] for entry in entries)
+
+    refused = lossy.run(
+        ["make", "--no-print-directory", "compact"], env={**lossy.env, "COMPACTION_MAX_INPUT_BYTES": bound}
+    )
+
+    assert refused.returncode == 2, refused.stdout + refused.stderr  # make's own code for a recipe that failed
+    assert "compact] Error 1" in refused.stderr  # the command's: what it did counts, but not everything was done
+    assert refused.stdout.startswith("compacted "), refused.stdout
+    assert "refused" in refused.stdout
+    assert "error: compaction refused" in refused.stderr
+    assert table in refused.stderr
+    assert sorted(entry["event_id"] for entry in lossy.audit(table=table)["entries"]) == history
+
+    done = lossy.run(["make", "--no-print-directory", "compact"])
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert s3.list_objects_v2(Bucket="deutzia-audit", Prefix=f"audit/table_name={table}/").get("Contents", []) == []
+    assert sorted(entry["event_id"] for entry in lossy.audit(table=table)["entries"]) == history
