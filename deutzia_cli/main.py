@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from chalicelib.shown import visible_text
+from chalicelib.shown import operation_text, visible_text, who
 from deutzia_cli.api import USAGE, CliError, Target, resolve
 
 # Entries per request when paging (the API's own maximum).
@@ -117,14 +117,15 @@ def history(
             result = (
                 "ok" if entry.get("success") else f"[red]failed: {_plain(entry.get('error_code') or 'error')}[/red]"
             )
-            who = entry.get("principal_name") or entry.get("principal_arn") or entry.get("principal_id") or "?"
-            operation_text = str(entry.get("operation"))
-            if entry.get("event_name") not in (None, f"{operation_text}Item"):
-                operation_text += f" ({entry.get('event_name')})"
             view.add_row(
                 *(
                     _plain(value)
-                    for value in (entry.get("event_time"), who, operation_text, entry.get("item_key") or "-")
+                    for value in (
+                        entry.get("event_time"),
+                        who(entry),
+                        operation_text(entry),
+                        entry.get("item_key") or "-",
+                    )
                 ),
                 result,
                 _plain(entry.get("source_ip") or ""),

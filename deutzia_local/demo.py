@@ -18,6 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import DeutziaError
+from chalicelib.shown import operation_text, who
 from deutzia_local.settings import DEFAULT_API_PORT, DEFAULT_AWS_PORT, LocalSettings
 from deutzia_local.sql import format_table
 from deutzia_local.stack import client, require_running
@@ -173,12 +174,8 @@ def _wait_for(settings: LocalSettings, request_ids: list[str], out: Callable[[st
 
 
 def _row(entry: dict[str, Any]) -> list[str]:
-    who = entry.get("principal_name") or entry.get("principal_arn") or entry.get("principal_id") or "?"
     result = "ok" if entry["success"] else f"failed: {entry['error_code']}"
-    operation = entry["operation"] + (
-        f" ({entry['event_name']})" if entry["event_name"] != f"{entry['operation']}Item" else ""
-    )
-    return [entry["event_time"], str(who), operation, str(entry["item_key"]), result]
+    return [entry["event_time"], who(entry), operation_text(entry), str(entry["item_key"]), result]
 
 
 def _port_setting(settings: LocalSettings) -> str:

@@ -20,6 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from chalicelib.shown import who
 from deutzia_cli.api import Target
 from deutzia_cli.ui import serve
 from tests.e2e.conftest import ROOT, Stack
@@ -38,6 +39,22 @@ def _chromium() -> str:
     pytest.skip("no Chromium found: install Debian's `chromium` package (apt-get install chromium); .ci/run does")
 
 
+_SESSION = {
+    "event_id": "a954451c-c2fc-4561-8aea-7a30ba1fdf52",
+    "item_index": 0,
+    "event_time": "2026-11-28T09:36:58Z",
+    "event_name": "PutItem",
+    "operation": "Put",
+    "item_key": '{"id":"page-1"}',
+    "attribute_names": ["id"],
+    "success": True,
+    "principal_type": "AssumedRole",
+    "principal_name": "bob",
+    "principal_arn": "arn:aws:sts::111122223333:assumed-role/admin-role/bob",
+    "session_issuer_arn": "arn:aws:iam::444455556666:role/admin-role",
+    "source_ip": "192.0.2.0",
+    "table_name": TABLE,
+}
 _STATUSES = "verified complete|complete after backfill|incomplete|without trail files|not checked yet"
 _INCOMPLETE = {
     "table": TABLE,
@@ -149,6 +166,18 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             (request,) = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in asked]
             end = today + timedelta(days=1)  # until's day is included
             assert (request["since"], request["until"]) == ([str(end - timedelta(days=366))], [str(end)])
+            # A session is named with the role it was assumed from, as `deutzia history` names it.
+            session = browser.new_page()
+            session.route(
+                lambda url: urllib.parse.urlparse(url).path.endswith("/audit"),
+                lambda route: route.fulfill(
+                    json={"table": TABLE, "key": None, "entries": [_SESSION], "next_token": None}
+                ),
+            )
+            session.goto(shared)
+            _wait_for_entries(session, 1)
+            assert session.locator("#history tr.entry td:nth-child(2)").text_content() == who(_SESSION)
+            assert who(_SESSION) == "bob (admin-role)"
             narrow = browser.new_page(viewport={"width": 390, "height": 800})  # a phone: one entry a block
             narrow.goto(shared)
             _wait_for_entries(narrow, 3)

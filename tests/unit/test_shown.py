@@ -1,5 +1,6 @@
 """Values shown on a terminal cannot act: escape sequences, bidi overrides and zero-width characters are written as
-`\\uXXXX`, in the `deutzia` command's tables and in `make sql`'s and the demo's."""
+`\\uXXXX`, in the `deutzia` command's tables and in `make sql`'s and the demo's. An entry's caller and call are named as
+people name them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.shown import visible_text
+from chalicelib.shown import operation_text, visible_text, who
 from deutzia_local.sql import format_table
 
 ERASE_THE_LINE_ABOVE = "\x1b[1A\x1b[2K"
@@ -34,3 +35,27 @@ def test_make_sqls_tables_show_what_a_value_holds() -> None:
     table = format_table(["user_agent"], [["evil" + ERASE_THE_LINE_ABOVE]])
     assert "\x1b" not in table
     assert table.splitlines()[-1] == "evil\\u001b[1A\\u001b[2K"
+
+
+def test_the_caller_is_named_with_the_role_a_session_was_assumed_from() -> None:
+    session = {
+        "principal_type": "AssumedRole",
+        "principal_name": "bob",
+        "principal_arn": "arn:aws:sts::111122223333:assumed-role/admin-role/bob",
+        "session_issuer_arn": "arn:aws:iam::444455556666:role/ops/admin-role",
+    }
+    assert who(session) == "bob (admin-role)"
+    assert who({**session, "principal_name": None}) == f"{session['principal_arn']} (admin-role)"
+    assert who({**session, "session_issuer_arn": None}) == "bob"
+    assert who({"principal_type": "IAMUser", "principal_name": "alice"}) == "alice"
+    assert who({"principal_type": "Unknown", "principal_id": "AKIAEXAMPLE"}) == "AKIAEXAMPLE"
+    service = {"principal_type": "AWSService", "invoked_by": "dynamodb.application-autoscaling.amazonaws.com"}
+    assert who(service) == "dynamodb.application-autoscaling.amazonaws.com"
+    assert who({}) == "?"
+
+
+def test_the_call_is_named_beside_the_operation_when_it_is_not_the_operations_own() -> None:
+    assert operation_text({"operation": "Put", "event_name": "PutItem"}) == "Put"
+    assert operation_text({"operation": "Update", "event_name": "TransactWriteItems"}) == "Update (TransactWriteItems)"
+    statement = {"operation": "Statement", "event_name": "ExecuteStatement"}
+    assert operation_text(statement) == "Statement (ExecuteStatement)"
