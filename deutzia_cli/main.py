@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from chalicelib.schema import COLUMN_NAMES
 from chalicelib.shown import operation_text, visible_text, who
 from deutzia_cli.api import USAGE, CliError, Target, resolve
 
@@ -25,7 +26,9 @@ PAGE = 1000
 HISTORY_COLUMNS = ("time", "who", "operation", "key", "result", "from")
 # What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-CSV_COLUMNS = (
+# Every column of the record and its table: the most asked first, in the order they always had, then the rest in
+# the record's own order. The page's CSV has the same (a test compares them).
+_FIRST_CSV_COLUMNS = (
     "event_time",
     "principal_arn",
     "operation",
@@ -38,6 +41,11 @@ CSV_COLUMNS = (
     "user_agent",
     "event_id",
     "item_index",
+)
+CSV_COLUMNS = (
+    *_FIRST_CSV_COLUMNS,
+    *(name for name in COLUMN_NAMES if name not in _FIRST_CSV_COLUMNS),
+    "table_name",
 )
 
 _target_options = [
@@ -236,8 +244,13 @@ def _write_csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None
 
 
 def _spreadsheet_safe(cell: object) -> object:
+    """The cell as the page writes it too: nothing for null, `true`/`false`, a list as compact JSON."""
     if cell is None:
         return ""
+    if isinstance(cell, bool):
+        return "true" if cell else "false"
+    if isinstance(cell, list):
+        return json.dumps(cell, separators=(",", ":"), ensure_ascii=False)
     if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
         return "'" + cell
     return cell

@@ -22,6 +22,7 @@ from botocore.config import Config
 
 from chalicelib.shown import who
 from deutzia_cli.api import Target
+from deutzia_cli.main import CSV_COLUMNS
 from deutzia_cli.ui import serve
 from tests.e2e.conftest import ROOT, Stack
 
@@ -136,6 +137,10 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             by_id = {row["event_id"]: row for row in rows}
             assert by_id[formula_entry["event_id"]]["user_agent"] == "'" + formula_entry["user_agent"]
             assert {row["item_key"] for row in rows} == {'{"id":"page-1"}'}
+            assert tuple(rows[0]) == CSV_COLUMNS  # every column, as `deutzia history --format csv` writes them
+            assert {(row["attribute_names"], row["success"], row["table_name"]) for row in rows} == {
+                ('["id","n"]', "true", TABLE)
+            }
             shared = page.url
             assert urllib.parse.parse_qs(urllib.parse.urlparse(shared).query)["table"] == [TABLE]
             Path(ROOT / "out").mkdir(exist_ok=True)

