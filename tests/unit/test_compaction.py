@@ -1,5 +1,6 @@
 """The compacted tier's file, checked from the Parquet metadata itself: sorted, key-disjoint row groups, each
-`(event_id, item_index)` once; and a key's history readable from one row group."""
+`(event_id, item_index)` once; and a key's history readable from one row group. The plan: what folds into what as
+days open and close, its bounds, and runs after runs that drain any backlog and then come to rest."""
 
 from __future__ import annotations
 
@@ -266,3 +267,47 @@ def test_a_plan_gives_each_object_to_one_unit_of_its_own_period_and_leaves_no_fr
             for item in done.fresh
         )
         assert all(item.size > limit - taken for item in unit.fresh)
+
+
+_RUN_DAYS = [f"2024-05-{day:02d}" for day in range(27, 32)] + ["2024-06-01", "2024-06-02"]
+
+
+def _run_plan(fresh: list[StoredObject], files: list[StoredObject], closed: str, limit: int) -> tuple[int, int]:
+    """One run, as the compactor does it: each unit's inputs become one file of their size. Units and refusals."""
+    plan = plan_compaction(fresh, files, "audit/", "compacted/", closed, limit)
+    for unit in plan.units:
+        output = StoredObject(unit.output_key("compacted/"), unit.input_bytes, f'"{unit.output_key("")[-24:]}"')
+        gone = {item.key for item in unit.inputs}
+        fresh[:] = [item for item in fresh if item.key not in gone]
+        files[:] = [item for item in files if item.key not in gone and item.key != output.key] + [output]
+    return len(plan.units), len(plan.refused)
+
+
+@given(
+    st.lists(st.lists(st.tuples(st.sampled_from(_RUN_DAYS), st.integers(1, 400)), max_size=6), max_size=12),
+    st.integers(500, 3000),
+)
+@settings(max_examples=150, deadline=None)
+def test_runs_over_days_that_open_and_close_drain_the_fresh_tier_and_then_rewrite_nothing(
+    arrivals: list[list[tuple[str, int]]], limit: int
+) -> None:
+    # Objects arrive run after run while the days close one by one (late ones too); then the arrivals stop and every
+    # day closes. Runs must then drain the fresh tier and come to rest: nothing refused, nothing rewritten again.
+    fresh: list[StoredObject] = []
+    files: list[StoredObject] = []
+    names = itertools.count()
+    for run, objects in enumerate(arrivals):
+        fresh += [_fresh("Music", day, f"o{next(names):04d}", size) for day, size in objects]
+        closed = _RUN_DAYS[min(run // 2, len(_RUN_DAYS) - 1)]
+        _run_plan(fresh, files, closed, limit)
+        assert all(item.size <= limit for item in files)  # no file bigger than a run may read
+    for _ in range(30):  # a backlog drains a run's worth at a time, refused (loudly) until it has
+        units, refused = _run_plan(fresh, files, "2024-06-30", limit)
+        if units == 0:
+            break
+    else:
+        raise AssertionError(f"still rewriting after 30 runs: {len(fresh)} fresh, {len(files)} files")
+    assert (fresh, refused) == ([], 0)
+    for period in {item.key.split("/")[2] for item in files}:  # at rest: a month is one file, or day files too big
+        in_month = [item for item in files if f"/{period}/" in item.key]
+        assert len(in_month) == 1 or sum(item.size for item in in_month) > limit
