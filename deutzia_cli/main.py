@@ -11,6 +11,7 @@ import functools
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import click
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from chalicelib.schema import COLUMN_NAMES
 from chalicelib.shown import operation_text, visible_text, who
-from deutzia_cli.api import USAGE, CliError, Target, resolve
+from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
 
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
@@ -140,6 +141,15 @@ def history(
             )
         Console(highlight=False).print(view)
         Console(stderr=True).print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
+        days, cut = coverage_days(since, until, datetime.now(UTC).date())
+        try:
+            answer = target.get("/audit/coverage", {"table": table, **days})
+            if not isinstance(answer, dict) or not isinstance(answer.get("days"), list):
+                raise CliError("the API's answer holds no days", UNAVAILABLE)
+        except CliError as exc:  # the history stands; only whether it is complete is unknown
+            Console(stderr=True, highlight=False).print(_plain(f"coverage unavailable: {exc}"))
+        else:
+            _print_coverage_line(answer, cut)
 
 
 @cli.command()
@@ -166,6 +176,68 @@ def coverage(
         counts = [str(day[name]) if name in day else "" for name in ("trail_events", "backfilled", "still_missing")]
         view.add_row(day["day"], day["status"], *counts)
     Console(highlight=False).print(view)
+    _print_coverage_line(answer, False)
+
+
+# GET /audit/coverage's day statuses, as people read them, in this order (the page names them the same).
+COVERAGE_LABELS = {
+    "verified": "verified complete",
+    "backfilled": "complete after backfill",
+    "incomplete": "incomplete",
+    "no_trail_files": "without trail files",
+    "not_checked": "not checked yet",
+}
+MAX_COVERAGE_DAYS = 366
+
+
+def coverage_days(since: str | None, until: str | None, today: date) -> tuple[dict[str, str], bool]:
+    """The days a history's `since`/`until` cover, as GET /audit/coverage takes them (until's day included, at most
+    the last 366; the API's 30 days by default), and whether the range was cut to them."""
+    first, last = _day_of(since), _day_of(until)
+    end = (last if last is not None else today) + timedelta(days=1)
+    days: dict[str, str] = {}
+    if last is not None:
+        days["until"] = end.isoformat()
+    cut = first is not None and first < end - timedelta(days=MAX_COVERAGE_DAYS)
+    if first is not None:
+        days["since"] = max(first, end - timedelta(days=MAX_COVERAGE_DAYS)).isoformat()
+    return days, cut
+
+
+def _day_of(text: str | None) -> date | None:
+    try:
+        return date.fromisoformat(text[:10]) if text else None
+    except ValueError:
+        return None
+
+
+def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
+    """One line saying how complete the history is over the answer's days, and whether calls are missing."""
+    counts: dict[str, int] = {}
+    missing = []
+    for day in answer["days"]:
+        status = str(day.get("status"))
+        counts[status] = counts.get(status, 0) + 1
+        if status == "incomplete":
+            missing.append(f"{day.get('day')} ({day.get('still_missing', 'some')} missing)")
+    order = [*COVERAGE_LABELS, *(status for status in counts if status not in COVERAGE_LABELS)]
+    parts = [
+        f"{counts[status]} day{'' if counts[status] == 1 else 's'} {COVERAGE_LABELS.get(status, status)}"
+        for status in order
+        if status in counts
+    ]
+    line = f"Checked against CloudTrail's own files, {answer.get('since')} to {answer.get('until')}"
+    line += f" (the range's last {MAX_COVERAGE_DAYS} days): " if cut else ": "
+    line += ", ".join(parts) + "."
+    if missing:
+        more = f" and {len(missing) - 10} more days" if len(missing) > 10 else ""
+        line += f" Calls still missing on {', '.join(missing[:10])}{more}."
+    return line, bool(missing)
+
+
+def _print_coverage_line(answer: dict[str, Any], cut: bool) -> None:
+    line, missing = coverage_line(answer, cut)
+    Console(stderr=True, highlight=False).print(_plain(line), style="red" if missing else None)
 
 
 @cli.command()

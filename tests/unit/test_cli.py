@@ -10,7 +10,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +24,8 @@ from click.testing import CliRunner
 
 from chalicelib.schema import COLUMN_NAMES
 from deutzia_cli.api import Target, sign
-from deutzia_cli.main import CSV_COLUMNS, cli, main
+from deutzia_cli.main import COVERAGE_LABELS, CSV_COLUMNS, cli, coverage_days, coverage_line, main
+from tests.factories import INCOMPLETE_COVERAGE
 
 CLOCK = datetime(2015, 8, 30, 12, 36, 0, tzinfo=UTC)
 EXAMPLE = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
@@ -60,11 +61,13 @@ def test_botocores_signer_gives_awss_published_signature() -> None:
 class _Answers(BaseHTTPRequestHandler):
     status = 200
     body: ClassVar[Any] = None
+    coverage: ClassVar[Any] = None  # GET /audit/coverage's answer, when a test gives one
     heard: ClassVar[list[tuple[str, str | None]]] = []
 
     def do_GET(self) -> None:
         type(self).heard.append((self.path, self.headers.get("Authorization")))
-        payload = json.dumps(self.body).encode()
+        covered = self.coverage is not None and self.path.startswith("/audit/coverage")
+        payload = json.dumps(self.coverage if covered else self.body).encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -78,6 +81,7 @@ class _Answers(BaseHTTPRequestHandler):
 @pytest.fixture
 def api() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    _Answers.coverage = None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
@@ -328,3 +332,56 @@ def test_a_stack_name_finds_the_api_in_its_outputs_and_the_requests_are_signed(
     with pytest.raises(SystemExit) as missing:
         _run_main(["history", "--table", "Music", "--stack", "no-such-stack"])
     assert missing.value.code == 4
+
+
+def test_the_coverage_of_a_history_is_the_days_it_covers_at_most_366() -> None:
+    today = date(2026, 11, 29)
+    assert coverage_days(None, None, today) == ({}, False)  # the API's 30 days up to today
+    assert coverage_days("2026-11-01", None, today) == ({"since": "2026-11-01"}, False)
+    assert coverage_days(None, "2026-11-20T10:00:00Z", today) == ({"until": "2026-11-21"}, False)
+    assert coverage_days("2020-01-01", "2026-11-20", today) == ({"until": "2026-11-21", "since": "2025-11-20"}, True)
+    assert coverage_days("not a day", "2026-13-40", today) == ({}, False)  # GET /audit says what is wrong with them
+
+
+def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_missing() -> None:
+    line, missing = coverage_line(INCOMPLETE_COVERAGE, True)
+    assert line == (
+        "Checked against CloudTrail's own files, 2026-11-25 to 2026-11-27 (the range's last 366 days): "
+        "1 day verified complete, 1 day incomplete, 1 day not checked yet. "
+        "Calls still missing on 2026-11-26 (3 missing)."
+    )
+    assert missing
+    verified = {**INCOMPLETE_COVERAGE, "days": [{"day": f"2026-11-{d}", "status": "verified"} for d in (25, 26)]}
+    assert coverage_line(verified, False) == (
+        "Checked against CloudTrail's own files, 2026-11-25 to 2026-11-27: 2 days verified complete.",
+        False,
+    )
+
+
+def test_the_page_names_the_coverage_statuses_as_the_command_does() -> None:
+    page = (Path(__file__).parents[2] / "chalicelib" / "ui" / "index.html").read_text(encoding="utf-8")
+    listed = re.search(r"const COVERAGE_LABELS = \[(.*?)\];", page, re.DOTALL)
+    assert listed is not None
+    assert dict(re.findall(r'\["([a-z_]+)", "([a-z ]+)"\]', listed.group(1))) == COVERAGE_LABELS
+    assert list(dict(re.findall(r'\["([a-z_]+)", "([a-z ]+)"\]', listed.group(1)))) == list(COVERAGE_LABELS)
+
+
+def test_a_history_says_how_complete_it_is_on_stderr_and_carries_on_when_that_is_unknown(
+    api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = {"event_time": "2026-11-26T12:00:00Z", "principal_name": "alice", "operation": "Put", "success": True}
+    _Answers.status, _Answers.body = 200, {"entries": [entry], "next_token": None}
+    _Answers.coverage = INCOMPLETE_COVERAGE
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--endpoint", api, "--since", "2026-11-25", "--until", "2026-11-27"])
+    assert exit_.value.code == 0
+    out, err = capsys.readouterr()
+    assert "alice" in out
+    assert "Checked" not in out  # stdout carries the history only
+    assert coverage_line(INCOMPLETE_COVERAGE, False)[0] in " ".join(err.split())
+    assert any("/audit/coverage?table=Music&until=2026-11-28&since=2026-11-25" in path for path, _ in _Answers.heard)
+    _Answers.coverage = {"Code": "ForbiddenError"}  # an answer without days: the history stands
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--endpoint", api])
+    assert exit_.value.code == 0
+    assert "coverage unavailable: the API's answer holds no days" in " ".join(capsys.readouterr().err.split())
