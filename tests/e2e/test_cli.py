@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.e2e.conftest import Stack
@@ -52,6 +53,10 @@ def test_history_in_every_format_with_paging_and_refusals(stack: Stack) -> None:
     assert as_table.returncode == 0, as_table.stderr
     assert "[red]<script>alert(1)</script>" in as_table.stdout  # shown as text, never as markup
     assert "6 entries" in as_table.stderr
+    today = datetime.now(UTC).date()
+    said = " ".join(as_table.stderr.split())  # how complete the history is: the API's 30 days up to today
+    assert f"Checked against CloudTrail's own files, {today - timedelta(days=29)} to {today}:" in said
+    assert "Checked" not in as_table.stdout
 
     bad_key = deutzia(stack, "history", "--table", TABLE, "--key", "not json")
     assert (bad_key.returncode, bad_key.stdout) == (2, "")
