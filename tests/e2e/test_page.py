@@ -200,6 +200,7 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
                 through.goto(f"http://127.0.0.1:{proxy.server_port}/?" + urllib.parse.urlparse(shared).query)
                 _wait_for_entries(through, 3)
                 assert through.locator("#history tr.entry td.time").all_text_contents() == times
+                through.locator("#coverage", has_text="Checked against").wait_for()  # forwarded and signed too
             finally:
                 proxy.shutdown()
                 proxy.server_close()
