@@ -10,9 +10,10 @@ STACK ?= deutzia
 TABLES ?=
 DEMO ?= false
 READS ?= true
+WINDOW ?= 1
 # Region for the commands that need one; packaging itself calls no AWS API.
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
-PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS)
+PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS) IngestBatchingWindowSeconds=$(WINDOW)
 
 .PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay compact reconcile faults bench
 

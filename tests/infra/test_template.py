@@ -81,10 +81,11 @@ def test_ingest_mapping_reports_failures_bisects_retries_and_has_a_failure_queue
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert properties["BisectBatchOnFunctionError"] is True
     assert properties["MaximumRetryAttempts"] == MAXIMUM_RETRY_ATTEMPTS  # the local poller plays the same mapping
-    assert (properties["BatchSize"], properties["MaximumBatchingWindowInSeconds"]) == (
-        BATCH_SIZE,
-        MAXIMUM_BATCHING_WINDOW_SECONDS,
-    )
+    assert properties["BatchSize"] == BATCH_SIZE
+    # The window is the stack's to choose (cost against latency); by default the app's, which the local poller plays.
+    assert properties["MaximumBatchingWindowInSeconds"] == {"Ref": "IngestBatchingWindowSeconds"}
+    window = translated["Parameters"]["IngestBatchingWindowSeconds"]
+    assert (window["Default"], window["MinValue"], window["MaxValue"]) == (MAXIMUM_BATCHING_WINDOW_SECONDS, 0, 300)
     assert 0 < properties["MaximumRecordAgeInSeconds"] < 168 * 3600  # before the stream drops the record
     assert properties["StartingPosition"] == "TRIM_HORIZON"
     assert properties["EventSourceArn"] == {"Fn::Sub": "${AuditStream.Arn}"}
@@ -590,3 +591,11 @@ def test_the_bundle_every_function_shares_fits_lambdas_250_mb(package_dir: Path)
     # The compiled wheels the ingest path imports, built for Lambda's Linux.
     assert {"orjson", "zlib_ng", "aws_lambda_powertools", "chalicelib"} <= packages
     assert unzipped > 100 * 1000 * 1000  # pyarrow, for compaction, is in it
+
+
+def test_the_readme_documents_every_parameter_of_the_stack(merged: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Parameters", 1)[1].split("\n#", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = {name.strip(" `") for row in rows for name in row.split(",")}  # a row may name two
+    assert set(merged["Parameters"]) <= documented, set(merged["Parameters"]) - documented
