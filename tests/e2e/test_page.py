@@ -1,8 +1,9 @@
 """The item-history page in a real headless Chromium (Debian's `chromium`, driven by Playwright), served by the
 local stack's API at `/`: search an item, see its entries newest first and whether the table's history is complete
-over those days (days with calls missing named in red), open an entry's details, load more, download
-them as CSV (a caller's formula-like user agent made inert), follow a shared link (on a phone too), and a key holding
-`<script>` stays text. A screenshot is kept as out/ui-history.png. Skipped only where no Chromium is found."""
+over those days (days with calls missing named in red), open an entry's details, load more, download them as CSV
+(a caller's formula-like user agent made inert) and the whole history too (bounded), follow a shared link (on a
+phone too), and a key holding `<script>` stays text. A screenshot is kept as out/ui-history.png. Skipped only where
+no Chromium is found."""
 
 from __future__ import annotations
 
@@ -141,6 +142,30 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             again.goto(shared)
             _wait_for_entries(again, 3)
             assert again.input_value("#key") == '{"id": "page-1"}'
+            # The whole history as CSV, page after page, while the table keeps the 3 it shows.
+            with again.expect_download() as download:
+                again.click("#csv-all")
+            everything = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+            assert [row["event_id"] for row in everything] == [entry["event_id"] for entry in entries]
+            assert again.locator("#status").text_content() == "downloaded all 5 entries"
+            assert again.locator("#history tr.entry").count() == 3
+            # However long the history, a download stops at 100,000 entries and says so.
+            endless = browser.new_page()
+            endless.route(
+                lambda url: urllib.parse.urlparse(url).path.endswith("/audit"),
+                lambda route: route.fulfill(
+                    json={"table": TABLE, "key": None, "entries": [_SESSION] * 1000, "next_token": "more"}
+                ),
+            )
+            endless.goto(shared)
+            _wait_for_entries(endless, 1)
+            with endless.expect_download(timeout=120_000) as download:
+                endless.click("#csv-all")
+            with open(download.value.path(), encoding="utf-8") as written:
+                assert sum(1 for _ in written) == 1 + 100_000
+            assert endless.locator("#status").text_content() == (
+                "downloaded the first 100000 entries; narrow the time range for the rest"
+            )
             # Days with calls still missing are named, in red; a range past 366 days shows its last 366.
             missing = browser.new_page()
             asked: list[str] = []
