@@ -149,7 +149,7 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert [row["event_id"] for row in everything] == [entry["event_id"] for entry in entries]
             assert again.locator("#status").text_content() == "downloaded all 5 entries"
             assert again.locator("#history tr.entry").count() == 3
-            # However long the history, a download stops at 100,000 entries and says so.
+            # However long the history, a download stops at 50,000 entries and says so.
             endless = browser.new_page()
             endless.route(
                 lambda url: urllib.parse.urlparse(url).path.endswith("/audit"),
@@ -162,9 +162,9 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             with endless.expect_download(timeout=120_000) as download:
                 endless.click("#csv-all")
             with open(download.value.path(), encoding="utf-8") as written:
-                assert sum(1 for _ in written) == 1 + 100_000
+                assert sum(1 for _ in written) == 1 + 50_000
             assert endless.locator("#status").text_content() == (
-                "downloaded the first 100000 entries; narrow the time range for the rest"
+                "downloaded the first 50000 entries; narrow the time range for the rest"
             )
             # Days with calls still missing are named, in red; a range past 366 days shows its last 366.
             missing = browser.new_page()
