@@ -1,5 +1,6 @@
-"""`deutzia history` and `deutzia coverage`: an item's history and a table's verified days, as a readable table
-(or JSON / CSV for pipes: stdout carries only data; progress and errors go to stderr). Errors are one line and an
+"""`deutzia history`, `coverage` and `evidence`: an item's history and a table's verified days, as a readable table
+(or JSON / CSV for pipes: stdout carries only data; progress and errors go to stderr), or both in one zip with
+checksums for an auditor. Errors are one line and an
 exit code: 2 a bad option or request, 3 no permission or credentials, 4 a table that is not audited, 5 the API
 unreachable or failing.
 """
@@ -12,6 +13,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -72,18 +74,28 @@ def _with_target(function: Any) -> Any:
     return wrapped
 
 
+def _history_filters(function: Any) -> Any:
+    """GET /audit's filters as options, for every command that reads a history."""
+    options = [
+        click.option("--table", required=True, help="The audited table."),
+        click.option("--key", help="The item's key as JSON, e.g. '{\"id\": \"42\"}'; without it, the table's calls."),
+        click.option("--since", help="From this time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC), included."),
+        click.option("--until", help="Up to this time, excluded."),
+        click.option("--principal", help="Only calls by this IAM ARN (or the role behind a session)."),
+        click.option("--operation", help="Only this operation: Put, Update, Delete, Get, ConditionCheck, Query, Scan."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Who changed this DynamoDB item, when, from where, and did it work."""
 
 
 @cli.command()
-@click.option("--table", required=True, help="The audited table.")
-@click.option("--key", help="The item's key as JSON, e.g. '{\"id\": \"42\"}'; without it, the table's recent calls.")
-@click.option("--since", help="From this time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC), included.")
-@click.option("--until", help="Up to this time, excluded.")
-@click.option("--principal", help="Only calls by this IAM ARN (or the role behind a session).")
-@click.option("--operation", help="Only this operation: Put, Update, Delete, Get, ConditionCheck, Query, Scan.")
+@_history_filters
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="How many entries at most.")
 @click.option("--all", "everything", is_flag=True, help="Every entry, following the pages.")
 @click.option("--format", "output", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
@@ -103,15 +115,7 @@ def history(
     target: Target,
 ) -> None:
     """An item's history (or a table's recent calls), newest first."""
-    filters = {
-        "table": table,
-        "key": key,
-        "since": since,
-        "until": until,
-        "principal": principal,
-        "operation": operation,
-    }
-    parameters = {name: value for name, value in filters.items() if value is not None}
+    parameters = _query(table=table, key=key, since=since, until=until, principal=principal, operation=operation)
     entries = _entries(target, parameters, None if everything else limit, page_size)
     if output == "json":
         _write_json(entries)
@@ -238,6 +242,81 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
 def _print_coverage_line(answer: dict[str, Any], cut: bool) -> None:
     line, missing = coverage_line(answer, cut)
     Console(stderr=True, highlight=False).print(_plain(line), style="red" if missing else None)
+
+
+@cli.command()
+@_history_filters
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The zip to write (never replaced)."
+)
+@_with_target
+def evidence(out: Path, target: Target, **filters: str | None) -> None:
+    """An item's whole history and the coverage of its days in one zip, with checksums, for an auditor to keep."""
+    from deutzia_cli.evidence import write_bundle
+
+    parameters = _query(**filters)
+    table, key, since, until = parameters["table"], filters["key"], filters["since"], filters["until"]
+    if out.exists():  # before reading the whole history
+        raise _exists(out)
+    days, cut = coverage_days(since, until, datetime.now(UTC).date())
+    coverage = target.get("/audit/coverage", {"table": table, **days})
+    if not isinstance(coverage, dict) or not isinstance(coverage.get("days"), list):
+        raise CliError("the API's coverage answer holds no days", UNAVAILABLE)
+    line, _ = coverage_line(coverage, cut)
+    generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest = {"generated_at": generated, "api": target.url, "query": parameters, "coverage": line}
+    what = f"the item {key}" if key else "every item"
+    first, after = coverage.get("since"), _day_after(coverage.get("until"))
+    readme = EVIDENCE_README.format(
+        what=what, table=table, generated=generated, api=target.url, coverage=line, first=first, after=after
+    )
+    try:
+        bundle = write_bundle(
+            out,
+            _entries(target, parameters, None),
+            CSV_COLUMNS,
+            lambda entry: [_spreadsheet_safe(entry.get(name)) for name in CSV_COLUMNS],
+            coverage,
+            manifest,
+            readme,
+        )
+    except FileExistsError:  # made meanwhile
+        raise _exists(out) from None
+    Console(stderr=True, highlight=False).print(_plain(f"wrote {out}: {bundle.entries} entries. {line}"))
+
+
+EVIDENCE_README = """Deutzia evidence: the history of {what} in the DynamoDB table {table}, as GET /audit answered it
+on {generated} ({api}).
+
+history.json   every entry, exactly as the API answered it, newest first
+history.csv    the same entries as CSV (a text cell a spreadsheet would run as a formula starts with ')
+coverage.json  per day, whether the table's history is complete against CloudTrail's own files
+manifest.json  the query, when it ran, how many entries it gave, and the SHA-256 of the three files above
+SHA256SUMS     the SHA-256 of the four files above: `sha256sum -c SHA256SUMS` checks them
+
+{coverage}
+
+A day marked verified or backfilled holds every call on the table that CloudTrail's own files for that day hold.
+Those files are provably CloudTrail's: with log file validation on (Deutzia's trail has it),
+`aws cloudtrail validate-logs --trail-arn <the trail's ARN> --start-time {first}T00:00:00Z --end-time {after}T00:00:00Z`
+checks each one against the digests CloudTrail signed.
+"""
+
+
+def _query(**filters: str | None) -> dict[str, str]:
+    """GET /audit's parameters: the filters that were given."""
+    return {name: value for name, value in filters.items() if value is not None}
+
+
+def _exists(out: Path) -> CliError:
+    return CliError(f"{out} exists; choose another --out (evidence is never overwritten)", USAGE)
+
+
+def _day_after(day: object) -> str:
+    try:
+        return (date.fromisoformat(str(day)) + timedelta(days=1)).isoformat()
+    except ValueError:
+        return str(day)
 
 
 @cli.command()

@@ -1,5 +1,6 @@
 """`deutzia` as a user runs it (`.venv/bin/deutzia`, from the virtualenv `make` made) against the local stack: every
-format, paging with `--all`, the table view's escaping, and the API's refusals as one line and an exit code."""
+format, paging with `--all`, the table view's escaping, the API's refusals as one line and an exit code, and an
+evidence bundle that `sha256sum -c` checks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -65,6 +67,29 @@ def test_history_in_every_format_with_paging_and_refusals(stack: Stack) -> None:
     coverage = deutzia(stack, "coverage", "--table", TABLE, "--format", "json")
     assert coverage.returncode == 0, coverage.stderr
     assert len(json.loads(coverage.stdout)["days"]) == 30
+
+
+def test_evidence_for_an_auditor_checks_out_with_sha256sum(stack: Stack, tmp_path: Path) -> None:
+    table = "E2eEvidence"
+    stack.create_table(table)
+    for n in range(5):
+        stack.client("dynamodb").put_item(TableName=table, Item={"id": {"S": "cli-1"}, "n": {"N": str(n)}})
+    stack.wait_for(lambda entries: len(entries) == 5, table=table, key=KEY)
+    out = tmp_path / "cli-1.zip"
+    made = deutzia(stack, "evidence", "--table", table, "--key", KEY, "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    assert f"wrote {out}: 5 entries" in " ".join(made.stderr.split())
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(out) as bundle:
+        bundle.extractall(unpacked)
+    checked = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=unpacked, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    history = deutzia(stack, "history", "--table", table, "--key", KEY, "--all", "--format", "json")
+    assert json.loads((unpacked / "history.json").read_text(encoding="utf-8")) == json.loads(history.stdout)
+    again = deutzia(stack, "evidence", "--table", table, "--key", KEY, "--out", str(out))
+    assert (again.returncode, again.stdout) == (2, "")
 
 
 def test_sql_on_the_local_stack_as_a_table_and_as_csv(stack: Stack) -> None:

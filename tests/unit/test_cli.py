@@ -5,10 +5,12 @@ the API)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
 import threading
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,7 +70,7 @@ class _Answers(BaseHTTPRequestHandler):
         type(self).heard.append((self.path, self.headers.get("Authorization")))
         covered = self.coverage is not None and self.path.startswith("/audit/coverage")
         payload = json.dumps(self.coverage if covered else self.body).encode()
-        self.send_response(self.status)
+        self.send_response(200 if covered else self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -385,3 +387,54 @@ def test_a_history_says_how_complete_it_is_on_stderr_and_carries_on_when_that_is
         _run_main(["history", "--table", "Music", "--endpoint", api])
     assert exit_.value.code == 0
     assert "coverage unavailable: the API's answer holds no days" in " ".join(capsys.readouterr().err.split())
+
+
+def test_evidence_is_one_zip_of_the_history_its_coverage_and_checksums_never_overwritten(
+    api: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = [
+        {"event_id": f"e{n}", "item_index": 0, "event_time": f"2026-11-26T12:00:0{n}Z", "operation": "Put",
+         "success": True, "item_key": '{"id":"42"}', "user_agent": "=cmd", "attribute_names": ["id"]}
+        for n in range(3)
+    ]  # fmt: skip
+    _Answers.status, _Answers.body = 200, {"entries": entries, "next_token": None}
+    _Answers.coverage = INCOMPLETE_COVERAGE
+    out = tmp_path / "order-42.zip"
+    arguments = ["evidence", "--table", "Music", "--key", '{"id": "42"}', "--endpoint", api, "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(arguments)
+    assert exit_.value.code == 0
+    with zipfile.ZipFile(out) as bundle:
+        files = {name: bundle.read(name) for name in bundle.namelist()}
+    assert set(files) == {"history.json", "history.csv", "coverage.json", "manifest.json", "SHA256SUMS", "README.txt"}
+    assert json.loads(files["history.json"]) == entries
+    assert json.loads(files["coverage.json"]) == INCOMPLETE_COVERAGE
+    rows = list(csv.DictReader(io.StringIO(files["history.csv"].decode())))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert [(row["event_id"], row["user_agent"]) for row in rows] == [(e["event_id"], "'=cmd") for e in entries]
+    sums = dict(reversed(line.split("  ")) for line in files["SHA256SUMS"].decode().splitlines())
+    assert sums == {name: hashlib.sha256(files[name]).hexdigest() for name in sums}
+    assert set(sums) == {"history.json", "history.csv", "coverage.json", "manifest.json"}
+    manifest = json.loads(files["manifest.json"])
+    assert (manifest["entries"], manifest["query"]) == (3, {"table": "Music", "key": '{"id": "42"}'})
+    assert manifest["coverage"] == coverage_line(INCOMPLETE_COVERAGE, False)[0]
+    assert manifest["coverage"] in files["README.txt"].decode()
+    assert f"wrote {out}: 3 entries" in " ".join(capsys.readouterr().err.split())
+
+    before = out.read_bytes()
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(arguments)
+    assert exit_.value.code == 2
+    assert "exists; choose another --out" in capsys.readouterr().err
+    assert out.read_bytes() == before
+
+
+def test_evidence_that_could_not_be_read_whole_leaves_no_file(api: str, tmp_path: Path) -> None:
+    _Answers.status, _Answers.body = 503, {"Code": "ServiceUnavailableError", "Message": "Athena is throttling"}
+    _Answers.coverage = INCOMPLETE_COVERAGE
+    out = tmp_path / "evidence.zip"
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["evidence", "--table", "Music", "--endpoint", api, "--out", str(out)])
+    assert exit_.value.code == 5
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
