@@ -1,8 +1,7 @@
 """`deutzia history`, `coverage` and `evidence`: an item's history and a table's verified days, as a readable table
 (or JSON / CSV for pipes: stdout carries only data; progress and errors go to stderr), or both in one zip with
-checksums for an auditor. Errors are one line and an
-exit code: 2 a bad option or request, 3 no permission or credentials, 4 a table that is not audited, 5 the API
-unreachable or failing.
+checksums for an auditor. Errors are one line and an exit code: 2 a bad option or request, 3 no permission or
+credentials, 4 a table that is not audited, 5 the API unreachable or failing.
 """
 
 from __future__ import annotations
