@@ -39,12 +39,14 @@ class CliError(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """The API to call: its base URL (no trailing slash), and the credentials that sign for it (None: unsigned)."""
+    """The API to call: its base URL (no trailing slash), and the credentials that sign for it (None: unsigned);
+    with a stack, its trail's ARN."""
 
     url: str
     region: str | None = None
     credentials: Credentials | None = None
     account: str = "*"
+    trail_arn: str | None = None
 
     def get(self, path: str, parameters: dict[str, str] | None = None) -> Any:
         """GET `path` with `parameters`; the JSON answer, or CliError saying what the status means."""
@@ -123,7 +125,8 @@ def resolve(endpoint: str | None, stack: str | None, profile: str | None, region
         outputs, account = _stack_outputs(session, stack)
         if "EndpointURL" not in outputs:
             raise CliError(f"stack {stack} has no EndpointURL output: is it a Deutzia stack?", NOT_FOUND)
-        return Target(outputs["EndpointURL"].rstrip("/"), session.region_name, _credentials(session), account)
+        url = outputs["EndpointURL"].rstrip("/")
+        return Target(url, session.region_name, _credentials(session), account, outputs.get("TrailArn"))
     port = os.environ.get("DEUTZIA_API_PORT", "8000")
     url = f"http://127.0.0.1:{port}"
     try:

@@ -264,10 +264,16 @@ def evidence(out: Path, target: Target, **filters: str | None) -> None:
     line, _ = coverage_line(coverage, cut)
     generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest = {"generated_at": generated, "api": target.url, "query": parameters, "coverage": line}
+    if target.trail_arn:
+        manifest["trail_arn"] = target.trail_arn
     what = f"the item {key}" if key else "every item"
-    first, after = coverage.get("since"), _day_after(coverage.get("until"))
     readme = EVIDENCE_README.format(
-        what=what, table=table, generated=generated, api=target.url, coverage=line, first=first, after=after
+        what=what,
+        table=table,
+        generated=generated,
+        api=target.url,
+        coverage=line,
+        validate=_validate_logs_command(target, coverage.get("since"), _day_after(coverage.get("until"))),
     )
     try:
         bundle = write_bundle(
@@ -296,10 +302,20 @@ SHA256SUMS     the SHA-256 of the four files above: `sha256sum -c SHA256SUMS` ch
 {coverage}
 
 A day marked verified or backfilled holds every call on the table that CloudTrail's own files for that day hold.
-Those files are provably CloudTrail's: with log file validation on (Deutzia's trail has it),
-`aws cloudtrail validate-logs --trail-arn <the trail's ARN> --start-time {first}T00:00:00Z --end-time {after}T00:00:00Z`
-checks each one against the digests CloudTrail signed.
+Those files are provably CloudTrail's, and none was taken away: with log file validation on (Deutzia's trail has it),
+
+  {validate}
+
+checks each one against the digest files CloudTrail signed, and names any file changed or deleted since CloudTrail
+delivered it. It needs read access to the trail's bucket and to the stack's KMS key (the files are encrypted with it).
 """
+
+
+def _validate_logs_command(target: Target, first: object, after: str) -> str:
+    """`aws cloudtrail validate-logs` for the coverage's days: with the trail's ARN when a stack named it."""
+    trail = f"--trail-arn {target.trail_arn}" if target.trail_arn else "--trail-arn <the stack's TrailArn output>"
+    region = f" --region {target.region}" if target.trail_arn and target.region else ""
+    return f"aws cloudtrail validate-logs {trail}{region} --start-time {first}T00:00:00Z --end-time {after}T00:00:00Z"
 
 
 def _query(**filters: str | None) -> dict[str, str]:

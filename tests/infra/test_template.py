@@ -274,6 +274,7 @@ def test_outputs_name_everything_a_user_needs(merged: dict[str, Any]) -> None:
         "AuditedTables",
         "ReconcileFunctionName",
         "TrailTableName",
+        "TrailArn",
     }
     assert expected <= set(merged["Outputs"])
 

@@ -68,7 +68,7 @@ class _Answers(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).heard.append((self.path, self.headers.get("Authorization")))
-        covered = self.coverage is not None and self.path.startswith("/audit/coverage")
+        covered = self.coverage is not None and self.path.split("?")[0].endswith("/audit/coverage")
         payload = json.dumps(self.coverage if covered else self.body).encode()
         self.send_response(200 if covered else self.status)
         self.send_header("Content-Type", "application/json")
@@ -427,6 +427,40 @@ def test_evidence_is_one_zip_of_the_history_its_coverage_and_checksums_never_ove
     assert exit_.value.code == 2
     assert "exists; choose another --out" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_evidence_from_a_stack_names_its_trail_in_the_command_that_validates_the_trail_files(
+    api: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    trail = "arn:aws:cloudtrail:us-east-1:123456789012:trail/deutzia-evidence-dynamodb"
+    template = {
+        "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {"EndpointURL": {"Value": f"{api}/api/"}, "TrailArn": {"Value": trail}},
+    }
+    boto3.client("cloudformation").create_stack(StackName="deutzia-evidence", TemplateBody=json.dumps(template))
+    _Answers.status, _Answers.body = 200, {"entries": [], "next_token": None}
+    _Answers.coverage = INCOMPLETE_COVERAGE
+    written = {}
+    for via in ("--stack", "--endpoint"):
+        out = tmp_path / f"{via[2:]}.zip"
+        where = ["--stack", "deutzia-evidence"] if via == "--stack" else ["--endpoint", api]
+        with pytest.raises(SystemExit) as exit_:
+            _run_main(["evidence", "--table", "Music", *where, "--out", str(out)])
+        assert exit_.value.code == 0
+        with zipfile.ZipFile(out) as bundle:
+            written[via] = (bundle.read("README.txt").decode(), json.loads(bundle.read("manifest.json")))
+    readme, manifest = written["--stack"]
+    assert (
+        f"aws cloudtrail validate-logs --trail-arn {trail} --region us-east-1 "
+        "--start-time 2026-11-25T00:00:00Z --end-time 2026-11-28T00:00:00Z"
+    ) in readme
+    assert manifest["trail_arn"] == trail
+    readme, manifest = written["--endpoint"]  # an API alone does not say which trail feeds it
+    assert "--trail-arn <the stack's TrailArn output> --start-time 2026-11-25T00:00:00Z" in readme
+    assert "trail_arn" not in manifest
 
 
 def test_evidence_that_could_not_be_read_whole_leaves_no_file(api: str, tmp_path: Path) -> None:
