@@ -246,6 +246,7 @@ class S3Compactor:
                 Key=key,
                 Body=body,
                 ContentType="application/vnd.apache.parquet",
+                ChecksumAlgorithm="SHA256",  # with the value: the header a bucket under Object Lock asks for
                 ChecksumSHA256=checksum,
             )
             stored = self._client.head_object(Bucket=self._bucket, Key=key)

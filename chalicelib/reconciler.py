@@ -43,7 +43,7 @@ from chalicelib.reconcile import (
     report_key,
 )
 from chalicelib.records import compact_json, encode_lines
-from chalicelib.store import ascii_metadata
+from chalicelib.store import UPLOAD_CHECKSUM, ascii_metadata
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -331,6 +331,7 @@ class Reconciler:
                 Body=body,
                 ContentType=content_type,
                 Metadata={name: ascii_metadata(value) for name, value in metadata.items()},
+                ChecksumAlgorithm=UPLOAD_CHECKSUM,
             )
         except (ClientError, BotoCoreError) as exc:
             raise StoreError(f"S3 PutObject to {self._audit_bucket}/{key} failed: {_reason(exc)}") from exc

@@ -18,6 +18,9 @@ from chalicelib.errors import StoreError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+# Every upload carries its checksum, which S3 verifies: a bucket under Object Lock refuses uploads without one, and
+# SDKs before botocore 1.36 (Lambda's runtimes ship their own) send none unless asked. CRC32: zlib's, fast.
+UPLOAD_CHECKSUM = "CRC32"
 # S3 user metadata travels as HTTP headers: ASCII only, 2 KB in all.
 _MAX_REASON_BYTES = 1024
 
@@ -66,7 +69,12 @@ class S3AuditStore:
     def _put(self, key: str, body: bytes, metadata: dict[str, str]) -> None:
         try:
             self._client.put_object(
-                Bucket=self._bucket, Key=key, Body=body, ContentType="application/gzip", Metadata=metadata
+                Bucket=self._bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/gzip",
+                Metadata=metadata,
+                ChecksumAlgorithm=UPLOAD_CHECKSUM,
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "Unknown")
