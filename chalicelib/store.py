@@ -6,7 +6,7 @@ building keys and bodies is `records`' job. Failures surface as StoreError, so t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import boto3
 from botocore.config import Config
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # Every upload carries its checksum, which S3 verifies: a bucket under Object Lock refuses uploads without one, and
 # SDKs before botocore 1.36 (Lambda's runtimes ship their own) send none unless asked. CRC32: zlib's, fast.
-UPLOAD_CHECKSUM = "CRC32"
+UPLOAD_CHECKSUM: Final = "CRC32"
 # S3 user metadata travels as HTTP headers: ASCII only, 2 KB in all.
 _MAX_REASON_BYTES = 1024
 
