@@ -30,6 +30,7 @@ from chalicelib.query import (
     SqlValue,
     build_audit_sql,
     encode_page_token,
+    entries_that_fit,
     row_to_entry,
 )
 from chalicelib.reconcile import ReconcileRelations, ReconcileWindow, build_reconcile_sql, read_tally
@@ -187,11 +188,11 @@ class AthenaQueryRunner(AthenaWorkgroup):
                 self._wait(execution_id, deadline)
         else:
             execution_id = self._resume(token, sql, execution_parameters)
-        return self._read_page(query, execution_id, token.athena_token if token else None)
+        return self._read_page(query, execution_id, token)
 
     def _resume(self, token: PageToken, sql: str, execution_parameters: list[str]) -> str:
         """The execution a page token names, after checking it ran exactly this query."""
-        if token.execution_id is None or token.athena_token is None:
+        if token.execution_id is None or (token.athena_token is None and not token.skip):
             raise InvalidRequestError("next_token", "is not a token of this query engine")
         try:
             execution = self._client.get_query_execution(QueryExecutionId=token.execution_id)["QueryExecution"]
@@ -210,28 +211,32 @@ class AthenaQueryRunner(AthenaWorkgroup):
             raise InvalidRequestError("next_token", "does not belong to this query")
         return token.execution_id
 
-    def _read_page(self, query: AuditQuery, execution_id: str, athena_token: str | None) -> AuditPage:
-        """Up to `query.limit` rows from `athena_token` on, reading more than once when Athena's page is smaller."""
+    def _read_page(self, query: AuditQuery, execution_id: str, start: PageToken | None) -> AuditPage:
+        """Up to `query.limit` rows from `start` on, reading more than once when Athena's page is smaller, and
+        stopping early when the next row would not fit in the answer; the next page resumes at the first row not
+        given (Athena's token of the rows it is among, and how many of those this page gave)."""
         entries: list[dict[str, object]] = []
-        header_pending = athena_token is None  # the result set starts with a header row
-        token = athena_token
+        token, skip = (start.athena_token, start.skip) if start else (None, 0)
         while True:
-            wanted = query.limit - len(entries) + (1 if header_pending else 0)
+            header = token is None  # the result set starts with a header row
             arguments: GetQueryResultsInputTypeDef = {
                 "QueryExecutionId": execution_id,
-                "MaxResults": min(wanted, _ATHENA_MAX_RESULTS),
+                "MaxResults": min(skip + query.limit - len(entries) + header, _ATHENA_MAX_RESULTS),
             }
             if token is not None:
                 arguments["NextToken"] = token
             response = self._call("GetQueryResults", functools.partial(self._client.get_query_results, **arguments))
-            rows = response.get("ResultSet", {}).get("Rows", [])
-            if header_pending and rows:
-                rows = rows[1:]
-                header_pending = False
+            rows = response.get("ResultSet", {}).get("Rows", [])[header:]
+            given = len(entries)
             entries += [
-                row_to_entry(dict(zip(ENTRY_COLUMNS, _row_values(row.get("Data", [])), strict=True))) for row in rows
+                row_to_entry(dict(zip(ENTRY_COLUMNS, _row_values(row.get("Data", [])), strict=True)))
+                for row in rows[skip:]
             ]
-            token = response.get("NextToken")
+            fitting = entries_that_fit(entries)
+            if fitting < len(entries):
+                resume = PageToken(query.fingerprint(), execution_id, token, skip=skip + fitting - given)
+                return AuditPage(entries[:fitting], encode_page_token(resume))
+            skip, token = 0, response.get("NextToken")
             if not token or len(entries) >= query.limit:
                 break
         next_token = None

@@ -52,6 +52,7 @@ from chalicelib.query import (
     Relations,
     build_audit_sql,
     encode_page_token,
+    entries_that_fit,
     position_of,
     row_to_entry,
 )
@@ -330,10 +331,11 @@ class DuckDBQueryRunner:
             timer.cancel()
             cursor.close()
         entries = [row_to_entry(dict(zip(ENTRY_COLUMNS, row, strict=True))) for row in rows[: query.limit]]
+        fitting = entries_that_fit(entries)
         next_token = None
-        if len(rows) > query.limit:
-            next_token = encode_page_token(PageToken(query.fingerprint(), after=position_of(entries[-1])))
-        return AuditPage(entries, next_token)
+        if len(rows) > fitting:
+            next_token = encode_page_token(PageToken(query.fingerprint(), after=position_of(entries[fitting - 1])))
+        return AuditPage(entries[:fitting], next_token)
 
 
 class TrailFiles:

@@ -32,6 +32,12 @@ from chalicelib.schema import AUDIT_COLUMNS
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# What one page's entries may take in the answer, as the API writes them (compact JSON, non-ASCII escaped): a Lambda
+# answer holds at most 6 MB, and API Gateway's proxy envelope escapes the body once more (up to twice its size). Each
+# record's fields are bounded, not its calls' number: a caller can make every call on an item hundreds of KB, so a
+# page of 1,000 would not fit. A page stops before the entry that would pass this (never before its first), and its
+# next_token resumes at that entry.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 TABLE_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,255}$"
 OPERATIONS = ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan", "Statement")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -79,6 +85,7 @@ class PageToken:
     execution_id: str | None = None
     athena_token: str | None = None
     after: tuple[str, str, int] | None = None
+    skip: int = 0  # Athena: the rows from `athena_token` on that an earlier page already gave
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,8 @@ def encode_page_token(token: PageToken) -> str:
         document["q"] = token.execution_id
     if token.athena_token is not None:
         document["t"] = token.athena_token
+    if token.skip:
+        document["s"] = token.skip
     text = json.dumps([document, list(token.after) if token.after else None], separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
@@ -260,8 +269,11 @@ def decode_page_token(text: str, query: AuditQuery) -> PageToken:
         fingerprint = document["f"]
         execution_id = document.get("q")
         athena_token = document.get("t")
+        skip = document.get("s", 0)
         if document["v"] != _TOKEN_VERSION or not isinstance(fingerprint, str):
             raise ValueError("unknown token version")
+        if type(skip) is not int or not 0 <= skip < MAX_LIMIT:
+            raise ValueError("bad skip")
         if after is not None:
             event_time, event_id, item_index = after
             if not (
@@ -283,7 +295,17 @@ def decode_page_token(text: str, query: AuditQuery) -> PageToken:
         raise InvalidRequestError("next_token", "is not a token this API returned") from None
     if fingerprint != query.fingerprint():
         raise InvalidRequestError("next_token", "belongs to a query with other parameters") from None
-    return PageToken(fingerprint, execution_id, athena_token, after)
+    return PageToken(fingerprint, execution_id, athena_token, after, skip)
+
+
+def entries_that_fit(entries: Sequence[Mapping[str, object]]) -> int:
+    """How many of `entries`, from the first, one page holds within MAX_PAGE_BYTES (at least one)."""
+    size = 0
+    for count, entry in enumerate(entries):
+        size += len(json.dumps(entry, separators=(",", ":"))) + 1
+        if size > MAX_PAGE_BYTES and count:
+            return count
+    return len(entries)
 
 
 # The entry's columns in result order; arrays travel as JSON text so both engines return them the same way.

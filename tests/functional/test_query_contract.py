@@ -17,6 +17,7 @@ from chalice.test import Client
 import app as deutzia_app
 from chalicelib.athena import AthenaQueryRunner
 from chalicelib.compactor import S3Compactor
+from chalicelib.query import MAX_PAGE_BYTES
 from tests.factories import ACCOUNT, cloudtrail_event
 from tests.functional.athena_fake import DATABASE, WORKGROUP, DuckDBAthenaClient
 
@@ -241,6 +242,38 @@ def test_the_largest_page_holds_exactly_the_limit(client: Client, engine: str, i
     assert (len(rest["entries"]), rest["next_token"]) == (1, None)
     seen = {entry["item_key"] for entry in first["entries"] + rest["entries"]}
     assert len(seen) == 1001
+
+
+def test_a_page_stops_before_an_entry_that_would_not_fit_in_the_answer_and_the_next_resumes_there(
+    client: Client, engine: str, ingest: Callable[..., Any]
+) -> None:
+    # A caller can make each call on an item hundreds of KB (its attribute names, parameters): a page of them must
+    # still fit in Lambda's answer, and paging must still give every call once.
+    def call(n: int, letter: str) -> dict[str, Any]:
+        names = [f"{letter * 250}{i:03d}" for i in range(256)]
+        parameters = {"tableName": "Music", "key": SONG_1, "item": names}
+        return cloudtrail_event("PutItem", parameters, event_time=f"2024-05-01T10:{n // 60:02d}:{n % 60:02d}Z")
+
+    calls = [call(n, "x") for n in range(30)] + [call(n, "é") for n in range(30, 33)]  # é is written as \u00e9
+    for start in range(0, len(calls), 6):
+        ingest(calls[start : start + 6])
+    seen: list[tuple[str, int]] = []
+    parameters = {"table": "Music", "key": json.dumps(SONG_1), "limit": "1000"}
+    sizes = []
+    while True:
+        response = client.http.get(f"/audit?{urlencode(parameters)}")
+        assert response.status_code == 200
+        sizes.append(len(response.body))
+        body = json.loads(response.body)
+        assert body["entries"]
+        seen += _ids(body)
+        if body["next_token"] is None:
+            break
+        parameters["next_token"] = body["next_token"]
+    assert max(sizes) <= MAX_PAGE_BYTES + 1024
+    assert len(sizes) >= 4  # 30 entries of about 130 KB, then three of about 770 KB
+    expected = sorted(((event["eventTime"], event["eventID"]) for event in calls), reverse=True)
+    assert seen == [(event_id, 0) for _, event_id in expected]
 
 
 def test_a_key_longer_than_an_athena_parameter_is_found(

@@ -6,12 +6,14 @@ import pytest
 
 from chalicelib.errors import InvalidRequestError, UnknownTableError
 from chalicelib.query import (
+    MAX_PAGE_BYTES,
     AuditQuery,
     PageToken,
     Relations,
     build_audit_sql,
     decode_page_token,
     encode_page_token,
+    entries_that_fit,
     parse_audit_request,
     row_to_entry,
 )
@@ -142,10 +144,24 @@ def test_page_token_round_trips_and_is_bound_to_its_query() -> None:
     query = AuditQuery(table="Music", key='{"id":"1"}')
     token = PageToken(query.fingerprint(), execution_id="q-1", athena_token="abc")
     assert decode_page_token(encode_page_token(token), query) == token
+    within = PageToken(query.fingerprint(), execution_id="q-1", athena_token=None, skip=999)
+    assert decode_page_token(encode_page_token(within), query) == within
     keyset = PageToken(query.fingerprint(), after=("2024-05-01T00:00:00Z", "e", 2))
     assert decode_page_token(encode_page_token(keyset), AuditQuery(table="Music", key='{"id":"1"}', limit=5)) == keyset
     with pytest.raises(InvalidRequestError, match="other parameters"):
         decode_page_token(encode_page_token(token), AuditQuery(table="Music", key='{"id":"2"}'))
+
+
+def test_a_page_holds_the_entries_that_fit_in_an_answer_and_always_its_first() -> None:
+    small = {"event_id": "e", "user_agent": "a" * 1000}
+    assert entries_that_fit([small] * 1000) == 1000
+    ascii_big = {"event_id": "e", "request_parameters": "x" * (MAX_PAGE_BYTES // 4)}
+    assert entries_that_fit([ascii_big] * 10) == 3  # four would pass the bound by their quotes and names
+    escaped = {"event_id": "e", "request_parameters": "\u00e9" * (MAX_PAGE_BYTES // 6 // 2)}  # é: six bytes written
+    assert entries_that_fit([escaped] * 10) == 1
+    huge = {"event_id": "e", "request_parameters": "x" * (MAX_PAGE_BYTES * 2)}
+    assert entries_that_fit([huge, small]) == 1
+    assert entries_that_fit([]) == 0
 
 
 def test_result_rows_from_either_engine_become_the_same_entry() -> None:
@@ -210,6 +226,10 @@ def test_keys_in_every_accepted_form_become_the_canonical_key(key: str, canonica
         '[{"v":1,"f":"FP"},["0999-05-01","e",0]]',
         '[{"v":1,"f":"FP"},["2024-05-01T00:00:00Z","\u0027; DROP",0]]',
         '[{"v":1,"f":"FP","q":"\\udfff","t":"x"},null]',
+        '[{"v":1,"f":"FP","q":"q-1","s":-1},null]',
+        '[{"v":1,"f":"FP","q":"q-1","s":1000},null]',
+        '[{"v":1,"f":"FP","q":"q-1","s":"3"},null]',
+        '[{"v":1,"f":"FP","q":"q-1","s":true},null]',
         "[" * 3000,
     ],
 )
