@@ -42,10 +42,11 @@ _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
-VERIFIED, BACKFILLED, INCOMPLETE, NO_TRAIL_FILES, NOT_CHECKED = (
+VERIFIED, BACKFILLED, INCOMPLETE, UNCONFIRMED, NO_TRAIL_FILES, NOT_CHECKED = (
     "verified",
     "backfilled",
     "incomplete",
+    "unconfirmed",  # nothing missing, but the audit records hold calls the trail's files do not
     "no_trail_files",
     "not_checked",
 )
@@ -105,8 +106,9 @@ def parse_day(text: str) -> date:
 def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) -> tuple[str, list[SqlValue]]:
     """SQL and its `?` parameters: one row per (table, trail file) with the file's events of the table, how many
     of them are duplicates of an earlier copy, how many the audit records hold, and the missing ones' ids (JSON);
-    then one row per table (file NULL) counting what the audit records hold that the trail does not. Only names
-    from configuration and constants are SQL text; the day and tables are parameters."""
+    then one row per table (file NULL) counting what the audit records hold up to the window's end that the trail
+    does not, with the first MAX_LISTED of their ids. Only names from configuration and constants are SQL text; the
+    day and tables are parameters."""
     parameters: list[SqlValue] = []
 
     def values(items: Sequence[str]) -> str:
@@ -131,8 +133,9 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         "SELECT DISTINCT event_id, table_name FROM ("
         f"SELECT event_id, table_name FROM {relations.compacted} "
         f"WHERE month = {values([window.day[:7]])} AND dt = {values([window.day])}{tables_filter('table_name')} "
+        f"AND event_time < {values([window.until])} "
         f"UNION ALL SELECT event_id, table_name FROM {relations.fresh} "
-        f"WHERE dt = {values([window.day])}{tables_filter('table_name')}"
+        f"WHERE dt = {values([window.day])}{tables_filter('table_name')} AND event_time < {values([window.until])}"
         ") AS tiers"
     )
     sql = (
@@ -148,7 +151,9 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         "FROM copies LEFT JOIN audited "
         "ON audited.event_id = copies.event_id AND audited.table_name = copies.table_name "
         "GROUP BY copies.table_name, copies.trail_file "
-        "UNION ALL SELECT audited.table_name, NULL, 0, 0, 0, count(*), NULL FROM audited "
+        "UNION ALL SELECT audited.table_name, NULL, 0, 0, 0, count(*), "
+        f"json_format(CAST(slice(array_agg(audited.event_id ORDER BY audited.event_id), 1, {MAX_LISTED}) AS JSON)) "
+        "FROM audited "
         "WHERE NOT EXISTS (SELECT 1 FROM trail_rows "
         "WHERE trail_rows.event_id = audited.event_id AND trail_rows.table_name = audited.table_name) "
         "GROUP BY audited.table_name "
@@ -159,7 +164,8 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
 
 @dataclass(frozen=True)
 class FileTally:
-    """One result row: a table's events in one trail file (`trail_file` None: audited events the trail lacks)."""
+    """One result row: a table's events in one trail file, and the ids of those the audit records lack (`missing`);
+    or, with `trail_file` None, how many audited events the trail lacks (`audited`) and the first of their ids."""
 
     table: str
     trail_file: str | None
@@ -302,6 +308,7 @@ class TableReport:
     still_missing: int = 0
     duplicates_in_trail: int = 0
     audited_not_in_trail: int = 0
+    not_in_trail_examples: list[str] = field(default_factory=list)
     missing_reasons: dict[str, int] = field(default_factory=dict)
     missing_examples: list[dict[str, str]] = field(default_factory=list)
     trail_files: list[str] = field(default_factory=list)
@@ -310,9 +317,12 @@ class TableReport:
     unreadable_trail_files: int = 0
 
     def settle(self) -> None:
-        """Set the status from the counts: complete only when nothing is missing and every file was read."""
+        """Set the status from the counts: complete only when nothing is missing and every file was read, and
+        confirmed only when the trail's files hold every call the audit records do."""
         if self.still_missing or self.unreadable_trail_files:
             self.status = INCOMPLETE
+        elif self.audited_not_in_trail:
+            self.status = UNCONFIRMED
         elif self.backfilled:
             self.status = BACKFILLED
         else:
@@ -361,6 +371,8 @@ class DayReport:
             self.status = NO_TRAIL_FILES
         elif self.unreadable_trail_files or INCOMPLETE in statuses:
             self.status = INCOMPLETE
+        elif UNCONFIRMED in statuses:
+            self.status = UNCONFIRMED
         elif BACKFILLED in statuses:
             self.status = BACKFILLED
         else:
@@ -380,6 +392,7 @@ class DayReport:
             "TrailEvents": sum(report.trail_events for report in reports),
             "BackfilledEvents": sum(report.backfilled_now for report in reports),
             "MissingEvents": sum(report.still_missing for report in reports),
+            "NotInTrailEvents": sum(report.audited_not_in_trail for report in reports),
             "DuplicateTrailEvents": sum(report.duplicates_in_trail for report in reports),
             "UnreadableTrailFiles": len(self.unreadable_trail_files),
         }
@@ -400,7 +413,7 @@ def coverage_of(
         return {**entry, "status": NO_TRAIL_FILES}
     if report is None:  # the day was checked and the trail names no call on this table
         unreadable = bool(summary.get("unreadable_trail_files"))
-        counts = {"trail_events": 0, "backfilled": 0, "still_missing": 0}
+        counts = {"trail_events": 0, "backfilled": 0, "still_missing": 0, "not_in_trail": 0}
         return {**entry, "status": INCOMPLETE if unreadable else VERIFIED, **counts}
     return {
         **entry,
@@ -408,6 +421,7 @@ def coverage_of(
         "trail_events": report.get("trail_events", 0),
         "backfilled": report.get("backfilled", 0),
         "still_missing": report.get("still_missing", 0),
+        "not_in_trail": report.get("audited_not_in_trail", 0),
     }
 
 

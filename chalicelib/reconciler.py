@@ -196,6 +196,7 @@ class Reconciler:
             report = day_report.tables[tally.table]
             if tally.trail_file is None:
                 report.audited_not_in_trail += tally.audited
+                report.not_in_trail_examples = [event_id[:128] for event_id in tally.missing[:MAX_LISTED]]
                 continue
             files[tally.table].add(tally.trail_file)
             report.trail_events += tally.events

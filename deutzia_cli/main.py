@@ -174,9 +174,11 @@ def coverage(
     if output == "json":
         click.echo(json.dumps(answer, indent=1))
         return
-    view = Table("day", "status", "calls in the trail", "backfilled", "missing", title=_plain(f"{table}: coverage"))
+    columns = ("calls in the trail", "backfilled", "missing", "not in the trail")
+    view = Table("day", "status", *columns, title=_plain(f"{table}: coverage"))
     for day in answer["days"]:
-        counts = [str(day[name]) if name in day else "" for name in ("trail_events", "backfilled", "still_missing")]
+        names = ("trail_events", "backfilled", "still_missing", "not_in_trail")
+        counts = [str(day[name]) if name in day else "" for name in names]
         view.add_row(day["day"], day["status"], *counts)
     Console(highlight=False).print(view)
     _print_coverage_line(answer, False)
@@ -187,6 +189,7 @@ COVERAGE_LABELS = {
     "verified": "verified complete",
     "backfilled": "complete after backfill",
     "incomplete": "incomplete",
+    "unconfirmed": "with calls the trail lacks",
     "no_trail_files": "without trail files",
     "not_checked": "not checked yet",
 }
@@ -217,12 +220,14 @@ def _day_of(text: str | None) -> date | None:
 def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     """One line saying how complete the history is over the answer's days, and whether calls are missing."""
     counts: dict[str, int] = {}
-    missing = []
+    missing, strangers = [], []
     for day in answer["days"]:
         status = str(day.get("status"))
         counts[status] = counts.get(status, 0) + 1
         if status == "incomplete":
             missing.append(f"{day.get('day')} ({day.get('still_missing', 'some')} missing)")
+        elif status == "unconfirmed":
+            strangers.append(f"{day.get('day')} ({day.get('not_in_trail', 'some')})")
     order = [*COVERAGE_LABELS, *(status for status in counts if status not in COVERAGE_LABELS)]
     parts = [
         f"{counts[status]} day{'' if counts[status] == 1 else 's'} {COVERAGE_LABELS.get(status, status)}"
@@ -232,10 +237,11 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     line = f"Checked against CloudTrail's own files, {answer.get('since')} to {answer.get('until')}"
     line += f" (the range's last {MAX_COVERAGE_DAYS} days): " if cut else ": "
     line += ", ".join(parts) + "."
-    if missing:
-        more = f" and {len(missing) - 10} more days" if len(missing) > 10 else ""
-        line += f" Calls still missing on {', '.join(missing[:10])}{more}."
-    return line, bool(missing)
+    for days, what in ((missing, "Calls still missing"), (strangers, "Calls not in CloudTrail's own files")):
+        if days:
+            more = f" and {len(days) - 10} more days" if len(days) > 10 else ""
+            line += f" {what} on {', '.join(days[:10])}{more}."
+    return line, bool(missing or strangers)
 
 
 def _print_coverage_line(answer: dict[str, Any], cut: bool) -> None:

@@ -17,9 +17,17 @@ SHARD = "shardId-000000000000"
 # A GET /audit/coverage answer with a day whose calls are not all in the audit records.
 INCOMPLETE_COVERAGE = {
     "table": "Music",
-    "since": "2026-11-25",
+    "since": "2026-11-24",
     "until": "2026-11-27",
     "days": [
+        {
+            "day": "2026-11-24",
+            "status": "unconfirmed",
+            "trail_events": 9,
+            "backfilled": 0,
+            "still_missing": 0,
+            "not_in_trail": 2,
+        },
         {"day": "2026-11-25", "status": "verified", "trail_events": 9, "backfilled": 0, "still_missing": 0},
         {"day": "2026-11-26", "status": "incomplete", "trail_events": 9, "backfilled": 0, "still_missing": 3},
         {"day": "2026-11-27", "status": "not_checked"},

@@ -549,19 +549,21 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
         assert {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/${{AWS::StackName}}-{name}"} in roles
 
 
-def test_an_alarm_fires_when_calls_stay_missing_or_trail_files_unread(merged: dict[str, Any]) -> None:
+def test_an_alarm_fires_when_calls_stay_missing_files_unread_or_audited_calls_are_not_in_the_trail(
+    merged: dict[str, Any],
+) -> None:
     alarm = merged["Resources"]["ReconcileIncompleteAlarm"]["Properties"]
     watched = {
         query["MetricStat"]["Metric"]["MetricName"]: query["MetricStat"]["Metric"]
         for query in alarm["Metrics"]
         if "MetricStat" in query
     }
-    assert set(watched) == {"MissingEvents", "UnreadableTrailFiles"}
+    assert set(watched) == {"MissingEvents", "UnreadableTrailFiles", "NotInTrailEvents"}
     for metric in watched.values():  # what Powertools' Metrics(namespace="Deutzia", service=...) publishes
         assert metric["Namespace"] == "Deutzia"
         assert metric["Dimensions"] == [{"Name": "service", "Value": "deutzia-reconcile"}]
     (expression,) = [query for query in alarm["Metrics"] if query.get("ReturnData")]
-    assert expression["Expression"] == "FILL(missing, 0) + FILL(unreadable, 0)"
+    assert expression["Expression"] == "FILL(missing, 0) + FILL(unreadable, 0) + FILL(unconfirmed, 0)"
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     errors = merged["Resources"]["ReconcileErrorsAlarm"]["Properties"]
     assert errors["Dimensions"][0]["Value"] == {"Ref": "ReconcileAuditTrail"}

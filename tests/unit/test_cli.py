@@ -345,18 +345,24 @@ def test_the_coverage_of_a_history_is_the_days_it_covers_at_most_366() -> None:
     assert coverage_days("not a day", "2026-13-40", today) == ({}, False)  # GET /audit says what is wrong with them
 
 
-def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_missing() -> None:
+def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_missing_or_not_in_the_trail() -> None:
     line, missing = coverage_line(INCOMPLETE_COVERAGE, True)
     assert line == (
-        "Checked against CloudTrail's own files, 2026-11-25 to 2026-11-27 (the range's last 366 days): "
-        "1 day verified complete, 1 day incomplete, 1 day not checked yet. "
-        "Calls still missing on 2026-11-26 (3 missing)."
+        "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27 (the range's last 366 days): "
+        "1 day verified complete, 1 day incomplete, 1 day with calls the trail lacks, 1 day not checked yet. "
+        "Calls still missing on 2026-11-26 (3 missing). Calls not in CloudTrail's own files on 2026-11-24 (2)."
     )
     assert missing
     verified = {**INCOMPLETE_COVERAGE, "days": [{"day": f"2026-11-{d}", "status": "verified"} for d in (25, 26)]}
     assert coverage_line(verified, False) == (
-        "Checked against CloudTrail's own files, 2026-11-25 to 2026-11-27: 2 days verified complete.",
+        "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 2 days verified complete.",
         False,
+    )
+    unconfirmed = {**INCOMPLETE_COVERAGE, "days": INCOMPLETE_COVERAGE["days"][:1]}
+    assert coverage_line(unconfirmed, False) == (
+        "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 1 day with calls the trail lacks. "
+        "Calls not in CloudTrail's own files on 2026-11-24 (2).",
+        True,
     )
 
 
@@ -455,11 +461,11 @@ def test_evidence_from_a_stack_names_its_trail_in_the_command_that_validates_the
     readme, manifest = written["--stack"]
     assert (
         f"aws cloudtrail validate-logs --trail-arn {trail} --region us-east-1 "
-        "--start-time 2026-11-25T00:00:00Z --end-time 2026-11-28T00:00:00Z"
+        "--start-time 2026-11-24T00:00:00Z --end-time 2026-11-28T00:00:00Z"
     ) in readme
     assert manifest["trail_arn"] == trail
     readme, manifest = written["--endpoint"]  # an API alone does not say which trail feeds it
-    assert "--trail-arn <the stack's TrailArn output> --start-time 2026-11-25T00:00:00Z" in readme
+    assert "--trail-arn <the stack's TrailArn output> --start-time 2026-11-24T00:00:00Z" in readme
     assert "trail_arn" not in manifest
 
 
