@@ -46,7 +46,7 @@ VERIFIED, BACKFILLED, INCOMPLETE, UNCONFIRMED, NO_TRAIL_FILES, NOT_CHECKED = (
     "verified",
     "backfilled",
     "incomplete",
-    "unconfirmed",  # nothing missing, but the audit records hold calls the trail's files do not
+    "unconfirmed",  # nothing missing, but the audit records hold calls the trail's files lack or contradict
     "no_trail_files",
     "not_checked",
 )
@@ -103,12 +103,26 @@ def parse_day(text: str) -> date:
         raise ValueError(f"{text!r} is not a valid date") from None
 
 
+# What a record says of its call that the trail's own event says the same way, column for column: who made it, with
+# which key, from where, when, which call, and whether it failed. A record that differs on any is not the trail's.
+CONFIRMED_COLUMNS: Mapping[str, str] = {
+    "principal_arn": "useridentity.arn",
+    "access_key_id": "useridentity.accesskeyid",
+    "source_ip": "sourceipaddress",
+    "event_time": "eventtime",
+    "event_name": "eventname",
+    "error_code": "errorcode",
+}
+TALLY_FILE, TALLY_NOT_IN_TRAIL, TALLY_ALTERED = "file", "not_in_trail", "altered"
+
+
 def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) -> tuple[str, list[SqlValue]]:
     """SQL and its `?` parameters: one row per (table, trail file) with the file's events of the table, how many
     of them are duplicates of an earlier copy, how many the audit records hold, and the missing ones' ids (JSON);
-    then one row per table (file NULL) counting what the audit records hold up to the window's end that the trail
-    does not, with the first MAX_LISTED of their ids. Only names from configuration and constants are SQL text; the
-    day and tables are parameters."""
+    then per table, what the audit records hold up to the window's end that the trail does not, and the records that
+    contradict the trail (a CONFIRMED_COLUMNS value not the trail's, or copies of one item that name different keys),
+    each counted by event with the first MAX_LISTED ids. Only names from configuration and constants are SQL text;
+    the day and tables are parameters."""
     parameters: list[SqlValue] = []
 
     def values(items: Sequence[str]) -> str:
@@ -118,9 +132,13 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
     def tables_filter(column: str) -> str:
         return "" if window.tables is None else f" AND {column} IN ({values(window.tables)})"
 
+    def listed(column: str) -> str:
+        return f"json_format(CAST(slice(array_agg({column} ORDER BY {column}), 1, {MAX_LISTED}) AS JSON))"
+
     operations = ", ".join(f"'{name}'" for name in sorted(DATA_OPERATIONS))
+    confirmed = ", ".join(f"{field} AS {column}" for column, field in CONFIRMED_COLUMNS.items())
     trail = (
-        'SELECT eventid AS event_id, named.table_name, "$path" AS trail_file '
+        f'SELECT eventid AS event_id, named.table_name, "$path" AS trail_file, {confirmed} '
         f"FROM {relations.trail} CROSS JOIN UNNEST(array_distinct(regexp_extract_all("
         f"json_format(CAST(resources AS JSON)), '{TABLE_ARN_PATTERN}', 1))) AS named (table_name) "
         f'WHERE "date" IN ({values(window.trail_dates())}) '
@@ -129,65 +147,74 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         f"AND eventtime >= {values([f'{window.day}T00:00:00Z'])} AND eventtime < {values([window.until])}"
         f"{tables_filter('named.table_name')}"
     )
-    audited = (
-        "SELECT DISTINCT event_id, table_name FROM ("
-        f"SELECT event_id, table_name FROM {relations.compacted} "
+    columns = ", ".join(["event_id", "item_index", "table_name", "item_key", *CONFIRMED_COLUMNS])
+    records = (
+        f"SELECT {columns} FROM {relations.compacted} "
         f"WHERE month = {values([window.day[:7]])} AND dt = {values([window.day])}{tables_filter('table_name')} "
         f"AND event_time < {values([window.until])} "
-        f"UNION ALL SELECT event_id, table_name FROM {relations.fresh} "
+        f"UNION ALL SELECT {columns} FROM {relations.fresh} "
         f"WHERE dt = {values([window.day])}{tables_filter('table_name')} AND event_time < {values([window.until])}"
-        ") AS tiers"
     )
+    differs = " OR ".join(f"records.{column} IS DISTINCT FROM trail_rows.{column}" for column in CONFIRMED_COLUMNS)
     sql = (
         f"WITH trail_rows AS ({trail}), "
         "copies AS (SELECT event_id, table_name, trail_file, "
         "row_number() OVER (PARTITION BY table_name, event_id ORDER BY trail_file) AS copy FROM trail_rows), "
-        f"audited AS ({audited}) "
-        "SELECT copies.table_name, copies.trail_file, count(*) AS trail_rows, "
+        f"records AS ({records}), "
+        "audited AS (SELECT DISTINCT event_id, table_name FROM records), "
+        "altered AS (SELECT DISTINCT records.table_name, records.event_id FROM records JOIN trail_rows "
+        f"ON trail_rows.event_id = records.event_id AND trail_rows.table_name = records.table_name WHERE {differs} "
+        "UNION SELECT table_name, event_id FROM records GROUP BY table_name, event_id, item_index "
+        "HAVING count(DISTINCT coalesce(item_key, '')) > 1) "
+        f"SELECT '{TALLY_FILE}' AS kind, copies.table_name, copies.trail_file, count(*) AS trail_rows, "
         "count_if(copies.copy > 1) AS duplicates, count_if(copies.copy = 1) AS events, "
         "count_if(copies.copy = 1 AND audited.event_id IS NOT NULL) AS audited, "
         "json_format(CAST(array_agg(copies.event_id) FILTER (WHERE copies.copy = 1 AND audited.event_id IS NULL) "
-        "AS JSON)) AS missing "
+        "AS JSON)) AS listed "
         "FROM copies LEFT JOIN audited "
         "ON audited.event_id = copies.event_id AND audited.table_name = copies.table_name "
         "GROUP BY copies.table_name, copies.trail_file "
-        "UNION ALL SELECT audited.table_name, NULL, 0, 0, 0, count(*), "
-        f"json_format(CAST(slice(array_agg(audited.event_id ORDER BY audited.event_id), 1, {MAX_LISTED}) AS JSON)) "
-        "FROM audited "
+        f"UNION ALL SELECT '{TALLY_NOT_IN_TRAIL}', audited.table_name, NULL, 0, 0, 0, count(*), "
+        f"{listed('audited.event_id')} FROM audited "
         "WHERE NOT EXISTS (SELECT 1 FROM trail_rows "
         "WHERE trail_rows.event_id = audited.event_id AND trail_rows.table_name = audited.table_name) "
         "GROUP BY audited.table_name "
-        "ORDER BY 1, 2"
+        f"UNION ALL SELECT '{TALLY_ALTERED}', table_name, NULL, 0, 0, 0, count(*), {listed('event_id')} FROM altered "
+        "GROUP BY table_name "
+        "ORDER BY 2, 1, 3"
     )
     return sql, parameters
 
 
 @dataclass(frozen=True)
 class FileTally:
-    """One result row: a table's events in one trail file, and the ids of those the audit records lack (`missing`);
-    or, with `trail_file` None, how many audited events the trail lacks (`audited`) and the first of their ids."""
+    """One result row. `file`: a table's events in one trail file, and the ids of those the audit records lack
+    (`listed`). `not_in_trail` and `altered` (`trail_file` None): how many of the table's audited events the trail
+    lacks, or contradicts (`audited`), and the first of their ids."""
 
+    kind: str
     table: str
     trail_file: str | None
     trail_rows: int
     duplicates: int
     events: int
     audited: int
-    missing: tuple[str, ...]
+    listed: tuple[str, ...]
 
 
 def read_tally(values: Sequence[object]) -> FileTally:
     """A result row of the reconcile SQL, from either engine (Athena gives every value as text)."""
-    table, trail_file, trail_rows, duplicates, events, audited, missing = values
-    listed = json.loads(str(missing)) if missing not in (None, "") else []
+    kind, table, trail_file, trail_rows, duplicates, events, audited, listed = values
+    ids = json.loads(str(listed)) if listed not in (None, "") else []
     return FileTally(
+        kind=str(kind),
         table=str(table),
         trail_file=None if trail_file in (None, "") else str(trail_file),
         trail_rows=int(str(trail_rows)),
         duplicates=int(str(duplicates)),
         events=int(str(events)),
         audited=int(str(audited)),
-        missing=tuple(str(event_id) for event_id in (listed or [])),
+        listed=tuple(str(event_id) for event_id in (ids or [])),
     )
 
 
@@ -309,6 +336,8 @@ class TableReport:
     duplicates_in_trail: int = 0
     audited_not_in_trail: int = 0
     not_in_trail_examples: list[str] = field(default_factory=list)
+    altered: int = 0
+    altered_examples: list[str] = field(default_factory=list)
     missing_reasons: dict[str, int] = field(default_factory=dict)
     missing_examples: list[dict[str, str]] = field(default_factory=list)
     trail_files: list[str] = field(default_factory=list)
@@ -318,10 +347,10 @@ class TableReport:
 
     def settle(self) -> None:
         """Set the status from the counts: complete only when nothing is missing and every file was read, and
-        confirmed only when the trail's files hold every call the audit records do."""
+        confirmed only when the trail's files hold every call the audit records do, as the records have it."""
         if self.still_missing or self.unreadable_trail_files:
             self.status = INCOMPLETE
-        elif self.audited_not_in_trail:
+        elif self.audited_not_in_trail or self.altered:
             self.status = UNCONFIRMED
         elif self.backfilled:
             self.status = BACKFILLED
@@ -392,7 +421,7 @@ class DayReport:
             "TrailEvents": sum(report.trail_events for report in reports),
             "BackfilledEvents": sum(report.backfilled_now for report in reports),
             "MissingEvents": sum(report.still_missing for report in reports),
-            "NotInTrailEvents": sum(report.audited_not_in_trail for report in reports),
+            "UnconfirmedEvents": sum(report.audited_not_in_trail + report.altered for report in reports),
             "DuplicateTrailEvents": sum(report.duplicates_in_trail for report in reports),
             "UnreadableTrailFiles": len(self.unreadable_trail_files),
         }
@@ -413,7 +442,7 @@ def coverage_of(
         return {**entry, "status": NO_TRAIL_FILES}
     if report is None:  # the day was checked and the trail names no call on this table
         unreadable = bool(summary.get("unreadable_trail_files"))
-        counts = {"trail_events": 0, "backfilled": 0, "still_missing": 0, "not_in_trail": 0}
+        counts = {"trail_events": 0, "backfilled": 0, "still_missing": 0, "not_in_trail": 0, "altered": 0}
         return {**entry, "status": INCOMPLETE if unreadable else VERIFIED, **counts}
     return {
         **entry,
@@ -422,6 +451,7 @@ def coverage_of(
         "backfilled": report.get("backfilled", 0),
         "still_missing": report.get("still_missing", 0),
         "not_in_trail": report.get("audited_not_in_trail", 0),
+        "altered": report.get("altered", 0),
     }
 
 

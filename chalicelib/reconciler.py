@@ -28,6 +28,8 @@ from chalicelib.reconcile import (
     MAX_BACKFILL_EVENTS,
     MAX_LISTED,
     MAX_TRAIL_FILE_BYTES,
+    TALLY_ALTERED,
+    TALLY_NOT_IN_TRAIL,
     CorruptTrailFileError,
     DayReport,
     FileTally,
@@ -194,15 +196,21 @@ class Reconciler:
             )
         for tally in tallies:
             report = day_report.tables[tally.table]
-            if tally.trail_file is None:
+            if tally.kind == TALLY_NOT_IN_TRAIL:
                 report.audited_not_in_trail += tally.audited
-                report.not_in_trail_examples = [event_id[:128] for event_id in tally.missing[:MAX_LISTED]]
+                report.not_in_trail_examples = [event_id[:128] for event_id in tally.listed[:MAX_LISTED]]
+                continue
+            if tally.kind == TALLY_ALTERED:
+                report.altered += tally.audited
+                report.altered_examples = [event_id[:128] for event_id in tally.listed[:MAX_LISTED]]
+                continue
+            if tally.trail_file is None:  # a file's row always names its file
                 continue
             files[tally.table].add(tally.trail_file)
             report.trail_events += tally.events
             report.duplicates_in_trail += tally.duplicates
             report.audited_by_ingest += tally.audited
-            for event_id in tally.missing:
+            for event_id in tally.listed:
                 if is_event_id(event_id):
                     missing[tally.trail_file][event_id].add(tally.table)
                 else:

@@ -174,10 +174,10 @@ def coverage(
     if output == "json":
         click.echo(json.dumps(answer, indent=1))
         return
-    columns = ("calls in the trail", "backfilled", "missing", "not in the trail")
+    columns = ("calls in the trail", "backfilled", "missing", "not in the trail", "contradicting it")
     view = Table("day", "status", *columns, title=_plain(f"{table}: coverage"))
     for day in answer["days"]:
-        names = ("trail_events", "backfilled", "still_missing", "not_in_trail")
+        names = ("trail_events", "backfilled", "still_missing", "not_in_trail", "altered")
         counts = [str(day[name]) if name in day else "" for name in names]
         view.add_row(day["day"], day["status"], *counts)
     Console(highlight=False).print(view)
@@ -189,7 +189,7 @@ COVERAGE_LABELS = {
     "verified": "verified complete",
     "backfilled": "complete after backfill",
     "incomplete": "incomplete",
-    "unconfirmed": "with calls the trail lacks",
+    "unconfirmed": "with records the trail does not confirm",
     "no_trail_files": "without trail files",
     "not_checked": "not checked yet",
 }
@@ -227,7 +227,7 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
         if status == "incomplete":
             missing.append(f"{day.get('day')} ({day.get('still_missing', 'some')} missing)")
         elif status == "unconfirmed":
-            strangers.append(f"{day.get('day')} ({day.get('not_in_trail', 'some')})")
+            strangers.append(f"{day.get('day')} ({_count(day, 'not_in_trail') + _count(day, 'altered') or 'some'})")
     order = [*COVERAGE_LABELS, *(status for status in counts if status not in COVERAGE_LABELS)]
     parts = [
         f"{counts[status]} day{'' if counts[status] == 1 else 's'} {COVERAGE_LABELS.get(status, status)}"
@@ -237,11 +237,19 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     line = f"Checked against CloudTrail's own files, {answer.get('since')} to {answer.get('until')}"
     line += f" (the range's last {MAX_COVERAGE_DAYS} days): " if cut else ": "
     line += ", ".join(parts) + "."
-    for days, what in ((missing, "Calls still missing"), (strangers, "Calls not in CloudTrail's own files")):
+    for days, what in (
+        (missing, "Calls still missing"),
+        (strangers, "Records CloudTrail's own files lack or contradict"),
+    ):
         if days:
             more = f" and {len(days) - 10} more days" if len(days) > 10 else ""
             line += f" {what} on {', '.join(days[:10])}{more}."
     return line, bool(missing or strangers)
+
+
+def _count(day: dict[str, Any], name: str) -> int:
+    value = day.get(name)
+    return value if type(value) is int else 0
 
 
 def _print_coverage_line(answer: dict[str, Any], cut: bool) -> None:

@@ -163,32 +163,35 @@ def test_an_event_seen_twice_in_the_trail_is_counted_once_and_reported_as_a_dupl
     assert len(history(client)) == 1
 
 
-def test_a_call_in_the_audit_records_that_the_trail_lacks_leaves_the_day_unconfirmed_and_names_it(
+def test_audit_records_the_trail_lacks_or_contradicts_leave_the_day_unconfirmed_and_are_named(
     reconciler: Reconciler, ingest: Callable[..., Any], s3: Any, audit_bucket: str, trail_bucket: str
 ) -> None:
-    # Anyone who may write to the trail's log group can put an event there that CloudTrail never logged.
-    real = [cloudtrail_event(event_time=f"{DAY}T10:00:0{n}Z", request_parameters=_put(f"real-{n}")) for n in range(2)]
+    # Anyone who may write to the trail's log group can put events there that CloudTrail never logged: a call that
+    # never was, or a copy of a real one (its event id) saying someone else made it, or that it touched another item.
+    real = [cloudtrail_event(event_time=f"{DAY}T10:00:0{n}Z", request_parameters=_put(f"real-{n}")) for n in range(3)]
     forged = cloudtrail_event(event_time=f"{DAY}T11:00:00Z", request_parameters=_put("forged"), user="mallory")
     later = cloudtrail_event(event_time=f"{DAY}T20:00:00Z", request_parameters=_put("later"))
+    someone_else = cloudtrail_event(event_time=real[1]["eventTime"], request_parameters=_put("real-1"), user="bob")
+    someone_else["eventID"] = real[1]["eventID"]
+    another_item = {**real[2], "requestParameters": _put("elsewhere")}
     ingest([*real, forged, later])
+    ingest([real[0], someone_else, another_item])  # real[0] again: a retried delivery, the same record
     put_trail_file(s3, trail_bucket, real)
 
     # A day still going is checked up to a time: a call after it is neither missing nor a stranger to the trail.
     so_far = reconciler.run(DAY, until=f"{DAY}T12:00:00Z").tables["Music"]
 
-    assert (so_far.status, so_far.audited_not_in_trail, so_far.not_in_trail_examples) == (
-        "unconfirmed",
-        1,
-        [forged["eventID"]],
-    )
-    assert (so_far.trail_events, so_far.still_missing) == (2, 0)
+    assert (so_far.status, so_far.trail_events, so_far.still_missing) == ("unconfirmed", 3, 0)
+    assert (so_far.audited_not_in_trail, so_far.not_in_trail_examples) == (1, [forged["eventID"]])
+    assert (so_far.altered, so_far.altered_examples) == (2, sorted([real[1]["eventID"], real[2]["eventID"]]))
 
     put_trail_file(s3, trail_bucket, [later])
     day = reconciler.run(DAY)
 
     assert day.status == "unconfirmed"
-    assert (day.tables["Music"].audited_not_in_trail, day.totals()["NotInTrailEvents"]) == (1, 1)
-    assert stored_report(s3, audit_bucket, "Music")["not_in_trail_examples"] == [forged["eventID"]]
+    assert (day.tables["Music"].audited_not_in_trail, day.totals()["UnconfirmedEvents"]) == (1, 3)
+    stored = stored_report(s3, audit_bucket, "Music")
+    assert (stored["not_in_trail_examples"], stored["altered"]) == ([forged["eventID"]], 2)
 
 
 def test_trail_files_of_every_region_are_reconciled(
@@ -350,7 +353,9 @@ def test_the_scheduled_function_reconciles_a_range_publishes_metrics_and_coverag
         ("2024-05-03", "incomplete"),
     ]
     assert (days[2]["trail_events"], days[2]["backfilled"], days[4]["still_missing"]) == (1, 1, 1)
-    assert [day.get("not_in_trail") for day in days] == [None, None, 0, 0, 0]
+    assert [(day.get("not_in_trail"), day.get("altered")) for day in days] == [(None, None), (None, None)] + [
+        (0, 0)
+    ] * 3
 
 
 def test_the_scheduled_function_takes_the_day_before_yesterday_and_stops_before_its_time_runs_out(

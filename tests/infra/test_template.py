@@ -558,7 +558,7 @@ def test_an_alarm_fires_when_calls_stay_missing_files_unread_or_audited_calls_ar
         for query in alarm["Metrics"]
         if "MetricStat" in query
     }
-    assert set(watched) == {"MissingEvents", "UnreadableTrailFiles", "NotInTrailEvents"}
+    assert set(watched) == {"MissingEvents", "UnreadableTrailFiles", "UnconfirmedEvents"}
     for metric in watched.values():  # what Powertools' Metrics(namespace="Deutzia", service=...) publishes
         assert metric["Namespace"] == "Deutzia"
         assert metric["Dimensions"] == [{"Name": "service", "Value": "deutzia-reconcile"}]

@@ -349,8 +349,9 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
     line, missing = coverage_line(INCOMPLETE_COVERAGE, True)
     assert line == (
         "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27 (the range's last 366 days): "
-        "1 day verified complete, 1 day incomplete, 1 day with calls the trail lacks, 1 day not checked yet. "
-        "Calls still missing on 2026-11-26 (3 missing). Calls not in CloudTrail's own files on 2026-11-24 (2)."
+        "1 day verified complete, 1 day incomplete, 1 day with records the trail does not confirm, 1 day not checked "
+        "yet. Calls still missing on 2026-11-26 (3 missing). Records CloudTrail's own files lack or contradict on "
+        "2026-11-24 (2)."
     )
     assert missing
     verified = {**INCOMPLETE_COVERAGE, "days": [{"day": f"2026-11-{d}", "status": "verified"} for d in (25, 26)]}
@@ -360,8 +361,8 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
     )
     unconfirmed = {**INCOMPLETE_COVERAGE, "days": INCOMPLETE_COVERAGE["days"][:1]}
     assert coverage_line(unconfirmed, False) == (
-        "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 1 day with calls the trail lacks. "
-        "Calls not in CloudTrail's own files on 2026-11-24 (2).",
+        "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 1 day with records the trail does not "
+        "confirm. Records CloudTrail's own files lack or contradict on 2026-11-24 (2).",
         True,
     )
 
