@@ -98,7 +98,7 @@ def bench_ingest() -> None:
         for n in range(events_per_record):
             table = tables[(r + n) % 4]
             key = {"id": f"k{r}-{n}"}
-            when = f"{days[(r * events_per_record + n) % 3]}T12:{n % 60:02d}:00Z"
+            when = f"{days[r % 3]}T12:{n % 60:02d}:00Z"  # a record holds calls of a few minutes, as CloudWatch Logs
             if n % 5 == 0:
                 parameters: dict[str, Any] = {"requestItems": [{"operation": "Put", "tableName": table, "key": key}]}
                 batch.append(cloudtrail_event("TransactWriteItems", parameters, table=table, event_time=when))

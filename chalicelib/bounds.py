@@ -15,6 +15,11 @@ from decimal import Context, Decimal
 MAX_DECOMPRESSED_BYTES = 32 * 1024 * 1024
 # CloudWatch Logs takes events of at most 256 KiB; a message four times that is not a CloudTrail event.
 MAX_EVENT_MESSAGE_CHARS = 1024 * 1024
+# How far an event's time may be from the moment its record reached the stream (Kinesis stamps it; a log event's
+# writer cannot): CloudTrail delivers to the log group within minutes, so at most a day before, and a few minutes of
+# clock after. Reconciliation checks each day once the next one has ended, so nothing ingest takes escapes it.
+MAX_EVENT_AGE_SECONDS = 24 * 3600
+MAX_EVENT_CLOCK_SKEW_SECONDS = 300
 # DynamoDB's largest multi-item calls (TransactWriteItems, TransactGetItems, BatchGetItem, ExecuteTransaction) take 100.
 MAX_ITEMS_PER_EVENT = 100
 

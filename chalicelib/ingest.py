@@ -1,8 +1,9 @@
 """Turns one Lambda batch of Kinesis records (CloudWatch Logs payloads of CloudTrail events) into audit objects.
 
-Records are decoded one by one (undecodable data and malformed events go to quarantine per record and count as
-done), then the whole batch is written as one object per `(table_name, dt)`, the objects at once, named after the
-batch's shard and first and last sequence numbers, so a plain retry overwrites them. Nothing is reported as
+Records are decoded one by one (undecodable data, malformed events, and events dated too far from when their
+record reached the stream, late or forged, go to quarantine per record and count as done), then the whole batch
+is written as one object per `(table_name, dt)`, the objects at once, named after the batch's shard and first and
+last sequence numbers, so a plain retry overwrites them. Nothing is reported as
 processed that was not written: the first record with a row in a failed object, and every later one, fail (the
 shard resumes there; records already written then land twice, which every reader de-duplicates). Powertools'
 per-record BatchProcessor does not fit batch-wide writes; its Kinesis record class still reads the event.
@@ -21,7 +22,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 
-from chalicelib.bounds import MAX_EVENT_MESSAGE_CHARS
+from chalicelib.bounds import MAX_EVENT_AGE_SECONDS, MAX_EVENT_CLOCK_SKEW_SECONDS, MAX_EVENT_MESSAGE_CHARS
 from chalicelib.cloudtrail import message_stored_lines
 from chalicelib.cloudwatch import CONTROL_MESSAGE, decode_logs_payload
 from chalicelib.errors import DeutziaError, MalformedEventError, UndecodableRecordError
@@ -55,6 +56,7 @@ class IngestCounts:
     objects: int = 0
     skipped: int = 0
     malformed: int = 0
+    untimely: int = 0
     quarantined: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
@@ -125,7 +127,8 @@ class BatchIngestor:
         shard_id = record.event_id.split(":", 1)[0]
         sequence_number = record.kinesis.sequence_number
         data = record.kinesis.data_as_bytes()
-        arrival_date = _utc_date(record.kinesis.approximate_arrival_timestamp)
+        arrival = record.kinesis.approximate_arrival_timestamp
+        arrival_date = _utc_date(arrival)
         try:
             payload = decode_logs_payload(data)
         except UndecodableRecordError as exc:
@@ -136,6 +139,7 @@ class BatchIngestor:
             return []
         lines: list[tuple[_Partition, str]] = []
         malformed: list[str] = []
+        days = accepted_days(arrival)
         for log_event in payload.log_events:
             self.counts.events += 1
             try:
@@ -149,6 +153,11 @@ class BatchIngestor:
                 continue
             if event_lines is None:
                 self.counts.skipped += 1
+                continue
+            untimely = next((dt for (_, dt), _ in event_lines if dt not in days), None)
+            if untimely is not None:
+                self.counts.untimely += 1
+                malformed.append(f"log event {log_event.id[:64]}: {_untimely(untimely, arrival_date)}")
                 continue
             lines += event_lines
         if malformed:
@@ -188,6 +197,22 @@ def event_lines_of(message: str) -> list[tuple[tuple[str, str], str]] | None:
     if len(message) > MAX_EVENT_MESSAGE_CHARS:
         raise MalformedEventError(f"message of {len(message)} characters, over {MAX_EVENT_MESSAGE_CHARS}")
     return message_stored_lines(message)
+
+
+def accepted_days(arrival: float) -> frozenset[str]:
+    """The days an event may be of, when its record reached the stream at `arrival` (epoch seconds): from the day a
+    day before it to the day a few minutes after it (MAX_EVENT_AGE_SECONDS, MAX_EVENT_CLOCK_SKEW_SECONDS)."""
+    return frozenset(
+        _utc_date(arrival + offset) for offset in (-MAX_EVENT_AGE_SECONDS, 0, MAX_EVENT_CLOCK_SKEW_SECONDS)
+    )
+
+
+def _untimely(day: str, arrival_date: str) -> str:
+    return (
+        f"its eventTime is on {day}, too far from when it reached the stream ({arrival_date}) for a call CloudTrail "
+        "delivered: late, or not CloudTrail's; reconciliation backfills it from the trail's files if CloudTrail "
+        "logged it"
+    )
 
 
 def _utc_date(epoch_seconds: float) -> str:

@@ -9,6 +9,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 ACCOUNT = "123456789012"
@@ -82,6 +83,26 @@ def cloudtrail_event(
     return event
 
 
+def _arrival(payload: bytes) -> float:
+    """A second after the latest `eventTime` among the payload's messages that a stream could see (else
+    2024-05-01T12:00:00.5Z): a hostile event's time is no record's arrival."""
+    latest = 1714564800.5
+    try:
+        events = json.loads(gzip.decompress(payload))["logEvents"]
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return latest
+    times = []
+    for event in events if isinstance(events, list) else []:
+        try:
+            when = json.loads(event["message"])["eventTime"]
+            moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+            if 2000 <= moment.year < 2100:
+                times.append(moment.timestamp() + 1)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
+            continue
+    return max(times) if times else latest
+
+
 def table_arn(table: str) -> str:
     return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}"
 
@@ -107,8 +128,9 @@ def logs_payload(messages: Iterable[str | Mapping[str, Any]], message_type: str 
     return gzip.compress(json.dumps(document).encode())
 
 
-def kinesis_event(payloads: Iterable[bytes], shard: str = SHARD) -> dict[str, Any]:
-    """A Lambda Kinesis event, one record per payload, with distinct increasing sequence numbers."""
+def kinesis_event(payloads: Iterable[bytes], shard: str = SHARD, arrival: float | None = None) -> dict[str, Any]:
+    """A Lambda Kinesis event, one record per payload, with distinct increasing sequence numbers; each record reached
+    the stream at `arrival` (epoch seconds), by default a second after the latest call its payload holds."""
     records = []
     for payload in payloads:
         sequence = str(next(_sequence))
@@ -119,7 +141,7 @@ def kinesis_event(payloads: Iterable[bytes], shard: str = SHARD) -> dict[str, An
                     "partitionKey": "1",
                     "sequenceNumber": sequence,
                     "data": base64.b64encode(payload).decode("ascii"),
-                    "approximateArrivalTimestamp": 1714564800.5,
+                    "approximateArrivalTimestamp": arrival if arrival is not None else _arrival(payload),
                 },
                 "eventSource": "aws:kinesis",
                 "eventVersion": "1.0",

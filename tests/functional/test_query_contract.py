@@ -112,7 +112,8 @@ def history(
             "PutItem", {"tableName": "Music", "key": {"id": 'O\'Brien ☃ "x"'}}, event_time="2024-05-01T13:00:00Z"
         ),
     }
-    ingest(list(events.values())[:4], list(events.values())[4:])
+    days = sorted({event["eventTime"][:10] for event in events.values()})  # a record holds calls minutes apart
+    ingest(*([event for event in events.values() if event["eventTime"].startswith(day)] for day in days))
     compactor = S3Compactor(s3, audit_bucket, "audit/", "compacted/")
     if layout == "split":  # May 1 compacted, the rest fresh; the duplicate below is fresh, its original compacted
         compactor.run("2024-05-01", lambda: 900.0)

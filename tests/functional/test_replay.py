@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -36,7 +37,11 @@ def stream(s3: Any) -> tuple[Any, str, list[dict[str, Any]]]:
     name = f"replay-{next(_names)}"
     kinesis.create_stream(StreamName=name, ShardCount=1)
     arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
-    events = [cloudtrail_event(request_parameters={"tableName": "Music", "key": {"id": f"k{n}"}}) for n in range(6)]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # Kinesis stamps each record's arrival: now
+    events = [
+        cloudtrail_event(request_parameters={"tableName": "Music", "key": {"id": f"k{n}"}}, event_time=now)
+        for n in range(6)
+    ]
     for event in events:
         kinesis.put_record(StreamName=name, Data=logs_payload([event]), PartitionKey="p")
     return kinesis, arn, events

@@ -124,6 +124,37 @@ def test_malformed_event_is_quarantined_while_its_neighbours_are_recorded() -> N
     assert body == logs_payload([broken, good])
 
 
+def test_an_event_dated_far_from_its_arrival_is_quarantined_as_late_or_forged() -> None:
+    # Kinesis stamps when a record arrived; a log event's writer can set eventTime to any day, even one already
+    # reconciled. Ingest takes the day before its arrival's to a few minutes after it; reconciliation backfills the
+    # rest from the trail's files if CloudTrail logged them.
+    arrival = 1714608000.0  # 2024-05-02T00:00:00Z
+    kept = [
+        cloudtrail_event(event_time="2024-04-30T00:00:00Z"),  # a day before it arrived
+        cloudtrail_event(event_time="2024-05-01T23:59:59Z"),
+        cloudtrail_event(event_time="2024-05-02T00:04:59Z"),  # a clock a few minutes ahead
+    ]
+    refused = [
+        cloudtrail_event(event_time="2024-04-29T23:59:59Z"),  # two days before it arrived: a day long reconciled
+        cloudtrail_event(event_time="2024-05-03T00:00:00Z"),  # a day ahead
+        cloudtrail_event(event_time="2999-12-31T00:00:00Z"),
+    ]
+    store = MemoryStore()
+    event = kinesis_event([logs_payload(kept[1:] + refused)], arrival=arrival)
+    earlier = kinesis_event([logs_payload(kept[:1])], arrival=arrival - 86400)
+
+    assert process_kinesis_batch(event, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
+    assert process_kinesis_batch(earlier, store, "audit/", report_item_failures=True) == {"batchItemFailures": []}
+
+    assert sorted(line["event_id"] for line in store.lines()) == sorted(e["eventID"] for e in kept)
+    ((key, (body, reason)),) = store.quarantine.items()
+    assert key.startswith("quarantine/dt=2024-05-02/")
+    assert body == logs_payload(kept[1:] + refused)
+    assert reason.startswith("3 malformed DynamoDB event(s): log event 2: its eventTime is on 2024-04-29, too far from")
+    assert "log event 3: its eventTime is on 2024-05-03" in reason
+    assert "log event 4: its eventTime is on 2999-12-31" in reason
+
+
 @pytest.mark.parametrize("failing", range(4))
 def test_a_failed_object_fails_its_first_record_and_every_later_one(failing: int) -> None:
     tables = ["Music", "Books", "Films", "Games"]
