@@ -427,6 +427,13 @@ class DayReport:
         }
 
 
+# GET /audit/coverage answers at most this many days at once, 30 when not told, and names at most this many
+# unconfirmed records in all (about 0.8 MB; each day's report names up to MAX_LISTED of each kind).
+MAX_COVERAGE_DAYS = 366
+DEFAULT_COVERAGE_DAYS = 30
+MAX_COVERAGE_UNCONFIRMED_IDS = 20_000
+
+
 def coverage_of(
     day: str, table: str, summary: Mapping[str, Any] | None, report: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -444,7 +451,7 @@ def coverage_of(
         unreadable = bool(summary.get("unreadable_trail_files"))
         counts = {"trail_events": 0, "backfilled": 0, "still_missing": 0, "not_in_trail": 0, "altered": 0}
         return {**entry, "status": INCOMPLETE if unreadable else VERIFIED, **counts}
-    return {
+    covered = {
         **entry,
         "status": report.get("status", NOT_CHECKED),
         "trail_events": report.get("trail_events", 0),
@@ -453,15 +460,31 @@ def coverage_of(
         "not_in_trail": report.get("audited_not_in_trail", 0),
         "altered": report.get("altered", 0),
     }
+    listed = [*_ids(report.get("not_in_trail_examples")), *_ids(report.get("altered_examples"))]
+    if listed:
+        covered["unconfirmed_ids"] = sorted(set(listed))[:MAX_LISTED]
+    return covered
+
+
+def bound_unconfirmed_ids(days: list[dict[str, Any]], budget: int = MAX_COVERAGE_UNCONFIRMED_IDS) -> None:
+    """Cut the days' `unconfirmed_ids` to `budget` in all, the latest days' first, so an answer stays small."""
+    for day in reversed(days):
+        listed = day.get("unconfirmed_ids")
+        if listed is None:
+            continue
+        day["unconfirmed_ids"] = listed[:budget]
+        budget -= len(day["unconfirmed_ids"])
+
+
+def _ids(value: object) -> list[str]:
+    """The event ids a stored report lists (whatever else a list there holds is no id)."""
+    return [item for item in value if isinstance(item, str) and is_event_id(item)] if isinstance(value, list) else []
 
 
 def is_event_id(text: str) -> bool:
     return bool(_EVENT_ID.fullmatch(text))
 
 
-# GET /audit/coverage answers at most this many days at once, 30 when not told.
-MAX_COVERAGE_DAYS = 366
-DEFAULT_COVERAGE_DAYS = 30
 _COVERAGE_PARAMETERS = ("table", "since", "until")
 
 

@@ -37,6 +37,7 @@ from chalicelib.reconcile import (
     TableReport,
     backfill_events,
     backfill_object_key,
+    bound_unconfirmed_ids,
     coverage_of,
     is_event_id,
     parse_day,
@@ -386,7 +387,9 @@ class CoverageReader:
     def read(self, table: str, days: Sequence[str]) -> list[dict[str, Any]]:
         """One entry per day, in order; QueryUnavailableError when the reports cannot be read."""
         with ThreadPoolExecutor(max_workers=COVERAGE_READS) as pool:
-            return list(pool.map(lambda day: self._day(table, day), days))
+            covered = list(pool.map(lambda day: self._day(table, day), days))
+        bound_unconfirmed_ids(covered)
+        return covered
 
     def _day(self, table: str, day: str) -> dict[str, Any]:
         summary = self._document(report_key(day))

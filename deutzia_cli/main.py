@@ -122,6 +122,16 @@ def history(
         _write_csv(CSV_COLUMNS, ([entry.get(name) for name in CSV_COLUMNS] for entry in entries))
     else:
         rows = list(entries)
+        days, cut = coverage_days(since, until, datetime.now(UTC).date())
+        answer: dict[str, Any] | None = None
+        unavailable: CliError | None = None
+        try:
+            answer = target.get("/audit/coverage", {"table": table, **days})
+            if not isinstance(answer, dict) or not isinstance(answer.get("days"), list):
+                raise CliError("the API's answer holds no days", UNAVAILABLE)
+        except CliError as exc:  # the history stands; only whether it is complete is unknown
+            answer, unavailable = None, exc
+        unconfirmed = unconfirmed_ids(answer) if answer is not None else frozenset()
         view = Table(title=_plain(f"{table} {key or '(recent calls)'}, newest first"), title_justify="left")
         for name in HISTORY_COLUMNS:
             view.add_column(name, overflow="fold")  # a key is never cut short: it wraps
@@ -129,6 +139,8 @@ def history(
             result = (
                 "ok" if entry.get("success") else f"[red]failed: {_plain(entry.get('error_code') or 'error')}[/red]"
             )
+            if entry.get("event_id") in unconfirmed:
+                result += f"\n[yellow]{UNCONFIRMED_NOTE}[/yellow]"
             view.add_row(
                 *(
                     _plain(value)
@@ -144,13 +156,8 @@ def history(
             )
         Console(highlight=False).print(view)
         Console(stderr=True).print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
-        days, cut = coverage_days(since, until, datetime.now(UTC).date())
-        try:
-            answer = target.get("/audit/coverage", {"table": table, **days})
-            if not isinstance(answer, dict) or not isinstance(answer.get("days"), list):
-                raise CliError("the API's answer holds no days", UNAVAILABLE)
-        except CliError as exc:  # the history stands; only whether it is complete is unknown
-            Console(stderr=True, highlight=False).print(_plain(f"coverage unavailable: {exc}"))
+        if answer is None or unavailable is not None:
+            Console(stderr=True, highlight=False).print(_plain(f"coverage unavailable: {unavailable}"))
         else:
             _print_coverage_line(answer, cut)
 
@@ -245,6 +252,20 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
             more = f" and {len(days) - 10} more days" if len(days) > 10 else ""
             line += f" {what} on {', '.join(days[:10])}{more}."
     return line, bool(missing or strangers)
+
+
+# Beside a record reconciliation found the trail's own files lack or contradict (the page says the same).
+UNCONFIRMED_NOTE = "unconfirmed: CloudTrail's own files lack or contradict this record"
+
+
+def unconfirmed_ids(answer: dict[str, Any]) -> frozenset[str]:
+    """The event ids of the records a coverage answer's days name as unconfirmed."""
+    return frozenset(
+        str(event_id)
+        for day in answer["days"]
+        if isinstance(day, dict) and isinstance(day.get("unconfirmed_ids"), list)
+        for event_id in day["unconfirmed_ids"]
+    )
 
 
 def _count(day: dict[str, Any], name: str) -> int:

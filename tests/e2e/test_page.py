@@ -23,7 +23,7 @@ from botocore.config import Config
 
 from chalicelib.shown import who
 from deutzia_cli.api import Target
-from deutzia_cli.main import CSV_COLUMNS, coverage_line
+from deutzia_cli.main import CSV_COLUMNS, UNCONFIRMED_NOTE, coverage_line
 from deutzia_cli.ui import serve
 from tests.e2e.conftest import ROOT, Stack
 from tests.factories import INCOMPLETE_COVERAGE
@@ -187,16 +187,35 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert (request["since"], request["until"]) == ([str(end - timedelta(days=366))], [str(end)])
             # A session is named with the role it was assumed from, as `deutzia history` names it.
             session = browser.new_page()
+            other = {**_SESSION, "event_id": "0b1c2d3e-0000-4000-8000-000000000000", "principal_name": "alice"}
             session.route(
                 lambda url: urllib.parse.urlparse(url).path.endswith("/audit"),
                 lambda route: route.fulfill(
-                    json={"table": TABLE, "key": None, "entries": [_SESSION], "next_token": None}
+                    json={"table": TABLE, "key": None, "entries": [_SESSION, other], "next_token": None}
+                ),
+            )
+            # A record reconciliation found the trail's files lack or contradict is marked, as `deutzia history` does.
+            unconfirmed_day = {"day": "2026-11-28", "status": "unconfirmed", "trail_events": 2, "backfilled": 0,
+                               "still_missing": 0, "not_in_trail": 0, "altered": 1,
+                               "unconfirmed_ids": [_SESSION["event_id"]]}  # fmt: skip
+            session.route(
+                "**/audit/coverage?*",
+                lambda route: route.fulfill(
+                    json={"table": TABLE, "since": "2026-11-28", "until": "2026-11-28", "days": [unconfirmed_day]}
                 ),
             )
             session.goto(shared)
-            _wait_for_entries(session, 1)
-            assert session.locator("#history tr.entry td:nth-child(2)").text_content() == who(_SESSION)
+            _wait_for_entries(session, 2)
+            assert session.locator("#history tr.entry td:nth-child(2)").first.text_content() == who(_SESSION)
             assert who(_SESSION) == "bob (admin-role)"
+            session.locator("#history tr.entry.unconfirmed").wait_for()
+            marked = session.locator("#history tr.entry.unconfirmed")
+            assert marked.count() == 1
+            assert marked.locator("td:nth-child(2)").text_content() == "bob (admin-role)"
+            assert marked.locator(".unconfirmed-note").text_content() == UNCONFIRMED_NOTE
+            assert "Records CloudTrail's own files lack or contradict on 2026-11-28 (1)." in (
+                session.locator("#coverage").text_content() or ""
+            )
             narrow = browser.new_page(viewport={"width": 390, "height": 800})  # a phone: one entry a block
             narrow.goto(shared)
             _wait_for_entries(narrow, 3)

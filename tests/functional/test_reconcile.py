@@ -164,7 +164,7 @@ def test_an_event_seen_twice_in_the_trail_is_counted_once_and_reported_as_a_dupl
 
 
 def test_audit_records_the_trail_lacks_or_contradicts_leave_the_day_unconfirmed_and_are_named(
-    reconciler: Reconciler, ingest: Callable[..., Any], s3: Any, audit_bucket: str, trail_bucket: str
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
 ) -> None:
     # Anyone who may write to the trail's log group can put events there that CloudTrail never logged: a call that
     # never was, or a copy of a real one (its event id) saying someone else made it, or that it touched another item.
@@ -192,6 +192,11 @@ def test_audit_records_the_trail_lacks_or_contradicts_leave_the_day_unconfirmed_
     assert (day.tables["Music"].audited_not_in_trail, day.totals()["UnconfirmedEvents"]) == (1, 3)
     stored = stored_report(s3, audit_bucket, "Music")
     assert (stored["not_in_trail_examples"], stored["altered"]) == ([forged["eventID"]], 2)
+    deutzia_app.get_coverage_reader.cache_clear()
+    response = client.http.get(f"/audit/coverage?table=Music&since={DAY}&until=2024-05-02")
+    (covered,) = json.loads(response.body)["days"]
+    assert (covered["status"], covered["not_in_trail"], covered["altered"]) == ("unconfirmed", 1, 2)
+    assert covered["unconfirmed_ids"] == sorted([forged["eventID"], real[1]["eventID"], real[2]["eventID"]])
 
 
 def test_trail_files_of_every_region_are_reconciled(

@@ -396,6 +396,26 @@ def test_a_history_says_how_complete_it_is_on_stderr_and_carries_on_when_that_is
     assert "coverage unavailable: the API's answer holds no days" in " ".join(capsys.readouterr().err.split())
 
 
+def test_a_record_the_trail_does_not_confirm_is_marked_in_the_history_table(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # the note on one line
+    entries = [
+        {"event_id": f"e{n}", "event_time": "2026-11-24T12:00:00Z", "principal_name": name, "operation": "Put",
+         "success": True}
+        for n, name in enumerate(["mallory", "alice"])
+    ]  # fmt: skip
+    _Answers.status, _Answers.body = 200, {"entries": entries, "next_token": None}
+    day = {**INCOMPLETE_COVERAGE["days"][0], "unconfirmed_ids": ["e0"]}
+    _Answers.coverage = {**INCOMPLETE_COVERAGE, "days": [day]}
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--endpoint", api])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("unconfirmed: CloudTrail's own files lack or contradict this record") == 1
+    assert out.index("mallory") < out.index("unconfirmed:") < out.index("alice")
+
+
 def test_evidence_is_one_zip_of_the_history_its_coverage_and_checksums_never_overwritten(
     api: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

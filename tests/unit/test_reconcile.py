@@ -26,6 +26,7 @@ from chalicelib.reconcile import (
     TableReport,
     backfill_events,
     backfill_object_key,
+    bound_unconfirmed_ids,
     build_reconcile_sql,
     coverage_of,
     parse_coverage_request,
@@ -250,3 +251,20 @@ def test_a_report_lists_a_bounded_number_of_reasons_and_examples_and_counts_them
     assert len(report.missing_examples) == 1000
     assert len(report.missing_reasons) == 1001
     assert sum(report.missing_reasons.values()) == 2500
+
+
+def test_coverage_names_the_unconfirmed_records_of_a_day_within_a_bound_for_the_whole_answer() -> None:
+    summary = {"status": "unconfirmed", "checked_at": "2024-05-03T03:30:00Z", "checked_until": "2024-05-02T00:00:00Z"}
+    report = {
+        "status": "unconfirmed",
+        "audited_not_in_trail": 2,
+        "not_in_trail_examples": ["b", "a", "<script>", 7],
+        "altered": 1,
+        "altered_examples": ["c", "a"],
+    }
+    day = coverage_of("2024-05-01", "Music", summary, report)
+    assert (day["not_in_trail"], day["altered"], day["unconfirmed_ids"]) == (2, 1, ["a", "b", "c"])
+    assert "unconfirmed_ids" not in coverage_of("2024-05-01", "Music", summary, {"status": "verified"})
+    days = [{"day": "1", "unconfirmed_ids": ["a", "b"]}, {"day": "2"}, {"day": "3", "unconfirmed_ids": ["c", "d"]}]
+    bound_unconfirmed_ids(days, 3)
+    assert [day.get("unconfirmed_ids") for day in days] == [["a"], None, ["c", "d"]]  # the latest days first
