@@ -91,10 +91,11 @@ def _compact(settings: LocalSettings) -> int:
 
 
 def _reconcile(settings: LocalSettings, day: str | None) -> int:
-    """Reconcile one day (default: yesterday and today) against the running stack; 1 when anything is missing."""
+    """Reconcile one day (default: yesterday and today) against the running stack; 1 when anything is missing or
+    the trail does not confirm a record."""
     from datetime import date
 
-    from chalicelib.reconcile import parse_day
+    from chalicelib.reconcile import INCOMPLETE, UNCONFIRMED, parse_day
     from deutzia_local.local_reconciliation import describe
     from deutzia_local.stack import new_reconciliation, require_running
 
@@ -113,7 +114,7 @@ def _reconcile(settings: LocalSettings, day: str | None) -> int:
         return 2
     for report in reports:
         print(describe(report))
-    return 1 if any(report.status == "incomplete" for report in reports) else 0
+    return 1 if any(report.status in (INCOMPLETE, UNCONFIRMED) for report in reports) else 0
 
 
 def _sql(settings: LocalSettings, query: str) -> int:

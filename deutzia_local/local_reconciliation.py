@@ -13,11 +13,13 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
-from chalicelib.reconcile import DayReport
+from chalicelib.reconcile import INCOMPLETE, UNCONFIRMED, DayReport
 from chalicelib.reconciler import Reconciler
 from deutzia_local.periodic import Periodic
 
 logger = logging.getLogger("deutzia.reconcile")
+# How many ids of records the trail does not confirm a day's line names.
+_SHOWN_IDS = 10
 
 
 class LocalReconciliation:
@@ -59,7 +61,7 @@ class LocalReconciliation:
         with self._lock:
             report = self._reconciler.run(day.isoformat(), until)
         backfilled = sum(table.backfilled_now for table in report.tables.values())
-        if backfilled or report.status == "incomplete":
+        if backfilled or report.status in (INCOMPLETE, UNCONFIRMED):
             logger.warning(describe(report))
         return report
 
@@ -70,10 +72,18 @@ def describe(report: DayReport) -> str:
         f"{report.day}: {report.status} ({report.trail_file_count} trail files, checked until {report.checked_until})"
     ]
     for name, table in sorted(report.tables.items()):
-        lines.append(
+        line = (
             f"  {name}: {table.status}: {table.trail_events} calls in the trail, {table.audited_by_ingest} audited by "
             f"ingest, {table.backfilled} backfilled ({table.backfilled_now} now), {table.still_missing} missing"
         )
+        if table.audited_not_in_trail or table.altered:
+            unconfirmed = sorted({*table.not_in_trail_examples, *table.altered_examples})
+            shown = ", ".join(unconfirmed[:_SHOWN_IDS]) + (", ..." if len(unconfirmed) > _SHOWN_IDS else "")
+            line += (
+                f"; {table.audited_not_in_trail} audited calls not in the trail, {table.altered} contradicting it: "
+                f"{shown}"
+            )
+        lines.append(line)
     for path, reason in sorted(report.unreadable_trail_files.items()):
         lines.append(f"  unreadable trail file {path}: {reason}")
     return "\n".join(lines)

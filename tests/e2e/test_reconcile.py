@@ -11,6 +11,7 @@ import json
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,14 +35,7 @@ def lossy() -> Iterator[Stack]:
 
 
 def _trail_event_ids(stack: Stack) -> set[str]:
-    s3 = stack.client("s3")
-    found: set[str] = set()
-    for entry in s3.list_objects_v2(Bucket="deutzia-trail", Prefix="AWSLogs/").get("Contents", []):
-        body = gzip.decompress(s3.get_object(Bucket="deutzia-trail", Key=entry["Key"])["Body"].read())
-        for event in json.loads(body)["Records"]:
-            if any(resource["ARN"].endswith(f"table/{TABLE}") for resource in event["resources"]):
-                found.add(event["eventID"])
-    return found
+    return {event["eventID"] for event in _trail_events(stack) if _names(event, TABLE)}
 
 
 def _audit_objects(stack: Stack) -> dict[str, str]:
@@ -142,6 +136,60 @@ def test_make_reconcile_backfills_what_the_log_group_never_got_and_a_rerun_chang
     assert result.stdout.splitlines()[2].split() == [str(CALLS + 1), "0"]
     untouched = _get(lossy, "/audit/coverage", table="E2eNeverCalled")
     assert untouched["days"][-1]["status"] == "verified"
+
+
+def test_records_put_in_the_log_group_that_the_trail_lacks_or_contradicts_are_named_and_marked(lossy: Stack) -> None:
+    # Whoever may write to the trail's log group can forge calls there: ingest records them as any other, and
+    # reconciliation against CloudTrail's own files must name them.
+    table = "E2eForged"
+    lossy.create_table(table)
+    dynamodb = lossy.client("dynamodb")
+    for n in range(2):
+        dynamodb.put_item(TableName=table, Item={"id": {"S": f"real-{n}"}})
+    deadline = time.monotonic() + 60
+    while len(real := [event for event in _trail_events(lossy) if _names(event, table)]) < 2:
+        assert time.monotonic() < deadline, f"the trail files hold {len(real)} of 2 calls"
+        time.sleep(1)
+    forged = {**real[0], "eventID": str(uuid.uuid4()), "requestID": uuid.uuid4().hex}
+    forged["requestParameters"] = {"tableName": table, "key": {"id": {"S": "never-written"}}}
+    someone_else = {**real[1], "userIdentity": {**real[1]["userIdentity"], "arn": "arn:aws:iam::123456789012:user/eve"}}
+    logs = lossy.client("logs")
+    logs.create_log_stream(logGroupName="/deutzia/local/cloudtrail", logStreamName="forger")
+    now = int(time.time() * 1000)
+    logs.put_log_events(
+        logGroupName="/deutzia/local/cloudtrail",
+        logStreamName="forger",
+        logEvents=[{"timestamp": now, "message": json.dumps(event)} for event in (forged, someone_else)],
+    )
+    deadline = time.monotonic() + 30
+    while forged["eventID"] not in {entry["event_id"] for entry in lossy.audit(table=table)["entries"]}:
+        assert time.monotonic() < deadline, "the forged call never reached GET /audit"
+        time.sleep(0.5)
+    time.sleep(2)  # past the stack's settle time, so that today is checked up to after them
+
+    run = lossy.run(["make", "--no-print-directory", "reconcile"], timeout=120)
+
+    assert run.returncode == 2, run.stdout + run.stderr  # make's code for the command's 1: records unconfirmed
+    assert f"{table}: unconfirmed" in run.stdout, run.stdout
+    assert "1 audited calls not in the trail, 1 contradicting it: " in run.stdout
+    today = datetime.now(UTC).date().isoformat()
+    coverage = _get(lossy, "/audit/coverage", table=table, since=today)
+    (day,) = coverage["days"]
+    assert (day["status"], day["not_in_trail"], day["altered"]) == ("unconfirmed", 1, 1)
+    assert day["unconfirmed_ids"] == sorted([forged["eventID"], someone_else["eventID"]])
+
+
+def _trail_events(stack: Stack) -> list[dict[str, Any]]:
+    s3 = stack.client("s3")
+    events = []
+    for entry in s3.list_objects_v2(Bucket="deutzia-trail", Prefix="AWSLogs/").get("Contents", []):
+        body = gzip.decompress(s3.get_object(Bucket="deutzia-trail", Key=entry["Key"])["Body"].read())
+        events += json.loads(body)["Records"]
+    return events
+
+
+def _names(event: dict[str, Any], table: str) -> bool:
+    return any(resource["ARN"].endswith(f"table/{table}") for resource in event.get("resources", []))
 
 
 def test_make_compact_honours_the_input_bound_and_says_what_it_did_when_it_refuses(lossy: Stack) -> None:
