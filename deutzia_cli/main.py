@@ -330,13 +330,15 @@ on {generated} ({api}).
 
 history.json   every entry, exactly as the API answered it, newest first
 history.csv    the same entries as CSV (a text cell a spreadsheet would run as a formula starts with ')
-coverage.json  per day, whether the table's history is complete against CloudTrail's own files
+coverage.json  per day, whether the table's history is complete against CloudTrail's own files, and the records
+               those files lack or contradict (unconfirmed_ids)
 manifest.json  the query, when it ran, how many entries it gave, and the SHA-256 of the three files above
 SHA256SUMS     the SHA-256 of the four files above: `sha256sum -c SHA256SUMS` checks them
 
 {coverage}
 
-A day marked verified or backfilled holds every call on the table that CloudTrail's own files for that day hold.
+A day marked verified or backfilled holds every call on the table that CloudTrail's own files for that day hold,
+and no record those files lack or contradict; a day marked unconfirmed holds such records, named in coverage.json.
 Those files are provably CloudTrail's, and none was taken away: with log file validation on (Deutzia's trail has it),
 
   {validate}
