@@ -120,7 +120,8 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
     """SQL and its `?` parameters: one row per (table, trail file) with the file's events of the table, how many
     of them are duplicates of an earlier copy, how many the audit records hold, and the missing ones' ids (JSON);
     then per table, what the audit records hold up to the window's end that the trail does not, and the records that
-    contradict the trail (a CONFIRMED_COLUMNS value not the trail's, or copies of one item that name different keys),
+    contradict the trail (a CONFIRMED_COLUMNS value not the trail's, or copies of one item that name different keys
+    or operations),
     each counted by event with the first MAX_LISTED ids. Only names from configuration and constants are SQL text;
     the day and tables are parameters."""
     parameters: list[SqlValue] = []
@@ -147,7 +148,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         f"AND eventtime >= {values([f'{window.day}T00:00:00Z'])} AND eventtime < {values([window.until])}"
         f"{tables_filter('named.table_name')}"
     )
-    columns = ", ".join(["event_id", "item_index", "table_name", "item_key", *CONFIRMED_COLUMNS])
+    columns = ", ".join(["event_id", "item_index", "table_name", "item_key", "operation", *CONFIRMED_COLUMNS])
     records = (
         f"SELECT {columns} FROM {relations.compacted} "
         f"WHERE month = {values([window.day[:7]])} AND dt = {values([window.day])}{tables_filter('table_name')} "
@@ -165,7 +166,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         "altered AS (SELECT DISTINCT records.table_name, records.event_id FROM records JOIN trail_rows "
         f"ON trail_rows.event_id = records.event_id AND trail_rows.table_name = records.table_name WHERE {differs} "
         "UNION SELECT table_name, event_id FROM records GROUP BY table_name, event_id, item_index "
-        "HAVING count(DISTINCT coalesce(item_key, '')) > 1) "
+        "HAVING count(DISTINCT coalesce(item_key, '')) > 1 OR count(DISTINCT coalesce(operation, '')) > 1) "
         f"SELECT '{TALLY_FILE}' AS kind, copies.table_name, copies.trail_file, count(*) AS trail_rows, "
         "count_if(copies.copy > 1) AS duplicates, count_if(copies.copy = 1) AS events, "
         "count_if(copies.copy = 1 AND audited.event_id IS NOT NULL) AS audited, "

@@ -174,29 +174,33 @@ def test_audit_records_the_trail_lacks_or_contradicts_leave_the_day_unconfirmed_
     someone_else = cloudtrail_event(event_time=real[1]["eventTime"], request_parameters=_put("real-1"), user="bob")
     someone_else["eventID"] = real[1]["eventID"]
     another_item = {**real[2], "requestParameters": _put("elsewhere")}
-    ingest([*real, forged, later])
-    ingest([real[0], someone_else, another_item])  # real[0] again: a retried delivery, the same record
-    put_trail_file(s3, trail_bucket, real)
+    items = [{"operation": "Put", "tableName": "Music", "key": {"id": "tx"}}]
+    transaction = cloudtrail_event("TransactWriteItems", {"requestItems": items}, event_time=f"{DAY}T10:30:00Z")
+    another_operation = {**transaction, "requestParameters": {"requestItems": [{**items[0], "operation": "Delete"}]}}
+    ingest([*real, forged, later, transaction])
+    ingest([real[0], someone_else, another_item, another_operation])  # real[0] again: a retried delivery
+    put_trail_file(s3, trail_bucket, [*real, transaction])
 
     # A day still going is checked up to a time: a call after it is neither missing nor a stranger to the trail.
     so_far = reconciler.run(DAY, until=f"{DAY}T12:00:00Z").tables["Music"]
 
-    assert (so_far.status, so_far.trail_events, so_far.still_missing) == ("unconfirmed", 3, 0)
+    altered = sorted([real[1]["eventID"], real[2]["eventID"], transaction["eventID"]])
+    assert (so_far.status, so_far.trail_events, so_far.still_missing) == ("unconfirmed", 4, 0)
     assert (so_far.audited_not_in_trail, so_far.not_in_trail_examples) == (1, [forged["eventID"]])
-    assert (so_far.altered, so_far.altered_examples) == (2, sorted([real[1]["eventID"], real[2]["eventID"]]))
+    assert (so_far.altered, so_far.altered_examples) == (3, altered)
 
     put_trail_file(s3, trail_bucket, [later])
     day = reconciler.run(DAY)
 
     assert day.status == "unconfirmed"
-    assert (day.tables["Music"].audited_not_in_trail, day.totals()["UnconfirmedEvents"]) == (1, 3)
+    assert (day.tables["Music"].audited_not_in_trail, day.totals()["UnconfirmedEvents"]) == (1, 4)
     stored = stored_report(s3, audit_bucket, "Music")
-    assert (stored["not_in_trail_examples"], stored["altered"]) == ([forged["eventID"]], 2)
+    assert (stored["not_in_trail_examples"], stored["altered"]) == ([forged["eventID"]], 3)
     deutzia_app.get_coverage_reader.cache_clear()
     response = client.http.get(f"/audit/coverage?table=Music&since={DAY}&until=2024-05-02")
     (covered,) = json.loads(response.body)["days"]
-    assert (covered["status"], covered["not_in_trail"], covered["altered"]) == ("unconfirmed", 1, 2)
-    assert covered["unconfirmed_ids"] == sorted([forged["eventID"], real[1]["eventID"], real[2]["eventID"]])
+    assert (covered["status"], covered["not_in_trail"], covered["altered"]) == ("unconfirmed", 1, 3)
+    assert covered["unconfirmed_ids"] == sorted([forged["eventID"], *altered])
 
 
 def test_trail_files_of_every_region_are_reconciled(
