@@ -3,12 +3,12 @@
 Records are decoded one by one (undecodable data, malformed events, and events dated too far from when their
 record reached the stream, late or forged, go to quarantine per record and count as done), then the whole batch
 is written as one object per `(table_name, dt)`, the objects at once, named after the batch's shard and first and
-last sequence numbers, so a plain retry overwrites them. Nothing is reported as
-processed that was not written: the first record with a row in a failed object, and every later one, fail (the
-shard resumes there; records already written then land twice, which every reader de-duplicates). Powertools'
-per-record BatchProcessor does not fit batch-wide writes; its Kinesis record class still reads the event.
-Whether failures are returned (`batchItemFailures`) or raised depends on how the event source mapping is
-configured. One structured log line per invocation; never a key value.
+last sequence numbers, so a plain retry overwrites them. Nothing is reported as processed that was not written:
+the first record with a row in a failed object, and every later one, fail (the shard resumes there; records
+already written then land twice, which every reader de-duplicates). Powertools' per-record BatchProcessor does not
+fit batch-wide writes; its Kinesis record class still reads the event. Whether failures are returned
+(`batchItemFailures`) or raised depends on how the event source mapping is configured. One structured log line per
+invocation; never a key value.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ def parse_day(text: str) -> date:
 
 
 # What a record says of its call that the trail's own event says the same way, column for column: who made it, with
-# which key, from where, when, which call, and whether it failed. A record that differs on any is not the trail's.
+# which access key, from where, when, which call, and whether it failed. A record that differs on any is not the
+# trail's.
 CONFIRMED_COLUMNS: Mapping[str, str] = {
     "principal_arn": "useridentity.arn",
     "access_key_id": "useridentity.accesskeyid",
@@ -121,9 +122,8 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
     of them are duplicates of an earlier copy, how many the audit records hold, and the missing ones' ids (JSON);
     then per table, what the audit records hold up to the window's end that the trail does not, and the records that
     contradict the trail (a CONFIRMED_COLUMNS value not the trail's, or copies of one item that name different keys
-    or operations),
-    each counted by event with the first MAX_LISTED ids. Only names from configuration and constants are SQL text;
-    the day and tables are parameters."""
+    or operations), each counted by event with the first MAX_LISTED ids. Only names from configuration and
+    constants are SQL text; the day and tables are parameters."""
     parameters: list[SqlValue] = []
 
     def values(items: Sequence[str]) -> str:
