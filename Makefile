@@ -11,9 +11,11 @@ TABLES ?=
 DEMO ?= false
 READS ?= true
 WINDOW ?= 1
+AUDITORS ?=
 # Region for the commands that need one; packaging itself calls no AWS API.
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
-PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS) IngestBatchingWindowSeconds=$(WINDOW)
+PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS) IngestBatchingWindowSeconds=$(WINDOW) \
+	AuditorPrincipalArns=$(AUDITORS)
 
 .PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay compact reconcile faults bench
 

@@ -30,6 +30,8 @@ from infra.render import (
 from tests.infra.conftest import ROOT, run_command
 from tests.infra.intrinsics import Resolver
 
+AUDITOR = "arn:aws:iam::123456789012:role/auditor"
+
 
 def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {name: body for name, body in template["Resources"].items() if body.get("Type") == resource_type}
@@ -191,6 +193,21 @@ def test_every_bucket_is_encrypted_versioned_public_blocked_and_tls_only(merged:
         }.items() <= next(s for s in statements if s["Sid"] == "DenyInsecureTransport").items(), name
 
 
+def test_auditors_named_may_decrypt_the_trail_and_the_records_through_s3_only(merged: dict[str, Any]) -> None:
+    def statements(auditors: str) -> dict[str, Any]:
+        resolver = Resolver(merged, {"AuditedTableNames": "Orders", "AuditorPrincipalArns": auditors})
+        policy = resolver.resolve(merged["Resources"]["AuditKey"]["Properties"]["KeyPolicy"])
+        return {statement["Sid"]: statement for statement in policy["Statement"]}
+
+    assert "AuditorsReadTheTrailAndTheRecordsThroughS3" not in statements("")
+    granted = statements(f"{AUDITOR},arn:aws:iam::123456789012:role/audit-*")[
+        "AuditorsReadTheTrailAndTheRecordsThroughS3"
+    ]
+    assert granted["Action"] == ["kms:Decrypt", "kms:DescribeKey"]
+    assert granted["Condition"]["ArnLike"] == {"aws:PrincipalArn": [AUDITOR, "arn:aws:iam::123456789012:role/audit-*"]}
+    assert granted["Condition"]["StringEquals"] == {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}
+
+
 def test_object_lock_is_set_only_when_asked(merged: dict[str, Any]) -> None:
     for mode, expected in (("NONE", None), ("COMPLIANCE", "COMPLIANCE")):
         resolver = Resolver(merged, {"AuditedTableNames": "Orders", "ObjectLockMode": mode})
@@ -201,7 +218,9 @@ def test_object_lock_is_set_only_when_asked(merged: dict[str, Any]) -> None:
 
 
 def test_no_iam_statement_allows_wildcard_actions(translated: dict[str, Any]) -> None:
-    documents = [body["Properties"]["KeyPolicy"] for body in _resources(translated, "AWS::KMS::Key").values()]
+    with_auditors = Resolver(translated, {"AuditedTableNames": "Orders", "AuditorPrincipalArns": f"{AUDITOR},x"})
+    keys = _resources(translated, "AWS::KMS::Key").values()
+    documents = [with_auditors.resolve(body["Properties"]["KeyPolicy"]) for body in keys]
     for role in _resources(translated, "AWS::IAM::Role").values():
         documents += [policy["PolicyDocument"] for policy in role["Properties"].get("Policies", [])]
         assert "ManagedPolicyArns" not in role["Properties"]
@@ -543,7 +562,8 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
         "s3:AbortMultipartUpload": {"<AthenaResultsBucket.Arn>/results/*"},
         "s3:ListMultipartUploadParts": {"<AthenaResultsBucket.Arn>/results/*"},
     }
-    key_users = merged["Resources"]["AuditKey"]["Properties"]["KeyPolicy"]["Statement"][-1]
+    statements = merged["Resources"]["AuditKey"]["Properties"]["KeyPolicy"]["Statement"]
+    (key_users,) = [s for s in statements if s.get("Sid") == "DeutziaRolesUseTheKeyThroughTheirServices"]
     roles = key_users["Condition"]["ArnEquals"]["aws:PrincipalArn"]
     for name in ("replay", "compaction", "reconcile"):
         assert {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/${{AWS::StackName}}-{name}"} in roles
