@@ -193,17 +193,15 @@ def test_every_bucket_is_encrypted_versioned_public_blocked_and_tls_only(merged:
         }.items() <= next(s for s in statements if s["Sid"] == "DenyInsecureTransport").items(), name
 
 
-def test_auditors_named_may_decrypt_the_trail_and_the_records_through_s3_only(merged: dict[str, Any]) -> None:
+def test_auditors_named_may_use_the_key_through_s3_only(merged: dict[str, Any]) -> None:
     def statements(auditors: str) -> dict[str, Any]:
         resolver = Resolver(merged, {"AuditedTableNames": "Orders", "AuditorPrincipalArns": auditors})
         policy = resolver.resolve(merged["Resources"]["AuditKey"]["Properties"]["KeyPolicy"])
         return {statement["Sid"]: statement for statement in policy["Statement"]}
 
-    assert "AuditorsReadTheTrailAndTheRecordsThroughS3" not in statements("")
-    granted = statements(f"{AUDITOR},arn:aws:iam::123456789012:role/audit-*")[
-        "AuditorsReadTheTrailAndTheRecordsThroughS3"
-    ]
-    assert granted["Action"] == ["kms:Decrypt", "kms:DescribeKey"]
+    assert "AuditorsReadTheAuditThroughS3" not in statements("")
+    granted = statements(f"{AUDITOR},arn:aws:iam::123456789012:role/audit-*")["AuditorsReadTheAuditThroughS3"]
+    assert granted["Action"] == ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]  # Athena writes results
     assert granted["Condition"]["ArnLike"] == {"aws:PrincipalArn": [AUDITOR, "arn:aws:iam::123456789012:role/audit-*"]}
     assert granted["Condition"]["StringEquals"] == {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}
 
