@@ -77,7 +77,11 @@ def _history_filters(function: Any) -> Any:
     """GET /audit's filters as options, for every command that reads a history."""
     options = [
         click.option("--table", required=True, help="The audited table."),
-        click.option("--key", help="The item's key as JSON, e.g. '{\"id\": \"42\"}'; without it, the table's calls."),
+        click.option(
+            "--key",
+            help="The item's key as JSON, e.g. '{\"id\": \"42\"}'; without it, the table's calls of its last 7 days "
+            "(unless --since).",
+        ),
         click.option("--since", help="From this time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC), included."),
         click.option("--until", help="Up to this time, excluded."),
         click.option("--principal", help="Only calls by this IAM ARN (or the role behind a session)."),
@@ -114,6 +118,7 @@ def history(
     target: Target,
 ) -> None:
     """An item's history (or a table's recent calls), newest first."""
+    since = _recent_since(key, since, until)
     parameters = _query(table=table, key=key, since=since, until=until, principal=principal, operation=operation)
     entries = _entries(target, parameters, None if everything else limit, page_size)
     if output == "json":
@@ -288,6 +293,7 @@ def evidence(out: Path, target: Target, **filters: str | None) -> None:
     """An item's whole history and the coverage of its days in one zip, with checksums, for an auditor to keep."""
     from deutzia_cli.evidence import write_bundle
 
+    filters["since"] = _recent_since(filters["key"], filters["since"], filters["until"])
     parameters = _query(**filters)
     table, key, since, until = parameters["table"], filters["key"], filters["since"], filters["until"]
     if out.exists():  # before reading the whole history
@@ -354,6 +360,21 @@ def _validate_logs_command(target: Target, first: object, after: str) -> str:
     trail = f"--trail-arn {target.trail_arn}" if target.trail_arn else "--trail-arn <the stack's TrailArn output>"
     region = f" --region {target.region}" if target.trail_arn and target.region else ""
     return f"aws cloudtrail validate-logs {trail}{region} --start-time {first}T00:00:00Z --end-time {after}T00:00:00Z"
+
+
+# Without a key, a history is the table's calls of the last RECENT_DAYS days (up to --until's day), unless --since
+# says otherwise: the whole table's history costs what the table holds. The page does the same.
+RECENT_DAYS = 7
+
+
+def _recent_since(key: str | None, since: str | None, until: str | None) -> str | None:
+    """`since`, or for a table's calls without one, the first of its RECENT_DAYS last days (said on stderr)."""
+    if key or since:
+        return since
+    end = (_day_of(until) or datetime.now(UTC).date()) + (timedelta(days=1) if not until else timedelta())
+    first = (end - timedelta(days=RECENT_DAYS)).isoformat()
+    Console(stderr=True, highlight=False).print(f"the table's calls since {first} (--since for earlier ones)")
+    return first
 
 
 def _query(**filters: str | None) -> dict[str, str]:

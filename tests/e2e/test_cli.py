@@ -56,7 +56,11 @@ def test_history_in_every_format_with_paging_and_refusals(stack: Stack) -> None:
     assert "[red]<script>alert(1)</script>" in as_table.stdout  # shown as text, never as markup
     assert "6 entries" in as_table.stderr
     today = datetime.now(UTC).date()
-    said = " ".join(as_table.stderr.split())  # how complete the history is: the API's 30 days up to today
+    said = " ".join(as_table.stderr.split())  # a table's calls: its last 7 days, and how complete they are
+    assert f"the table's calls since {today - timedelta(days=6)} (--since for earlier ones)" in said
+    assert f"Checked against CloudTrail's own files, {today - timedelta(days=6)} to {today}:" in said
+    item = deutzia(stack, "history", "--table", TABLE, "--key", KEY)  # an item's: the API's 30 days up to today
+    said = " ".join(item.stderr.split())
     assert f"Checked against CloudTrail's own files, {today - timedelta(days=29)} to {today}:" in said
     assert "Checked" not in as_table.stdout
 

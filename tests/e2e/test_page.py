@@ -185,6 +185,26 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             (request,) = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in asked]
             end = today + timedelta(days=1)  # until's day is included
             assert (request["since"], request["until"]) == ([str(end - timedelta(days=366))], [str(end)])
+            # Without a key, the table's calls of its last 7 days, unless Since says otherwise; a key typed next
+            # searches the item's whole history, as the form and the link hold no default.
+            recent = browser.new_page()
+            heard: list[str] = []
+            recent.on("request", lambda request: heard.append(request.url))
+            recent.goto(f"{stack.api_url}/?table={TABLE}")
+            _wait_for_entries(recent, 1)
+            week = today - timedelta(days=6)
+            assert recent.locator("#status").text_content() == (
+                f"{recent.locator('#history tr.entry').count()} entries since {week} (set Since for earlier ones)"
+            )
+            asked = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in heard if "/audit?" in url]
+            assert asked[0]["since"] == [str(week)]
+            assert recent.locator("#since").input_value() == ""
+            assert "since" not in urllib.parse.parse_qs(urllib.parse.urlparse(recent.url).query)
+            recent.fill("#key", '{"id": "page-1"}')
+            recent.click("#go")
+            recent.locator("#status", has_text="5 entries").wait_for()
+            asked = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in heard if "/audit?" in url]
+            assert "since" not in asked[-1]
             # A session is named with the role it was assumed from, as `deutzia history` names it.
             session = browser.new_page()
             other = {**_SESSION, "event_id": "0b1c2d3e-0000-4000-8000-000000000000", "principal_name": "alice"}

@@ -10,9 +10,10 @@ import io
 import json
 import re
 import threading
+import urllib.parse
 import zipfile
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -328,12 +329,30 @@ def test_a_stack_name_finds_the_api_in_its_outputs_and_the_requests_are_signed(
     assert exit_.value.code == 0
     assert json.loads(capsys.readouterr().out) == []
     ((path, signature),) = _Answers.heard
-    assert path == "/api/audit?table=Music&limit=50"
+    week = (datetime.now(UTC).date() - timedelta(days=6)).isoformat()  # a table's calls: its last 7 days
+    assert path == f"/api/audit?table=Music&since={week}&limit=50"
     assert signature is not None
     assert "/us-east-1/execute-api/aws4_request" in signature
     with pytest.raises(SystemExit) as missing:
         _run_main(["history", "--table", "Music", "--stack", "no-such-stack"])
     assert missing.value.code == 4
+
+
+def test_a_tables_calls_are_its_last_seven_days_unless_since_says_otherwise(
+    api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _Answers.status, _Answers.body, _Answers.heard = 200, {"entries": [], "next_token": None}, []
+    for arguments in (["--until", "2026-11-20"], ["--until", "2026-11-20T10:00:00Z"], ["--since", "2020-01-01"], []):
+        with pytest.raises(SystemExit) as exit_:
+            _run_main(["history", "--table", "Music", "--endpoint", api, "--format", "json", *arguments])
+        assert exit_.value.code == 0
+    week = (datetime.now(UTC).date() - timedelta(days=6)).isoformat()
+    asked = [urllib.parse.parse_qs(urllib.parse.urlparse(path).query) for path, _ in _Answers.heard]
+    assert [query.get("since") for query in asked] == [["2026-11-13"], ["2026-11-13"], ["2020-01-01"], [week]]
+    assert "the table's calls since 2026-11-13 (--since for earlier ones)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _run_main(["history", "--table", "Music", "--key", '{"id": "1"}', "--endpoint", api, "--format", "json"])
+    assert "since" not in urllib.parse.parse_qs(urllib.parse.urlparse(_Answers.heard[-1][0]).query)  # an item's all
 
 
 def test_the_coverage_of_a_history_is_the_days_it_covers_at_most_366() -> None:
