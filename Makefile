@@ -12,10 +12,11 @@ DEMO ?= false
 READS ?= true
 WINDOW ?= 1
 AUDITORS ?=
+RESERVE ?= true
 # Region for the commands that need one; packaging itself calls no AWS API.
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
 PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS) IngestBatchingWindowSeconds=$(WINDOW) \
-	AuditorPrincipalArns=$(AUDITORS)
+	AuditorPrincipalArns=$(AUDITORS) ReserveConcurrency=$(RESERVE)
 
 .PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay compact reconcile faults bench
 

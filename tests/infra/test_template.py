@@ -472,9 +472,10 @@ def test_compaction_runs_every_10_minutes_one_at_a_time_with_its_own_narrow_role
     assert (invoke_config["MaximumEventAgeInSeconds"], invoke_config["MaximumRetryAttempts"]) == (600, 0)
     properties = translated["Resources"]["CompactAuditRecords"]["Properties"]
     assert properties["Role"] == {"Fn::GetAtt": ["CompactionFunctionRole", "Arn"]}
-    assert (properties["Timeout"], properties["ReservedConcurrentExecutions"]) == (900, 1)
+    assert properties["Timeout"] == 900
     assert properties["MemorySize"] == {"Ref": "CompactionMemorySize"}
     resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
+    assert _reserved(translated, "CompactAuditRecords") == [1, None]
     (policy,) = translated["Resources"]["CompactionFunctionRole"]["Properties"]["Policies"]
     grants = {}
     for statement in resolver.resolve(policy["PolicyDocument"]["Statement"]):
@@ -531,7 +532,8 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
     assert schedule == "cron(30 3 * * ? *)"
     properties = translated["Resources"]["ReconcileAuditTrail"]["Properties"]
     assert properties["Role"] == {"Fn::GetAtt": ["ReconcileFunctionRole", "Arn"]}
-    assert (properties["Timeout"], properties["ReservedConcurrentExecutions"]) == (900, 1)
+    assert properties["Timeout"] == 900
+    assert _reserved(translated, "ReconcileAuditTrail") == [1, None]
     variables = properties["Environment"]["Variables"]
     assert variables["TRAIL_BUCKET"] == {"Ref": "TrailBucket"}
     assert variables["TRAIL_PREFIX"] == {"Fn::Sub": "AWSLogs/${AWS::AccountId}/CloudTrail/"}
@@ -620,3 +622,15 @@ def test_the_readme_documents_every_parameter_of_the_stack(merged: dict[str, Any
     rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
     documented = {name.strip(" `") for row in rows for name in row.split(",")}  # a row may name two
     assert set(merged["Parameters"]) <= documented, set(merged["Parameters"]) - documented
+
+
+def _reserved(translated: dict[str, Any], function: str) -> list[Any]:
+    """The function's reserved concurrency with ReserveConcurrency true, then false (an account whose quota is still 10
+    can reserve none)."""
+    properties = translated["Resources"][function]["Properties"]
+    return [
+        Resolver(translated, {"AuditedTableNames": "Orders", "ReserveConcurrency": value})
+        .resolve({"reserved": properties["ReservedConcurrentExecutions"]})
+        .get("reserved")
+        for value in ("true", "false")
+    ]
