@@ -13,10 +13,11 @@ READS ?= true
 WINDOW ?= 1
 AUDITORS ?=
 RESERVE ?= true
+COMPACTION_MEMORY ?= 10240
 # Region for the commands that need one; packaging itself calls no AWS API.
 REGION ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION),us-east-1)
 PARAMETERS = AuditedTableNames=$(TABLES) CreateDemoTable=$(DEMO) AuditReads=$(READS) IngestBatchingWindowSeconds=$(WINDOW) \
-	AuditorPrincipalArns=$(AUDITORS) ReserveConcurrency=$(RESERVE)
+	AuditorPrincipalArns=$(AUDITORS) ReserveConcurrency=$(RESERVE) CompactionMemorySize=$(COMPACTION_MEMORY)
 
 .PHONY: test lint install wheelhouse clean package deploy infra-deploy chalice-stage run up demo sql replay compact reconcile faults bench
 
