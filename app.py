@@ -32,6 +32,7 @@ from chalicelib.errors import (
     InvalidRequestError,
     QueryError,
     QueryTimeoutError,
+    QueryTooLargeError,
     QueryUnavailableError,
     UnknownTableError,
 )
@@ -70,6 +71,8 @@ _HTTP_ERRORS: tuple[tuple[type[DeutziaError], type[ChaliceViewError]], ...] = (
 
 def _http_error(error: DeutziaError) -> ChaliceViewError:
     """The HTTP error (Chalice's `{"Code", "Message"}` body) for one of ours; 500 for configuration errors."""
+    if isinstance(error, QueryTooLargeError):  # the request must change, as for a malformed one: what to change
+        return BadRequestError(f"key, since, until: {error}; give a key, or a narrower since and until")
     for kind, http_error in _HTTP_ERRORS:
         if isinstance(error, kind):
             return http_error(str(error))

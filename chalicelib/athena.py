@@ -20,7 +20,14 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from chalicelib.config import number, setting
-from chalicelib.errors import ConfigError, InvalidRequestError, QueryError, QueryTimeoutError, QueryUnavailableError
+from chalicelib.errors import (
+    ConfigError,
+    InvalidRequestError,
+    QueryError,
+    QueryTimeoutError,
+    QueryTooLargeError,
+    QueryUnavailableError,
+)
 from chalicelib.query import (
     ENTRY_COLUMNS,
     AuditPage,
@@ -50,6 +57,9 @@ _FIRST_POLL_SECONDS = 0.1
 _MAX_POLL_SECONDS = 1.0
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 # How Athena reports a listed object that is gone when it is read.
+# Athena's reason for a query that passed the workgroup's BytesScannedCutoffPerQuery ("Bytes scanned limit was
+# exceeded"), in whichever case and state (CANCELLED, or FAILED) it comes.
+_SCAN_LIMIT_SIGN = "bytes scanned limit"
 _VANISHED_FILE_SIGNS = ("HIVE_CANNOT_OPEN_SPLIT", "HIVE_FILE_NOT_FOUND", "NoSuchKey", "does not exist")
 _THROTTLING_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", "ServiceUnavailable"})
 
@@ -102,6 +112,11 @@ class AthenaWorkgroup:
                 # The reason can name buckets, paths and tables: it goes to the log, the caller gets the id.
                 reason = str(status.get("StateChangeReason", ""))
                 logger.error("Athena query %s %s: %s", execution_id, state.lower(), reason)
+                if _SCAN_LIMIT_SIGN in reason.lower():
+                    raise QueryTooLargeError(
+                        f"Athena cancelled query {execution_id} at its workgroup's scan limit "
+                        "(BytesScannedCutoffPerQuery)"
+                    )
                 if any(sign in reason for sign in _VANISHED_FILE_SIGNS):
                     raise _FileVanishedError(f"Athena query {execution_id} failed; retry later")
                 if status.get("AthenaError", {}).get("Retryable"):

@@ -38,6 +38,10 @@ class QueryTimeoutError(QueryError):
     """The query engine did not answer within the deadline (HTTP 504)."""
 
 
+class QueryTooLargeError(QueryError):
+    """Athena cancelled the query at its workgroup's scan limit (BytesScannedCutoffPerQuery): it must read less."""
+
+
 class UndecodableRecordError(DeutziaError):
     """A Kinesis record's data can never be processed: it goes to quarantine, not back to the stream."""
 

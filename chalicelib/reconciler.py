@@ -23,7 +23,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import audit_prefix, audited_tables, setting
-from chalicelib.errors import ConfigError, DeutziaError, QueryUnavailableError, StoreError
+from chalicelib.errors import ConfigError, DeutziaError, QueryTooLargeError, QueryUnavailableError, StoreError
 from chalicelib.reconcile import (
     MAX_BACKFILL_EVENTS,
     MAX_LISTED,
@@ -170,6 +170,12 @@ class Reconciler:
         )
         try:
             result = self._engine.tally(window, files)
+        except QueryTooLargeError as exc:
+            raise ReconcileError(
+                f"reconciling {day}: {exc}: the day's trail is more than the stack's "
+                "ReconcileBytesScannedCutoffPerQuery lets one run read; raise it (a run reads the day's and the next "
+                "day's trail files three times)"
+            ) from exc
         except DeutziaError as exc:
             raise ReconcileError(f"reconciling {day}: {exc}") from exc
         reports = self._tally(day_report, result.tallies)

@@ -26,6 +26,11 @@ REQUIRED_OUTPUTS = (
     "IngestFunctionRoleArn",
     "ApiFunctionRoleArn",
     "ReplayFunctionRoleArn",
+    "CompactionFunctionRoleArn",
+    "ReconcileFunctionRoleArn",
+    "ReconcileWorkGroupName",
+    "TrailBucketName",
+    "TrailPrefix",
     "IngestFailureQueueName",
 )
 
@@ -38,7 +43,10 @@ def build_stage(outputs: Mapping[str, str]) -> dict[str, Any]:
     """The Chalice stage for a stack with these outputs."""
     missing = [name for name in REQUIRED_OUTPUTS if name not in outputs]
     if missing:
-        raise StackOutputsError(f"the stack has no output {', '.join(missing)}: was it made by `make infra-deploy`?")
+        raise StackOutputsError(
+            f"the stack has no output {', '.join(missing)}: was it made, or last updated, by this version's "
+            "`make infra-deploy`?"
+        )
     return {
         "api_gateway_stage": "api",
         "manage_iam_role": False,
@@ -60,6 +68,16 @@ def build_stage(outputs: Mapping[str, str]) -> dict[str, Any]:
             "ingest_audit_events": {"iam_role_arn": outputs["IngestFunctionRoleArn"]},
             "api_handler": {"iam_role_arn": outputs["ApiFunctionRoleArn"], "lambda_timeout": 29},
             "replay_failed_batches": {"iam_role_arn": outputs["ReplayFunctionRoleArn"], "lambda_timeout": 900},
+            "compact_audit_records": {"iam_role_arn": outputs["CompactionFunctionRoleArn"], "lambda_timeout": 900},
+            "reconcile_audit_trail": {
+                "iam_role_arn": outputs["ReconcileFunctionRoleArn"],
+                "lambda_timeout": 900,
+                "environment_variables": {
+                    "ATHENA_WORKGROUP": outputs["ReconcileWorkGroupName"],
+                    "TRAIL_BUCKET": outputs["TrailBucketName"],
+                    "TRAIL_PREFIX": outputs["TrailPrefix"],
+                },
+            },
         },
     }
 

@@ -231,6 +231,28 @@ def test_failed_query_answers_with_its_id_and_logs_the_reason(
     assert athena_status["StateChangeReason"] in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ("CANCELLED", "Query cancelled! -- Bytes scanned limit was exceeded"),
+        ("FAILED", "Bytes Scanned limit was exceeded. The query scanned 10000000001 bytes"),
+    ],
+)
+def test_a_query_cancelled_at_the_workgroups_scan_limit_answers_400_saying_what_to_narrow(
+    client: Client, athena: Stubber, state: str, reason: str
+) -> None:
+    """A whole table's history can pass the workgroup's BytesScannedCutoffPerQuery: the caller, not the engine, must
+    change something, and is told what."""
+    _expect_start(athena)
+    athena.add_response("get_query_execution", _execution(state, StateChangeReason=reason), {"QueryExecutionId": "q-1"})
+    status, body = _get(client, table="Music", key=KEY)
+    assert (status, body["Code"]) == (400, "BadRequestError")
+    assert body["Message"] == (
+        "key, since, until: Athena cancelled query q-1 at its workgroup's scan limit (BytesScannedCutoffPerQuery); "
+        "give a key, or a narrower since and until"
+    )
+
+
 @pytest.mark.parametrize(("code", "http_status"), [("TooManyRequestsException", 503), ("InvalidRequestException", 502)])
 def test_refused_start_answers_502_or_503(client: Client, athena: Stubber, code: str, http_status: int) -> None:
     athena.add_client_error("start_query_execution", service_error_code=code, service_message="s3://secret/path")

@@ -286,6 +286,29 @@ def test_on_athena_an_unreadable_trail_file_fails_the_run_and_keeps_the_earlier_
     assert stored_report(s3, audit_bucket, "Music")["status"] == "backfilled"
 
 
+class _ScanLimitedAthena(DuckDBAthenaClient):
+    """Athena once a day's trail passes the workgroup's BytesScannedCutoffPerQuery: every query is cancelled."""
+
+    def get_query_execution(self, QueryExecutionId: str) -> Any:  # noqa: N803 - boto3's parameter name
+        reason = "Query cancelled! -- Bytes scanned limit was exceeded"
+        status = {"State": "CANCELLED", "StateChangeReason": reason}
+        return {"QueryExecution": {"QueryExecutionId": QueryExecutionId, "Status": status}}
+
+
+def test_on_athena_a_day_past_the_scan_limit_fails_the_run_naming_the_parameter_to_raise(
+    moto_endpoint: str, s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    put_trail_file(s3, trail_bucket, [cloudtrail_event(event_time=f"{DAY}T09:00:00Z")])
+    engine = AthenaTrailEngine(DuckDBAthenaClient(audit_bucket, moto_endpoint, trail_bucket), WORKGROUP, DATABASE)
+    Reconciler(engine, s3, audit_bucket, trail_bucket, TRAIL_PREFIX).run(DAY)
+    limited = AthenaTrailEngine(_ScanLimitedAthena(audit_bucket, moto_endpoint, trail_bucket), WORKGROUP, DATABASE)
+
+    with pytest.raises(ReconcileError, match=r"scan limit .*ReconcileBytesScannedCutoffPerQuery.*; raise it"):
+        Reconciler(limited, s3, audit_bucket, trail_bucket, TRAIL_PREFIX).run(DAY)
+
+    assert stored_report(s3, audit_bucket, "Music")["status"] == "backfilled"
+
+
 def _put(item_id: str) -> dict[str, Any]:
     return {"tableName": "Music", "key": {"id": item_id}, "item": ["id"]}
 

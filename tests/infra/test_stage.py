@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 from chalice.config import Config
+from chalice.deploy import models
+from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
+from chalice.deploy.validate import validate_configuration
 
-from infra.stage import StackOutputsError, build_stage, stack_outputs, write_stage
+import app as deutzia_app
+from infra.stage import CONFIG, REQUIRED_OUTPUTS, StackOutputsError, build_stage, stack_outputs, write_stage
 
 OUTPUTS = {
     "AuditBucketName": "audit-auditbucket-1",
@@ -21,7 +26,20 @@ OUTPUTS = {
     "IngestFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-ingest",
     "ApiFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-api",
     "ReplayFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-replay",
+    "CompactionFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-compact",
+    "ReconcileFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-reconcile",
+    "ReconcileWorkGroupName": "audit-reconcile",
+    "TrailBucketName": "audit-trailbucket-1",
+    "TrailPrefix": "AWSLogs/123456789012/CloudTrail/",
     "IngestFailureQueueName": "audit-IngestFailureQueue-1",
+}
+# Each function's role; any function the app gains must get one here and in the stage.
+FUNCTION_ROLES = {
+    "api_handler": "ApiFunctionRoleArn",
+    "ingest_audit_events": "IngestFunctionRoleArn",
+    "replay_failed_batches": "ReplayFunctionRoleArn",
+    "compact_audit_records": "CompactionFunctionRoleArn",
+    "reconcile_audit_trail": "ReconcileFunctionRoleArn",
 }
 
 
@@ -57,3 +75,41 @@ def test_stage_from_outputs_is_what_chalice_deploy_reads(tmp_path: Path) -> None
 def test_a_stack_without_the_outputs_is_named_as_the_problem() -> None:
     with pytest.raises(StackOutputsError, match="IngestFunctionRoleArn"):
         build_stage({key: value for key, value in OUTPUTS.items() if key != "IngestFunctionRoleArn"})
+
+
+def test_chalice_deploy_accepts_the_stage_and_gives_every_function_its_own_role(tmp_path: Path) -> None:
+    """What `chalice deploy --stage live` builds from the project's config with the stage written into it: Chalice's
+    own validation passes, and every function the app defines runs with its role, timeout and settings."""
+    config_path = tmp_path / "config.json"
+    config_path.write_text(CONFIG.read_text())
+    write_stage("live", build_stage(OUTPUTS), config_path)
+    config = Config(
+        chalice_stage="live",
+        config_from_disk=json.loads(config_path.read_text()),
+        user_provided_params={"chalice_app": deutzia_app.app, "project_dir": str(CONFIG.parents[1])},
+        default_params={"api_gateway_stage": "api", "api_gateway_endpoint_type": "EDGE", "autogen_policy": False},
+    )
+    validate_configuration(config)
+    application = ApplicationGraphBuilder().build(config, "live")
+    functions = {
+        model.resource_name: model
+        for model in DependencyBuilder().build_dependencies(application)
+        if isinstance(model, models.LambdaFunction)
+    }
+    assert set(functions) == set(FUNCTION_ROLES)
+    for name, output in FUNCTION_ROLES.items():
+        role = functions[name].role
+        assert isinstance(role, models.PreCreatedIAMRole), name
+        assert role.role_arn == OUTPUTS[output], name
+    reconcile = functions["reconcile_audit_trail"]
+    assert reconcile.environment_variables["ATHENA_WORKGROUP"] == "audit-reconcile"
+    assert reconcile.environment_variables["TRAIL_BUCKET"] == OUTPUTS["TrailBucketName"]
+    assert reconcile.environment_variables["TRAIL_PREFIX"] == OUTPUTS["TrailPrefix"]
+    assert functions["api_handler"].environment_variables["ATHENA_WORKGROUP"] == "audit"
+    assert (reconcile.timeout, functions["compact_audit_records"].timeout) == (900, 900)
+    assert functions["compact_audit_records"].memory_size == 10240
+
+
+def test_the_stage_needs_every_output_the_template_gives_it(merged: dict[str, Any]) -> None:
+    """The outputs the stage reads are the stack's own."""
+    assert set(REQUIRED_OUTPUTS) <= set(merged["Outputs"])

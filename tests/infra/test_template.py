@@ -261,14 +261,28 @@ def test_crawler_runs_every_ten_minutes_on_the_catalog_table(merged: dict[str, A
     assert crawler["Properties"]["Targets"]["CatalogTargets"][0]["Tables"] == [{"Ref": "AuditTable"}]
 
 
-def test_workgroup_is_enabled_enforced_encrypted_and_capped(merged: dict[str, Any]) -> None:
-    (workgroup,) = _resources(merged, "AWS::Athena::WorkGroup").values()
-    configuration = workgroup["Properties"]["WorkGroupConfiguration"]
-    assert workgroup["Properties"]["State"] == "ENABLED"
-    assert configuration["EnforceWorkGroupConfiguration"] is True
-    assert configuration["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
-    assert configuration["BytesScannedCutoffPerQuery"] == {"Ref": "BytesScannedCutoffPerQuery"}
+def test_workgroups_are_enabled_enforced_encrypted_and_capped(merged: dict[str, Any]) -> None:
+    """Lookups and ad hoc SQL share one workgroup; reconciliation, whose scan grows with the calls a day, has its
+    own, with a cutoff of its own."""
+    workgroups = _resources(merged, "AWS::Athena::WorkGroup")
+    assert set(workgroups) == {"AthenaWorkGroup", "ReconcileWorkGroup"}
+    for name, cutoff in (
+        ("AthenaWorkGroup", "BytesScannedCutoffPerQuery"),
+        ("ReconcileWorkGroup", "ReconcileBytesScannedCutoffPerQuery"),
+    ):
+        configuration = workgroups[name]["Properties"]["WorkGroupConfiguration"]
+        assert workgroups[name]["Properties"]["State"] == "ENABLED"
+        assert configuration["EnforceWorkGroupConfiguration"] is True
+        assert configuration["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
+        assert configuration["BytesScannedCutoffPerQuery"] == {"Ref": cutoff}
+    parameters = merged["Parameters"]
+    # A day of the trail is read three times over two days' files, about 0.9 KB a call: the lookups' 10 GB would
+    # cancel every run of an account making more than about 130 calls a second.
+    assert parameters["BytesScannedCutoffPerQuery"]["Default"] == 10_000_000_000
+    assert parameters["ReconcileBytesScannedCutoffPerQuery"]["Default"] == 1_000_000_000_000
     assert len(_resources(merged, "AWS::Athena::NamedQuery")) == 5
+    for query in _resources(merged, "AWS::Athena::NamedQuery").values():
+        assert query["Properties"]["WorkGroup"] == {"Ref": "AthenaWorkGroup"}
 
 
 def test_audit_routes_require_sigv4_and_health_does_not(merged: dict[str, Any]) -> None:
@@ -292,6 +306,7 @@ def test_outputs_name_everything_a_user_needs(merged: dict[str, Any]) -> None:
         "ReconcileFunctionName",
         "TrailTableName",
         "TrailArn",
+        "ReconcileWorkGroupName",
     }
     assert expected <= set(merged["Outputs"])
 
@@ -535,6 +550,7 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
     assert properties["Timeout"] == 900
     assert _reserved(translated, "ReconcileAuditTrail") == [1, None]
     variables = properties["Environment"]["Variables"]
+    assert variables["ATHENA_WORKGROUP"] == {"Ref": "ReconcileWorkGroup"}
     assert variables["TRAIL_BUCKET"] == {"Ref": "TrailBucket"}
     assert variables["TRAIL_PREFIX"] == {"Fn::Sub": "AWSLogs/${AWS::AccountId}/CloudTrail/"}
     resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
@@ -562,6 +578,11 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
         "s3:AbortMultipartUpload": {"<AthenaResultsBucket.Arn>/results/*"},
         "s3:ListMultipartUploadParts": {"<AthenaResultsBucket.Arn>/results/*"},
     }
+    (policy,) = translated["Resources"]["ReconcileFunctionRole"]["Properties"]["Policies"]
+    athena = [s for s in policy["PolicyDocument"]["Statement"] if str(s["Action"]).startswith("['athena:")]
+    assert [resolver.resolve(statement["Resource"]) for statement in athena] == [
+        "arn:aws:athena:eu-west-1:123456789012:workgroup/<ReconcileWorkGroup>"
+    ]
     statements = merged["Resources"]["AuditKey"]["Properties"]["KeyPolicy"]["Statement"]
     (key_users,) = [s for s in statements if s.get("Sid") == "DeutziaRolesUseTheKeyThroughTheirServices"]
     roles = key_users["Condition"]["ArnEquals"]["aws:PrincipalArn"]
