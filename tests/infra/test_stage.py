@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from chalice.deploy.validate import validate_configuration
 
 import app as deutzia_app
 from infra.stage import CONFIG, REQUIRED_OUTPUTS, StackOutputsError, build_stage, stack_outputs, write_stage
+from tests.infra.intrinsics import PSEUDO, Resolver
 
 OUTPUTS = {
     "AuditBucketName": "audit-auditbucket-1",
@@ -77,9 +79,9 @@ def test_a_stack_without_the_outputs_is_named_as_the_problem() -> None:
         build_stage({key: value for key, value in OUTPUTS.items() if key != "IngestFunctionRoleArn"})
 
 
-def test_chalice_deploy_accepts_the_stage_and_gives_every_function_its_own_role(tmp_path: Path) -> None:
-    """What `chalice deploy --stage live` builds from the project's config with the stage written into it: Chalice's
-    own validation passes, and every function the app defines runs with its role, timeout and settings."""
+def _deployed_functions(tmp_path: Path) -> dict[str, models.LambdaFunction]:
+    """What `chalice deploy --stage live` builds from the project's config with the stage written into it, once
+    Chalice's own validation passed: every function, by its name in the app."""
     config_path = tmp_path / "config.json"
     config_path.write_text(CONFIG.read_text())
     write_stage("live", build_stage(OUTPUTS), config_path)
@@ -91,11 +93,16 @@ def test_chalice_deploy_accepts_the_stage_and_gives_every_function_its_own_role(
     )
     validate_configuration(config)
     application = ApplicationGraphBuilder().build(config, "live")
-    functions = {
+    return {
         model.resource_name: model
         for model in DependencyBuilder().build_dependencies(application)
         if isinstance(model, models.LambdaFunction)
     }
+
+
+def test_chalice_deploy_accepts_the_stage_and_gives_every_function_its_own_role(tmp_path: Path) -> None:
+    """Every function the app defines runs with its role, timeout and settings."""
+    functions = _deployed_functions(tmp_path)
     assert set(functions) == set(FUNCTION_ROLES)
     for name, output in FUNCTION_ROLES.items():
         role = functions[name].role
@@ -113,3 +120,20 @@ def test_chalice_deploy_accepts_the_stage_and_gives_every_function_its_own_role(
 def test_the_stage_needs_every_output_the_template_gives_it(merged: dict[str, Any]) -> None:
     """The outputs the stage reads are the stack's own."""
     assert set(REQUIRED_OUTPUTS) <= set(merged["Outputs"])
+
+
+def test_every_function_may_write_its_own_log_on_either_path(merged: dict[str, Any], tmp_path: Path) -> None:
+    """A role's log statement covers its function's log group, whether CloudFormation names the function after the
+    stack or `chalice deploy` names it deutzia-<stage>-<function>."""
+    resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
+    chalice_names = {name: function.function_name for name, function in _deployed_functions(tmp_path).items()}
+    for name, output in FUNCTION_ROLES.items():
+        role = merged["Outputs"][output]["Value"]["Fn::GetAtt"][0]
+        (policy,) = merged["Resources"][role]["Properties"]["Policies"]
+        (logs,) = [s for s in policy["PolicyDocument"]["Statement"] if "logs:PutLogEvents" in s["Action"]]
+        resources = resolver.resolve(logs["Resource"])
+        patterns = [resources] if isinstance(resources, str) else resources
+        region, account, stack = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"], PSEUDO["AWS::StackName"]
+        for function_name in (f"{stack}-{name.title().replace('_', '')}-1A2B3C", chalice_names[name]):
+            stream = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{function_name}:log-stream:2026/11/29/x"
+            assert any(fnmatch.fnmatchcase(stream, pattern) for pattern in patterns), (name, function_name)
