@@ -119,11 +119,12 @@ TALLY_FILE, TALLY_NOT_IN_TRAIL, TALLY_ALTERED = "file", "not_in_trail", "altered
 
 def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) -> tuple[str, list[SqlValue]]:
     """SQL and its `?` parameters: one row per (table, trail file) with the file's events of the table, how many
-    of them are duplicates of an earlier copy, how many the audit records hold, and the missing ones' ids (JSON);
-    then per table, what the audit records hold up to the window's end that the trail does not, and the records that
+    of them are duplicates of an earlier copy, how many the audit records hold, and the missing ids (JSON); then per
+    table, what the audit records hold up to the window's end that the trail does not, and the records that
     contradict the trail (a CONFIRMED_COLUMNS value not the trail's, or copies of one item that name different keys
-    or operations), each counted by event with the first MAX_LISTED ids. Only names from configuration and
-    constants are SQL text; the day and tables are parameters."""
+    or operations), each counted by event with the first MAX_LISTED ids. The trail's files and the records are each
+    read once: Athena inlines every use of a WITH query, and bills each reading of the files. Only names from
+    configuration and constants are SQL text; the day and tables are parameters."""
     parameters: list[SqlValue] = []
 
     def values(items: Sequence[str]) -> str:
@@ -133,8 +134,9 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
     def tables_filter(column: str) -> str:
         return "" if window.tables is None else f" AND {column} IN ({values(window.tables)})"
 
-    def listed(column: str) -> str:
-        return f"json_format(CAST(slice(array_agg({column} ORDER BY {column}), 1, {MAX_LISTED}) AS JSON))"
+    def said(source: str) -> str:  # what a copy says of its call, as one comparable text
+        columns = ", ".join(f"{source}.{column}" for column in CONFIRMED_COLUMNS)
+        return f"json_format(CAST(ARRAY[{columns}] AS JSON))"
 
     operations = ", ".join(f"'{name}'" for name in sorted(DATA_OPERATIONS))
     confirmed = ", ".join(f"{field} AS {column}" for column, field in CONFIRMED_COLUMNS.items())
@@ -156,33 +158,43 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         f"UNION ALL SELECT {columns} FROM {relations.fresh} "
         f"WHERE dt = {values([window.day])}{tables_filter('table_name')} AND event_time < {values([window.until])}"
     )
-    differs = " OR ".join(f"records.{column} IS DISTINCT FROM trail_rows.{column}" for column in CONFIRMED_COLUMNS)
     sql = (
-        f"WITH trail_rows AS ({trail}), "
-        "copies AS (SELECT event_id, table_name, trail_file, "
-        "row_number() OVER (PARTITION BY table_name, event_id ORDER BY trail_file) AS copy FROM trail_rows), "
-        f"records AS ({records}), "
-        "audited AS (SELECT DISTINCT event_id, table_name FROM records), "
-        "altered AS (SELECT DISTINCT records.table_name, records.event_id FROM records JOIN trail_rows "
-        f"ON trail_rows.event_id = records.event_id AND trail_rows.table_name = records.table_name WHERE {differs} "
-        "UNION SELECT table_name, event_id FROM records GROUP BY table_name, event_id, item_index "
-        "HAVING count(DISTINCT coalesce(item_key, '')) > 1 OR count(DISTINCT coalesce(operation, '')) > 1) "
-        f"SELECT '{TALLY_FILE}' AS kind, copies.table_name, copies.trail_file, count(*) AS trail_rows, "
-        "count_if(copies.copy > 1) AS duplicates, count_if(copies.copy = 1) AS events, "
-        "count_if(copies.copy = 1 AND audited.event_id IS NOT NULL) AS audited, "
-        "json_format(CAST(array_agg(copies.event_id) FILTER (WHERE copies.copy = 1 AND audited.event_id IS NULL) "
-        "AS JSON)) AS listed "
-        "FROM copies LEFT JOIN audited "
-        "ON audited.event_id = copies.event_id AND audited.table_name = copies.table_name "
-        "GROUP BY copies.table_name, copies.trail_file "
-        f"UNION ALL SELECT '{TALLY_NOT_IN_TRAIL}', audited.table_name, NULL, 0, 0, 0, count(*), "
-        f"{listed('audited.event_id')} FROM audited "
-        "WHERE NOT EXISTS (SELECT 1 FROM trail_rows "
-        "WHERE trail_rows.event_id = audited.event_id AND trail_rows.table_name = audited.table_name) "
-        "GROUP BY audited.table_name "
-        f"UNION ALL SELECT '{TALLY_ALTERED}', table_name, NULL, 0, 0, 0, count(*), {listed('event_id')} FROM altered "
-        "GROUP BY table_name "
-        "ORDER BY 2, 1, 3"
+        f"WITH copies AS (SELECT event_id, table_name, trail_file, {said('trail_rows')} AS said, "
+        "row_number() OVER (PARTITION BY table_name, event_id ORDER BY trail_file) AS copy "
+        f"FROM ({trail}) trail_rows), "
+        # Per item, then per event: whether copies of an item differ, and the least and most of what they say (two
+        # copies of a call that say different things cannot both be the trail's).
+        "items AS (SELECT table_name, event_id, "
+        "count(DISTINCT coalesce(item_key, '')) > 1 OR count(DISTINCT coalesce(operation, '')) > 1 AS split, "
+        "min(said) AS least_said, max(said) AS most_said "
+        f"FROM (SELECT table_name, event_id, item_index, item_key, operation, {said('records')} AS said "
+        f"FROM ({records}) records) copied GROUP BY table_name, event_id, item_index), "
+        "events AS (SELECT table_name, event_id, bool_or(split) AS split, min(least_said) AS least_said, "
+        "max(most_said) AS most_said FROM items GROUP BY table_name, event_id), "
+        "joined AS (SELECT coalesce(copies.table_name, events.table_name) AS table_name, "
+        "coalesce(copies.event_id, events.event_id) AS event_id, copies.trail_file, copies.copy, "
+        "events.event_id IS NOT NULL AS audited, "
+        "events.event_id IS NOT NULL AND (events.split OR (copies.event_id IS NOT NULL "
+        "AND (events.least_said <> events.most_said OR events.least_said <> copies.said))) AS altered "
+        "FROM copies FULL OUTER JOIN events "
+        "ON copies.event_id = events.event_id AND copies.table_name = events.table_name), "
+        # Each joined row once per tally it counts in: its trail file's, and the table's of records the trail lacks or
+        # contradicts (an event once, whatever copies of it the trail holds).
+        "tallied AS (SELECT joined.*, kinds.kind FROM joined CROSS JOIN UNNEST(ARRAY["
+        f"CASE WHEN copy IS NOT NULL THEN '{TALLY_FILE}' END, "
+        f"CASE WHEN copy IS NULL THEN '{TALLY_NOT_IN_TRAIL}' END, "
+        f"CASE WHEN altered AND coalesce(copy, 1) = 1 THEN '{TALLY_ALTERED}' END]) AS kinds (kind) "
+        "WHERE kinds.kind IS NOT NULL) "
+        f"SELECT kind, table_name, CASE WHEN kind = '{TALLY_FILE}' THEN trail_file END AS trail_file, "
+        f"count_if(kind = '{TALLY_FILE}') AS trail_rows, "
+        f"count_if(kind = '{TALLY_FILE}' AND copy > 1) AS duplicates, "
+        f"count_if(kind = '{TALLY_FILE}' AND copy = 1) AS events, "
+        f"CASE WHEN kind = '{TALLY_FILE}' THEN count_if(copy = 1 AND audited) ELSE count(*) END AS audited, "
+        f"CASE WHEN kind = '{TALLY_FILE}' "
+        "THEN json_format(CAST(array_agg(event_id) FILTER (WHERE copy = 1 AND NOT audited) AS JSON)) "
+        f"ELSE json_format(CAST(slice(array_agg(event_id ORDER BY event_id), 1, {MAX_LISTED}) AS JSON)) "
+        "END AS listed "
+        "FROM tallied GROUP BY 1, 2, 3 ORDER BY 2, 1, 3"
     )
     return sql, parameters
 

@@ -174,7 +174,7 @@ class Reconciler:
             raise ReconcileError(
                 f"reconciling {day}: {exc}: the day's trail is more than the stack's "
                 "ReconcileBytesScannedCutoffPerQuery lets one run read; raise it (a run reads the day's and the next "
-                "day's trail files three times)"
+                "day's trail files)"
             ) from exc
         except DeutziaError as exc:
             raise ReconcileError(f"reconciling {day}: {exc}") from exc

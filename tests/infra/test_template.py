@@ -276,8 +276,8 @@ def test_workgroups_are_enabled_enforced_encrypted_and_capped(merged: dict[str, 
         assert configuration["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
         assert configuration["BytesScannedCutoffPerQuery"] == {"Ref": cutoff}
     parameters = merged["Parameters"]
-    # A day of the trail is read three times over two days' files, about 0.9 KB a call: the lookups' 10 GB would
-    # cancel every run of an account making more than about 130 calls a second.
+    # A run reads two days' trail files, about 0.3 KB a call: the lookups' 10 GB would cancel every run of an account
+    # making more than about 385 calls a second.
     assert parameters["BytesScannedCutoffPerQuery"]["Default"] == 10_000_000_000
     assert parameters["ReconcileBytesScannedCutoffPerQuery"]["Default"] == 1_000_000_000_000
     assert len(_resources(merged, "AWS::Athena::NamedQuery")) == 5

@@ -152,6 +152,18 @@ def test_the_sql_takes_the_day_and_tables_as_parameters_never_as_text() -> None:
     assert parameters.count("x' OR '1'='1") == 3
 
 
+def test_the_sql_reads_the_trails_files_and_each_tier_once() -> None:
+    """Athena inlines every use of a WITH query, and reads (and bills) the trail's files at each: every relation and
+    every WITH query must be named once, or a run reads the day's trail more than once."""
+    sql, _ = build_reconcile_sql(ReconcileWindow.of_day(DAY), ReconcileRelations("trail_t", "compacted_t", "fresh_t"))
+    for relation in ("trail_t", "compacted_t", "fresh_t"):
+        assert len(re.findall(rf"\b(?:FROM|JOIN) {relation}\b", sql)) == 1, relation
+    queries = re.findall(r"(?:WITH|,) (\w+) AS \(", sql)
+    assert len(queries) >= 4
+    for name in queries:
+        assert len(re.findall(rf"\b(?:FROM|JOIN) {name}\b", sql)) == 1, name
+
+
 def test_coverage_request_bounds() -> None:
     today = date(2026, 11, 28)
     table, days = parse_coverage_request({"table": "Music"}, None, today)
