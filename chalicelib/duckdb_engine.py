@@ -72,7 +72,8 @@ logger = logging.getLogger("deutzia.duckdb")
 DEFAULT_TIMEOUT_SECONDS = 25.0
 # Scans that may run at once; a request waits its turn within its own deadline.
 MAX_CONCURRENT_READS = 4
-# Compaction may delete an object between a read's listing and its fetch: the read starts over, this many times.
+# Compaction may replace a compacted file between a read's listing and its fetch: the read starts over, this many
+# times (a fresh object it deleted is left out: its rows are in the compacted tier, read after the fresh one).
 READ_ATTEMPTS = 5
 # Compacted files whose footers the engine keeps: a table's year is a dozen files, and a month's footer a few
 # hundred KB in memory, so 512 hold some 40 table-years in well under a GB.
@@ -187,6 +188,8 @@ class AuditObjects:
         for condition in conditions:
             expression = condition if expression is None else expression & condition
         try:
+            if tier is self._fresh:
+                return self._fresh_rows(dataset, expression)
             return dataset.to_table(filter=expression, use_threads=False)
         except FileNotFoundError:
             raise
@@ -197,6 +200,20 @@ class AuditObjects:
             if _vanished(exc):
                 raise FileNotFoundError(str(exc)) from exc
             raise self._unavailable(exc) from exc
+
+    def _fresh_rows(self, dataset: ds.Dataset, expression: ds.Expression | None) -> pa.Table:
+        """The fresh objects' rows, object by object. One that compaction deleted since the listing is left out: its
+        rows were in a compacted file before it was deleted, and the compacted tier is read after this one (starting
+        over instead, a read could lose that race at every attempt while compaction deletes a backlog)."""
+        tables = [self._fresh.schema.empty_table()]
+        for fragment in dataset.get_fragments(filter=expression):
+            try:
+                tables.append(fragment.to_table(schema=dataset.schema, filter=expression, use_threads=False))
+            except OSError as exc:
+                if not _vanished(exc):
+                    raise
+                logger.info("a fresh audit object went away during a read (compaction folded it): %s", exc)
+        return pa.concat_tables(tables)
 
     def _compacted_dataset(self, table: str | None, dt_from: str | None, dt_to: str | None) -> ds.Dataset:
         """The compacted files of `table` in the months from `dt_from` to `dt_to`, each with its footer read once and
