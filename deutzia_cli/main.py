@@ -351,7 +351,8 @@ Those files are provably CloudTrail's, and none was taken away: with log file va
 
 checks each one against the digest files CloudTrail signed, and names any file changed or deleted since CloudTrail
 delivered it. It needs read access to the trail's bucket and to the stack's KMS key (the files are encrypted with it:
-the stack's AuditorPrincipalArns parameter names who may decrypt them).
+the stack's AuditorPrincipalArns parameter names who may decrypt them); the stack's AuditorPolicyArn output is the
+policy that allows the rest.
 """
 
 

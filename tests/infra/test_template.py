@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import os
 import subprocess
@@ -206,6 +207,66 @@ def test_auditors_named_may_use_the_key_through_s3_only(merged: dict[str, Any]) 
     assert granted["Condition"]["StringEquals"] == {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}
 
 
+# What each tool an auditor runs calls, as IAM actions: `deutzia sql --stack` (the stack's outputs, then Athena,
+# which reads the catalog and the objects and writes its results with the caller's rights), the console's named
+# queries, and `aws cloudtrail validate-logs` (the trail, its public keys, then the digest and log files).
+AUDITOR_CALLS = {
+    "cloudformation:DescribeStacks": ["arn:aws:cloudformation:eu-west-1:123456789012:stack/audit/<id>"],
+    "athena:StartQueryExecution": ["arn:aws:athena:eu-west-1:123456789012:workgroup/<AthenaWorkGroup>"],
+    "athena:GetQueryExecution": ["arn:aws:athena:eu-west-1:123456789012:workgroup/<AthenaWorkGroup>"],
+    "athena:GetQueryResults": ["arn:aws:athena:eu-west-1:123456789012:workgroup/<AthenaWorkGroup>"],
+    "athena:ListNamedQueries": ["arn:aws:athena:eu-west-1:123456789012:workgroup/<AthenaWorkGroup>"],
+    "athena:BatchGetNamedQuery": ["arn:aws:athena:eu-west-1:123456789012:workgroup/<AthenaWorkGroup>"],
+    "glue:GetTable": [
+        "arn:aws:glue:eu-west-1:123456789012:table/<GlueDatabase>/audit",
+        "arn:aws:glue:eu-west-1:123456789012:table/<GlueDatabase>/audit_fresh",
+        "arn:aws:glue:eu-west-1:123456789012:table/<GlueDatabase>/cloudtrail_logs",
+    ],
+    "glue:GetPartitions": ["arn:aws:glue:eu-west-1:123456789012:table/<GlueDatabase>/audit_compacted"],
+    "s3:GetObject": [
+        "<AuditBucket.Arn>/audit/table_name=Orders/dt=2026-11-28/x.json.gz",
+        "<AuditBucket.Arn>/compacted/table_name=Orders/month=2026-10/month-2026-10-x.parquet",
+        "<AuditBucket.Arn>/reports/reconcile/dt=2026-11-27/Orders.json",
+        "<TrailBucket.Arn>/AWSLogs/123456789012/CloudTrail/eu-west-1/2026/11/28/x.json.gz",
+        "<TrailBucket.Arn>/AWSLogs/123456789012/CloudTrail-Digest/eu-west-1/2026/11/28/x.json.gz",
+        "<AthenaResultsBucket.Arn>/results/q-1.csv",
+    ],
+    "s3:PutObject": ["<AthenaResultsBucket.Arn>/results/q-1.csv"],
+    "s3:ListBucket": ["<AuditBucket.Arn>", "<TrailBucket.Arn>", "<AthenaResultsBucket.Arn>"],
+    "s3:GetBucketLocation": ["<TrailBucket.Arn>", "<AthenaResultsBucket.Arn>"],
+    "kms:Decrypt": ["<AuditKey.Arn>"],
+    "kms:GenerateDataKey": ["<AuditKey.Arn>"],
+    "cloudtrail:DescribeTrails": ["*"],
+    "cloudtrail:ListPublicKeys": ["*"],
+}
+
+
+def test_the_auditor_policy_allows_what_the_auditors_tools_call_and_writes_nothing_else(
+    merged: dict[str, Any], infrastructure: dict[str, Any]
+) -> None:
+    resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
+    document = resolver.resolve(merged["Resources"]["AuditorPolicy"]["Properties"]["PolicyDocument"])
+    allowed = []
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        allowed += [(action, resource) for action in actions for resource in resources]
+    stack_id = "arn:aws:cloudformation:eu-west-1:123456789012:stack/audit/<id>"
+    for action, targets in AUDITOR_CALLS.items():
+        for target in targets:
+            assert any(
+                action == granted and fnmatch.fnmatchcase(target, pattern.replace("<AWS::StackId>", stack_id))
+                for granted, pattern in allowed
+            ), (action, target)
+    writes = {action for action, resource in allowed if action in ("s3:PutObject", "s3:AbortMultipartUpload")}
+    assert writes == {"s3:PutObject", "s3:AbortMultipartUpload"}
+    assert {resource for action, resource in allowed if action in writes} == {"<AthenaResultsBucket.Arn>/results/*"}
+    assert not [action for action, _ in allowed if action.startswith(("s3:Delete", "glue:Update", "glue:Create"))]
+    assert "AuditorPolicy" in infrastructure["Resources"]
+    assert merged["Outputs"]["AuditorPolicyArn"]["Value"] == {"Ref": "AuditorPolicy"}
+
+
 def test_object_lock_is_set_only_when_asked(merged: dict[str, Any]) -> None:
     for mode, expected in (("NONE", None), ("COMPLIANCE", "COMPLIANCE")):
         resolver = Resolver(merged, {"AuditedTableNames": "Orders", "ObjectLockMode": mode})
@@ -222,7 +283,10 @@ def test_no_iam_statement_allows_wildcard_actions(translated: dict[str, Any]) ->
     for role in _resources(translated, "AWS::IAM::Role").values():
         documents += [policy["PolicyDocument"] for policy in role["Properties"].get("Policies", [])]
         assert "ManagedPolicyArns" not in role["Properties"]
-    assert len(documents) >= 6
+    documents += [
+        policy["Properties"]["PolicyDocument"] for policy in _resources(translated, "AWS::IAM::ManagedPolicy").values()
+    ]
+    assert len(documents) >= 7
     for document in documents:
         for statement in document["Statement"]:
             if statement["Effect"] != "Allow":
