@@ -123,17 +123,33 @@ def test_the_stage_needs_every_output_the_template_gives_it(merged: dict[str, An
 
 
 def test_every_function_may_write_its_own_log_on_either_path(merged: dict[str, Any], tmp_path: Path) -> None:
-    """A role's log statement covers its function's log group, whether CloudFormation names the function after the
-    stack or `chalice deploy` names it deutzia-<stage>-<function>."""
+    """Each function of the one stack writes to a log group the stack owns, kept FunctionLogRetentionDays, and
+    `chalice deploy`'s to Lambda's own, /aws/lambda/deutzia-<stage>-<function>: its role covers both."""
     resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
+    region, account = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
+
+    def log_group_path(resource: str) -> str:
+        return str(resolver.resolve(merged["Resources"][resource]["Properties"]["LogGroupName"]))
+
+    def arn(pattern: str) -> str:  # `<Name.Arn>` of a log group as CloudFormation gives it
+        if not pattern.startswith("<"):
+            return pattern
+        return f"arn:aws:logs:{region}:{account}:log-group:{log_group_path(pattern[1:].split('.')[0])}:*"
+
     chalice_names = {name: function.function_name for name, function in _deployed_functions(tmp_path).items()}
+    by_role = {
+        resource["Properties"]["Role"]["Fn::GetAtt"][0]: resource
+        for resource in merged["Resources"].values()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
     for name, output in FUNCTION_ROLES.items():
         role = merged["Outputs"][output]["Value"]["Fn::GetAtt"][0]
+        group = by_role[role]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert merged["Resources"][group]["Properties"]["RetentionInDays"] == {"Ref": "FunctionLogRetentionDays"}
         (policy,) = merged["Resources"][role]["Properties"]["Policies"]
         (logs,) = [s for s in policy["PolicyDocument"]["Statement"] if "logs:PutLogEvents" in s["Action"]]
         resources = resolver.resolve(logs["Resource"])
-        patterns = [resources] if isinstance(resources, str) else resources
-        region, account, stack = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"], PSEUDO["AWS::StackName"]
-        for function_name in (f"{stack}-{name.title().replace('_', '')}-1A2B3C", chalice_names[name]):
-            stream = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{function_name}:log-stream:2026/11/29/x"
-            assert any(fnmatch.fnmatchcase(stream, pattern) for pattern in patterns), (name, function_name)
+        patterns = [arn(pattern) for pattern in ([resources] if isinstance(resources, str) else resources)]
+        for path in (log_group_path(group), f"/aws/lambda/{chalice_names[name]}"):
+            stream = f"arn:aws:logs:{region}:{account}:log-group:{path}:log-stream:2026/11/29/x"
+            assert any(fnmatch.fnmatchcase(stream, pattern) for pattern in patterns), (name, path)

@@ -460,8 +460,10 @@ def test_resources_moto_implements_are_created_from_the_template(
     assert queue["Attributes"]["KmsMasterKeyId"]
     table = boto3.client("dynamodb").describe_table(TableName="audit-demo")["Table"]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    (group,) = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/deutzia/audit/")["logGroups"]
-    assert group["retentionInDays"] == 30
+    groups = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/deutzia/audit/")["logGroups"]
+    retention = {group["logGroupName"].removeprefix("/deutzia/audit/"): group["retentionInDays"] for group in groups}
+    functions = ("api", "compaction", "ingest", "reconcile", "replay")
+    assert retention == {"cloudtrail": 30} | dict.fromkeys(functions, 90)
     role = boto3.client("iam").get_role(RoleName="audit-ingest")["Role"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
 
