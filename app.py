@@ -223,25 +223,26 @@ def compact_audit_records(event: CloudWatchEvent) -> dict[str, Any]:
 
 @app.schedule(Cron(30, 3, "*", "*", "?", "*"), name="reconcile_audit_trail")
 def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
-    """Reconcile the day before yesterday with the trail's files, backfilling what is missing; invoked with
-    `"detail": {"since": "YYYY-MM-DD", "until": "YYYY-MM-DD"}`, those days (both included), as far as time allows."""
+    """Reconcile the day before yesterday with the trail's files, backfilling what is missing, then go on with earlier
+    days a run left calls deferred in; invoked with `"detail": {"since": "YYYY-MM-DD", "until": "YYYY-MM-DD"}`, those
+    days (both included). As far as time allows."""
     from datetime import UTC, datetime
 
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
     from chalicelib.compactor import time_left_of
-    from chalicelib.reconciler import RECONCILE_DAY_SECONDS, requested_days
+    from chalicelib.reconciler import RECONCILE_DAY_SECONDS
 
-    days = requested_days(event.detail, datetime.now(UTC))
     reconciler = Reconciler.from_environment(get_trail_engine())
+    days = reconciler.days_to_run(event.detail, datetime.now(UTC))
     metrics = Metrics(namespace="Deutzia", service="deutzia-reconcile")
     time_left = time_left_of(event.context)
     done: dict[str, str] = {}
     for day in days:
         if time_left() < RECONCILE_DAY_SECONDS:
             break
-        report = reconciler.run(day)
+        report = reconciler.run(day, time_left=time_left)
         for name, value in report.totals().items():
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
         metrics.flush_metrics()

@@ -31,8 +31,8 @@ TRAIL_DELIVERY_DAYS = 2
 # A trail file is read whole to backfill from it: at most this much JSON (CloudTrail writes a file every few
 # minutes per region; a busy account's files are a few MB).
 MAX_TRAIL_FILE_BYTES = 128 * 1024 * 1024
-# Missing events backfilled by one run; the next run goes on from there.
-MAX_BACKFILL_EVENTS = 100_000
+# What a run leaves missing when its time runs out before the trail file that holds it: a later run goes on.
+DEFERRED_REASON = "not backfilled by this run, whose time ran out; the next daily runs go on with the day"
 # How many names, reasons and examples a report lists (it counts all of them).
 MAX_LISTED = 1000
 OTHER_REASONS = "other reasons (the report lists 1000)"
@@ -402,6 +402,8 @@ class DayReport:
     trail_files_by_region: dict[str, int] = field(default_factory=dict)
     next_day_delivered: bool = False
     unreadable_trail_files: dict[str, str] = field(default_factory=dict)
+    # Missing calls this run had no time to backfill (DEFERRED_REASON): the daily runs go on with such a day.
+    deferred: int = 0
     tables: dict[str, TableReport] = field(default_factory=dict)
 
     def settle(self) -> None:

@@ -11,6 +11,7 @@ failed run leaves the previous ones, and the next run does the day again.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.config import audit_prefix, audited_tables, setting
 from chalicelib.errors import ConfigError, DeutziaError, QueryTooLargeError, QueryUnavailableError, StoreError
 from chalicelib.reconcile import (
-    MAX_BACKFILL_EVENTS,
+    DEFERRED_REASON,
     MAX_LISTED,
     MAX_TRAIL_FILE_BYTES,
     TALLY_ALTERED,
@@ -86,6 +87,12 @@ def last_verifiable_day(now: datetime) -> str:
 
 # A day is started only while this much time is left: the reconcile query's deadline (Athena's default) and backfill.
 RECONCILE_DAY_SECONDS = 420.0
+# Backfill starts a trail file only while this much time is left: reading, formatting and writing one (at most
+# MAX_TRAIL_FILE_BYTES of JSON), then the reports.
+BACKFILL_RESERVE_SECONDS = 90.0
+# A scheduled run also goes on with any of this many days before its own that no run reconciled (a failed run, a new
+# stack) or that an earlier run left deferred calls in.
+GO_ON_DAYS = 31
 
 
 def requested_days(detail: object, now: datetime) -> list[str]:
@@ -153,8 +160,10 @@ class Reconciler:
             audited_tables(),
         )
 
-    def run(self, day: str, until: str | None = None) -> DayReport:
-        """Reconcile `day` (up to `until` when the day is still going); ReconcileError when it cannot be done."""
+    def run(self, day: str, until: str | None = None, time_left: Callable[[], float] | None = None) -> DayReport:
+        """Reconcile `day` (up to `until` when the day is still going); ReconcileError when it cannot be done. With
+        `time_left` (seconds), backfill stops starting trail files BACKFILL_RESERVE_SECONDS before the end, and what
+        it did not reach is deferred (DayReport.deferred) to the next daily runs."""
         window = ReconcileWindow.of_day(day, None if self._tables is None else sorted(self._tables), until)
         by_region = self._list_trail_files(window)
         files = [path for paths in by_region.values() for path in paths]
@@ -181,7 +190,7 @@ class Reconciler:
         reports = self._tally(day_report, result.tallies)
         for path, reason in sorted(result.unreadable.items()):
             self._unreadable(day_report, path, reason)
-        self._backfill(day_report, reports)
+        self._backfill(day_report, reports, time_left or (lambda: math.inf))
         day_report.settle()
         self._store_reports(day_report)
         return day_report
@@ -229,17 +238,17 @@ class Reconciler:
             report.trail_files = sorted(files[table])[:MAX_LISTED]
         return {path: dict(events) for path, events in missing.items()}
 
-    def _backfill(self, day_report: DayReport, missing: dict[str, dict[str, set[str]]]) -> None:
-        budget = MAX_BACKFILL_EVENTS
+    def _backfill(
+        self, day_report: DayReport, missing: dict[str, dict[str, set[str]]], time_left: Callable[[], float]
+    ) -> None:
         for path in sorted(missing):
             events = missing[path]
-            if budget < len(events):
+            if time_left() < BACKFILL_RESERVE_SECONDS:
                 for event_id, tables in events.items():
                     for table in tables:
-                        reason = f"not backfilled by this run (over {MAX_BACKFILL_EVENTS} events); the next run goes on"
-                        day_report.tables[table].miss(event_id, path, reason)
+                        day_report.tables[table].miss(event_id, path, DEFERRED_REASON)
+                        day_report.deferred += 1
                 continue
-            budget -= len(events)
             key = self._trail_key(path)
             if key is None:
                 for event_id, tables in events.items():
@@ -268,6 +277,37 @@ class Reconciler:
                 self._put(quarantine_key(day_report.day, key, event_id), body, {"reason": reason, "trail-file": path})
             for (table, event_id), reason in sorted(result.still_missing.items()):
                 day_report.tables[table].miss(event_id, path, reason)
+
+    def days_to_run(self, detail: object, now: datetime) -> list[str]:
+        """requested_days; a scheduled run (no since or until) then goes on with the unfinished days before its own."""
+        days = requested_days(detail, now)
+        if isinstance(detail, dict) and {"since", "until"} & detail.keys():
+            return days
+        return days + self.unfinished_days(days[0])
+
+    def unfinished_days(self, before: str, days: int = GO_ON_DAYS) -> list[str]:
+        """The days among the `days` before `before` that no run has reconciled (its run failed, or none was due:
+        the stack is new) or whose last run left calls deferred (DayReport.deferred), oldest first."""
+        first = parse_day(before) - timedelta(days=days)
+        candidates = [(first + timedelta(days=offset)).isoformat() for offset in range(days)]
+        with ThreadPoolExecutor(max_workers=COVERAGE_READS) as pool:
+            summaries = list(pool.map(self._summary, candidates))
+        return [
+            day
+            for day, summary in zip(candidates, summaries, strict=True)
+            if summary is None or summary.get("deferred", 0) > 0
+        ]
+
+    def _summary(self, day: str) -> dict[str, Any] | None:
+        """The day's stored summary; None when no run stored one, {} when it cannot be read (it is not taken up)."""
+        try:
+            document = json.loads(self._get(self._audit_bucket, report_key(day)))
+        except _NotFoundError:
+            return None
+        except (ValueError, CorruptTrailFileError):
+            logger.warning("the summary of %s is unreadable; not going on with it", day)
+            return {}
+        return document if isinstance(document, dict) else {}
 
     def _unreadable(self, day_report: DayReport, path: str, reason: str) -> None:
         """A trail file that cannot be read: kept under quarantine/ (when its size allows) and reported."""

@@ -11,7 +11,7 @@ import gzip
 import itertools
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,7 +22,7 @@ import app as deutzia_app
 from chalicelib.athena import AthenaTrailEngine
 from chalicelib.compactor import S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
-from chalicelib.reconcile import report_key
+from chalicelib.reconcile import DEFERRED_REASON, report_key
 from chalicelib.reconciler import ReconcileError, Reconciler, TrailEngine
 from chalicelib.reconciler import logger as reconciler_logger
 from deutzia_local.lambda_context import LambdaContext
@@ -286,6 +286,34 @@ def test_on_athena_an_unreadable_trail_file_fails_the_run_and_keeps_the_earlier_
     assert stored_report(s3, audit_bucket, "Music")["status"] == "backfilled"
 
 
+def test_backfill_left_for_want_of_time_is_deferred_and_the_next_scheduled_run_goes_on_with_the_day(
+    reconciler: Reconciler, client: Client, s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    """A run starts a trail file only while time is left; what it did not reach is deferred, and the next daily run,
+    after its own day, takes up the earlier days that hold deferred calls until none is left."""
+    lost = [cloudtrail_event(event_time=f"{DAY}T1{n}:00:00Z", request_parameters=_put(f"lost-{n}")) for n in range(3)]
+    for event in lost:
+        put_trail_file(s3, trail_bucket, [event])
+    seconds = iter([900.0])  # time for the first file, then none
+
+    day = reconciler.run(DAY, time_left=lambda: next(seconds, 0.0))
+
+    assert (day.status, day.deferred, day.tables["Music"].backfilled_now) == ("incomplete", 2, 1)
+    assert stored_report(s3, audit_bucket, "Music")["missing_reasons"] == {DEFERRED_REASON: 2}
+    assert stored_report(s3, audit_bucket, None)["deferred"] == 2
+    for earlier in range(1, 30):  # days a run reconciled, with nothing left; not 2024-04-01
+        reconciler.run((date(2024, 5, 1) - timedelta(days=earlier)).isoformat())
+    three_days_later = datetime(2024, 5, 4, 3, 30, tzinfo=UTC)
+    assert reconciler.days_to_run({}, three_days_later) == ["2024-05-02", "2024-04-01", DAY]
+    assert reconciler.days_to_run({"since": "2024-05-02"}, three_days_later) == ["2024-05-02"]
+
+    again = reconciler.run(DAY, time_left=lambda: 900.0)
+
+    assert (again.status, again.deferred, again.tables["Music"].backfilled_now) == ("backfilled", 0, 2)
+    assert reconciler.days_to_run({}, three_days_later) == ["2024-05-02", "2024-04-01"]  # never reconciled
+    assert sorted(entry["item_key"] for entry in history(client)) == [f'{{"id":"lost-{n}"}}' for n in range(3)]
+
+
 class _ScanLimitedAthena(DuckDBAthenaClient):
     """Athena once a day's trail passes the workgroup's BytesScannedCutoffPerQuery: every query is cancelled."""
 
@@ -395,8 +423,11 @@ def test_the_scheduled_function_takes_the_day_before_yesterday_and_stops_before_
 ) -> None:
     # chalice.test gives every invocation 3 s: less than a day of reconciliation may need, so no day starts.
     response = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed))
-    day_before_yesterday = (datetime.now(UTC).date() - timedelta(days=2)).isoformat()
-    assert response.payload == {"days": {}, "not_reached": [day_before_yesterday], "next_since": day_before_yesterday}
+    day_before_yesterday = datetime.now(UTC).date() - timedelta(days=2)
+    # No run reconciled the 31 days before it either (a new stack): the run would go on with them.
+    earlier = [(day_before_yesterday - timedelta(days=n)).isoformat() for n in range(31, 0, -1)]
+    first = day_before_yesterday.isoformat()
+    assert response.payload == {"days": {}, "not_reached": [first, *earlier], "next_since": first}
 
 
 @pytest.mark.parametrize(
