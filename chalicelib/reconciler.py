@@ -5,7 +5,8 @@ and stores a report per table and one for the day under `reports/reconcile/dt=<d
 Backfilled records enter the fresh tier under names derived from their trail file, so a rerun overwrites them and
 compaction folds them in. A report carries over the backfill of earlier runs of the same day, so a second run that
 finds nothing missing keeps the day's status. A write that fails raises: the day's reports are written last, so a
-failed run leaves the previous ones, and the next run does the day again.
+failed run leaves the previous ones. Backfill stops starting trail files when the run's time runs short and defers the
+rest; a scheduled run goes on with earlier days left without a report or with deferred calls.
 """
 
 from __future__ import annotations
