@@ -325,6 +325,14 @@ def test_crawler_runs_daily_after_midnight_on_the_catalog_table(merged: dict[str
     (crawler,) = _resources(merged, "AWS::Glue::Crawler").values()
     assert crawler["Properties"]["Schedule"]["ScheduleExpression"] == {"Ref": "CrawlerScheduleExpression"}
     assert merged["Parameters"]["CrawlerScheduleExpression"]["Default"] == "cron(20 0 * * ? *)"
+    # It adds partitions and new columns, and never changes or drops the columns the template defines.
+    configuration = json.loads(crawler["Properties"]["Configuration"])
+    assert configuration["CrawlerOutput"] == {
+        "Partitions": {"AddOrUpdateBehavior": "InheritFromTable"},
+        "Tables": {"AddOrUpdateBehavior": "MergeNewColumns"},
+    }
+    policy = crawler["Properties"]["SchemaChangePolicy"]
+    assert policy == {"UpdateBehavior": "UPDATE_IN_DATABASE", "DeleteBehavior": "LOG"}
     assert crawler["Properties"]["Targets"]["CatalogTargets"][0]["Tables"] == [{"Ref": "AuditTable"}]
 
 
