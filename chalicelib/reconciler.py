@@ -296,7 +296,7 @@ class Reconciler:
         return [
             day
             for day, summary in zip(candidates, summaries, strict=True)
-            if summary is None or summary.get("deferred", 0) > 0
+            if summary is None or _count(summary.get("deferred")) > 0
         ]
 
     def _summary(self, day: str) -> dict[str, Any] | None:
@@ -455,6 +455,11 @@ class CoverageReader:
             logger.error("the report %s is not a report", key)
             return None
         return document if isinstance(document, dict) else None
+
+
+def _count(value: object) -> int:
+    """A stored count; 0 for anything that is not one."""
+    return value if type(value) is int else 0
 
 
 def _reason(exc: Exception) -> str:

@@ -314,6 +314,18 @@ def test_backfill_left_for_want_of_time_is_deferred_and_the_next_scheduled_run_g
     assert sorted(entry["item_key"] for entry in history(client)) == [f'{{"id":"lost-{n}"}}' for n in range(3)]
 
 
+def test_a_summary_that_is_not_one_is_not_taken_up_and_stops_nothing(
+    reconciler: Reconciler, s3: Any, audit_bucket: str
+) -> None:
+    for day in range(1, 31):  # April, reconciled with nothing left
+        s3.put_object(Bucket=audit_bucket, Key=report_key(f"2024-04-{day:02d}"), Body=b'{"deferred": 0}')
+    s3.put_object(Bucket=audit_bucket, Key=report_key("2024-04-02"), Body=b'{"deferred": "many"}')
+    s3.put_object(Bucket=audit_bucket, Key=report_key("2024-04-03"), Body=b"not json")
+    s3.put_object(Bucket=audit_bucket, Key=report_key("2024-04-04"), Body=b'{"deferred": 3}')
+
+    assert reconciler.unfinished_days("2024-05-02") == ["2024-04-04", DAY]  # May 1 has no summary
+
+
 class _ScanLimitedAthena(DuckDBAthenaClient):
     """Athena once a day's trail passes the workgroup's BytesScannedCutoffPerQuery: every query is cancelled."""
 
