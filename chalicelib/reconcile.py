@@ -472,6 +472,7 @@ def coverage_of(
         "trail_events": report.get("trail_events", 0),
         "backfilled": report.get("backfilled", 0),
         "still_missing": report.get("still_missing", 0),
+        "deferred": _deferred(report.get("missing_reasons")),
         "not_in_trail": report.get("audited_not_in_trail", 0),
         "altered": report.get("altered", 0),
     }
@@ -479,6 +480,12 @@ def coverage_of(
     if listed:
         covered["unconfirmed_ids"] = sorted(set(listed))[:MAX_LISTED]
     return covered
+
+
+def _deferred(reasons: object) -> int:
+    """Of a report's missing calls, those a run deferred to the next daily runs for want of time."""
+    count = reasons.get(DEFERRED_REASON) if isinstance(reasons, Mapping) else None
+    return count if type(count) is int and count > 0 else 0
 
 
 def bound_unconfirmed_ids(days: list[dict[str, Any]], budget: int = MAX_COVERAGE_UNCONFIRMED_IDS) -> None:

@@ -237,7 +237,9 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
         status = str(day.get("status"))
         counts[status] = counts.get(status, 0) + 1
         if status == "incomplete":
-            missing.append(f"{day.get('day')} ({day.get('still_missing', 'some')} missing)")
+            deferred = _count(day, "deferred")
+            later = f", {deferred} to be backfilled by the next daily runs" if deferred else ""
+            missing.append(f"{day.get('day')} ({day.get('still_missing', 'some')} missing{later})")
         elif status == "unconfirmed":
             strangers.append(f"{day.get('day')} ({_count(day, 'not_in_trail') + _count(day, 'altered') or 'some'})")
     order = [*COVERAGE_LABELS, *(status for status in counts if status not in COVERAGE_LABELS)]

@@ -31,7 +31,14 @@ INCOMPLETE_COVERAGE = {
             "altered": 1,
         },
         {"day": "2026-11-25", "status": "verified", "trail_events": 9, "backfilled": 0, "still_missing": 0},
-        {"day": "2026-11-26", "status": "incomplete", "trail_events": 9, "backfilled": 0, "still_missing": 3},
+        {
+            "day": "2026-11-26",
+            "status": "incomplete",
+            "trail_events": 9,
+            "backfilled": 0,
+            "still_missing": 3,
+            "deferred": 2,
+        },
         {"day": "2026-11-27", "status": "not_checked"},
     ],
 }

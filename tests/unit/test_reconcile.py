@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from chalicelib.columnar import TRAIL_SCHEMA, arrow_type, trail_rows
 from chalicelib.errors import InvalidRequestError, UnknownTableError
 from chalicelib.reconcile import (
+    DEFERRED_REASON,
     MAX_COVERAGE_DAYS,
     CorruptTrailFileError,
     DayReport,
@@ -196,6 +197,15 @@ def test_coverage_reads_each_day_from_its_summary_and_the_tables_report() -> Non
     report = TableReport(DAY, "Music", status="backfilled", trail_events=4, backfilled=1)
     answer = coverage_of(DAY, "Music", checked, json.loads(report.to_json()))
     assert (answer["status"], answer["trail_events"], answer["backfilled"]) == ("backfilled", 4, 1)
+    assert answer["deferred"] == 0
+    short = TableReport(DAY, "Music", trail_events=5)
+    for n in range(3):
+        short.miss(f"e{n}", "s3://b/k", DEFERRED_REASON if n else "its trail file is unreadable")
+    short.settle()
+    answer = coverage_of(DAY, "Music", checked, json.loads(short.to_json()))
+    assert (answer["status"], answer["still_missing"], answer["deferred"]) == ("incomplete", 3, 2)
+    for reasons in ({DEFERRED_REASON: "2"}, [DEFERRED_REASON], {DEFERRED_REASON: -1}):  # a report that is not ours
+        assert coverage_of(DAY, "Music", checked, {"status": "incomplete", "missing_reasons": reasons})["deferred"] == 0
 
 
 def test_a_day_is_complete_only_when_nothing_is_missing_and_every_file_was_read() -> None:
