@@ -194,6 +194,21 @@ def test_every_bucket_is_encrypted_versioned_public_blocked_and_tls_only(merged:
         }.items() <= next(s for s in statements if s["Sid"] == "DenyInsecureTransport").items(), name
 
 
+def test_the_stores_kept_when_the_stack_is_deleted_keep_the_key_that_encrypts_them(merged: dict[str, Any]) -> None:
+    """Deleting the stack keeps the trail's files and the audit records; a deleted key would make them unreadable once
+    its waiting period ended, so the key is kept too."""
+    resources = merged["Resources"]
+    kept = [name for name, body in resources.items() if body.get("DeletionPolicy") == "Retain"]
+    assert {"TrailBucket", "AuditBucket", "AuditKey"} <= set(kept)
+    for name in kept:
+        body = resources[name]
+        assert body.get("UpdateReplacePolicy") == "Retain", name
+        if body["Type"] == "AWS::S3::Bucket":
+            (rule,) = body["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            (key, _) = rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"]["Fn::GetAtt"]
+            assert resources[key].get("DeletionPolicy") == "Retain", (name, key)
+
+
 def test_auditors_named_may_use_the_key_through_s3_only(merged: dict[str, Any]) -> None:
     def statements(auditors: str) -> dict[str, Any]:
         resolver = Resolver(merged, {"AuditedTableNames": "Orders", "AuditorPrincipalArns": auditors})
