@@ -232,15 +232,16 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
     from aws_lambda_powertools.metrics import MetricUnit
 
     from chalicelib.compactor import time_left_of
-    from chalicelib.reconciler import RECONCILE_DAY_SECONDS
+    from chalicelib.reconciler import reconcile_day_seconds
 
+    day_seconds = reconcile_day_seconds()
     reconciler = Reconciler.from_environment(get_trail_engine())
     days = reconciler.days_to_run(event.detail, datetime.now(UTC))
     metrics = Metrics(namespace="Deutzia", service="deutzia-reconcile")
     time_left = time_left_of(event.context)
     done: dict[str, str] = {}
     for day in days:
-        if time_left() < RECONCILE_DAY_SECONDS:
+        if time_left() < day_seconds:
             break
         report = reconciler.run(day, time_left=time_left)
         for name, value in report.totals().items():

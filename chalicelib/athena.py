@@ -41,7 +41,7 @@ from chalicelib.query import (
     row_to_entry,
 )
 from chalicelib.reconcile import ReconcileRelations, ReconcileWindow, build_reconcile_sql, read_tally
-from chalicelib.reconciler import EngineResult
+from chalicelib.reconciler import RECONCILE_TIMEOUT_SECONDS, EngineResult
 
 if TYPE_CHECKING:
     from mypy_boto3_athena import AthenaClient
@@ -269,7 +269,6 @@ def _row_values(data: Sequence[DatumTypeDef]) -> list[str | None]:
 
 
 # A reconcile query reads a day of the trail: minutes, not the API's seconds.
-RECONCILE_TIMEOUT_SECONDS = 300.0
 
 
 class AthenaTrailEngine(AthenaWorkgroup):

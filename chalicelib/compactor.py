@@ -35,7 +35,7 @@ from chalicelib.compaction import (
     fresh_partition_of,
     plan_compaction,
 )
-from chalicelib.config import audit_prefix, compacted_prefix, number, setting
+from chalicelib.config import LAMBDA_MAX_SECONDS, audit_prefix, compacted_prefix, number, setting
 from chalicelib.errors import DeutziaError, StoreError
 
 if TYPE_CHECKING:
@@ -54,7 +54,6 @@ SECONDS_PER_OBJECT = 0.01
 # Time kept in reserve after the last unit, for writing and deleting.
 RESERVE_SECONDS = 60.0
 CONCURRENT_READS = 10  # boto3's connection pool
-LAMBDA_MAX_SECONDS = 900.0
 # A day closes this long after it ended (COMPACTION_SETTLE_SECONDS overrides it).
 DEFAULT_SETTLE_SECONDS = 2 * 3600
 _DELETE_BATCH = 1000

@@ -10,6 +10,8 @@ import os
 from chalicelib.errors import ConfigError
 
 ALL_TABLES = "*"
+# Lambda's longest invocation, which the scheduled functions plan their work within.
+LAMBDA_MAX_SECONDS = 900.0
 
 
 def setting(name: str, default: str | None = None) -> str:

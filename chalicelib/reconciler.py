@@ -24,7 +24,7 @@ import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.config import audit_prefix, audited_tables, setting
+from chalicelib.config import LAMBDA_MAX_SECONDS, audit_prefix, audited_tables, number, setting
 from chalicelib.errors import ConfigError, DeutziaError, QueryTooLargeError, QueryUnavailableError, StoreError
 from chalicelib.reconcile import (
     DEFERRED_REASON,
@@ -86,14 +86,30 @@ def last_verifiable_day(now: datetime) -> str:
     return (now.astimezone(UTC).date() - timedelta(days=2)).isoformat()
 
 
-# A day is started only while this much time is left: the reconcile query's deadline (Athena's default) and backfill.
-RECONCILE_DAY_SECONDS = 420.0
+# How long a run waits for the reconcile query (RECONCILE_QUERY_TIMEOUT_SECONDS overrides it; Athena's engine).
+RECONCILE_TIMEOUT_SECONDS = 300.0
 # Backfill starts a trail file only while this much time is left: reading, formatting and writing one (at most
 # MAX_TRAIL_FILE_BYTES of JSON), then the reports.
 BACKFILL_RESERVE_SECONDS = 90.0
+# Besides the query and backfill's reserve, a day needs this long: listing its trail files, reading earlier reports.
+_DAY_MARGIN_SECONDS = 30.0
 # A scheduled run also goes on with any of this many days before its own that no run reconciled (a failed run, a new
 # stack) or that an earlier run left deferred calls in.
 GO_ON_DAYS = 31
+
+
+def reconcile_day_seconds() -> float:
+    """How much time a run must have left to start a day: its query's deadline, backfill's reserve and a margin (420 s
+    by default). ConfigError when RECONCILE_QUERY_TIMEOUT_SECONDS leaves a 15-minute invocation no room for them."""
+    needed = number("RECONCILE_QUERY_TIMEOUT_SECONDS", RECONCILE_TIMEOUT_SECONDS) + BACKFILL_RESERVE_SECONDS
+    needed += _DAY_MARGIN_SECONDS
+    if needed > LAMBDA_MAX_SECONDS:
+        most = LAMBDA_MAX_SECONDS - BACKFILL_RESERVE_SECONDS - _DAY_MARGIN_SECONDS
+        raise ConfigError(
+            f"environment variable RECONCILE_QUERY_TIMEOUT_SECONDS must be at most {most:g}: a day's run needs "
+            f"{BACKFILL_RESERVE_SECONDS + _DAY_MARGIN_SECONDS:g} s besides, within Lambda's {LAMBDA_MAX_SECONDS:g}"
+        )
+    return needed
 
 
 def requested_days(detail: object, now: datetime) -> list[str]:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.columnar import TRAIL_SCHEMA, arrow_type, trail_rows
-from chalicelib.errors import InvalidRequestError, UnknownTableError
+from chalicelib.errors import ConfigError, InvalidRequestError, UnknownTableError
 from chalicelib.reconcile import (
     DEFERRED_REASON,
     MAX_COVERAGE_DAYS,
@@ -34,6 +34,7 @@ from chalicelib.reconcile import (
     quarantine_key,
     read_trail_file,
 )
+from chalicelib.reconciler import reconcile_day_seconds
 from chalicelib.schema import TRAIL_COLUMNS
 from deutzia_local.local_reconciliation import LocalReconciliation
 from tests.factories import cloudtrail_event
@@ -163,6 +164,16 @@ def test_the_sql_reads_the_trails_files_and_each_tier_once() -> None:
     assert len(queries) >= 4
     for name in queries:
         assert len(re.findall(rf"\b(?:FROM|JOIN) {name}\b", sql)) == 1, name
+
+
+def test_a_day_starts_only_with_time_for_its_query_and_backfill(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RECONCILE_QUERY_TIMEOUT_SECONDS", raising=False)
+    assert reconcile_day_seconds() == 420
+    monkeypatch.setenv("RECONCILE_QUERY_TIMEOUT_SECONDS", "600")
+    assert reconcile_day_seconds() == 720
+    monkeypatch.setenv("RECONCILE_QUERY_TIMEOUT_SECONDS", "781")
+    with pytest.raises(ConfigError, match="RECONCILE_QUERY_TIMEOUT_SECONDS must be at most 780"):
+        reconcile_day_seconds()
 
 
 def test_coverage_request_bounds() -> None:
