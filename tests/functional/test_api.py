@@ -40,6 +40,7 @@ def test_the_page_runs_only_its_own_script_and_style() -> None:
         assert policy[f"{kind}-src"] == f"'sha256-{digest}'"
     assert "unsafe" not in response.headers["Content-Security-Policy"]
     assert (policy["default-src"], policy["connect-src"], policy["frame-ancestors"]) == ("'none'", "'self'", "'none'")
+    assert policy["img-src"] == "'self' data:"  # the page's own icon, inline: no request for /favicon.ico
 
 
 def test_audit_route_requires_iam_authorization() -> None:
