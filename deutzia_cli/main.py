@@ -26,6 +26,8 @@ from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
 HISTORY_COLUMNS = ("time", "who", "operation", "key", "result", "from")
+# GET /audit's filters, each an option of every command that reads a history.
+HISTORY_FILTERS = ("table", "key", "since", "until", "principal", "operation")
 # What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Every column of the record and its table: the most asked first, in the order they always had, then the rest in
@@ -85,11 +87,28 @@ def _history_filters(function: Any) -> Any:
         click.option("--since", help="From this time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC), included."),
         click.option("--until", help="Up to this time, excluded."),
         click.option("--principal", help="Only calls by this IAM ARN (or the role behind a session)."),
-        click.option("--operation", help="Only this operation: Put, Update, Delete, Get, ConditionCheck, Query, Scan."),
+        click.option(
+            "--operation", help="Only this operation: Put, Update, Delete, Get, ConditionCheck, Query, Scan, Statement."
+        ),
     ]
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        # The API's own reading of the filters, before the API is looked for: a bad --key says so even with no stack.
+        from chalicelib.errors import InvalidRequestError
+        from chalicelib.query import parse_audit_request
+
+        filters = _query(**{name: kwargs[name] for name in HISTORY_FILTERS})
+        try:
+            parse_audit_request(filters, None)
+        except InvalidRequestError as exc:
+            raise CliError(f"bad request: --{exc}", USAGE) from None
+        return function(*args, **kwargs)
+
+    wrapped: Any = checked
     for option in reversed(options):
-        function = option(function)
-    return function
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -126,6 +126,13 @@ def test_the_arn_a_403_names_is_the_apis_own() -> None:
         (["history", "--table", "T1x", "--endpoint", "http://127.0.0.1:9"], 5, "cannot reach http://127.0.0.1:9"),
         (["history"], 2, "Missing option '--table'"),
         (["history", "--table", "T1x", "--limit", "0"], 2, "--limit"),
+        # A bad filter is named before any API is looked for (this one cannot be reached), as GET /audit names it.
+        (["history", "--table", "T1x", "--key", "42", "--endpoint", "http://127.0.0.1:9"], 2, "--key: must be a JSON"),
+        (["history", "--table", "T", "--endpoint", "http://127.0.0.1:9"], 2, "--table: is not a DynamoDB table name"),
+        (["history", "--table", "T1x", "--since", "2026-02-30", "--endpoint", "http://127.0.0.1:9"], 2, "--since: "),
+        (["history", "--table", "T1x", "--since", "2026-02-02", "--until", "2026-02-01"], 2, "--until: must be later"),
+        (["history", "--table", "T1x", "--operation", "Drop", "--stack", "s"], 2, "--operation: must be one of"),
+        (["evidence", "--table", "T1x", "--key", "[1]", "--out", "x.zip", "--stack", "s"], 2, "--key: must be a JSON"),
     ],
 )
 def test_bad_options_and_unreachable_apis_say_so(
