@@ -421,9 +421,46 @@ def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, An
         body for body in _resources(merged, "AWS::CloudWatch::Alarm").values() if "Metrics" not in body["Properties"]
     ]
     metrics = {body["Properties"]["MetricName"] for body in alarms}
-    assert metrics == {"IteratorAge", "ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible", "Errors"}
+    assert metrics == {
+        "IteratorAge",
+        "ApproximateAgeOfOldestMessage",
+        "ApproximateNumberOfMessagesVisible",
+        "Errors",
+        "WriteProvisionedThroughputExceeded",
+    }
     watched = {str(body["Properties"]["Dimensions"][0]["Value"]) for body in alarms}
     assert {"{'Ref': 'ReplayFailedBatches'}", "{'Fn::GetAtt': ['ReplayDeadLetterQueue', 'QueueName']}"} <= watched
+
+
+def test_a_fast_path_that_stops_before_ingest_raises_an_alarm() -> None:
+    """The subscription failing to deliver, or the stream refusing writes for want of shards, leaves ingest idle, so
+    neither its errors nor its iterator age say so: two alarms of the stack itself (on the `chalice deploy` path too)
+    watch the delivery."""
+    standalone = render_infrastructure(load_template())
+    alarms = standalone["Resources"]
+    delivery = alarms["TrailDeliveryErrorsAlarm"]["Properties"]
+    (query,) = delivery["Metrics"]
+    # A Metrics Insights query over the subscription metric's whole dimension set, narrowed by the log group alone.
+    assert query["Expression"] == {
+        "Fn::Sub": 'SELECT SUM(DeliveryErrors) FROM SCHEMA("AWS/Logs", DestinationType, FilterName, LogGroupName) '
+        "WHERE LogGroupName = '${TrailLogGroup}'"
+    }
+    assert alarms["TrailSubscription"]["Properties"]["LogGroupName"] == {"Ref": "TrailLogGroup"}
+    assert (query["ReturnData"], query["Period"], delivery["Threshold"], delivery["ComparisonOperator"]) == (
+        True,
+        300,
+        0,
+        "GreaterThanThreshold",
+    )
+    throttled = alarms["AuditStreamThrottledAlarm"]["Properties"]
+    assert (throttled["Namespace"], throttled["Dimensions"]) == (
+        "AWS/Kinesis",
+        [{"Name": "StreamName", "Value": {"Ref": "AuditStream"}}],
+    )
+    assert throttled["Period"] * throttled["EvaluationPeriods"] == 900  # sustained, not one burst
+    topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    for alarm in (delivery, throttled):
+        assert (alarm["TreatMissingData"], alarm["AlarmActions"]) == ("notBreaching", topic)
 
 
 def test_standalone_stack_has_no_chalice_resources_and_keeps_the_rest() -> None:
