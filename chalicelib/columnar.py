@@ -14,7 +14,7 @@ import io
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from chalicelib.bounds import MAX_LINE_BYTES
+from chalicelib.bounds import MAX_LINE_BYTES, valid_unicode
 from chalicelib.records import compact_json
 from chalicelib.schema import (
     AUDIT_COLUMNS,
@@ -91,7 +91,21 @@ def trail_rows(events: list[object], path: str, region: str, date: str) -> pa.Ta
         if isinstance(row, dict):
             row.update({"region": region, "date": date, TRAIL_PATH_COLUMN: path})
             rows.append(row)
-    return pa.Table.from_pylist(rows, schema=TRAIL_SCHEMA)
+    try:
+        return pa.Table.from_pylist(rows, schema=TRAIL_SCHEMA)
+    except UnicodeEncodeError:  # a lone surrogate (a JSON escape, not UTF-8): U+FFFD, as ingest stores it
+        return pa.Table.from_pylist(_valid_unicode(rows), schema=TRAIL_SCHEMA)
+
+
+def _valid_unicode(value: object) -> object:
+    """`value` with every string in it (dict keys are the schema's names) made valid Unicode."""
+    if isinstance(value, str):
+        return valid_unicode(value)
+    if isinstance(value, dict):
+        return {name: _valid_unicode(inner) for name, inner in value.items()}
+    if isinstance(value, list):
+        return [_valid_unicode(inner) for inner in value]
+    return value
 
 
 _TRAIL_ROW_TYPE = pa.struct([TRAIL_SCHEMA.field(name) for name in (c.name for c in TRAIL_COLUMNS)])

@@ -134,6 +134,23 @@ def test_missing_calls_are_backfilled_once_and_a_second_run_changes_nothing(
     assert len(history(client)) == len(entries)
 
 
+def test_a_trail_file_holding_a_lone_surrogate_is_reconciled_and_its_call_backfilled(
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, trail_bucket: str
+) -> None:
+    # A caller can send `"\ud800"` (valid JSON, not UTF-8) in a key or its user agent; the trail file keeps the escape.
+    seen = cloudtrail_event(event_time=f"{DAY}T10:00:00Z", request_parameters=_put("seen"), userAgent="\ud800")
+    odd = cloudtrail_event(event_time=f"{DAY}T10:00:01Z", request_parameters=_put("odd-\udc80"))
+    ingest([seen])
+    put_trail_file(s3, trail_bucket, [seen, odd])
+
+    report = reconciler.run(DAY)
+
+    music = report.tables["Music"]
+    assert (music.trail_events, music.audited_by_ingest, music.backfilled, music.still_missing) == (2, 1, 1, 0)
+    assert report.status == "backfilled"
+    assert {entry["item_key"] for entry in history(client)} == {'{"id":"seen"}', '{"id":"odd-\ufffd"}'}
+
+
 def test_backfilled_records_are_compacted_and_still_not_backfilled_again(
     reconciler: Reconciler, client: Client, s3: Any, audit_bucket: str, trail_bucket: str
 ) -> None:

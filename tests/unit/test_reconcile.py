@@ -253,6 +253,14 @@ def test_any_events_become_rows_of_the_cloudtrail_table(events: list[Any]) -> No
     assert table.num_rows == sum(isinstance(event, dict) for event in events)
 
 
+def test_a_lone_surrogate_in_a_trail_event_is_read_as_ingest_stores_it() -> None:
+    # Valid JSON (`"\ud800"`), not valid UTF-8: in any field, the file's rows are read, the character as U+FFFD.
+    event = {"eventID": "e-1", "userAgent": "\ud800agent", "requestParameters": {"key": {"id": "\udc80"}}}
+    table = trail_rows([event, {"USERAGENT": "\ud800"}], "s3://b/k", "us-east-1", "2024/05/01")
+    assert table.column("useragent").to_pylist() == ["\ufffdagent", "\ufffd"]
+    assert table.column("requestparameters").to_pylist()[0] == '{"key":{"id":"\ufffd"}}'
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.windows: list[tuple[str, str | None]] = []
