@@ -157,7 +157,8 @@ def history(
             answer, unavailable = None, exc
         unconfirmed = unconfirmed_ids(answer) if answer is not None else frozenset()
         view = Table(title=_plain(f"{table} {key or '(recent calls)'}, newest first"), title_justify="left")
-        for name in HISTORY_COLUMNS:
+        columns = [name for name in HISTORY_COLUMNS if key is None or name != "key"]  # one item's: in the title
+        for name in columns:
             view.add_column(name, overflow="fold")  # a key is never cut short: it wraps
         for entry in rows:
             result = (
@@ -165,19 +166,15 @@ def history(
             )
             if entry.get("event_id") in unconfirmed:
                 result += f"\n[yellow]{UNCONFIRMED_NOTE}[/yellow]"
-            view.add_row(
-                *(
-                    _plain(value)
-                    for value in (
-                        entry.get("event_time"),
-                        who(entry),
-                        operation_text(entry),
-                        entry.get("item_key") or "-",
-                    )
-                ),
-                result,
-                _plain(entry.get("source_ip") or ""),
-            )
+            cells = {
+                "time": _plain(entry.get("event_time")),
+                "who": _plain(who(entry)),
+                "operation": _plain(operation_text(entry)),
+                "key": _plain(entry.get("item_key") or "-"),
+                "result": result,
+                "from": _plain(entry.get("source_ip") or ""),
+            }
+            view.add_row(*(cells[name] for name in columns))
         Console(highlight=False).print(view)
         Console(stderr=True).print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
         if answer is None or unavailable is not None:

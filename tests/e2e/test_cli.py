@@ -66,7 +66,7 @@ def test_history_in_every_format_with_paging_and_refusals(stack: Stack) -> None:
 
     bad_key = deutzia(stack, "history", "--table", TABLE, "--key", "not json")
     assert (bad_key.returncode, bad_key.stdout) == (2, "")
-    assert bad_key.stderr.strip().startswith("error: bad request: key:")
+    assert bad_key.stderr.strip().startswith("error: bad request: --key:")  # named before the API is asked
 
     coverage = deutzia(stack, "coverage", "--table", TABLE, "--format", "json")
     assert coverage.returncode == 0, coverage.stderr

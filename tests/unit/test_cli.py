@@ -281,6 +281,25 @@ def test_the_table_shows_escape_sequences_and_bidi_overrides_instead_of_obeying_
     assert "\\u001b]0;title\\u0007" in shown
 
 
+def test_one_items_history_names_its_key_once_and_a_tables_calls_each_theirs(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    entry = {"event_time": "2024-05-01T12:00:00Z", "principal_name": "alice", "operation": "Put", "success": True,
+             "event_name": "PutItem", "item_key": '{"id":"k-42"}', "source_ip": "192.0.2.1"}  # fmt: skip
+    _Answers.status, _Answers.body = 200, {"entries": [entry, entry], "next_token": None}
+    for arguments, header, keys in (
+        (["--key", '{"id": "k-42"}'], ["time", "who", "operation", "result", "from"], 1),  # in the title only
+        ([], ["time", "who", "operation", "key", "result", "from"], 2),
+    ):
+        with pytest.raises(SystemExit):
+            _run_main(["history", "--table", "Music", "--endpoint", api, *arguments])
+        shown = capsys.readouterr().out
+        (heading,) = [line for line in shown.splitlines() if "operation" in line]
+        assert re.findall(r"[a-z]+", heading) == header
+        assert shown.count("k-42") == keys
+
+
 @pytest.mark.usefixtures("fixed_clock")
 def test_the_ui_proxy_serves_the_page_and_forwards_only_the_pages_calls_signed(api: str) -> None:
     import urllib.error
