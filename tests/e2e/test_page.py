@@ -13,7 +13,7 @@ import json
 import re
 import shutil
 import urllib.parse
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,14 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert "Records CloudTrail's own files lack or contradict on 2026-11-28 (1)." in (
                 session.locator("#coverage").text_content() or ""
             )
+            # Times are UTC, as stored; a reader elsewhere sees their own on hover.
+            tokyo = browser.new_context(timezone_id="Asia/Tokyo", locale="en-US").new_page()
+            tokyo.goto(shared)
+            _wait_for_entries(tokyo, 3)
+            first = tokyo.locator("#history tr.entry td.time").first
+            utc = datetime.strptime(first.text_content() or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            there = utc.astimezone(timezone(timedelta(hours=9)))
+            assert first.get_attribute("title") == f"{there:%-m/%-d/%Y, %-I:%M:%S %p} GMT+9"
             narrow = browser.new_page(viewport={"width": 390, "height": 800})  # a phone: one entry a block
             narrow.goto(shared)
             _wait_for_entries(narrow, 3)
