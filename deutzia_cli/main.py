@@ -212,6 +212,67 @@ def coverage(
     _print_coverage_line(answer, False)
 
 
+@cli.command()
+@click.option("--since", required=True, help="The first UTC day to check (YYYY-MM-DD).")
+@click.option("--until", help="The last day, included (default: --since); at most 31 days.")
+@click.option("--stack", help="A deployed Deutzia stack: invokes its reconcile function; without it, the local stack.")
+@click.option("--function", "function", help="The reconcile function (default: the stack's ReconcileFunctionName).")
+@click.option("--profile", help="The AWS profile whose credentials invoke the function.")
+@click.option("--region", help="The AWS region of the stack.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def reconcile(
+    since: str,
+    until: str | None,
+    stack: str | None,
+    function: str | None,
+    profile: str | None,
+    region: str | None,
+    output: str,
+) -> None:
+    """Check days against CloudTrail's own files now, backfilling what is missing, as the nightly run does."""
+    from chalicelib.reconcile import INCOMPLETE, UNCONFIRMED
+    from chalicelib.reconciler import days_between, last_verifiable_day
+    from deutzia_cli.reconcile import INVOKE_READ_TIMEOUT_SECONDS, reconcile_in_aws, reconcile_locally
+
+    try:
+        days = days_between(since, until or since)
+    except ValueError as exc:
+        raise CliError(f"bad request: --since, --until: {exc}", USAGE) from None
+    if stack or function:
+        from botocore.config import Config
+
+        from deutzia_cli.api import session_and_outputs
+
+        latest = last_verifiable_day(datetime.now(UTC))
+        if days[-1] > latest:  # its last calls may not be in CloudTrail's files yet: they would seem forged
+            too_recent = f"{days[-1]} is too recent; the latest day to check is {latest}"
+            raise CliError(f"bad request: --until: {too_recent}", USAGE)
+        session, outputs = session_and_outputs(stack, profile, region)
+        function = function or outputs.get("ReconcileFunctionName")
+        if not function:
+            raise CliError("give --function, or a --stack with a ReconcileFunctionName output", USAGE)
+        config = Config(read_timeout=INVOKE_READ_TIMEOUT_SECONDS, retries={"mode": "standard", "max_attempts": 1})
+        status = Console(stderr=True).status("reconciling...")
+        status.start()
+        try:
+            statuses = reconcile_in_aws(session.client("lambda", config=config), function, days, status.update)
+        finally:
+            status.stop()
+    else:
+        statuses = reconcile_locally(days)
+    if output == "json":
+        click.echo(json.dumps({"days": statuses}, indent=1))
+    else:
+        view = Table("day", "status")
+        for day, day_status in statuses.items():
+            view.add_row(day, _plain(day_status))
+        Console(highlight=False).print(view)
+    answer = {"since": days[0], "until": days[-1], "days": [{"day": d, "status": s} for d, s in statuses.items()]}
+    _print_coverage_line(answer, False)
+    if any(day_status in (INCOMPLETE, UNCONFIRMED) for day_status in statuses.values()):
+        raise CliError("not every day is complete and confirmed: `deutzia coverage` and the day's report say why", 1)
+
+
 # GET /audit/coverage's day statuses, as people read them, in this order (the page names them the same).
 COVERAGE_LABELS = {
     "verified": "verified complete",

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 import time
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,9 +109,13 @@ def test_make_reconcile_backfills_what_the_log_group_never_got_and_a_rerun_chang
     assert report["backfill_objects"]
     objects = _audit_objects(lossy)
 
-    second = lossy.run(["make", "--no-print-directory", "reconcile"], timeout=120)
+    # The rerun as `deutzia reconcile` runs it on the local stack: the same reconciliation, the day's status shown.
+    deutzia = str(Path(sys.executable).parent / "deutzia")
+    second = lossy.run([deutzia, "reconcile", "--since", today.isoformat()], {**lossy.env, "COLUMNS": "200"}, 120)
 
     assert second.returncode == 0, second.stdout + second.stderr
+    assert f"{today} │ backfilled" in second.stdout
+    assert "1 day complete after backfill" in " ".join(second.stderr.split())
     assert _audit_objects(lossy) == objects
     again = _report(lossy, today.isoformat())
     moving = ("checked_at", "checked_until", "backfilled_now", "backfill_objects")
