@@ -233,11 +233,15 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
 
     from chalicelib.compactor import time_left_of
     from chalicelib.reconciler import reconcile_day_seconds
+    from chalicelib.trail_status import check_trail_of_environment
 
     day_seconds = reconcile_day_seconds()
     reconciler = Reconciler.from_environment(get_trail_engine())
     days = reconciler.days_to_run(event.detail, datetime.now(UTC))
     metrics = Metrics(namespace="Deutzia", service="deutzia-reconcile")
+    problems = check_trail_of_environment()  # first: a trail that stopped leaves nothing for the days to show
+    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(problems))
+    metrics.flush_metrics()
     time_left = time_left_of(event.context)
     done: dict[str, str] = {}
     for day in days:
@@ -249,4 +253,4 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
         metrics.flush_metrics()
         done[day] = report.status
     left = days[len(done) :]
-    return {"days": done, "not_reached": left, "next_since": left[0] if left else None}
+    return {"days": done, "not_reached": left, "next_since": left[0] if left else None, "trail_problems": problems}

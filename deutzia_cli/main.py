@@ -255,13 +255,14 @@ def reconcile(
         status = Console(stderr=True).status("reconciling...")
         status.start()
         try:
-            statuses = reconcile_in_aws(session.client("lambda", config=config), function, days, status.update)
+            reconciled = reconcile_in_aws(session.client("lambda", config=config), function, days, status.update)
         finally:
             status.stop()
     else:
-        statuses = reconcile_locally(days)
+        reconciled = reconcile_locally(days)
+    statuses = reconciled.statuses
     if output == "json":
-        click.echo(json.dumps({"days": statuses}, indent=1))
+        click.echo(json.dumps({"days": statuses, "trail_problems": reconciled.trail_problems}, indent=1))
     else:
         view = Table("day", "status")
         for day, day_status in statuses.items():
@@ -269,7 +270,9 @@ def reconcile(
         Console(highlight=False).print(view)
     answer = {"since": days[0], "until": days[-1], "days": [{"day": d, "status": s} for d, s in statuses.items()]}
     _print_coverage_line(answer, False)
-    if any(day_status in (INCOMPLETE, UNCONFIRMED) for day_status in statuses.values()):
+    for problem in reconciled.trail_problems:  # the days only show what the trail logged
+        Console(stderr=True, highlight=False).print(_plain(f"The trail: {problem}"), style="red")
+    if reconciled.trail_problems or any(day_status in (INCOMPLETE, UNCONFIRMED) for day_status in statuses.values()):
         raise CliError("not every day is complete and confirmed: `deutzia coverage` and the day's report say why", 1)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,11 +24,20 @@ _MAX_REASON_CHARS = 300
 _BUSY_CODES = ("TooManyRequestsException", "ReservedFunctionConcurrentInvocationLimitExceeded")
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """Each day's status, and what is wrong with the trail itself (chalicelib.trail_status)."""
+
+    statuses: dict[str, str]
+    trail_problems: list[str]
+
+
 def reconcile_in_aws(
     client: Any, function: str, days: list[str], progress: Callable[[str], None], now: datetime | None = None
-) -> dict[str, str]:
+) -> Reconciled:
     """Each of `days` (consecutive, oldest first) with the status the stack's reconcile function gave it."""
     statuses: dict[str, str] = {}
+    problems: list[str] = []
     since: str | None = days[0]
     while since is not None:
         progress(f"reconciling {since} to {days[-1]} ({len(statuses)} of {len(days)} days done)...")
@@ -42,25 +52,28 @@ def reconcile_in_aws(
                 UNAVAILABLE,
             )
         statuses.update(done)
+        said = answer.get("trail_problems")
+        problems = [str(problem)[:_MAX_REASON_CHARS] for problem in said] if isinstance(said, list) else []
         following = answer.get("next_since")
         since = following if isinstance(following, str) and following in days and following not in statuses else None
-    return {day: statuses[day] for day in days if day in statuses}
+    return Reconciled({day: statuses[day] for day in days if day in statuses}, problems)
 
 
-def reconcile_locally(days: list[str]) -> dict[str, str]:
+def reconcile_locally(days: list[str]) -> Reconciled:
     """Each of `days` with the status the local stack's reconciliation gave it (a day not over yet: up to its
-    settle time ago)."""
+    settle time ago), and what is wrong with the local trail."""
     from chalicelib.errors import DeutziaError
     from chalicelib.reconcile import parse_day
     from deutzia_local.settings import LocalSettings
-    from deutzia_local.stack import new_reconciliation, require_running
+    from deutzia_local.stack import local_trail_problems, new_reconciliation, require_running
 
     settings = LocalSettings.from_environment()
     try:
         require_running(settings, api=False)
         settings.apply_to_environment()
         reconciliation = new_reconciliation(settings)
-        return {day: reconciliation.run_day(parse_day(day)).status for day in days}
+        statuses = {day: reconciliation.run_day(parse_day(day)).status for day in days}
+        return Reconciled(statuses, local_trail_problems(settings))
     except DeutziaError as exc:
         raise CliError(str(exc), UNAVAILABLE) from None
 

@@ -96,6 +96,14 @@ def new_reconciliation(settings: LocalSettings) -> LocalReconciliation:
     return LocalReconciliation(reconciler, settings.reconcile_interval, settings.reconcile_settle_seconds)
 
 
+def local_trail_problems(settings: LocalSettings) -> list[str]:
+    """What is wrong with the local trail (stopped with `aws cloudtrail stop-logging`, deleted), as a reconcile run
+    in AWS names it for its own."""
+    from chalicelib.trail_status import check_trail
+
+    return check_trail(client("cloudtrail", settings), settings.trail)
+
+
 class LocalStack:
     """The running stack; `start()` returns once every endpoint answers."""
 

@@ -76,6 +76,7 @@ def build_stage(outputs: Mapping[str, str]) -> dict[str, Any]:
                     "ATHENA_WORKGROUP": outputs["ReconcileWorkGroupName"],
                     "TRAIL_BUCKET": outputs["TrailBucketName"],
                     "TRAIL_PREFIX": outputs["TrailPrefix"],
+                    "TRAIL_ARN": outputs["TrailArn"],
                 },
             },
         },

@@ -230,3 +230,29 @@ def test_make_compact_honours_the_input_bound_and_says_what_it_did_when_it_refus
     assert done.returncode == 0, done.stdout + done.stderr
     assert s3.list_objects_v2(Bucket="deutzia-audit", Prefix=f"audit/table_name={table}/").get("Contents", []) == []
     assert sorted(entry["event_id"] for entry in lossy.audit(table=table)["entries"]) == history
+
+
+def test_a_trail_stopped_with_the_aws_cli_is_named_by_every_reconciliation_until_it_logs_again() -> None:
+    with running_stack() as own:  # its trail stops: no other test's calls go unrecorded
+        own.create_table(TABLE)
+        keys = {"AccessKeyId": "testing", "SecretAccessKey": "testing"}
+        today = datetime.now(UTC).date().isoformat()
+        deutzia = str(Path(sys.executable).parent / "deutzia")
+        stopped = own.aws_cli(keys, "cloudtrail", "stop-logging", "--name", "deutzia-local")
+        assert stopped.returncode == 0, stopped.stderr
+        own.client("dynamodb").put_item(TableName=TABLE, Item={"id": {"S": "unlogged"}})
+
+        run = own.run([deutzia, "reconcile", "--since", today], {**own.env, "COLUMNS": "200"}, 120)
+
+        assert run.returncode == 1, run.stdout + run.stderr
+        said = " ".join(run.stderr.split())
+        assert "The trail: the trail is not logging since " in said
+        assert "no call is recorded, neither in GET /audit nor in the trail's files" in said
+        made = own.run(["make", "--no-print-directory", "reconcile", f"DATE={today}"], timeout=120)
+        assert made.returncode != 0  # make says 2 for a recipe that exits 1
+        assert "the trail: the trail is not logging since " in made.stdout
+
+        assert own.aws_cli(keys, "cloudtrail", "start-logging", "--name", "deutzia-local").returncode == 0
+        again = own.run([deutzia, "reconcile", "--since", today], {**own.env, "COLUMNS": "200"}, 120)
+        assert again.returncode == 1
+        assert "The trail: the trail did not log from " in " ".join(again.stderr.split())

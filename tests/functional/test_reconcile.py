@@ -10,11 +10,13 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import boto3
 import pytest
 from chalice.test import Client
 
@@ -377,6 +379,10 @@ def deployed(
     """The app configured as the template configures reconcile_audit_trail, on the Athena engine's stand-in."""
     monkeypatch.setenv("TRAIL_BUCKET", trail_bucket)
     monkeypatch.setenv("TRAIL_PREFIX", TRAIL_PREFIX)
+    cloudtrail = boto3.client("cloudtrail")
+    trail = cloudtrail.create_trail(Name=f"{trail_bucket}-dynamodb", S3BucketName=trail_bucket)["TrailARN"]
+    cloudtrail.start_logging(Name=trail)
+    monkeypatch.setenv("TRAIL_ARN", trail)
     engine = AthenaTrailEngine(DuckDBAthenaClient(audit_bucket, moto_endpoint, trail_bucket), WORKGROUP, DATABASE)
     monkeypatch.setattr(deutzia_app, "get_trail_engine", lambda: engine)
     deutzia_app.get_coverage_reader.cache_clear()
@@ -414,8 +420,11 @@ def test_the_scheduled_function_reconciles_a_range_publishes_metrics_and_coverag
         },
         "not_reached": [],
         "next_since": None,
+        "trail_problems": [],
     }
-    published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [document["TrailProblems"] for document in documents if "TrailProblems" in document] == [[0.0]]
+    published = [document for document in documents if "BackfilledEvents" in document]
     lines = [reconciler_logger.registered_formatter.format(r) for r in caplog.records if hasattr(r, "reconcile")]
     logged = [json.loads(line)["reconcile"] for line in lines if "\n" not in line]
     assert [(line["day"], line["table"], line["status"]) for line in logged if line["table"] == "Music"] == [
@@ -456,7 +465,38 @@ def test_the_scheduled_function_takes_the_day_before_yesterday_and_stops_before_
     # No run reconciled the 31 days before it either (a new stack): the run would go on with them.
     earlier = [(day_before_yesterday - timedelta(days=n)).isoformat() for n in range(31, 0, -1)]
     first = day_before_yesterday.isoformat()
-    assert response.payload == {"days": {}, "not_reached": [first, *earlier], "next_since": first}
+    assert response.payload == {
+        "days": {},
+        "not_reached": [first, *earlier],
+        "next_since": first,
+        "trail_problems": [],
+    }
+
+
+def test_each_run_asks_whether_the_trail_itself_logs_and_names_what_it_finds(
+    deployed: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cloudtrail = boto3.client("cloudtrail")
+    trail = os.environ["TRAIL_ARN"]
+    cloudtrail.stop_logging(Name=trail)
+    capsys.readouterr()
+
+    stopped = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload
+
+    (problem,) = stopped["trail_problems"]
+    assert problem.startswith("the trail is not logging since 20")
+    assert "no call is recorded, neither in GET /audit nor in the trail's files" in problem
+    published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"TrailProblems"' in line]
+    assert [document["TrailProblems"] for document in published] == [[1.0]]
+
+    cloudtrail.start_logging(Name=trail)  # started again: the gap is named, calls in it are lost for good
+    (gap,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]
+    assert gap.startswith("the trail did not log from 20")
+    assert "calls in between were never recorded" in gap
+
+    cloudtrail.delete_trail(Name=trail.rsplit("/", 1)[1])
+    (gone,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]
+    assert gone == f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"
 
 
 @pytest.mark.parametrize(

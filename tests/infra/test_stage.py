@@ -33,6 +33,7 @@ OUTPUTS = {
     "ReconcileWorkGroupName": "audit-reconcile",
     "TrailBucketName": "audit-trailbucket-1",
     "TrailPrefix": "AWSLogs/123456789012/CloudTrail/",
+    "TrailArn": "arn:aws:cloudtrail:eu-west-1:123456789012:trail/audit-dynamodb",
     "IngestFailureQueueName": "audit-IngestFailureQueue-1",
 }
 # Each function's role; any function the app gains must get one here and in the stage.
@@ -112,6 +113,7 @@ def test_chalice_deploy_accepts_the_stage_and_gives_every_function_its_own_role(
     assert reconcile.environment_variables["ATHENA_WORKGROUP"] == "audit-reconcile"
     assert reconcile.environment_variables["TRAIL_BUCKET"] == OUTPUTS["TrailBucketName"]
     assert reconcile.environment_variables["TRAIL_PREFIX"] == OUTPUTS["TrailPrefix"]
+    assert reconcile.environment_variables["TRAIL_ARN"] == OUTPUTS["TrailArn"]
     assert functions["api_handler"].environment_variables["ATHENA_WORKGROUP"] == "audit"
     assert (reconcile.timeout, functions["compact_audit_records"].timeout) == (900, 900)
     assert functions["compact_audit_records"].memory_size == 10240

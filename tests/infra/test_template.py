@@ -427,6 +427,7 @@ def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, An
         "ApproximateNumberOfMessagesVisible",
         "Errors",
         "WriteProvisionedThroughputExceeded",
+        "TrailProblems",
     }
     watched = {str(body["Properties"]["Dimensions"][0]["Value"]) for body in alarms}
     assert {"{'Ref': 'ReplayFailedBatches'}", "{'Fn::GetAtt': ['ReplayDeadLetterQueue', 'QueueName']}"} <= watched
@@ -687,6 +688,10 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
     assert variables["ATHENA_WORKGROUP"] == {"Ref": "ReconcileWorkGroup"}
     assert variables["TRAIL_BUCKET"] == {"Ref": "TrailBucket"}
     assert variables["TRAIL_PREFIX"] == {"Fn::Sub": "AWSLogs/${AWS::AccountId}/CloudTrail/"}
+    assert variables["TRAIL_ARN"] == {"Fn::GetAtt": ["Trail", "Arn"]}  # whose status each run reads, and nothing else
+    (policy,) = translated["Resources"]["ReconcileFunctionRole"]["Properties"]["Policies"]
+    trail = [s for s in policy["PolicyDocument"]["Statement"] if str(s["Action"]).startswith("cloudtrail:")]
+    assert trail == [{"Effect": "Allow", "Action": "cloudtrail:GetTrailStatus", "Resource": variables["TRAIL_ARN"]}]
     resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
     grants = _s3_grants(resolver, translated["Resources"]["ReconcileFunctionRole"])
     assert grants == {
@@ -722,6 +727,22 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
     roles = key_users["Condition"]["ArnEquals"]["aws:PrincipalArn"]
     for name in ("replay", "compaction", "reconcile"):
         assert {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/${{AWS::StackName}}-{name}"} in roles
+
+
+def test_an_alarm_fires_when_the_trail_itself_stops_logging_or_delivering(merged: dict[str, Any]) -> None:
+    alarm = merged["Resources"]["TrailProblemsAlarm"]["Properties"]
+    # What the scheduled function publishes each run with Powertools' Metrics(namespace="Deutzia", service=...).
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == (
+        "Deutzia",
+        "TrailProblems",
+        [{"Name": "service", "Value": "deutzia-reconcile"}],
+    )
+    assert (alarm["Statistic"], alarm["Period"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Maximum",
+        86400,
+        0,
+        "GreaterThanThreshold",
+    )
 
 
 def test_an_alarm_fires_when_calls_stay_missing_files_unread_or_audited_calls_are_not_in_the_trail(

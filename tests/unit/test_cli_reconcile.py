@@ -47,11 +47,13 @@ def test_each_run_takes_the_days_it_has_time_for_and_the_next_goes_on_from_where
     expected = {"FunctionName": FUNCTION, "InvocationType": "RequestResponse", "Payload": ANY}
     first = {"days": {days[0]: "verified", days[1]: "backfilled"}, "not_reached": [days[2]], "next_since": days[2]}
     stubber.add_response("invoke", _answer(first), expected)
-    stubber.add_response("invoke", _answer({"days": {days[2]: "incomplete"}, "next_since": None}), expected)
+    last = {"days": {days[2]: "incomplete"}, "next_since": None, "trail_problems": ["the trail is not logging"]}
+    stubber.add_response("invoke", _answer(last), expected)
     heard: list[str] = []
     with stubber:
-        statuses = reconcile_in_aws(client, FUNCTION, days, heard.append, NOW)
-    assert statuses == {days[0]: "verified", days[1]: "backfilled", days[2]: "incomplete"}
+        reconciled = reconcile_in_aws(client, FUNCTION, days, heard.append, NOW)
+    assert reconciled.statuses == {days[0]: "verified", days[1]: "backfilled", days[2]: "incomplete"}
+    assert reconciled.trail_problems == ["the trail is not logging"]  # as the last run found the trail
     assert heard == [
         "reconciling 2026-11-01 to 2026-11-03 (0 of 3 days done)...",
         "reconciling 2026-11-03 to 2026-11-03 (2 of 3 days done)...",
@@ -164,10 +166,18 @@ def test_the_command_invokes_the_stacks_function_shows_each_day_and_fails_when_o
     (config,) = session.configs
     assert (config.read_timeout, config.retries) == (960, {"mode": "standard", "max_attempts": 1})  # never re-run
 
-    stubber.add_response("invoke", _answer({"days": {"2024-05-01": "backfilled"}}))
+    stubber.add_response("invoke", _answer({"days": {"2024-05-01": "backfilled"}, "trail_problems": []}))
     with stubber:
         code, out, _ = _run(["--since", "2024-05-01", "--function", FUNCTION, "--format", "json"], capsys)
-    assert (code, json.loads(out)) == (0, {"days": {"2024-05-01": "backfilled"}})
+    assert (code, json.loads(out)) == (0, {"days": {"2024-05-01": "backfilled"}, "trail_problems": []})
+
+    # Every day complete, but the trail itself stopped: the days only show what it logged.
+    stopped = "the trail is not logging since 2024-05-02T10:00:00Z: no call is recorded"
+    stubber.add_response("invoke", _answer({"days": {"2024-05-01": "verified"}, "trail_problems": [stopped]}))
+    with stubber:
+        code, out, err = _run(["--since", "2024-05-01", "--function", FUNCTION], capsys)
+    assert code == 1
+    assert f"The trail: {stopped}" in " ".join(err.split())
 
 
 @pytest.mark.parametrize(

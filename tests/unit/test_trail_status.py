@@ -1,0 +1,80 @@
+"""Whether the trail itself logs and delivers, from its GetTrailStatus answer (botocore's Stubber plays CloudTrail)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from chalicelib.trail_status import GAP_NAMED_FOR, check_trail, trail_problems
+
+NOW = datetime(2026, 11, 28, 3, 30, tzinfo=UTC)
+TRAIL = "arn:aws:cloudtrail:eu-west-1:123456789012:trail/deutzia-dynamodb"
+STARTED = NOW - timedelta(days=200)
+
+
+def test_a_trail_that_logs_and_delivers_has_no_problem() -> None:
+    assert trail_problems({"IsLogging": True, "StartLoggingTime": STARTED, "LatestDeliveryTime": NOW}, NOW) == []
+
+
+def test_a_stopped_trail_says_since_when_and_what_it_means() -> None:
+    stopped = NOW - timedelta(hours=5)
+    (problem,) = trail_problems({"IsLogging": False, "StartLoggingTime": STARTED, "StopLoggingTime": stopped}, NOW)
+    assert problem == (
+        "the trail is not logging since 2026-11-27T22:30:00Z: no call is recorded, neither in GET /audit nor in the "
+        "trail's files, until it is started again"
+    )
+    assert trail_problems({}, NOW)[0].startswith("the trail is not logging: ")  # no answer of logging is no logging
+
+
+def test_a_gap_in_logging_is_named_by_the_runs_after_it_and_then_no_more() -> None:
+    stopped, started = NOW - timedelta(hours=30), NOW - timedelta(hours=26)
+    status = {"IsLogging": True, "StopLoggingTime": stopped, "StartLoggingTime": started}
+    (problem,) = trail_problems(status, NOW)
+    assert problem.startswith("the trail did not log from 2026-11-26T21:30:00Z to 2026-11-27T01:30:00Z: ")
+    assert trail_problems(status, started + GAP_NAMED_FOR + timedelta(seconds=1)) == []
+    # Stopped again since: not logging now, which says so itself.
+    (again,) = trail_problems({**status, "IsLogging": False, "StopLoggingTime": started + timedelta(hours=1)}, NOW)
+    assert again.startswith("the trail is not logging since 2026-11-27T02:30:00Z")
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("LatestDeliveryError", "CloudTrail could not deliver log files to the trail bucket: "),
+        ("LatestCloudWatchLogsDeliveryError", "CloudTrail could not deliver events to the log group, the fast path"),
+        ("LatestDigestDeliveryError", "CloudTrail could not deliver digest files"),
+    ],
+)
+def test_each_delivery_error_is_named_and_cut(field: str, says: str) -> None:
+    (problem,) = trail_problems({"IsLogging": True, field: "AccessDenied" + "x" * 5000}, NOW)
+    assert problem.startswith(says)
+    assert "AccessDenied" in problem
+    assert len(problem) < 500
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        ("TrailNotFoundException", f"the trail {TRAIL} does not exist: no call is recorded until a trail logs"),
+        ("AccessDeniedException", "the trail's status cannot be read (AccessDeniedException): whether it logs is"),
+    ],
+)
+def test_a_trail_that_cannot_be_read_is_a_problem_too(code: str, says: str) -> None:
+    client = boto3.client("cloudtrail", region_name="eu-west-1")
+    stubber = Stubber(client)
+    stubber.add_client_error("get_trail_status", service_error_code=code, expected_params={"Name": TRAIL})
+    with stubber:
+        (problem,) = check_trail(client, TRAIL, NOW)
+    assert problem.startswith(says)
+
+
+def test_the_status_is_read_once_by_the_trails_arn() -> None:
+    client = boto3.client("cloudtrail", region_name="eu-west-1")
+    stubber = Stubber(client)
+    stubber.add_response("get_trail_status", {"IsLogging": True, "StartLoggingTime": STARTED}, {"Name": TRAIL})
+    with stubber:
+        assert check_trail(client, TRAIL, NOW) == []
+    stubber.assert_no_pending_responses()
