@@ -239,18 +239,19 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
     reconciler = Reconciler.from_environment(get_trail_engine())
     days = reconciler.days_to_run(event.detail, datetime.now(UTC))
     metrics = Metrics(namespace="Deutzia", service="deutzia-reconcile")
-    problems = check_trail_of_environment()  # first: a trail that stopped leaves nothing for the days to show
-    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(problems))
+    trail = check_trail_of_environment()  # first: a trail that stopped leaves nothing for the days to show
+    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(trail.problems))
     metrics.flush_metrics()
     time_left = time_left_of(event.context)
     done: dict[str, str] = {}
     for day in days:
         if time_left() < day_seconds:
             break
-        report = reconciler.run(day, time_left=time_left)
+        report = reconciler.run(day, time_left=time_left, not_logging=trail.not_logging)
         for name, value in report.totals().items():
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
         metrics.flush_metrics()
         done[day] = report.status
     left = days[len(done) :]
-    return {"days": done, "not_reached": left, "next_since": left[0] if left else None, "trail_problems": problems}
+    next_since = left[0] if left else None
+    return {"days": done, "not_reached": left, "next_since": next_since, "trail_problems": trail.problems}

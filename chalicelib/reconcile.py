@@ -404,6 +404,9 @@ class DayReport:
     unreadable_trail_files: dict[str, str] = field(default_factory=dict)
     # Missing calls this run had no time to backfill (DEFERRED_REASON): the daily runs go on with such a day.
     deferred: int = 0
+    # When the trail did not log during the day (`from ... to ...`, as CloudTrail said at a run): its calls then were
+    # recorded nowhere, so the day is incomplete whatever the counts say.
+    not_logging: list[str] = field(default_factory=list)
     tables: dict[str, TableReport] = field(default_factory=dict)
 
     def settle(self) -> None:
@@ -411,7 +414,9 @@ class DayReport:
             report.unreadable_trail_files = len(self.unreadable_trail_files)
             report.settle()
         statuses = {report.status for report in self.tables.values()}
-        if not self.day_trail_files:
+        if self.not_logging:
+            self.status = INCOMPLETE
+        elif not self.day_trail_files:
             self.status = NO_TRAIL_FILES
         elif self.unreadable_trail_files or INCOMPLETE in statuses:
             self.status = INCOMPLETE
@@ -447,6 +452,9 @@ class DayReport:
 MAX_COVERAGE_DAYS = 366
 DEFAULT_COVERAGE_DAYS = 30
 MAX_COVERAGE_UNCONFIRMED_IDS = 20_000
+# A day's times without logging, as stored and answered: a few at most (each run learns of one).
+MAX_GAPS = 10
+MAX_GAP_CHARS = 100
 
 
 def coverage_of(
@@ -460,15 +468,18 @@ def coverage_of(
         "checked_at": summary.get("checked_at"),
         "checked_until": summary.get("checked_until"),
     }
-    if summary.get("status") == NO_TRAIL_FILES:
+    gaps = summary.get("not_logging")
+    if isinstance(gaps, list) and gaps:  # the trail itself did not log for a while: whatever the counts, incomplete
+        entry["not_logging"] = [str(gap)[:MAX_GAP_CHARS] for gap in gaps[:MAX_GAPS]]
+    elif summary.get("status") == NO_TRAIL_FILES:
         return {**entry, "status": NO_TRAIL_FILES}
     if report is None:  # the day was checked and the trail names no call on this table
-        unreadable = bool(summary.get("unreadable_trail_files"))
+        unreadable = bool(summary.get("unreadable_trail_files")) or "not_logging" in entry
         counts = {"trail_events": 0, "backfilled": 0, "still_missing": 0, "not_in_trail": 0, "altered": 0}
         return {**entry, "status": INCOMPLETE if unreadable else VERIFIED, **counts}
     covered = {
         **entry,
-        "status": report.get("status", NOT_CHECKED),
+        "status": INCOMPLETE if "not_logging" in entry else report.get("status", NOT_CHECKED),
         "trail_events": report.get("trail_events", 0),
         "backfilled": report.get("backfilled", 0),
         "still_missing": report.get("still_missing", 0),

@@ -28,6 +28,7 @@ from chalicelib.config import LAMBDA_MAX_SECONDS, audit_prefix, audited_tables, 
 from chalicelib.errors import ConfigError, DeutziaError, QueryTooLargeError, QueryUnavailableError, StoreError
 from chalicelib.reconcile import (
     DEFERRED_REASON,
+    MAX_GAPS,
     MAX_LISTED,
     MAX_TRAIL_FILE_BYTES,
     TALLY_ALTERED,
@@ -49,6 +50,7 @@ from chalicelib.reconcile import (
 )
 from chalicelib.records import compact_json, encode_lines
 from chalicelib.store import UPLOAD_CHECKSUM, ascii_metadata
+from chalicelib.trail_status import logging_gap
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -177,10 +179,17 @@ class Reconciler:
             audited_tables(),
         )
 
-    def run(self, day: str, until: str | None = None, time_left: Callable[[], float] | None = None) -> DayReport:
+    def run(
+        self,
+        day: str,
+        until: str | None = None,
+        time_left: Callable[[], float] | None = None,
+        not_logging: Sequence[tuple[datetime, datetime]] = (),
+    ) -> DayReport:
         """Reconcile `day` (up to `until` when the day is still going); ReconcileError when it cannot be done. With
         `time_left` (seconds), backfill stops starting trail files BACKFILL_RESERVE_SECONDS before the end, and what
-        it did not reach is deferred (DayReport.deferred) to the next daily runs."""
+        it did not reach is deferred (DayReport.deferred) to the next daily runs. `not_logging`: when the trail did
+        not log (trail_status), kept in the day's summary where it overlaps the day, with what earlier runs kept."""
         window = ReconcileWindow.of_day(day, None if self._tables is None else sorted(self._tables), until)
         by_region = self._list_trail_files(window)
         files = [path for paths in by_region.values() for path in paths]
@@ -193,6 +202,7 @@ class Reconciler:
             day_trail_files=sum(f"/{window.trail_dates()[0]}/" in path for path in files),
             trail_files_by_region={region: len(paths) for region, paths in sorted(by_region.items())},
             next_day_delivered=any(f"/{window.trail_dates()[-1]}/" in path for path in files),
+            not_logging=self._not_logging(day, not_logging),
         )
         try:
             result = self._engine.tally(window, files)
@@ -314,6 +324,16 @@ class Reconciler:
             for day, summary in zip(candidates, summaries, strict=True)
             if summary is None or _count(summary.get("deferred")) > 0
         ]
+
+    def _not_logging(self, day: str, gaps: Sequence[tuple[datetime, datetime]]) -> list[str]:
+        """The times the trail did not log during `day`: those an earlier run stored, and those of `gaps` that overlap
+        it (CloudTrail tells only its latest stop, so what a run once learnt is kept)."""
+        start = datetime.combine(parse_day(day), datetime.min.time(), UTC)
+        found = [logging_gap(begin, end) for begin, end in gaps if begin < start + timedelta(days=1) and end > start]
+        earlier = (self._summary(day) or {}).get("not_logging")
+        kept = [str(gap) for gap in earlier] if isinstance(earlier, list) else []
+        by_start = {gap.split(" to ", 1)[0]: gap for gap in [*kept, *found]}  # one stop, its latest end
+        return list(by_start.values())[:MAX_GAPS]
 
     def _summary(self, day: str) -> dict[str, Any] | None:
         """The day's stored summary; None when no run stored one, {} when it cannot be read (it is not taken up)."""

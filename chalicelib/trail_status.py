@@ -9,6 +9,7 @@ files reads like a quiet day, so no count of reconciliation's can tell. Each rec
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,57 +34,84 @@ _DELIVERIES = (
 )
 
 
+@dataclass(frozen=True)
+class TrailCheck:
+    """What is wrong with the trail, for people; and when it did not log, as far as CloudTrail still says (its latest
+    stop, to its restart or to now), for the days that overlap it."""
+
+    problems: list[str] = field(default_factory=list)
+    not_logging: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+
+def not_logging(status: Mapping[str, object], now: datetime) -> list[tuple[datetime, datetime]]:
+    """The latest time the trail did not log, by its GetTrailStatus answer: from its stop to its restart, or to `now`
+    while it is stopped (from the start of time when it says no stop); CloudTrail keeps no earlier one."""
+    stopped, started = status.get("StopLoggingTime"), status.get("StartLoggingTime")
+    if status.get("IsLogging") is not True:
+        return [(stopped if isinstance(stopped, datetime) else datetime.min.replace(tzinfo=UTC), now)]
+    if isinstance(stopped, datetime) and isinstance(started, datetime) and stopped <= started <= now:
+        return [(stopped, started)]
+    return []
+
+
 def trail_problems(status: Mapping[str, object], now: datetime) -> list[str]:
     """What is wrong with the trail, by its GetTrailStatus answer, each for people; none when it logs and delivers."""
     problems = []
-    stopped, started = status.get("StopLoggingTime"), status.get("StartLoggingTime")
+    stopped = status.get("StopLoggingTime")
     if status.get("IsLogging") is not True:
         since = f" since {_shown(stopped)}" if isinstance(stopped, datetime) else ""
         problems.append(
             f"the trail is not logging{since}: no call is recorded, neither in GET /audit nor in the trail's files, "
             "until it is started again"
         )
-    elif (
-        isinstance(stopped, datetime)
-        and isinstance(started, datetime)
-        and stopped <= started <= now <= started + GAP_NAMED_FOR
-    ):
-        problems.append(
-            f"the trail did not log from {_shown(stopped)} to {_shown(started)}: calls in between were never "
-            "recorded, and no backfill can find them"
-        )
-    for field, what in _DELIVERIES:
-        error = status.get(field)
+    else:
+        for start, end in not_logging(status, now):
+            if now <= end + GAP_NAMED_FOR:
+                problems.append(
+                    f"the trail did not log {logging_gap(start, end)}: calls in between were never recorded, and no "
+                    "backfill can find them"
+                )
+    for name, what in _DELIVERIES:
+        error = status.get(name)
         if isinstance(error, str) and error:
             problems.append(f"CloudTrail could not deliver {what}: {error[:_MAX_ERROR_CHARS]}")
     return problems
 
 
-def check_trail(client: Any, trail: str, now: datetime | None = None) -> list[str]:
-    """`trail_problems` of the trail named (or ARN'd) `trail`; a trail that cannot be read is a problem too."""
+def check_trail(client: Any, trail: str, now: datetime | None = None) -> TrailCheck:
+    """The problems and the time not logging of the trail named (or ARN'd) `trail`; a trail that cannot be read is a
+    problem too (its time not logging then unknown)."""
     try:
         status = client.get_trail_status(Name=trail)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "Unknown")
         if code == "TrailNotFoundException":
-            return [f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"]
-        return [f"the trail's status cannot be read ({code}): whether it logs is unknown"]
+            return TrailCheck(
+                [f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"]
+            )
+        return TrailCheck([f"the trail's status cannot be read ({code}): whether it logs is unknown"])
     except BotoCoreError as exc:
-        return [f"the trail's status cannot be read ({type(exc).__name__}): whether it logs is unknown"]
-    return trail_problems(status, now or datetime.now(UTC))
+        return TrailCheck([f"the trail's status cannot be read ({type(exc).__name__}): whether it logs is unknown"])
+    moment = now or datetime.now(UTC)
+    return TrailCheck(trail_problems(status, moment), not_logging(status, moment))
+
+
+def logging_gap(start: datetime, end: datetime) -> str:
+    """A time the trail did not log, for people."""
+    return f"from {_shown(start)} to {_shown(end)}" if start.year > 1 else f"until {_shown(end)}"
 
 
 def _shown(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_trail_of_environment() -> list[str]:
+def check_trail_of_environment() -> TrailCheck:
     """`check_trail` of TRAIL_ARN (the stack sets it), each problem logged as an error; none checked without it."""
     trail = setting("TRAIL_ARN", "")
     if not trail:
         logger.warning("TRAIL_ARN is not set: whether the trail logs is not checked")
-        return []
-    problems = check_trail(boto3.client("cloudtrail"), trail)
-    for problem in problems:
+        return TrailCheck()
+    check = check_trail(boto3.client("cloudtrail"), trail)
+    for problem in check.problems:
         logger.error("trail %s: %s", trail, problem)
-    return problems
+    return check

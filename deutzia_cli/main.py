@@ -316,7 +316,10 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     for day in answer["days"]:
         status = str(day.get("status"))
         counts[status] = counts.get(status, 0) + 1
-        if status == "incomplete":
+        gaps = day.get("not_logging")
+        if status == "incomplete" and isinstance(gaps, list) and gaps:  # calls recorded nowhere: no count of them
+            missing.append(f"{day.get('day')} (the trail did not log {'; '.join(str(gap) for gap in gaps[:3])})")
+        elif status == "incomplete":
             deferred = _count(day, "deferred")
             later = f", {deferred} to be backfilled by the next daily runs" if deferred else ""
             missing.append(f"{day.get('day')} ({day.get('still_missing', 'some')} missing{later})")

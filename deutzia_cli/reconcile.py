@@ -65,15 +65,16 @@ def reconcile_locally(days: list[str]) -> Reconciled:
     from chalicelib.errors import DeutziaError
     from chalicelib.reconcile import parse_day
     from deutzia_local.settings import LocalSettings
-    from deutzia_local.stack import local_trail_problems, new_reconciliation, require_running
+    from deutzia_local.stack import local_trail_check, new_reconciliation, require_running
 
     settings = LocalSettings.from_environment()
     try:
         require_running(settings, api=False)
         settings.apply_to_environment()
         reconciliation = new_reconciliation(settings)
-        statuses = {day: reconciliation.run_day(parse_day(day)).status for day in days}
-        return Reconciled(statuses, local_trail_problems(settings))
+        check = local_trail_check(settings)
+        statuses = {day: reconciliation.run_day(parse_day(day), check.not_logging).status for day in days}
+        return Reconciled(statuses, check.problems)
     except DeutziaError as exc:
         raise CliError(str(exc), UNAVAILABLE) from None
 

@@ -97,7 +97,7 @@ def _reconcile(settings: LocalSettings, day: str | None) -> int:
 
     from chalicelib.reconcile import INCOMPLETE, UNCONFIRMED, parse_day
     from deutzia_local.local_reconciliation import describe
-    from deutzia_local.stack import local_trail_problems, new_reconciliation, require_running
+    from deutzia_local.stack import local_trail_check, new_reconciliation, require_running
 
     try:
         chosen: date | None = None if day is None else parse_day(day)
@@ -114,7 +114,7 @@ def _reconcile(settings: LocalSettings, day: str | None) -> int:
         return 2
     for report in reports:
         print(describe(report))
-    problems = local_trail_problems(settings)
+    problems = local_trail_check(settings).problems
     for problem in problems:
         print(f"the trail: {problem}")
     return 1 if problems or any(report.status in (INCOMPLETE, UNCONFIRMED) for report in reports) else 0

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from chalicelib.reconcile import INCOMPLETE, UNCONFIRMED, DayReport
 from chalicelib.reconciler import Reconciler
+from chalicelib.trail_status import TrailCheck
 from deutzia_local.periodic import Periodic
 
 logger = logging.getLogger("deutzia.reconcile")
@@ -31,8 +32,10 @@ class LocalReconciliation:
         interval: float,
         settle_seconds: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        trail_check: Callable[[], TrailCheck] = TrailCheck,
     ) -> None:
         self._reconciler = reconciler
+        self._trail_check = trail_check
         self._settle = timedelta(seconds=settle_seconds)
         self._clock = clock
         self._lock = threading.Lock()
@@ -50,16 +53,18 @@ class LocalReconciliation:
         today = now.date()
         started = datetime.combine(today, datetime.min.time(), UTC) + self._settle
         days = [today - timedelta(days=1)] + ([today] if now > started else [])
-        return [self.run_day(day) for day in days]
+        not_logging = self._trail_check().not_logging
+        return [self.run_day(day, not_logging) for day in days]
 
-    def run_day(self, day: date) -> DayReport:
+    def run_day(self, day: date, not_logging: Sequence[tuple[datetime, datetime]] | None = None) -> DayReport:
         """One day, whole when it has ended (settle time included), else up to the settle time ago; ValueError for a
-        day that has not begun that long ago."""
+        day that has not begun that long ago. `not_logging`: when the trail did not log (by default, asked now)."""
         checked_until = self._clock() - self._settle
         end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
         until = None if checked_until >= end else checked_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        gaps = self._trail_check().not_logging if not_logging is None else not_logging
         with self._lock:
-            report = self._reconciler.run(day.isoformat(), until)
+            report = self._reconciler.run(day.isoformat(), until, not_logging=gaps)
         backfilled = sum(table.backfilled_now for table in report.tables.values())
         if backfilled or report.status in (INCOMPLETE, UNCONFIRMED):
             logger.warning(describe(report))

@@ -31,6 +31,7 @@ from chalicelib.schema import (
     TRAIL_COLUMNS,
     TRAIL_PARTITION_COLUMNS,
 )
+from chalicelib.trail_status import TrailCheck
 from deutzia_local import moto_patches
 from deutzia_local.crawler import LocalCrawler
 from deutzia_local.delivery import TrailDelivery
@@ -93,12 +94,17 @@ def new_reconciliation(settings: LocalSettings) -> LocalReconciliation:
         settings.trail_bucket,
         f"AWSLogs/{ACCOUNT_ID}/CloudTrail/",
     )
-    return LocalReconciliation(reconciler, settings.reconcile_interval, settings.reconcile_settle_seconds)
+    return LocalReconciliation(
+        reconciler,
+        settings.reconcile_interval,
+        settings.reconcile_settle_seconds,
+        trail_check=lambda: local_trail_check(settings),
+    )
 
 
-def local_trail_problems(settings: LocalSettings) -> list[str]:
-    """What is wrong with the local trail (stopped with `aws cloudtrail stop-logging`, deleted), as a reconcile run
-    in AWS names it for its own."""
+def local_trail_check(settings: LocalSettings) -> TrailCheck:
+    """What is wrong with the local trail (stopped with `aws cloudtrail stop-logging`, deleted), and when it did not
+    log, as a reconcile run in AWS finds them for its own."""
     from chalicelib.trail_status import check_trail
 
     return check_trail(client("cloudtrail", settings), settings.trail)

@@ -30,7 +30,14 @@ INCOMPLETE_COVERAGE = {
             "not_in_trail": 1,
             "altered": 1,
         },
-        {"day": "2026-11-25", "status": "verified", "trail_events": 9, "backfilled": 0, "still_missing": 0},
+        {
+            "day": "2026-11-25",
+            "status": "incomplete",
+            "trail_events": 5,
+            "backfilled": 0,
+            "still_missing": 0,
+            "not_logging": ["from 2026-11-25T01:00:00Z to 2026-11-25T04:00:00Z"],
+        },
         {
             "day": "2026-11-26",
             "status": "incomplete",

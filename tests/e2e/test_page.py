@@ -188,8 +188,9 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             missing.locator("#coverage", has_text="Checked against").wait_for()
             shown_coverage = missing.locator("#coverage").text_content() or ""
             assert shown_coverage == coverage_line(INCOMPLETE_COVERAGE, True)[0]  # as `deutzia history` says it
-            assert (
-                "Calls still missing on 2026-11-26 (3 missing, 2 to be backfilled by the next daily runs)."
+            assert (  # a day the trail did not log, then one with calls the next daily runs will backfill
+                "Calls still missing on 2026-11-25 (the trail did not log from 2026-11-25T01:00:00Z to "
+                "2026-11-25T04:00:00Z), 2026-11-26 (3 missing, 2 to be backfilled by the next daily runs)."
                 in shown_coverage
             )
             assert missing.locator("#coverage").get_attribute("class") == "error"

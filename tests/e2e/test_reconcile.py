@@ -245,6 +245,7 @@ def test_a_trail_stopped_with_the_aws_cli_is_named_by_every_reconciliation_until
         run = own.run([deutzia, "reconcile", "--since", today], {**own.env, "COLUMNS": "200"}, 120)
 
         assert run.returncode == 1, run.stdout + run.stderr
+        assert f"{today} │ incomplete" in run.stdout  # its calls since the stop are recorded nowhere
         said = " ".join(run.stderr.split())
         assert "The trail: the trail is not logging since " in said
         assert "no call is recorded, neither in GET /audit nor in the trail's files" in said
@@ -256,3 +257,8 @@ def test_a_trail_stopped_with_the_aws_cli_is_named_by_every_reconciliation_until
         again = own.run([deutzia, "reconcile", "--since", today], {**own.env, "COLUMNS": "200"}, 120)
         assert again.returncode == 1
         assert "The trail: the trail did not log from " in " ".join(again.stderr.split())
+        coverage = _get(own, "/audit/coverage", table=TABLE, since=today)
+        (day,) = coverage["days"]
+        assert day["status"] == "incomplete"
+        (gap,) = day["not_logging"]  # the stop the first run saw, now with its end
+        assert gap.startswith(f"from {today}T")

@@ -494,7 +494,25 @@ def test_each_run_asks_whether_the_trail_itself_logs_and_names_what_it_finds(
     assert gap.startswith("the trail did not log from 20")
     assert "calls in between were never recorded" in gap
 
-    cloudtrail.delete_trail(Name=trail.rsplit("/", 1)[1])
+    # The day it happened is incomplete, whatever its counts: its calls then were recorded nowhere.
+    today = datetime.now(UTC).date().isoformat()
+    payload = deutzia_app.reconcile_audit_trail(
+        _scheduled(deployed, {"since": today, "until": today}), LambdaContext("reconcile_audit_trail", 900_000)
+    )
+    assert payload["days"] == {today: "incomplete"}
+    response = deployed.http.get(f"/audit/coverage?table=Music&since={today}")
+    (day,) = json.loads(response.body)["days"]
+    (gap_shown,) = day["not_logging"]
+    assert (day["status"], day["still_missing"]) == ("incomplete", 0)
+    assert gap_shown.startswith(f"from {today}T")
+    assert f" to {today}T" in gap_shown
+
+    cloudtrail.delete_trail(Name=trail.rsplit("/", 1)[1])  # a rerun, now that CloudTrail says nothing, keeps it
+    deutzia_app.reconcile_audit_trail(
+        _scheduled(deployed, {"since": today, "until": today}), LambdaContext("reconcile_audit_trail", 900_000)
+    )
+    (day,) = json.loads(deployed.http.get(f"/audit/coverage?table=Music&since={today}").body)["days"]
+    assert (day["status"], day["not_logging"]) == ("incomplete", [gap_shown])
     (gone,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]
     assert gone == f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"
 

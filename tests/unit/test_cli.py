@@ -394,9 +394,9 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
     line, missing = coverage_line(INCOMPLETE_COVERAGE, True)
     assert line == (
         "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27 (the range's last 366 days): "
-        "1 day verified complete, 1 day incomplete, 1 day with records the trail does not confirm, 1 day not checked "
-        "yet. Calls still missing on 2026-11-26 (3 missing, 2 to be backfilled by the next daily runs). Records "
-        "CloudTrail's own files lack or contradict on "
+        "2 days incomplete, 1 day with records the trail does not confirm, 1 day not checked yet. Calls still missing "
+        "on 2026-11-25 (the trail did not log from 2026-11-25T01:00:00Z to 2026-11-25T04:00:00Z), 2026-11-26 (3 "
+        "missing, 2 to be backfilled by the next daily runs). Records CloudTrail's own files lack or contradict on "
         "2026-11-24 (2)."
     )
     assert missing

@@ -36,6 +36,7 @@ from chalicelib.reconcile import (
 )
 from chalicelib.reconciler import reconcile_day_seconds
 from chalicelib.schema import TRAIL_COLUMNS
+from chalicelib.trail_status import TrailCheck
 from deutzia_local.local_reconciliation import LocalReconciliation
 from tests.factories import cloudtrail_event
 from tests.unit.test_properties import json_values
@@ -237,6 +238,26 @@ def test_a_day_is_complete_only_when_nothing_is_missing_and_every_file_was_read(
     assert TableReport.from_json(day.tables["Books"].to_json()) == day.tables["Books"]
 
 
+def test_a_day_the_trail_did_not_log_in_is_incomplete_whatever_its_counts_say() -> None:
+    gap = "from 2024-05-01T01:00:00Z to 2024-05-01T04:00:00Z"
+    day = DayReport(DAY, "t", "u", "athena", trail_file_count=1, day_trail_files=1, not_logging=[gap])
+    day.tables["Music"] = TableReport(DAY, "Music", trail_events=3)
+    day.settle()
+    assert (day.status, day.tables["Music"].status) == ("incomplete", "verified")  # the table has every logged call
+    quiet = DayReport(DAY, "t", "u", "athena", not_logging=[gap])
+    quiet.settle()
+    assert quiet.status == "incomplete"  # no files: not a quiet day, a day the trail was off
+    summary = day.summary()
+    assert summary["not_logging"] == [gap]
+    report = json.loads(TableReport(DAY, "Music", trail_events=3, status="verified").to_json())
+    covered = coverage_of(DAY, "Music", summary, report)
+    assert (covered["status"], covered["not_logging"], covered["still_missing"]) == ("incomplete", [gap], 0)
+    uncalled = coverage_of(DAY, "Books", summary, None)
+    assert (uncalled["status"], uncalled["not_logging"]) == ("incomplete", [gap])
+    hostile = coverage_of(DAY, "Music", {**summary, "not_logging": ["x" * 5000] * 50}, None)
+    assert (len(hostile["not_logging"]), max(map(len, hostile["not_logging"]))) == (10, 100)
+
+
 def test_every_trail_column_type_is_an_arrow_type_and_bad_types_are_refused() -> None:
     for column in TRAIL_COLUMNS:
         assert isinstance(arrow_type(column.glue_type), pa.DataType)
@@ -264,9 +285,11 @@ def test_a_lone_surrogate_in_a_trail_event_is_read_as_ingest_stores_it() -> None
 class _Recorder:
     def __init__(self) -> None:
         self.windows: list[tuple[str, str | None]] = []
+        self.not_logging: list[Any] = []
 
-    def run(self, day: str, until: str | None = None) -> DayReport:
+    def run(self, day: str, until: str | None = None, not_logging: Any = ()) -> DayReport:
         self.windows.append((day, until))
+        self.not_logging.append(not_logging)
         return DayReport(day, "t", until or "end", "duckdb")
 
 
@@ -282,6 +305,18 @@ def test_the_local_schedule_takes_yesterday_whole_and_today_up_to_its_settle_tim
     assert recorder.windows == [("2026-11-27", "2026-11-27T23:59:55Z")]
     with pytest.raises(ValueError, match="not within"):
         ReconcileWindow.of_day((now.date() + timedelta(days=1)).isoformat(), until="2026-11-28T11:59:50Z")
+
+    # The trail's status is asked once a run, and each day hears when the trail did not log.
+    gap = [(now - timedelta(hours=3), now - timedelta(hours=1))]
+    asked: list[int] = []
+
+    def trail_check() -> TrailCheck:
+        asked.append(1)
+        return TrailCheck(["the trail did not log"], gap)
+
+    recorder = _Recorder()
+    LocalReconciliation(recorder, 30, 10, clock=lambda: now, trail_check=trail_check).run_recent()  # type: ignore[arg-type]
+    assert (len(asked), recorder.not_logging) == (1, [gap, gap])
 
 
 def test_a_report_lists_a_bounded_number_of_reasons_and_examples_and_counts_them_all() -> None:

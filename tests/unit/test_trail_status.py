@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from chalicelib.trail_status import GAP_NAMED_FOR, check_trail, trail_problems
+from chalicelib.trail_status import GAP_NAMED_FOR, TrailCheck, check_trail, logging_gap, not_logging, trail_problems
 
 NOW = datetime(2026, 11, 28, 3, 30, tzinfo=UTC)
 TRAIL = "arn:aws:cloudtrail:eu-west-1:123456789012:trail/deutzia-dynamodb"
@@ -67,8 +67,10 @@ def test_a_trail_that_cannot_be_read_is_a_problem_too(code: str, says: str) -> N
     stubber = Stubber(client)
     stubber.add_client_error("get_trail_status", service_error_code=code, expected_params={"Name": TRAIL})
     with stubber:
-        (problem,) = check_trail(client, TRAIL, NOW)
+        check = check_trail(client, TRAIL, NOW)
+    (problem,) = check.problems
     assert problem.startswith(says)
+    assert check.not_logging == []  # since when is unknown
 
 
 def test_the_status_is_read_once_by_the_trails_arn() -> None:
@@ -76,5 +78,21 @@ def test_the_status_is_read_once_by_the_trails_arn() -> None:
     stubber = Stubber(client)
     stubber.add_response("get_trail_status", {"IsLogging": True, "StartLoggingTime": STARTED}, {"Name": TRAIL})
     with stubber:
-        assert check_trail(client, TRAIL, NOW) == []
+        assert check_trail(client, TRAIL, NOW) == TrailCheck([], [])
     stubber.assert_no_pending_responses()
+
+
+def test_when_the_trail_did_not_log_is_its_latest_stop_to_its_restart_or_to_now() -> None:
+    stopped, started = NOW - timedelta(days=20), NOW - timedelta(days=19)
+    assert not_logging({"IsLogging": True, "StopLoggingTime": stopped, "StartLoggingTime": started}, NOW) == [
+        (stopped, started)  # however long ago: a day reconciled later still learns of it
+    ]
+    assert not_logging({"IsLogging": False, "StopLoggingTime": stopped, "StartLoggingTime": STARTED}, NOW) == [
+        (stopped, NOW)
+    ]
+    ((start, end),) = not_logging({"IsLogging": False}, NOW)  # never logging: all of time up to now
+    assert (logging_gap(start, end), logging_gap(stopped, started)) == (
+        "until 2026-11-28T03:30:00Z",
+        "from 2026-11-08T03:30:00Z to 2026-11-09T03:30:00Z",
+    )
+    assert not_logging({"IsLogging": True, "StartLoggingTime": STARTED}, NOW) == []
