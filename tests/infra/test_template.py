@@ -433,6 +433,26 @@ def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, An
     assert {"{'Ref': 'ReplayFailedBatches'}", "{'Fn::GetAtt': ['ReplayDeadLetterQueue', 'QueueName']}"} <= watched
 
 
+def test_an_alarm_fires_when_the_stream_takes_records_and_ingest_is_not_invoked(merged: dict[str, Any]) -> None:
+    alarm = merged["Resources"]["IngestStalledAlarm"]["Properties"]
+    watched = {query["Id"]: query["MetricStat"] for query in alarm["Metrics"] if "MetricStat" in query}
+    assert watched["incoming"]["Metric"] == {
+        "Namespace": "AWS/Kinesis",
+        "MetricName": "IncomingRecords",
+        "Dimensions": [{"Name": "StreamName", "Value": {"Ref": "AuditStream"}}],
+    }
+    assert watched["invocations"]["Metric"] == {
+        "Namespace": "AWS/Lambda",
+        "MetricName": "Invocations",
+        "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": "IngestAuditEvents"}}],
+    }
+    assert {stat["Period"] for stat in watched.values()} == {900}
+    (expression,) = [query for query in alarm["Metrics"] if query.get("ReturnData")]
+    assert expression["Expression"] == "IF(FILL(incoming, 0) > 0, IF(FILL(invocations, 0) == 0, 1, 0), 0)"
+    # On the `chalice deploy` path the stack has no ingest function to watch.
+    assert "IngestStalledAlarm" not in render_infrastructure(load_template())["Resources"]
+
+
 def test_a_fast_path_that_stops_before_ingest_raises_an_alarm() -> None:
     """The subscription failing to deliver, or the stream refusing writes for want of shards, leaves ingest idle, so
     neither its errors nor its iterator age say so: two alarms of the stack itself (on the `chalice deploy` path too)
