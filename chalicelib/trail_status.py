@@ -47,8 +47,8 @@ def not_logging(status: Mapping[str, object], now: datetime) -> list[tuple[datet
     """The latest time the trail did not log, by its GetTrailStatus answer: from its stop to its restart, or to `now`
     while it is stopped (from the start of time when it says no stop); CloudTrail keeps no earlier one."""
     stopped, started = status.get("StopLoggingTime"), status.get("StartLoggingTime")
-    if status.get("IsLogging") is not True:
-        return [(stopped if isinstance(stopped, datetime) else datetime.min.replace(tzinfo=UTC), now)]
+    if status.get("IsLogging") is not True:  # (a stop CloudTrail's clock puts after ours: from now)
+        return [(min(stopped, now) if isinstance(stopped, datetime) else datetime.min.replace(tzinfo=UTC), now)]
     if isinstance(stopped, datetime) and isinstance(started, datetime) and stopped <= started <= now:
         return [(stopped, started)]
     return []

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
 from botocore.stub import Stubber
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chalicelib.trail_status import GAP_NAMED_FOR, TrailCheck, check_trail, logging_gap, not_logging, trail_problems
 
 NOW = datetime(2026, 11, 28, 3, 30, tzinfo=UTC)
 TRAIL = "arn:aws:cloudtrail:eu-west-1:123456789012:trail/deutzia-dynamodb"
 STARTED = NOW - timedelta(days=200)
+_FIELDS = [
+    "IsLogging",
+    "StartLoggingTime",
+    "StopLoggingTime",
+    "LatestDeliveryError",
+    "LatestCloudWatchLogsDeliveryError",
+    "LatestDigestDeliveryError",
+]
 
 
 def test_a_trail_that_logs_and_delivers_has_no_problem() -> None:
@@ -96,3 +107,19 @@ def test_when_the_trail_did_not_log_is_its_latest_stop_to_its_restart_or_to_now(
         "from 2026-11-08T03:30:00Z to 2026-11-09T03:30:00Z",
     )
     assert not_logging({"IsLogging": True, "StartLoggingTime": STARTED}, NOW) == []
+
+
+_VALUES = st.none() | st.booleans() | st.integers() | st.text(max_size=50) | st.datetimes(timezones=st.just(UTC))
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(_FIELDS), _VALUES, max_size=len(_FIELDS)), st.datetimes(timezones=st.just(UTC)))
+def test_any_status_answer_gives_bounded_problems_and_gaps_that_end_by_now(
+    status: dict[str, Any], now: datetime
+) -> None:
+    problems = trail_problems(status, now)
+    assert all(isinstance(problem, str) and len(problem) < 600 for problem in problems)
+    assert len(problems) <= 4
+    for start, end in not_logging(status, now):
+        assert start <= end <= now
+        assert logging_gap(start, end)
