@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +28,8 @@ _NO_CREDENTIALS = (
     "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
 )
 TIMEOUT_SECONDS = 35.0
+# How long to wait before sending again a request the API refused for its rate (429), each in turn.
+THROTTLED_RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0)
 
 
 class CliError(Exception):
@@ -49,9 +52,14 @@ class Target:
     trail_arn: str | None = None
 
     def get(self, path: str, parameters: dict[str, str] | None = None) -> Any:
-        """GET `path` with `parameters`; the JSON answer, or CliError saying what the status means."""
+        """GET `path` with `parameters`; the JSON answer, or CliError saying what the status means. A request the API
+        refused for its rate (429) is sent again after THROTTLED_RETRY_SECONDS, each in turn."""
         query = urllib.parse.urlencode(parameters or {})
-        status, body = self.forward(path + (f"?{query}" if query else ""))
+        for delay in (*THROTTLED_RETRY_SECONDS, None):
+            status, body = self.forward(path + (f"?{query}" if query else ""))
+            if status != 429 or delay is None:
+                break
+            time.sleep(delay)
         if status != 200:
             raise self._refusal(status, body, path)
         return json.loads(body)
@@ -88,6 +96,11 @@ class Target:
             return CliError(message or f"{path} is not served here", NOT_FOUND)
         if status == 400:
             return CliError(f"bad request: {message}", USAGE)
+        if status == 429:
+            return CliError(
+                "the API is refusing requests beyond its rate (the stack's ApiRequestsPerSecond): try again shortly",
+                UNAVAILABLE,
+            )
         return CliError(f"the API answered {status}: {message or 'no reason given'}", UNAVAILABLE)
 
     def invoke_arn(self, path: str) -> str:

@@ -433,6 +433,20 @@ def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, An
     assert {"{'Ref': 'ReplayFailedBatches'}", "{'Fn::GetAtt': ['ReplayDeadLetterQueue', 'QueueName']}"} <= watched
 
 
+def test_the_apis_stage_takes_a_bounded_rate_of_requests_on_every_route(translated: dict[str, Any]) -> None:
+    (stage,) = _resources(translated, "AWS::ApiGateway::Stage").values()
+    assert stage["Properties"]["MethodSettings"] == [
+        {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            "ThrottlingRateLimit": {"Ref": "ApiRequestsPerSecond"},
+            "ThrottlingBurstLimit": {"Ref": "ApiBurstRequests"},
+        }
+    ]
+    parameters = translated["Parameters"]
+    assert (parameters["ApiRequestsPerSecond"]["Default"], parameters["ApiBurstRequests"]["Default"]) == (10, 20)
+
+
 def test_an_alarm_fires_when_the_stream_takes_records_and_ingest_is_not_invoked(merged: dict[str, Any]) -> None:
     alarm = merged["Resources"]["IngestStalledAlarm"]["Properties"]
     watched = {query["Id"]: query["MetricStat"] for query in alarm["Metrics"] if "MetricStat" in query}

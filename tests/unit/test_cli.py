@@ -26,7 +26,7 @@ from botocore.credentials import Credentials
 from click.testing import CliRunner
 
 from chalicelib.schema import COLUMN_NAMES
-from deutzia_cli.api import Target, sign
+from deutzia_cli.api import CliError, Target, sign
 from deutzia_cli.main import COVERAGE_LABELS, CSV_COLUMNS, cli, coverage_days, coverage_line, main
 from tests.factories import INCOMPLETE_COVERAGE
 
@@ -111,6 +111,24 @@ def test_each_refusal_is_one_line_and_its_exit_code(
     err = capsys.readouterr().err.strip().splitlines()
     assert len([line for line in err if line.startswith("error: ")]) == 1
     assert says in err[-1]
+
+
+def test_a_request_refused_for_the_apis_rate_is_sent_again_after_a_while_then_named(
+    api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deutzia_cli.api
+
+    waited: list[float] = []
+    monkeypatch.setattr(deutzia_cli.api.time, "sleep", waited.append)
+    _Answers.status, _Answers.body, _Answers.heard = 429, {"message": "Too Many Requests"}, []
+    with pytest.raises(CliError, match=r"beyond its rate \(the stack's ApiRequestsPerSecond\)") as refused:
+        Target(api).get("/audit", {"table": "Music"})
+    assert (refused.value.code, waited, len(_Answers.heard)) == (5, [1.0, 2.0, 4.0, 8.0], 5)
+    answers = iter([(429, b"{}"), (429, b"{}"), (200, b'{"entries": []}')])
+    waited.clear()
+    monkeypatch.setattr(Target, "forward", lambda self, path: next(answers))
+    assert Target(api).get("/audit", {"table": "Music"}) == {"entries": []}  # the third try is answered
+    assert waited == [1.0, 2.0]
 
 
 def test_the_arn_a_403_names_is_the_apis_own() -> None:
