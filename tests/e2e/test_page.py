@@ -249,6 +249,21 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert "Records CloudTrail's own files lack or contradict on 2026-11-28 (1)." in (
                 session.locator("#coverage").text_content() or ""
             )
+            # A request the API refuses for its rate is sent again after a while.
+            throttled = browser.new_page()
+            refusals: list[str] = []
+
+            def refuse_once(route: Any) -> None:
+                if not refusals:
+                    refusals.append(route.request.url)
+                    route.fulfill(status=429, json={"message": "Too Many Requests"})
+                else:
+                    route.continue_()
+
+            throttled.route(lambda url: urllib.parse.urlparse(url).path.endswith("/audit"), refuse_once)
+            throttled.goto(shared)
+            _wait_for_entries(throttled, 3)
+            assert len(refusals) == 1
             # Times are UTC, as stored; a reader elsewhere sees their own on hover.
             tokyo = browser.new_context(timezone_id="Asia/Tokyo", locale="en-US").new_page()
             tokyo.goto(shared)
