@@ -294,6 +294,7 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
     lines = result.stdout.splitlines()
     assert any(line.startswith("done: the audit trail: 6/6 calls visible") for line in lines)
     header = lines.index(next(line for line in lines if line.startswith("time ")))
+    assert lines[header].split() == ["time", "who", "operation", "result"]  # the item's key is in the line above
     rows = [line.split() for line in lines[header + 2 : header + 8]]
     assert [(row[1], row[2]) for row in rows] == [
         ("bob", "Delete"),
