@@ -357,6 +357,9 @@ class TableReport:
     trail_file_count: int = 0
     backfill_objects: list[str] = field(default_factory=list)
     unreadable_trail_files: int = 0
+    # Calls the audit records held when the day's last run ended, and hold no more: records deleted since (or the
+    # trail files naming them). Backfill writes them again; the count says it happened.
+    gone_since_last_run: int = 0
 
     def settle(self) -> None:
         """Set the status from the counts: complete only when nothing is missing and every file was read, and
@@ -444,6 +447,7 @@ class DayReport:
             "UnconfirmedEvents": sum(report.audited_not_in_trail + report.altered for report in reports),
             "DuplicateTrailEvents": sum(report.duplicates_in_trail for report in reports),
             "UnreadableTrailFiles": len(self.unreadable_trail_files),
+            "GoneRecords": sum(report.gone_since_last_run for report in reports),
         }
 
 

@@ -98,6 +98,9 @@ _DAY_MARGIN_SECONDS = 30.0
 # A scheduled run also goes on with any of this many days before its own that no run reconciled (a failed run, a new
 # stack) or that an earlier run left deferred calls in.
 GO_ON_DAYS = 31
+# A scheduled run checks again the days this many days before its own (past the days it goes on with): each day is
+# checked again a month and a year after, so records deleted since are found, and backfilled again.
+RECHECK_AFTER_DAYS = (GO_ON_DAYS + 1, 365)
 
 
 def reconcile_day_seconds() -> float:
@@ -125,6 +128,12 @@ def requested_days(detail: object, now: datetime) -> list[str]:
         return days_between(since, until)
     except ValueError as exc:
         raise ConfigError(f"the run's detail must give since and until as days, YYYY-MM-DD: {exc}") from None
+
+
+def recheck_days(now: datetime) -> list[str]:
+    """The days a scheduled run checks again: RECHECK_AFTER_DAYS before the day it reconciles, oldest first."""
+    latest = parse_day(last_verifiable_day(now))
+    return [(latest - timedelta(days=back)).isoformat() for back in sorted(RECHECK_AFTER_DAYS, reverse=True)]
 
 
 def days_between(since: str, until: str) -> list[str]:
@@ -227,15 +236,18 @@ class Reconciler:
         missing: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         files: dict[str, set[str]] = defaultdict(set)
         tables = set(self._tables or ()) | {tally.table for tally in tallies}
+        held_before: dict[str, int] = {}
         for table in sorted(tables):
             previous = self._previous_report(day_report.day, table)
+            if previous is not None:  # the trail's calls the records held when the day's last run ended
+                held_before[table] = max(0, _count(previous.trail_events) - _count(previous.still_missing))
             day_report.tables[table] = TableReport(
                 day=day_report.day,
                 table=table,
                 checked_at=day_report.checked_at,
                 checked_until=day_report.checked_until,
                 engine=day_report.engine,
-                backfilled=previous.backfilled if previous is not None else 0,
+                backfilled=_count(previous.backfilled) if previous is not None else 0,
             )
         for tally in tallies:
             report = day_report.tables[tally.table]
@@ -259,6 +271,8 @@ class Reconciler:
                 else:
                     report.miss(event_id[:128], tally.trail_file, "its eventID is not a CloudTrail event id")
         for table, report in day_report.tables.items():
+            # Records the last run saw are gone (deleted, or their trail files are): this run backfills the calls again.
+            report.gone_since_last_run = max(0, held_before.get(table, 0) - report.audited_by_ingest)
             # What earlier runs backfilled is audited now; it counts as backfilled, not as ingest's.
             report.audited_by_ingest = max(0, report.audited_by_ingest - report.backfilled)
             report.trail_file_count = len(files[table])
@@ -306,11 +320,13 @@ class Reconciler:
                 day_report.tables[table].miss(event_id, path, reason)
 
     def days_to_run(self, detail: object, now: datetime) -> list[str]:
-        """requested_days; a scheduled run (no since or until) then goes on with the unfinished days before its own."""
+        """requested_days; a scheduled run (no since or until) then goes on with the unfinished days before its own,
+        and last checks again the days reconciled before of recheck_days, so records deleted since are found."""
         days = requested_days(detail, now)
         if isinstance(detail, dict) and {"since", "until"} & detail.keys():
             return days
-        return days + self.unfinished_days(days[0])
+        again = [day for day in recheck_days(now) if self._summary(day) is not None]
+        return days + self.unfinished_days(days[0]) + again
 
     def unfinished_days(self, before: str, days: int = GO_ON_DAYS) -> list[str]:
         """The days among the `days` before `before` that no run has reconciled (its run failed, or none was due:

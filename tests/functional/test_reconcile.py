@@ -25,7 +25,7 @@ from chalicelib.athena import AthenaTrailEngine
 from chalicelib.compactor import S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
 from chalicelib.reconcile import DEFERRED_REASON, report_key
-from chalicelib.reconciler import ReconcileError, Reconciler, TrailEngine
+from chalicelib.reconciler import RECHECK_AFTER_DAYS, ReconcileError, Reconciler, TrailEngine, recheck_days
 from chalicelib.reconciler import logger as reconciler_logger
 from deutzia_local.lambda_context import LambdaContext
 from tests.factories import ACCOUNT, cloudtrail_event, table_arn
@@ -151,6 +151,45 @@ def test_a_trail_file_holding_a_lone_surrogate_is_reconciled_and_its_call_backfi
     assert (music.trail_events, music.audited_by_ingest, music.backfilled, music.still_missing) == (2, 1, 1, 0)
     assert report.status == "backfilled"
     assert {entry["item_key"] for entry in history(client)} == {'{"id":"seen"}', '{"id":"odd-\ufffd"}'}
+
+
+def test_records_deleted_since_the_days_last_run_are_counted_gone_and_written_again(
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    fast = [cloudtrail_event(event_time=f"{DAY}T10:00:0{n}Z", request_parameters=_put(f"kept-{n}")) for n in range(3)]
+    lost = cloudtrail_event(event_time=f"{DAY}T11:00:00Z", request_parameters=_put("lost"))
+    ingest(fast)
+    put_trail_file(s3, trail_bucket, [*fast, lost])
+    first = reconciler.run(DAY).tables["Music"]
+    assert (first.audited_by_ingest, first.backfilled, first.gone_since_last_run) == (3, 1, 0)
+    # Someone deletes every record of the day: ingest's object and backfill's.
+    for key in audit_objects(s3, audit_bucket):
+        s3.delete_object(Bucket=audit_bucket, Key=key)
+    assert history(client) == []
+
+    again = reconciler.run(DAY)
+
+    music = again.tables["Music"]
+    assert (music.gone_since_last_run, music.backfilled_now, music.still_missing) == (4, 4, 0)
+    assert again.totals()["GoneRecords"] == 4
+    assert sorted(entry["event_id"] for entry in history(client)) == sorted(e["eventID"] for e in [*fast, lost])
+    assert reconciler.run(DAY).tables["Music"].gone_since_last_run == 0  # nothing gone since
+
+
+def test_a_scheduled_run_checks_again_the_days_of_a_month_and_a_year_before(
+    reconciler: Reconciler, s3: Any, audit_bucket: str
+) -> None:
+    now = datetime(2026, 11, 28, 3, 30, tzinfo=UTC)
+    latest = date(2026, 11, 26)  # the day before yesterday: the run's own
+    year, month = recheck_days(now)
+    assert (year, month) == ((latest - timedelta(days=365)).isoformat(), (latest - timedelta(days=32)).isoformat())
+    assert RECHECK_AFTER_DAYS == (32, 365)  # past the 31 days a run goes on with
+    assert not {year, month} & set(reconciler.days_to_run(None, now))  # never reconciled: nothing to check again
+    s3.put_object(Bucket=audit_bucket, Key=report_key(month), Body=b"{}")
+    assert reconciler.days_to_run(None, now)[-1] == month
+    s3.put_object(Bucket=audit_bucket, Key=report_key(year), Body=b"{}")
+    assert reconciler.days_to_run(None, now)[-2:] == [year, month]
+    assert month not in reconciler.days_to_run({"since": "2026-11-01", "until": "2026-11-02"}, now)
 
 
 def test_backfilled_records_are_compacted_and_still_not_backfilled_again(

@@ -788,12 +788,12 @@ def test_an_alarm_fires_when_calls_stay_missing_files_unread_or_audited_calls_ar
         for query in alarm["Metrics"]
         if "MetricStat" in query
     }
-    assert set(watched) == {"MissingEvents", "UnreadableTrailFiles", "UnconfirmedEvents"}
+    assert set(watched) == {"MissingEvents", "UnreadableTrailFiles", "UnconfirmedEvents", "GoneRecords"}
     for metric in watched.values():  # what Powertools' Metrics(namespace="Deutzia", service=...) publishes
         assert metric["Namespace"] == "Deutzia"
         assert metric["Dimensions"] == [{"Name": "service", "Value": "deutzia-reconcile"}]
     (expression,) = [query for query in alarm["Metrics"] if query.get("ReturnData")]
-    assert expression["Expression"] == "FILL(missing, 0) + FILL(unreadable, 0) + FILL(unconfirmed, 0)"
+    assert expression["Expression"] == "FILL(missing, 0) + FILL(unreadable, 0) + FILL(unconfirmed, 0) + FILL(gone, 0)"
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     errors = merged["Resources"]["ReconcileErrorsAlarm"]["Properties"]
     assert errors["Dimensions"][0]["Value"] == {"Ref": "ReconcileAuditTrail"}
