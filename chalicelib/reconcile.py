@@ -358,8 +358,9 @@ class TableReport:
     backfill_objects: list[str] = field(default_factory=list)
     unreadable_trail_files: int = 0
     # Calls the audit records held when the day's last run ended, and hold no more: records deleted since (or the
-    # trail files naming them). Backfill writes them again; the count says it happened.
+    # trail files naming them). Backfill writes them again; the count says it happened, `gone` over every run.
     gone_since_last_run: int = 0
+    gone: int = 0
 
     def settle(self) -> None:
         """Set the status from the counts: complete only when nothing is missing and every file was read, and
@@ -491,6 +492,9 @@ def coverage_of(
         "not_in_trail": report.get("audited_not_in_trail", 0),
         "altered": report.get("altered", 0),
     }
+    gone = report.get("gone")
+    if type(gone) is int and gone > 0:
+        covered["gone"] = gone
     listed = [*_ids(report.get("not_in_trail_examples")), *_ids(report.get("altered_examples"))]
     if listed:
         covered["unconfirmed_ids"] = sorted(set(listed))[:MAX_LISTED]

@@ -248,6 +248,7 @@ class Reconciler:
                 checked_until=day_report.checked_until,
                 engine=day_report.engine,
                 backfilled=_count(previous.backfilled) if previous is not None else 0,
+                gone=_count(previous.gone) if previous is not None else 0,
             )
         for tally in tallies:
             report = day_report.tables[tally.table]
@@ -273,6 +274,7 @@ class Reconciler:
         for table, report in day_report.tables.items():
             # Records the last run saw are gone (deleted, or their trail files are): this run backfills the calls again.
             report.gone_since_last_run = max(0, held_before.get(table, 0) - report.audited_by_ingest)
+            report.gone += report.gone_since_last_run
             # What earlier runs backfilled is audited now; it counts as backfilled, not as ingest's.
             report.audited_by_ingest = max(0, report.audited_by_ingest - report.backfilled)
             report.trail_file_count = len(files[table])

@@ -312,7 +312,7 @@ def _day_of(text: str | None) -> date | None:
 def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     """One line saying how complete the history is over the answer's days, and whether calls are missing."""
     counts: dict[str, int] = {}
-    missing, strangers = [], []
+    missing, strangers, deleted = [], [], []
     for day in answer["days"]:
         status = str(day.get("status"))
         counts[status] = counts.get(status, 0) + 1
@@ -325,6 +325,8 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
             missing.append(f"{day.get('day')} ({day.get('still_missing', 'some')} missing{later})")
         elif status == "unconfirmed":
             strangers.append(f"{day.get('day')} ({_count(day, 'not_in_trail') + _count(day, 'altered') or 'some'})")
+        if _count(day, "gone"):
+            deleted.append(f"{day.get('day')} ({_count(day, 'gone')})")
     order = [*COVERAGE_LABELS, *(status for status in counts if status not in COVERAGE_LABELS)]
     parts = [
         f"{counts[status]} day{'' if counts[status] == 1 else 's'} {COVERAGE_LABELS.get(status, status)}"
@@ -337,11 +339,12 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     for days, what in (
         (missing, "Calls still missing"),
         (strangers, "Records CloudTrail's own files lack or contradict"),
+        (deleted, "Records deleted after a check, written again from the trail's files,"),
     ):
         if days:
             more = f" and {len(days) - 10} more days" if len(days) > 10 else ""
             line += f" {what} on {', '.join(days[:10])}{more}."
-    return line, bool(missing or strangers)
+    return line, bool(missing or strangers or deleted)
 
 
 # Beside a record reconciliation found the trail's own files lack or contradict (the page says the same).

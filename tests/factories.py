@@ -29,6 +29,7 @@ INCOMPLETE_COVERAGE = {
             "still_missing": 0,
             "not_in_trail": 1,
             "altered": 1,
+            "gone": 2,
         },
         {
             "day": "2026-11-25",

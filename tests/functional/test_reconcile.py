@@ -172,8 +172,12 @@ def test_records_deleted_since_the_days_last_run_are_counted_gone_and_written_ag
     music = again.tables["Music"]
     assert (music.gone_since_last_run, music.backfilled_now, music.still_missing) == (4, 4, 0)
     assert again.totals()["GoneRecords"] == 4
+    deutzia_app.get_coverage_reader.cache_clear()
+    (covered,) = json.loads(client.http.get(f"/audit/coverage?table=Music&since={DAY}&until=2024-05-02").body)["days"]
+    assert (covered["status"], covered["gone"]) == ("backfilled", 4)  # whole again, and it says what happened
     assert sorted(entry["event_id"] for entry in history(client)) == sorted(e["eventID"] for e in [*fast, lost])
-    assert reconciler.run(DAY).tables["Music"].gone_since_last_run == 0  # nothing gone since
+    third = reconciler.run(DAY).tables["Music"]
+    assert (third.gone_since_last_run, third.gone) == (0, 4)  # nothing gone since; the day keeps what happened
 
 
 def test_a_scheduled_run_checks_again_the_days_of_a_month_and_a_year_before(

@@ -415,7 +415,7 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
         "2 days incomplete, 1 day with records the trail does not confirm, 1 day not checked yet. Calls still missing "
         "on 2026-11-25 (the trail did not log from 2026-11-25T01:00:00Z to 2026-11-25T04:00:00Z), 2026-11-26 (3 "
         "missing, 2 to be backfilled by the next daily runs). Records CloudTrail's own files lack or contradict on "
-        "2026-11-24 (2)."
+        "2026-11-24 (2). Records deleted after a check, written again from the trail's files, on 2026-11-24 (2)."
     )
     assert missing
     verified = {**INCOMPLETE_COVERAGE, "days": [{"day": f"2026-11-{d}", "status": "verified"} for d in (25, 26)]}
@@ -426,7 +426,8 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
     unconfirmed = {**INCOMPLETE_COVERAGE, "days": INCOMPLETE_COVERAGE["days"][:1]}
     assert coverage_line(unconfirmed, False) == (
         "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 1 day with records the trail does not "
-        "confirm. Records CloudTrail's own files lack or contradict on 2026-11-24 (2).",
+        "confirm. Records CloudTrail's own files lack or contradict on 2026-11-24 (2). Records deleted after a check, "
+        "written again from the trail's files, on 2026-11-24 (2).",
         True,
     )
 
