@@ -81,6 +81,8 @@ def describe(report: DayReport) -> str:
             f"  {name}: {table.status}: {table.trail_events} calls in the trail, {table.audited_by_ingest} audited by "
             f"ingest, {table.backfilled} backfilled ({table.backfilled_now} now), {table.still_missing} missing"
         )
+        if table.gone_since_last_run:
+            line += f"; {table.gone_since_last_run} records gone since the day's last run, written again"
         if table.audited_not_in_trail or table.altered:
             unconfirmed = sorted({*table.not_in_trail_examples, *table.altered_examples})
             shown = ", ".join(unconfirmed[:_SHOWN_IDS]) + (", ..." if len(unconfirmed) > _SHOWN_IDS else "")
@@ -91,4 +93,5 @@ def describe(report: DayReport) -> str:
         lines.append(line)
     for path, reason in sorted(report.unreadable_trail_files.items()):
         lines.append(f"  unreadable trail file {path}: {reason}")
+    lines.extend(f"  the trail did not log {gap}: calls then were recorded nowhere" for gap in report.not_logging)
     return "\n".join(lines)

@@ -252,6 +252,8 @@ def test_a_trail_stopped_with_the_aws_cli_is_named_by_every_reconciliation_until
         made = own.run(["make", "--no-print-directory", "reconcile", f"DATE={today}"], timeout=120)
         assert made.returncode != 0  # make says 2 for a recipe that exits 1
         assert "the trail: the trail is not logging since " in made.stdout
+        assert f"{today}: incomplete" in made.stdout
+        assert f"  the trail did not log from {today}T" in made.stdout  # the day's own line says why
 
         assert own.aws_cli(keys, "cloudtrail", "start-logging", "--name", "deutzia-local").returncode == 0
         again = own.run([deutzia, "reconcile", "--since", today], {**own.env, "COLUMNS": "200"}, 120)

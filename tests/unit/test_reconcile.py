@@ -37,7 +37,7 @@ from chalicelib.reconcile import (
 from chalicelib.reconciler import reconcile_day_seconds
 from chalicelib.schema import TRAIL_COLUMNS
 from chalicelib.trail_status import TrailCheck
-from deutzia_local.local_reconciliation import LocalReconciliation
+from deutzia_local.local_reconciliation import LocalReconciliation, describe
 from tests.factories import cloudtrail_event
 from tests.unit.test_properties import json_values
 
@@ -256,6 +256,17 @@ def test_a_day_the_trail_did_not_log_in_is_incomplete_whatever_its_counts_say() 
     assert (uncalled["status"], uncalled["not_logging"]) == ("incomplete", [gap])
     hostile = coverage_of(DAY, "Music", {**summary, "not_logging": ["x" * 5000] * 50}, None)
     assert (len(hostile["not_logging"]), max(map(len, hostile["not_logging"]))) == (10, 100)
+
+
+def test_makes_reconcile_line_says_what_was_gone_and_when_the_trail_did_not_log() -> None:
+    gap = "from 2024-05-01T01:00:00Z to 2024-05-01T04:00:00Z"
+    day = DayReport(DAY, "t", "u", "duckdb", day_trail_files=1, not_logging=[gap])
+    day.tables["Music"] = TableReport(DAY, "Music", trail_events=4, gone_since_last_run=2, gone=2, backfilled=2)
+    day.settle()
+    said = describe(day)
+    assert "Music: backfilled: 4 calls in the trail" in said
+    assert "; 2 records gone since the day's last run, written again" in said
+    assert f"  the trail did not log {gap}: calls then were recorded nowhere" in said
 
 
 def test_every_trail_column_type_is_an_arrow_type_and_bad_types_are_refused() -> None:
