@@ -202,12 +202,12 @@ def coverage(
     if output == "json":
         click.echo(json.dumps(answer, indent=1))
         return
-    columns = ("calls in the trail", "backfilled", "missing", "not in the trail", "contradicting it")
+    columns = ("calls in the trail", "backfilled", "missing", "not in the trail", "contradicting it", "deleted")
     view = Table("day", "status", *columns, title=_plain(f"{table}: coverage"))
     for day in answer["days"]:
-        names = ("trail_events", "backfilled", "still_missing", "not_in_trail", "altered")
-        counts = [str(day[name]) if name in day else "" for name in names]
-        view.add_row(day["day"], day["status"], *counts)
+        names = ("trail_events", "backfilled", "still_missing", "not_in_trail", "altered", "gone")
+        counts = [_plain(day[name]) if name in day else "" for name in names]
+        view.add_row(_plain(day["day"]), _plain(day["status"]), *counts)
     Console(highlight=False).print(view)
     _print_coverage_line(answer, False)
 

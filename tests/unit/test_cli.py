@@ -432,6 +432,30 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
     )
 
 
+def test_coverage_is_a_table_of_each_days_counts_ending_with_the_line(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    hostile = {"day": "2026-11-28", "status": "[red]verified", "trail_events": "[bold]1"}  # an endpoint's own answer
+    _Answers.coverage = {**INCOMPLETE_COVERAGE, "days": [*INCOMPLETE_COVERAGE["days"], hostile]}
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["coverage", "--table", "Music", "--endpoint", api])
+    assert exit_.value.code == 0
+    out, err = capsys.readouterr()
+    heading = next(line for line in out.splitlines() if "status" in line)
+    assert [cell.strip() for cell in heading.split("┃")[1:-1]] == [
+        "day", "status", "calls in the trail", "backfilled", "missing", "not in the trail", "contradicting it",
+        "deleted",
+    ]  # fmt: skip
+    row = next(line for line in out.splitlines() if "2026-11-24" in line)
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells == ["2026-11-24", "unconfirmed", "9", "0", "0", "1", "1", "2"]
+    assert "[red]verified" in out  # shown as text, never as markup
+    assert "Records deleted after a check, written again from the trail's files, on 2026-11-24 (2)." in " ".join(
+        err.split()
+    )
+
+
 def test_the_page_names_the_coverage_statuses_as_the_command_does() -> None:
     page = (Path(__file__).parents[2] / "chalicelib" / "ui" / "index.html").read_text(encoding="utf-8")
     listed = re.search(r"const COVERAGE_LABELS = \[(.*?)\];", page, re.DOTALL)
