@@ -338,6 +338,7 @@ def bench_query(rows: int, days: int) -> None:
         count = everything.compacted.num_rows + everything.fresh.num_rows
         print(f"baseline: reading the whole table ({count:,} rows) {baseline * 1000:.0f} ms, {scanned / 1e6:.1f} MB")
         _lookups(runner, counter, keys, stored, baseline, "after compaction", AuditQuery)
+        _latest(runner, counter, stored, baseline, until=f"{LAST_CLOSED_DAY + timedelta(days=1)}T00:00:00Z")
         day = LAST_CLOSED_DAY + timedelta(days=1)
         write_fresh(s3, day, day_lines(day, FRESH_ROWS, items, rng, base), "shardId-000000000001")
         stored, _ = _stored_bytes(s3)
@@ -379,6 +380,26 @@ def _lookups(
         f"{statistics.median(requests):.0f} GETs = {statistics.median(fetched) / stored:.2%} of the table's "
         f"{stored / 1e6:.1f} MB (max {max(fetched) / stored:.2%}); ratio to reading the whole table "
         f"{median / baseline:.3f}x"
+    )
+
+
+def _latest(runner: Any, counter: _CountingEndpoint, stored: int, baseline: float, until: str) -> None:
+    """GET /audit without a key: the table's latest entries, a page of 100 and the one after it."""
+    from chalicelib.query import AuditQuery
+
+    timings, fetched = [], []
+    for _ in range(3):
+        counter.reset()
+        started = time.perf_counter()
+        page = runner.fetch_page(AuditQuery(table=TABLE, until=until, limit=100), None)
+        timings.append(time.perf_counter() - started)
+        fetched.append(counter.reset()[0])
+    median = statistics.median(timings)
+    print(
+        f"GET /audit the table's latest 100 entries (no key), after compaction: median {median * 1000:.0f} ms, "
+        f"{len(page.entries)} entries; fetched {statistics.median(fetched) / 1e3:,.0f} KB = "
+        f"{statistics.median(fetched) / stored:.2%} of the table's {stored / 1e6:.1f} MB; ratio to reading the whole "
+        f"table {median / baseline:.3f}x"
     )
 
 

@@ -1,9 +1,11 @@
 """GET /audit and reconciliation on Athena: runs the shared SQL with ExecutionParameters, waits under a deadline,
 pages results.
 
-The only module that talks to Athena. A page token carries the query execution id and Athena's own token, so
-later pages read the same results instead of running the query again; the execution is checked to be this
-query's before its results are served.
+The only module that talks to Athena. For one item's history, a page token carries the query execution id and
+Athena's own token, so later pages read the same results instead of running the query again; the execution is
+checked to be this query's before its results are served. A query without a key reads back from its newest end, a
+window of days at a time (`search_windows`), each window a query of its own that stops at the page's size, and its
+token is the position of the last entry given: a table's latest entries scan their days, not the table's history.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import boto3
@@ -33,9 +36,11 @@ from chalicelib.query import (
     AuditPage,
     AuditQuery,
     PageToken,
+    Position,
     Relations,
     SqlValue,
     build_audit_sql,
+    collect_page,
     encode_page_token,
     entries_that_fit,
     row_to_entry,
@@ -97,6 +102,37 @@ class AthenaWorkgroup:
             ),
         )
         return response["QueryExecutionId"]
+
+    def _run(self, sql: str, execution_parameters: list[str], deadline: float) -> str:
+        """Start the statement and wait for it; its execution id once it succeeded."""
+        execution_id = self._start(sql, execution_parameters)
+        try:
+            self._wait(execution_id, deadline)
+        except _FileVanishedError:  # compaction swapped an audit object under the query: its rows are in the new one
+            execution_id = self._start(sql, execution_parameters)
+            self._wait(execution_id, deadline)
+        return execution_id
+
+    def _rows(self, execution_id: str) -> Iterator[list[str | None]]:
+        """Every result row's values, after the header row."""
+        token: str | None = None
+        header_pending = True
+        while True:
+            arguments: GetQueryResultsInputTypeDef = {
+                "QueryExecutionId": execution_id,
+                "MaxResults": _ATHENA_MAX_RESULTS,
+            }
+            if token is not None:
+                arguments["NextToken"] = token
+            response = self._call("GetQueryResults", functools.partial(self._client.get_query_results, **arguments))
+            rows = response.get("ResultSet", {}).get("Rows", [])
+            if header_pending and rows:
+                rows, header_pending = rows[1:], False
+            for row in rows:
+                yield _row_values(row.get("Data", []))
+            token = response.get("NextToken")
+            if not token:
+                return
 
     def _wait(self, execution_id: str, deadline: float) -> None:
         delay = _FIRST_POLL_SECONDS
@@ -191,19 +227,30 @@ class AthenaQueryRunner(AthenaWorkgroup):
 
     def fetch_page(self, query: AuditQuery, token: PageToken | None) -> AuditPage:
         deadline = self._clock() + self._timeout
+        if query.key is None:  # read back in windows, each its own query, resumed by position
+            if token is not None and token.after is None:
+                raise InvalidRequestError("next_token", "is not a token of this query engine")
+            return collect_page(
+                query,
+                token,
+                lambda window, after, limit: self._entries(window, after, limit, deadline),
+                datetime.now(UTC),
+            )
         sql, parameters = build_audit_sql(query, self._relations)
         execution_parameters = [athena_literal(value) for value in parameters]
         if token is None:
-            execution_id = self._start(sql, execution_parameters)
-            try:
-                self._wait(execution_id, deadline)
-            except _FileVanishedError:
-                # Compaction deleted an object the query had listed; its rows are in the new file by now.
-                execution_id = self._start(sql, execution_parameters)
-                self._wait(execution_id, deadline)
+            execution_id = self._run(sql, execution_parameters, deadline)
         else:
             execution_id = self._resume(token, sql, execution_parameters)
         return self._read_page(query, execution_id, token)
+
+    def _entries(
+        self, query: AuditQuery, after: Position | None, limit: int, deadline: float
+    ) -> list[dict[str, object]]:
+        """At most `limit` entries of `query` after the position `after`, newest first, by `deadline`."""
+        sql, parameters = build_audit_sql(query, self._relations, after=after, limit=limit)
+        execution_id = self._run(sql, [athena_literal(value) for value in parameters], deadline)
+        return [row_to_entry(dict(zip(ENTRY_COLUMNS, values, strict=True))) for values in self._rows(execution_id)]
 
     def _resume(self, token: PageToken, sql: str, execution_parameters: list[str]) -> str:
         """The execution a page token names, after checking it ran exactly this query."""
@@ -315,29 +362,5 @@ class AthenaTrailEngine(AthenaWorkgroup):
     def tally(self, window: ReconcileWindow, trail_files: Sequence[str]) -> EngineResult:
         sql, parameters = build_reconcile_sql(window, self._relations)
         execution_parameters = [athena_literal(value) for value in parameters]
-        deadline = self._clock() + self._timeout
-        execution_id = self._start(sql, execution_parameters)
-        try:
-            self._wait(execution_id, deadline)
-        except _FileVanishedError:  # compaction swapped an audit object under the query: its rows are in the new one
-            execution_id = self._start(sql, execution_parameters)
-            self._wait(execution_id, deadline)
+        execution_id = self._run(sql, execution_parameters, self._clock() + self._timeout)
         return EngineResult([read_tally(values) for values in self._rows(execution_id)])
-
-    def _rows(self, execution_id: str) -> Iterator[list[str | None]]:
-        """Every result row's values, after the header row."""
-        token: str | None = None
-        header_pending = True
-        while True:
-            arguments: GetQueryResultsInputTypeDef = {"QueryExecutionId": execution_id, "MaxResults": 1000}
-            if token is not None:
-                arguments["NextToken"] = token
-            response = self._call("GetQueryResults", functools.partial(self._client.get_query_results, **arguments))
-            rows = response.get("ResultSet", {}).get("Rows", [])
-            if header_pending and rows:
-                rows, header_pending = rows[1:], False
-            for row in rows:
-                yield _row_values(row.get("Data", []))
-            token = response.get("NextToken")
-            if not token:
-                return

@@ -7,7 +7,8 @@ file never changes, a new name replaces it). DuckDB then runs the shared SQL ove
 the objects afresh, so new records show at once. The deadline covers the whole request: reads run on a
 small pool of their own (pyarrow's threaded scans deadlock once concurrent scans fill its CPU pool, so each scan runs
 on one thread), and a read that outlives it is answered 504 while later requests go on. Errors name no path or
-engine internals. Local use only.
+engine internals. A query without a key reads back from its newest end a window of days at a time, as on Athena.
+Local use only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -49,11 +51,10 @@ from chalicelib.query import (
     AuditPage,
     AuditQuery,
     PageToken,
+    Position,
     Relations,
     build_audit_sql,
-    encode_page_token,
-    entries_that_fit,
-    position_of,
+    collect_page,
     row_to_entry,
 )
 from chalicelib.reconcile import (
@@ -314,6 +315,17 @@ class DuckDBQueryRunner:
         if token is not None and token.after is None:
             raise InvalidRequestError("next_token", "is not a token of this query engine")
         deadline = time.monotonic() + self._timeout
+        return collect_page(
+            query,
+            token,
+            lambda window, after, limit: self._entries(window, after, limit, deadline),
+            datetime.now(UTC),
+        )
+
+    def _entries(
+        self, query: AuditQuery, after: Position | None, limit: int, deadline: float
+    ) -> list[dict[str, object]]:
+        """At most `limit` entries of `query` after the position `after`, newest first, by `deadline`."""
         reading = self._reads.submit(
             self._objects.read,
             query.table,
@@ -330,8 +342,7 @@ class DuckDBQueryRunner:
         if remaining <= 0:
             raise QueryTimeoutError(f"reading the audit records took longer than {self._timeout:g} s")
         relations = Relations(compacted=f"compacted_{uuid.uuid4().hex}", fresh=f"fresh_{uuid.uuid4().hex}")
-        after = token.after if token is not None else None
-        sql, parameters = build_audit_sql(query, relations, after=after, limit=query.limit + 1)
+        sql, parameters = build_audit_sql(query, relations, after=after, limit=limit)
         with self._lock:
             cursor = self._connection.cursor()
         cursor.register(relations.compacted, tiers.compacted)
@@ -348,12 +359,7 @@ class DuckDBQueryRunner:
         finally:
             timer.cancel()
             cursor.close()
-        entries = [row_to_entry(dict(zip(ENTRY_COLUMNS, row, strict=True))) for row in rows[: query.limit]]
-        fitting = entries_that_fit(entries)
-        next_token = None
-        if len(rows) > fitting:
-            next_token = encode_page_token(PageToken(query.fingerprint(), after=position_of(entries[fitting - 1])))
-        return AuditPage(entries[:fitting], next_token)
+        return [row_to_entry(dict(zip(ENTRY_COLUMNS, row, strict=True))) for row in rows]
 
 
 class TrailFiles:

@@ -11,9 +11,9 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -56,7 +56,14 @@ _TOKEN_VERSION = 1
 # Characters per SQL parameter: even all `'` (doubled) and quoted, a piece stays within Athena's 1024.
 PARAMETER_PIECE = 500
 
+# A query without a key reads back from its newest end in windows of these many days, each older and wider than the
+# last, then the rest, until a page is full: the latest entries of a busy table are one day's, not its whole history's.
+RECENT_WINDOW_DAYS = (1, 8, 64, 512)
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_LAST_SECOND = "9999-12-31T23:59:59Z"
+
 SqlValue = str | int
+Position = tuple[str, str, int]
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,7 @@ class PageToken:
     fingerprint: str
     execution_id: str | None = None
     athena_token: str | None = None
-    after: tuple[str, str, int] | None = None
+    after: Position | None = None
     skip: int = 0  # Athena: the rows from `athena_token` on that an earlier page already gave
 
 
@@ -279,6 +286,7 @@ def decode_page_token(text: str, query: AuditQuery) -> PageToken:
             if not (
                 isinstance(event_time, str)
                 and _TIMESTAMP.fullmatch(event_time)
+                and parse_time(event_time) == event_time  # a real time (ValueError for `2024-02-30T...`)
                 and isinstance(event_id, str)
                 and _EVENT_ID.fullmatch(event_id)
                 and type(item_index) is int
@@ -296,6 +304,61 @@ def decode_page_token(text: str, query: AuditQuery) -> PageToken:
     if fingerprint != query.fingerprint():
         raise InvalidRequestError("next_token", "belongs to a query with other parameters") from None
     return PageToken(fingerprint, execution_id, athena_token, after, skip)
+
+
+def search_windows(query: AuditQuery, after: Position | None, now: datetime) -> list[AuditQuery]:
+    """The queries one page of `query` reads, newest first, until it has a page: `query` itself when it names a key
+    (one item's history is cheap to read whole), else windows back from its newest end (`until`, the previous
+    page's last entry, or `now`; RECENT_WINDOW_DAYS), adjoining, disjoint, and together exactly `query`'s range."""
+    if query.key is not None:
+        return [query]
+    newest = query.until
+    if after is not None and after[0] < _LAST_SECOND:
+        resumed = _time_text(_time_value(after[0]) + timedelta(seconds=1))  # `after` itself keeps out what was given
+        newest = resumed if newest is None else min(newest, resumed)
+    anchor = now if newest is None else min(_time_value(newest), now)
+    windows = []
+    for days in RECENT_WINDOW_DAYS:
+        try:
+            oldest = _time_text(anchor - timedelta(days=days))
+        except OverflowError:  # before year 1: nothing is older
+            break
+        if query.since is not None and oldest <= query.since:
+            break
+        windows.append(replace(query, since=oldest, until=newest))
+        newest = oldest
+    windows.append(replace(query, until=newest))
+    return windows
+
+
+def collect_page(
+    query: AuditQuery,
+    token: PageToken | None,
+    fetch: Callable[[AuditQuery, Position | None, int], list[dict[str, object]]],
+    now: datetime,
+) -> AuditPage:
+    """A page of `query` from an engine's `fetch(window, after, limit)` (at most `limit` entries of one window after
+    the position `after`, newest first), window by window (search_windows) until it holds one entry more than the
+    page; the next page's token is the position of the last entry given."""
+    after = token.after if token is not None else None
+    entries: list[dict[str, object]] = []
+    for window in search_windows(query, after, now):
+        entries += fetch(window, after, query.limit + 1 - len(entries))
+        if len(entries) > query.limit:
+            break
+    fitting = entries_that_fit(entries[: query.limit])
+    next_token = None
+    if len(entries) > fitting:
+        next_token = encode_page_token(PageToken(query.fingerprint(), after=position_of(entries[fitting - 1])))
+    return AuditPage(entries[:fitting], next_token)
+
+
+def _time_value(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def _time_text(value: datetime) -> str:
+    return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}Z"
 
 
 def entries_that_fit(entries: Sequence[Mapping[str, object]]) -> int:
@@ -332,7 +395,7 @@ class Relations:
 
 
 def build_audit_sql(
-    query: AuditQuery, relations: Relations, after: tuple[str, str, int] | None = None, limit: int | None = None
+    query: AuditQuery, relations: Relations, after: Position | None = None, limit: int | None = None
 ) -> tuple[str, list[SqlValue]]:
     """SQL and its `?` parameters: the query's entries from both tiers, each (event_id, item_index) once, newest
     first. Each tier is filtered on its own partitions (compacted: table and month; fresh: table and day) and on the
@@ -432,6 +495,6 @@ def row_to_entry(values: Mapping[str, object]) -> dict[str, object]:
     return entry
 
 
-def position_of(entry: Mapping[str, object]) -> tuple[str, str, int]:
+def position_of(entry: Mapping[str, object]) -> Position:
     """An entry's place in the newest-first order, for the next page's `after`."""
     return (str(entry["event_time"]), str(entry["event_id"]), int(str(entry["item_index"])))

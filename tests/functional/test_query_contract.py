@@ -15,9 +15,11 @@ import pytest
 from chalice.test import Client
 
 import app as deutzia_app
+import chalicelib.athena
 from chalicelib.athena import AthenaQueryRunner
 from chalicelib.compactor import S3Compactor
-from chalicelib.query import MAX_PAGE_BYTES
+from chalicelib.duckdb_engine import AuditObjects
+from chalicelib.query import MAX_PAGE_BYTES, AuditQuery
 from tests.factories import ACCOUNT, cloudtrail_event
 from tests.functional.athena_fake import DATABASE, WORKGROUP, DuckDBAthenaClient
 
@@ -286,3 +288,42 @@ def test_a_key_longer_than_an_athena_parameter_is_found(
     status, body = get_audit(client, table="Music", key=json.dumps(long_key))
     assert status == 200
     assert _ids(body) == [(event["eventID"], 0)]
+
+
+def test_a_tables_latest_entries_read_back_only_as_far_as_the_page_needs(
+    client: Client, engine: str, ingest: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recent = [
+        cloudtrail_event(
+            request_parameters={"tableName": "Music", "key": {"id": f"new-{n}"}}, event_time=f"2024-05-03T10:0{n}:00Z"
+        )
+        for n in range(3)
+    ]
+    old = cloudtrail_event(
+        request_parameters={"tableName": "Music", "key": {"id": "old"}}, event_time="2024-01-10T08:00:00Z"
+    )
+    ingest(recent, [old])
+    earliest_days: list[str] = []  # per query, the earliest day it reads (its partitions' lower bound)
+    read = AuditObjects.read
+    athena_sql = chalicelib.athena.build_audit_sql
+
+    def reading(objects: AuditObjects, table: str | None = None, dt_from: str | None = None, **rest: Any) -> Any:
+        if table is not None:  # GET /audit's reads on DuckDB (the Athena stand-in reads all, as Athena's catalog)
+            earliest_days.append(dt_from or "0000-00-00")
+        return read(objects, table, dt_from, **rest)
+
+    def athena_query(query: AuditQuery, *arguments: Any, **keywords: Any) -> Any:
+        earliest_days.append(query.since[:10] if query.since else "0000-00-00")  # its `dt >= ?` on both tiers
+        return athena_sql(query, *arguments, **keywords)
+
+    monkeypatch.setattr(AuditObjects, "read", reading)
+    monkeypatch.setattr(chalicelib.athena, "build_audit_sql", athena_query)
+    _, first = get_audit(client, table="Music", until="2024-05-04", limit="2")
+    assert [entry["item_key"] for entry in first["entries"]] == ['{"id":"new-2"}', '{"id":"new-1"}']
+    assert earliest_days == ["2024-05-03"]  # the last day only: the page was full
+    earliest_days.clear()
+    _, rest = get_audit(client, table="Music", until="2024-05-04", limit="2", next_token=first["next_token"])
+    assert [entry["item_key"] for entry in rest["entries"]] == ['{"id":"new-0"}', '{"id":"old"}']
+    # Back a day, then 8, 64 and 512 days from the last entry given; then the rest, to know no entry is left.
+    assert earliest_days == ["2024-05-02", "2024-04-25", "2024-02-29", "2022-12-08", "0000-00-00"]
+    assert rest["next_token"] is None

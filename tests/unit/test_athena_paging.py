@@ -1,5 +1,5 @@
-"""GET /audit's pages on Athena, whatever the entries' sizes and however many rows Athena gives a call: every entry
-once, in order, each page within its bound in bytes and entries, resuming within Athena's own pages."""
+"""GET /audit's pages of one item on Athena, whatever the entries' sizes and however many rows Athena gives a call:
+every entry once, in order, each page within its bound in bytes and entries, resuming within Athena's own pages."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_paging_gives_every_entry_once_in_order_each_page_within_its_bounds(
     sizes: list[int], batch: int, limit: int
 ) -> None:
     runner = AthenaQueryRunner(_Results([_row(n, size) for n, size in enumerate(sizes)], batch), "wg", "db")
-    query = AuditQuery(table="Music", limit=limit)
+    query = AuditQuery(table="Music", key='{"id":"song-1"}', limit=limit)  # one item: Athena's own pages
     seen: list[str] = []
     token: PageToken | None = None
     for _ in range(len(sizes) + 1):
