@@ -240,8 +240,6 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
     days = reconciler.days_to_run(event.detail, datetime.now(UTC))
     metrics = Metrics(namespace="Deutzia", service="deutzia-reconcile")
     trail = check_trail_of_environment()  # first: a trail that stopped leaves nothing for the days to show
-    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(trail.problems))
-    metrics.flush_metrics()
     time_left = time_left_of(event.context)
     done: dict[str, str] = {}
     for day in days:
@@ -255,3 +253,24 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
     left = days[len(done) :]
     next_since = left[0] if left else None
     return {"days": done, "not_reached": left, "next_since": next_since, "trail_problems": trail.problems}
+
+
+# How often the trail's own status is read: a trail stopped between two nightly reconciliations raises its alarm
+# within this many minutes, not the next night.
+TRAIL_WATCH_INTERVAL_MINUTES = 5
+
+
+@app.schedule(Rate(TRAIL_WATCH_INTERVAL_MINUTES, unit=Rate.MINUTES), name="watch_trail")
+def watch_trail(event: CloudWatchEvent) -> dict[str, Any]:
+    """Ask CloudTrail whether the trail logs and delivers (GetTrailStatus on TRAIL_ARN); publish how many problems it
+    has (`TrailProblems`, for TrailProblemsAlarm) and name them."""
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from chalicelib.trail_status import check_trail_of_environment
+
+    trail = check_trail_of_environment()
+    metrics = Metrics(namespace="Deutzia", service="deutzia-trail")
+    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(trail.problems))
+    metrics.flush_metrics()
+    return {"trail_problems": trail.problems}

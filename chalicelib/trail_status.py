@@ -1,9 +1,10 @@
 """Whether CloudTrail's trail itself works: logging, and delivering to its bucket, its log group and its digests.
 
 A trail that stops records no call anywhere: the fast path and the trail's files go quiet together, and a day without
-files reads like a quiet day, so no count of reconciliation's can tell. Each reconcile run therefore asks CloudTrail
-(GetTrailStatus) and names what it finds, for the log, a metric and its alarm. `trail_problems` is pure;
-`check_trail` makes the one call.
+files reads like a quiet day, so no count of reconciliation's can tell. The scheduled `watch_trail` therefore asks
+CloudTrail (GetTrailStatus) every few minutes and names what it finds, for the log, a metric and its alarm; each
+reconcile run asks too, for the days the trail did not log in. `trail_problems` is pure; `check_trail` makes the one
+call.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import setting
 
-logger = Logger(service="deutzia-reconcile")
+logger = Logger(service="deutzia-trail")
 
 # A logging gap that ended this recently is named (by the daily runs after it), and not after.
 GAP_NAMED_FOR = timedelta(days=2)

@@ -28,9 +28,11 @@ REQUIRED_OUTPUTS = (
     "ReplayFunctionRoleArn",
     "CompactionFunctionRoleArn",
     "ReconcileFunctionRoleArn",
+    "TrailWatchFunctionRoleArn",
     "ReconcileWorkGroupName",
     "TrailBucketName",
     "TrailPrefix",
+    "TrailArn",
     "IngestFailureQueueName",
 )
 
@@ -78,6 +80,11 @@ def build_stage(outputs: Mapping[str, str]) -> dict[str, Any]:
                     "TRAIL_PREFIX": outputs["TrailPrefix"],
                     "TRAIL_ARN": outputs["TrailArn"],
                 },
+            },
+            "watch_trail": {
+                "iam_role_arn": outputs["TrailWatchFunctionRoleArn"],
+                "lambda_timeout": 60,
+                "environment_variables": {"TRAIL_ARN": outputs["TrailArn"]},
             },
         },
     }

@@ -466,7 +466,7 @@ def test_the_scheduled_function_reconciles_a_range_publishes_metrics_and_coverag
         "trail_problems": [],
     }
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    assert [document["TrailProblems"] for document in documents if "TrailProblems" in document] == [[0.0]]
+    assert not [document for document in documents if "TrailProblems" in document]  # watch_trail's metric
     published = [document for document in documents if "BackfilledEvents" in document]
     lines = [reconciler_logger.registered_formatter.format(r) for r in caplog.records if hasattr(r, "reconcile")]
     logged = [json.loads(line)["reconcile"] for line in lines if "\n" not in line]
@@ -516,26 +516,30 @@ def test_the_scheduled_function_takes_the_day_before_yesterday_and_stops_before_
     }
 
 
-def test_each_run_asks_whether_the_trail_itself_logs_and_names_what_it_finds(
+def test_the_watch_and_each_run_ask_whether_the_trail_itself_logs_and_name_what_they_find(
     deployed: Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cloudtrail = boto3.client("cloudtrail")
     trail = os.environ["TRAIL_ARN"]
+    assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": []}
+    published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"TrailProblems"' in line]
+    assert [document["TrailProblems"] for document in published] == [[0.0]]
     cloudtrail.stop_logging(Name=trail)
-    capsys.readouterr()
 
     stopped = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload
 
     (problem,) = stopped["trail_problems"]
     assert problem.startswith("the trail is not logging since 20")
     assert "no call is recorded, neither in GET /audit nor in the trail's files" in problem
+    assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": [problem]}
     published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"TrailProblems"' in line]
-    assert [document["TrailProblems"] for document in published] == [[1.0]]
+    assert [(document["TrailProblems"], document["service"]) for document in published] == [([1.0], "deutzia-trail")]
 
     cloudtrail.start_logging(Name=trail)  # started again: the gap is named, calls in it are lost for good
     (gap,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]
     assert gap.startswith("the trail did not log from 20")
     assert "calls in between were never recorded" in gap
+    assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": [gap]}
 
     # The day it happened is incomplete, whatever its counts: its calls then were recorded nowhere.
     today = datetime.now(UTC).date().isoformat()
@@ -558,6 +562,7 @@ def test_each_run_asks_whether_the_trail_itself_logs_and_names_what_it_finds(
     assert (day["status"], day["not_logging"]) == ("incomplete", [gap_shown])
     (gone,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]
     assert gone == f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"
+    assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": [gone]}
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ OUTPUTS = {
     "ReplayFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-replay",
     "CompactionFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-compact",
     "ReconcileFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-reconcile",
+    "TrailWatchFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-trail-watch",
     "ReconcileWorkGroupName": "audit-reconcile",
     "TrailBucketName": "audit-trailbucket-1",
     "TrailPrefix": "AWSLogs/123456789012/CloudTrail/",
@@ -43,6 +44,7 @@ FUNCTION_ROLES = {
     "replay_failed_batches": "ReplayFunctionRoleArn",
     "compact_audit_records": "CompactionFunctionRoleArn",
     "reconcile_audit_trail": "ReconcileFunctionRoleArn",
+    "watch_trail": "TrailWatchFunctionRoleArn",
 }
 
 
@@ -117,6 +119,8 @@ def test_chalice_deploy_accepts_the_stage_and_gives_every_function_its_own_role(
     assert functions["api_handler"].environment_variables["ATHENA_WORKGROUP"] == "audit"
     assert (reconcile.timeout, functions["compact_audit_records"].timeout) == (900, 900)
     assert functions["compact_audit_records"].memory_size == 10240
+    watch = functions["watch_trail"]
+    assert (watch.environment_variables["TRAIL_ARN"], watch.timeout) == (OUTPUTS["TrailArn"], 60)
 
 
 def test_the_stage_needs_every_output_the_template_gives_it(merged: dict[str, Any]) -> None:

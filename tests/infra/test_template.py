@@ -427,7 +427,6 @@ def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, An
         "ApproximateNumberOfMessagesVisible",
         "Errors",
         "WriteProvisionedThroughputExceeded",
-        "TrailProblems",
     }
     watched = {str(body["Properties"]["Dimensions"][0]["Value"]) for body in alarms}
     assert {"{'Ref': 'ReplayFailedBatches'}", "{'Fn::GetAtt': ['ReplayDeadLetterQueue', 'QueueName']}"} <= watched
@@ -562,7 +561,7 @@ def test_resources_moto_implements_are_created_from_the_template(
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     groups = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/deutzia/audit/")["logGroups"]
     retention = {group["logGroupName"].removeprefix("/deutzia/audit/"): group["retentionInDays"] for group in groups}
-    functions = ("api", "compaction", "ingest", "reconcile", "replay")
+    functions = ("api", "compaction", "ingest", "reconcile", "replay", "trail-watch")
     assert retention == {"cloudtrail": 30} | dict.fromkeys(functions, 90)
     role = boto3.client("iam").get_role(RoleName="audit-ingest")["Role"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
@@ -765,18 +764,50 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
 
 def test_an_alarm_fires_when_the_trail_itself_stops_logging_or_delivering(merged: dict[str, Any]) -> None:
     alarm = merged["Resources"]["TrailProblemsAlarm"]["Properties"]
-    # What the scheduled function publishes each run with Powertools' Metrics(namespace="Deutzia", service=...).
-    assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == (
-        "Deutzia",
-        "TrailProblems",
-        [{"Name": "service", "Value": "deutzia-reconcile"}],
-    )
-    assert (alarm["Statistic"], alarm["Period"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+    metrics = {metric["Id"]: metric for metric in alarm["Metrics"]}
+    # What watch_trail publishes each run with Powertools' Metrics(namespace="Deutzia", service=...), and its errors.
+    problems = metrics["problems"]["MetricStat"]
+    assert (problems["Metric"], problems["Stat"], problems["Period"]) == (
+        {
+            "Namespace": "Deutzia",
+            "MetricName": "TrailProblems",
+            "Dimensions": [{"Name": "service", "Value": "deutzia-trail"}],
+        },
         "Maximum",
-        86400,
+        300,
+    )
+    failed = metrics["failed"]["MetricStat"]
+    assert (failed["Metric"]["MetricName"], failed["Metric"]["Dimensions"], failed["Period"]) == (
+        "Errors",
+        [{"Name": "FunctionName", "Value": {"Ref": "WatchTrail"}}],
+        300,
+    )
+    assert metrics["trail"]["Expression"] == "MAX([FILL(problems, 0), FILL(failed, 0)])"
+    assert [metric["Id"] for metric in alarm["Metrics"] if metric["ReturnData"]] == ["trail"]
+    assert (alarm["EvaluationPeriods"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        1,
         0,
         "GreaterThanThreshold",
     )
+
+
+def test_the_trail_is_watched_every_5_minutes_by_a_role_that_may_only_read_its_status(
+    merged: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    function = merged["Resources"]["WatchTrail"]
+    assert function["Properties"]["Events"]["WatchTrailEvent"]["Properties"]["Schedule"] == "rate(5 minutes)"
+    properties = translated["Resources"]["WatchTrail"]["Properties"]
+    assert properties["Role"] == {"Fn::GetAtt": ["TrailWatchFunctionRole", "Arn"]}
+    assert properties["Environment"]["Variables"]["TRAIL_ARN"] == {"Fn::GetAtt": ["Trail", "Arn"]}
+    (policy,) = translated["Resources"]["TrailWatchFunctionRole"]["Properties"]["Policies"]
+    actions = sorted(
+        action
+        for statement in policy["PolicyDocument"]["Statement"]
+        for action in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+    )
+    assert actions == ["cloudtrail:GetTrailStatus", "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+    (trail,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "cloudtrail:GetTrailStatus"]
+    assert trail["Resource"] == {"Fn::GetAtt": ["Trail", "Arn"]}
 
 
 def test_an_alarm_fires_when_calls_stay_missing_files_unread_or_audited_calls_are_not_in_the_trail(
