@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from chalice.app import (
@@ -42,6 +42,9 @@ from chalicelib.reconcile import parse_coverage_request
 from chalicelib.reconciler import CoverageReader, Reconciler, TrailEngine
 from chalicelib.replay import KinesisRangeReader, parse_failure_record, replay_failed_batch
 from chalicelib.store import S3AuditStore
+
+if TYPE_CHECKING:
+    from chalicelib.trail_status import RecentTrailCheck
 
 app = Chalice(app_name="deutzia")
 logger = Logger(service="deutzia-replay")
@@ -123,6 +126,13 @@ def get_coverage_reader() -> CoverageReader:
     return CoverageReader.from_environment()
 
 
+@cache
+def get_trail_check() -> RecentTrailCheck:
+    from chalicelib.trail_status import RecentTrailCheck, check_trail_of_environment
+
+    return RecentTrailCheck(check_trail_of_environment)
+
+
 def _query_parameters() -> dict[str, list[str]]:
     """The request's query string, every value of every name (a repeated name is refused, not last-wins)."""
     request = app.current_request
@@ -184,7 +194,8 @@ def get_audit_coverage() -> dict[str, Any]:
         covered = get_coverage_reader().read(table, days)
     except DeutziaError as exc:
         raise _http_error(exc) from exc
-    return {"table": table, "since": days[0], "until": days[-1], "days": covered}
+    trail_problems = get_trail_check().problems()  # now, whatever the days: calls since a stop are recorded nowhere
+    return {"table": table, "since": days[0], "until": days[-1], "days": covered, "trail_problems": trail_problems}
 
 
 @app.on_kinesis_record(

@@ -3,13 +3,16 @@
 A trail that stops records no call anywhere: the fast path and the trail's files go quiet together, and a day without
 files reads like a quiet day, so no count of reconciliation's can tell. The scheduled `watch_trail` therefore asks
 CloudTrail (GetTrailStatus) every few minutes and names what it finds, for the log, a metric and its alarm; each
-reconcile run asks too, for the days the trail did not log in. `trail_problems` is pure; `check_trail` makes the one
-call.
+reconcile run asks too, for the days the trail did not log in; and GET /audit/coverage names it to whoever reads a
+history (asking at most once a minute). `trail_problems` is pure; `check_trail` makes the one call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,12 +21,12 @@ import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.config import setting
-
 logger = Logger(service="deutzia-trail")
 
-# A logging gap that ended this recently is named (by the daily runs after it), and not after.
+# A logging gap that ended this recently is named (by the watch and the daily runs after it), and not after.
 GAP_NAMED_FOR = timedelta(days=2)
+# How long the API reuses CloudTrail's answer: a stop shows in its answers within this many seconds.
+TRAIL_STATUS_REUSE_SECONDS = 60.0
 _MAX_ERROR_CHARS = 300
 _DELIVERIES = (
     ("LatestDeliveryError", "log files to the trail bucket"),
@@ -106,9 +109,35 @@ def _shown(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class RecentTrailCheck:
+    """The trail's problems for the API's answers: `check`, asked again once its answer is `reuse_seconds` old, so
+    every answer says whether the trail logs now without asking CloudTrail (which throttles the account) for each."""
+
+    def __init__(
+        self,
+        check: Callable[[], TrailCheck],
+        reuse_seconds: float = TRAIL_STATUS_REUSE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self._reuse_seconds = reuse_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checked_at: float | None = None
+        self._problems: list[str] = []
+
+    def problems(self) -> list[str]:
+        with self._lock:
+            now = self._clock()
+            if self._checked_at is None or now - self._checked_at >= self._reuse_seconds:
+                self._problems = self._check().problems
+                self._checked_at = now
+            return list(self._problems)
+
+
 def check_trail_of_environment() -> TrailCheck:
     """`check_trail` of TRAIL_ARN (the stack sets it), each problem logged as an error; none checked without it."""
-    trail = setting("TRAIL_ARN", "")
+    trail = os.environ.get("TRAIL_ARN", "").strip()
     if not trail:
         logger.warning("TRAIL_ARN is not set: whether the trail logs is not checked")
         return TrailCheck()

@@ -268,10 +268,13 @@ def reconcile(
         for day, day_status in statuses.items():
             view.add_row(day, _plain(day_status))
         Console(highlight=False).print(view)
-    answer = {"since": days[0], "until": days[-1], "days": [{"day": d, "status": s} for d, s in statuses.items()]}
+    answer = {
+        "since": days[0],
+        "until": days[-1],
+        "days": [{"day": d, "status": s} for d, s in statuses.items()],
+        "trail_problems": reconciled.trail_problems,  # the days only show what the trail logged
+    }
     _print_coverage_line(answer, False)
-    for problem in reconciled.trail_problems:  # the days only show what the trail logged
-        Console(stderr=True, highlight=False).print(_plain(f"The trail: {problem}"), style="red")
     if reconciled.trail_problems or any(day_status in (INCOMPLETE, UNCONFIRMED) for day_status in statuses.values()):
         raise CliError("not every day is complete and confirmed: `deutzia coverage` and the day's report say why", 1)
 
@@ -286,6 +289,8 @@ COVERAGE_LABELS = {
     "not_checked": "not checked yet",
 }
 MAX_COVERAGE_DAYS = 366
+# How many of the trail's problems a coverage line names (there are at most five kinds).
+MAX_TRAIL_PROBLEMS = 5
 
 
 def coverage_days(since: str | None, until: str | None, today: date) -> tuple[dict[str, str], bool]:
@@ -344,7 +349,11 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
         if days:
             more = f" and {len(days) - 10} more days" if len(days) > 10 else ""
             line += f" {what} on {', '.join(days[:10])}{more}."
-    return line, bool(missing or strangers or deleted)
+    problems = answer.get("trail_problems")
+    problems = [str(problem) for problem in problems[:MAX_TRAIL_PROBLEMS]] if isinstance(problems, list) else []
+    for problem in problems:  # now, whatever the days: what the trail does not log is recorded nowhere
+        line += f" The trail: {problem}."
+    return line, bool(missing or strangers or deleted or problems)
 
 
 # Beside a record reconciliation found the trail's own files lack or contradict (the page says the same).

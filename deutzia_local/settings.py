@@ -98,6 +98,7 @@ class LocalSettings:
             COMPACTED_PREFIX="compacted/",
             TRAIL_BUCKET=self.trail_bucket,
             TRAIL_PREFIX=f"AWSLogs/{ACCOUNT_ID}/CloudTrail/",
+            TRAIL_ARN=self.trail,
             AUDIT_STREAM=self.stream,
             INGEST_FAILURE_QUEUE=self.failure_queue,
             AUDITED_TABLES="*",

@@ -68,7 +68,11 @@ def build_stage(outputs: Mapping[str, str]) -> dict[str, Any]:
         },
         "lambda_functions": {
             "ingest_audit_events": {"iam_role_arn": outputs["IngestFunctionRoleArn"]},
-            "api_handler": {"iam_role_arn": outputs["ApiFunctionRoleArn"], "lambda_timeout": 29},
+            "api_handler": {
+                "iam_role_arn": outputs["ApiFunctionRoleArn"],
+                "lambda_timeout": 29,
+                "environment_variables": {"TRAIL_ARN": outputs["TrailArn"]},
+            },
             "replay_failed_batches": {"iam_role_arn": outputs["ReplayFunctionRoleArn"], "lambda_timeout": 900},
             "compact_audit_records": {"iam_role_arn": outputs["CompactionFunctionRoleArn"], "lambda_timeout": 900},
             "reconcile_audit_trail": {

@@ -15,7 +15,7 @@ from typing import Any
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 SHARD = "shardId-000000000000"
-# A GET /audit/coverage answer with a day whose calls are not all in the audit records.
+# A GET /audit/coverage answer with a day whose calls are not all in the audit records, from a trail now stopped.
 INCOMPLETE_COVERAGE = {
     "table": "Music",
     "since": "2026-11-24",
@@ -48,6 +48,10 @@ INCOMPLETE_COVERAGE = {
             "deferred": 2,
         },
         {"day": "2026-11-27", "status": "not_checked"},
+    ],
+    "trail_problems": [
+        "the trail is not logging since 2026-11-28T09:00:00Z: no call is recorded, neither in GET /audit nor in the "
+        "trail's files, until it is started again"
     ],
 }
 

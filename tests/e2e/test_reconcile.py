@@ -254,6 +254,12 @@ def test_a_trail_stopped_with_the_aws_cli_is_named_by_every_reconciliation_until
         assert "the trail: the trail is not logging since " in made.stdout
         assert f"{today}: incomplete" in made.stdout
         assert f"  the trail did not log from {today}T" in made.stdout  # the day's own line says why
+        # Whoever reads a history is told, whatever its days: its calls since the stop are recorded nowhere.
+        history = own.run(
+            [deutzia, "history", "--table", TABLE, "--since", "2024-01-01"], {**own.env, "COLUMNS": "200"}
+        )
+        assert history.returncode == 0, history.stderr
+        assert "The trail: the trail is not logging since " in " ".join(history.stderr.split())
 
         assert own.aws_cli(keys, "cloudtrail", "start-logging", "--name", "deutzia-local").returncode == 0
         again = own.run([deutzia, "reconcile", "--since", today], {**own.env, "COLUMNS": "200"}, 120)

@@ -34,6 +34,7 @@ def audit_bucket(s3: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("REPORT_BATCH_ITEM_FAILURES", "true")
     deutzia_app.get_audit_store.cache_clear()
     deutzia_app.get_query_engine.cache_clear()
+    deutzia_app.get_trail_check.cache_clear()
     return bucket
 
 

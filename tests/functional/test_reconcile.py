@@ -522,6 +522,8 @@ def test_the_watch_and_each_run_ask_whether_the_trail_itself_logs_and_name_what_
     cloudtrail = boto3.client("cloudtrail")
     trail = os.environ["TRAIL_ARN"]
     assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": []}
+    assert json.loads(deployed.http.get("/audit/coverage?table=Music").body)["trail_problems"] == []
+    deutzia_app.get_trail_check.cache_clear()  # the API asks again after a minute; here, at once
     published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"TrailProblems"' in line]
     assert [document["TrailProblems"] for document in published] == [[0.0]]
     cloudtrail.stop_logging(Name=trail)
@@ -532,6 +534,9 @@ def test_the_watch_and_each_run_ask_whether_the_trail_itself_logs_and_name_what_
     assert problem.startswith("the trail is not logging since 20")
     assert "no call is recorded, neither in GET /audit nor in the trail's files" in problem
     assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": [problem]}
+    # Whoever reads a history is told too, whatever its days: calls since the stop are recorded nowhere.
+    coverage = json.loads(deployed.http.get("/audit/coverage?table=Music&since=2024-05-01&until=2024-05-02").body)
+    assert coverage["trail_problems"] == [problem]
     published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"TrailProblems"' in line]
     assert [(document["TrailProblems"], document["service"]) for document in published] == [([1.0], "deutzia-trail")]
 

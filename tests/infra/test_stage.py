@@ -71,6 +71,7 @@ def test_stage_from_outputs_is_what_chalice_deploy_reads(tmp_path: Path) -> None
     assert config.environment_variables["REPORT_BATCH_ITEM_FAILURES"] == "false"
     api = Config(chalice_stage="live", config_from_disk=written).scope("live", "api_handler")
     assert (api.iam_role_arn, api.lambda_timeout) == (OUTPUTS["ApiFunctionRoleArn"], 29)
+    assert api.environment_variables["TRAIL_ARN"] == OUTPUTS["TrailArn"]  # GET /audit/coverage says if it logs
     assert api.environment_variables["AUDITED_TABLES"] == "Orders,Users"
     replay = Config(chalice_stage="live", config_from_disk=written).scope("live", "replay_failed_batches")
     assert (replay.iam_role_arn, replay.lambda_timeout) == (OUTPUTS["ReplayFunctionRoleArn"], 900)

@@ -791,7 +791,7 @@ def test_an_alarm_fires_when_the_trail_itself_stops_logging_or_delivering(merged
     )
 
 
-def test_the_trail_is_watched_every_5_minutes_by_a_role_that_may_only_read_its_status(
+def test_the_trail_is_watched_every_5_minutes_by_a_role_that_may_only_read_its_status_as_the_api_reads_it(
     merged: dict[str, Any], translated: dict[str, Any]
 ) -> None:
     function = merged["Resources"]["WatchTrail"]
@@ -808,6 +808,12 @@ def test_the_trail_is_watched_every_5_minutes_by_a_role_that_may_only_read_its_s
     assert actions == ["cloudtrail:GetTrailStatus", "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
     (trail,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "cloudtrail:GetTrailStatus"]
     assert trail["Resource"] == {"Fn::GetAtt": ["Trail", "Arn"]}
+    # The API reads the same status for GET /audit/coverage's answer, and no other CloudTrail action.
+    api = translated["Resources"]["APIHandler"]["Properties"]
+    assert api["Environment"]["Variables"]["TRAIL_ARN"] == {"Fn::GetAtt": ["Trail", "Arn"]}
+    (policy,) = translated["Resources"]["ApiFunctionRole"]["Properties"]["Policies"]
+    trail_grants = [s for s in policy["PolicyDocument"]["Statement"] if "cloudtrail:" in str(s["Action"])]
+    assert trail_grants == [{"Effect": "Allow", "Action": "cloudtrail:GetTrailStatus", "Resource": trail["Resource"]}]
 
 
 def test_an_alarm_fires_when_calls_stay_missing_files_unread_or_audited_calls_are_not_in_the_trail(

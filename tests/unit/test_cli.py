@@ -415,15 +415,20 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
         "2 days incomplete, 1 day with records the trail does not confirm, 1 day not checked yet. Calls still missing "
         "on 2026-11-25 (the trail did not log from 2026-11-25T01:00:00Z to 2026-11-25T04:00:00Z), 2026-11-26 (3 "
         "missing, 2 to be backfilled by the next daily runs). Records CloudTrail's own files lack or contradict on "
-        "2026-11-24 (2). Records deleted after a check, written again from the trail's files, on 2026-11-24 (2)."
+        "2026-11-24 (2). Records deleted after a check, written again from the trail's files, on 2026-11-24 (2). "
+        "The trail: the trail is not logging since 2026-11-28T09:00:00Z: no call is recorded, neither in GET /audit "
+        "nor in the trail's files, until it is started again."
     )
     assert missing
-    verified = {**INCOMPLETE_COVERAGE, "days": [{"day": f"2026-11-{d}", "status": "verified"} for d in (25, 26)]}
+    days = [{"day": f"2026-11-{d}", "status": "verified"} for d in (25, 26)]
+    verified = {**INCOMPLETE_COVERAGE, "days": days, "trail_problems": []}
     assert coverage_line(verified, False) == (
         "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 2 days verified complete.",
         False,
     )
-    unconfirmed = {**INCOMPLETE_COVERAGE, "days": INCOMPLETE_COVERAGE["days"][:1]}
+    stopped = {**verified, "trail_problems": INCOMPLETE_COVERAGE["trail_problems"]}  # verified days, a stopped trail
+    assert coverage_line(stopped, False)[1]
+    unconfirmed = {**INCOMPLETE_COVERAGE, "days": INCOMPLETE_COVERAGE["days"][:1], "trail_problems": []}
     assert coverage_line(unconfirmed, False) == (
         "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 1 day with records the trail does not "
         "confirm. Records CloudTrail's own files lack or contradict on 2026-11-24 (2). Records deleted after a check, "

@@ -11,7 +11,17 @@ from botocore.stub import Stubber
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.trail_status import GAP_NAMED_FOR, TrailCheck, check_trail, logging_gap, not_logging, trail_problems
+from chalicelib.trail_status import (
+    GAP_NAMED_FOR,
+    TRAIL_STATUS_REUSE_SECONDS,
+    RecentTrailCheck,
+    TrailCheck,
+    check_trail,
+    check_trail_of_environment,
+    logging_gap,
+    not_logging,
+    trail_problems,
+)
 
 NOW = datetime(2026, 11, 28, 3, 30, tzinfo=UTC)
 TRAIL = "arn:aws:cloudtrail:eu-west-1:123456789012:trail/deutzia-dynamodb"
@@ -123,3 +133,30 @@ def test_any_status_answer_gives_bounded_problems_and_gaps_that_end_by_now(
     for start, end in not_logging(status, now):
         assert start <= end <= now
         assert logging_gap(start, end)
+
+
+def test_the_api_asks_cloudtrail_again_only_once_its_answer_is_a_minute_old() -> None:
+    answers = [TrailCheck(), TrailCheck(["the trail is not logging"]), TrailCheck()]
+    asked: list[int] = []
+    now = [1000.0]
+
+    def check() -> TrailCheck:
+        asked.append(1)
+        return answers[len(asked) - 1]
+
+    recent = RecentTrailCheck(check, clock=lambda: now[0])
+    assert (recent.problems(), len(asked)) == ([], 1)
+    now[0] += TRAIL_STATUS_REUSE_SECONDS - 0.1
+    assert (recent.problems(), len(asked)) == ([], 1)  # still the answer of a moment ago
+    now[0] += 0.1
+    assert (recent.problems(), len(asked)) == (["the trail is not logging"], 2)
+    recent.problems().append("changed by a caller")
+    assert recent.problems() == ["the trail is not logging"]  # each caller gets its own list
+
+
+def test_without_trail_arn_the_trail_is_not_checked_and_the_log_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("TRAIL_ARN", raising=False)
+    assert check_trail_of_environment() == TrailCheck()
+    assert "TRAIL_ARN is not set: whether the trail logs is not checked" in caplog.text
