@@ -251,6 +251,9 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
     days = reconciler.days_to_run(event.detail, datetime.now(UTC))
     metrics = Metrics(namespace="Deutzia", service="deutzia-reconcile")
     trail = check_trail_of_environment()  # first: a trail that stopped leaves nothing for the days to show
+    # Beside watch_trail's, for the same alarm: a watch that stopped running still leaves this nightly check.
+    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(trail.problems))
+    metrics.flush_metrics()
     time_left = time_left_of(event.context)
     done: dict[str, str] = {}
     for day in days:

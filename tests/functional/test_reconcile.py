@@ -466,7 +466,7 @@ def test_the_scheduled_function_reconciles_a_range_publishes_metrics_and_coverag
         "trail_problems": [],
     }
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    assert not [document for document in documents if "TrailProblems" in document]  # watch_trail's metric
+    assert [document["TrailProblems"] for document in documents if "TrailProblems" in document] == [[0.0]]
     published = [document for document in documents if "BackfilledEvents" in document]
     lines = [reconciler_logger.registered_formatter.format(r) for r in caplog.records if hasattr(r, "reconcile")]
     logged = [json.loads(line)["reconcile"] for line in lines if "\n" not in line]
@@ -538,7 +538,8 @@ def test_the_watch_and_each_run_ask_whether_the_trail_itself_logs_and_name_what_
     coverage = json.loads(deployed.http.get("/audit/coverage?table=Music&since=2024-05-01&until=2024-05-02").body)
     assert coverage["trail_problems"] == [problem]
     published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"TrailProblems"' in line]
-    assert [(document["TrailProblems"], document["service"]) for document in published] == [([1.0], "deutzia-trail")]
+    services = [(document["TrailProblems"], document["service"]) for document in published]
+    assert services == [([1.0], "deutzia-reconcile"), ([1.0], "deutzia-trail")]  # the nightly run's and the watch's
 
     cloudtrail.start_logging(Name=trail)  # started again: the gap is named, calls in it are lost for good
     (gap,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]

@@ -782,7 +782,10 @@ def test_an_alarm_fires_when_the_trail_itself_stops_logging_or_delivering(merged
         [{"Name": "FunctionName", "Value": {"Ref": "WatchTrail"}}],
         300,
     )
-    assert metrics["trail"]["Expression"] == "MAX([FILL(problems, 0), FILL(failed, 0)])"
+    nightly = metrics["nightly"]["MetricStat"]  # reconciliation's own check, should the watch stop running
+    assert nightly["Metric"]["Dimensions"] == [{"Name": "service", "Value": "deutzia-reconcile"}]
+    assert (nightly["Metric"]["MetricName"], nightly["Stat"]) == ("TrailProblems", "Maximum")
+    assert metrics["trail"]["Expression"] == "MAX([FILL(problems, 0), FILL(failed, 0), FILL(nightly, 0)])"
     assert [metric["Id"] for metric in alarm["Metrics"] if metric["ReturnData"]] == ["trail"]
     assert (alarm["EvaluationPeriods"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
         1,
