@@ -277,14 +277,20 @@ TRAIL_WATCH_INTERVAL_MINUTES = 5
 @app.schedule(Rate(TRAIL_WATCH_INTERVAL_MINUTES, unit=Rate.MINUTES), name="watch_trail")
 def watch_trail(event: CloudWatchEvent) -> dict[str, Any]:
     """Ask CloudTrail whether the trail logs and delivers (GetTrailStatus on TRAIL_ARN); publish how many problems it
-    has (`TrailProblems`, for TrailProblemsAlarm) and name them."""
+    has (`TrailProblems`, for TrailProblemsAlarm), name them, and keep the time it did not log under each recent day
+    it overlaps, for reconciliation (CloudTrail forgets a stop once another follows)."""
+    from datetime import UTC, datetime
+
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
-    from chalicelib.trail_status import check_trail_of_environment
+    from chalicelib.trail_status import check_trail_of_environment, gap_records
 
     trail = check_trail_of_environment()
     metrics = Metrics(namespace="Deutzia", service="deutzia-trail")
     metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(trail.problems))
     metrics.flush_metrics()
+    store = get_audit_store()
+    for key, body in gap_records(trail.not_logging, datetime.now(UTC)).items():  # for the days' reconciliation
+        store.put_json(key, body)
     return {"trail_problems": trail.problems}

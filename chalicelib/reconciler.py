@@ -11,6 +11,7 @@ rest; a scheduled run goes on with earlier days left without a report or with de
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import defaultdict
@@ -50,7 +51,7 @@ from chalicelib.reconcile import (
 )
 from chalicelib.records import compact_json, encode_lines
 from chalicelib.store import UPLOAD_CHECKSUM, ascii_metadata
-from chalicelib.trail_status import logging_gap
+from chalicelib.trail_status import GAPS_PREFIX, logging_gap, read_gap
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -344,14 +345,28 @@ class Reconciler:
         ]
 
     def _not_logging(self, day: str, gaps: Sequence[tuple[datetime, datetime]]) -> list[str]:
-        """The times the trail did not log during `day`: those an earlier run stored, and those of `gaps` that overlap
-        it (CloudTrail tells only its latest stop, so what a run once learnt is kept)."""
+        """The times the trail did not log during `day`: those an earlier run stored, those the trail watch kept under
+        the day, and those of `gaps` that overlap it (CloudTrail tells only its latest stop, so what was once learnt
+        is kept)."""
         start = datetime.combine(parse_day(day), datetime.min.time(), UTC)
-        found = [logging_gap(begin, end) for begin, end in gaps if begin < start + timedelta(days=1) and end > start]
+        overlapping = [*self._watched_gaps(day), *gaps]
+        found = [logging_gap(b, e) for b, e in overlapping if b < start + timedelta(days=1) and e > start]
         earlier = (self._summary(day) or {}).get("not_logging")
         kept = [str(gap) for gap in earlier] if isinstance(earlier, list) else []
         by_start = {gap.split(" to ", 1)[0]: gap for gap in [*kept, *found]}  # one stop, its latest end
         return list(by_start.values())[:MAX_GAPS]
+
+    def _watched_gaps(self, day: str) -> list[tuple[datetime, datetime]]:
+        """The times the trail watch saw the trail not logging, kept under `day` (at most MAX_GAPS of them)."""
+        gaps = []
+        for key in itertools.islice(self._list(self._audit_bucket, f"{GAPS_PREFIX}dt={day}/"), MAX_GAPS):
+            try:
+                gap = read_gap(self._get(self._audit_bucket, key))
+            except (_NotFoundError, CorruptTrailFileError):  # replaced or swollen since listed: no gap it can tell
+                continue
+            if gap is not None:
+                gaps.append(gap)
+        return gaps
 
     def _summary(self, day: str) -> dict[str, Any] | None:
         """The day's stored summary; None when no run stored one, {} when it cannot be read (it is not taken up)."""

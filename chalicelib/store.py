@@ -66,13 +66,17 @@ class S3AuditStore:
     def put_quarantine(self, key: str, body: bytes, reason: str) -> None:
         self._put(key, body, {"reason": ascii_metadata(reason)})
 
-    def _put(self, key: str, body: bytes, metadata: dict[str, str]) -> None:
+    def put_json(self, key: str, body: bytes) -> None:
+        """A small JSON document (what the trail watch keeps), as the other writes: StoreError when it fails."""
+        self._put(key, body, {}, "application/json")
+
+    def _put(self, key: str, body: bytes, metadata: dict[str, str], content_type: str = "application/gzip") -> None:
         try:
             self._client.put_object(
                 Bucket=self._bucket,
                 Key=key,
                 Body=body,
-                ContentType="application/gzip",
+                ContentType=content_type,
                 Metadata=metadata,
                 ChecksumAlgorithm=UPLOAD_CHECKSUM,
             )

@@ -9,10 +9,11 @@ history (asking at most once a minute). `trail_problems` is pure; `check_trail` 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,12 @@ logger = Logger(service="deutzia-trail")
 GAP_NAMED_FOR = timedelta(days=2)
 # How long the API reuses CloudTrail's answer: a stop shows in its answers within this many seconds.
 TRAIL_STATUS_REUSE_SECONDS = 60.0
+# Where the watch keeps each time the trail did not log, under each day it overlaps (`dt=<day>/<start>.json`):
+# CloudTrail tells only its latest stop, and a day is reconciled two days on, when a later stop would have hidden an
+# earlier one.
+GAPS_PREFIX = "reports/trail/not-logging/"
+# The days a gap is kept under: today and the days before that the nightly run has not reconciled yet.
+GAP_DAYS = 3
 _MAX_ERROR_CHARS = 300
 _DELIVERIES = (
     ("LatestDeliveryError", "log files to the trail bucket"),
@@ -107,6 +114,33 @@ def logging_gap(start: datetime, end: datetime) -> str:
 
 def _shown(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def gap_records(gaps: Sequence[tuple[datetime, datetime]], now: datetime) -> dict[str, bytes]:
+    """The objects that keep `gaps` (times the trail did not log), by key: one under each of the last GAP_DAYS days
+    each overlaps, named by its start, so a later sight of the same stop (its restart now known) replaces it. A gap
+    whose start is unknown, or that ended before those days, is left out."""
+    first = now.date() - timedelta(days=GAP_DAYS - 1)
+    records: dict[str, bytes] = {}
+    for start, end in gaps:
+        if start.year == 1 or end.date() < first:
+            continue
+        body = json.dumps({"from": _shown(start), "to": _shown(end)}).encode()
+        day = max(start.date(), first)
+        while day <= min(end.date(), now.date()):
+            records[f"{GAPS_PREFIX}dt={day.isoformat()}/{_shown(start)}.json"] = body
+            day += timedelta(days=1)
+    return records
+
+
+def read_gap(body: bytes) -> tuple[datetime, datetime] | None:
+    """The gap an object of gap_records holds; None when it holds none."""
+    try:
+        document = json.loads(body)
+        start, end = (datetime.strptime(document[name], "%Y-%m-%dT%H:%M:%SZ") for name in ("from", "to"))
+    except (ValueError, TypeError, KeyError):
+        return None
+    return (start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)) if start <= end else None
 
 
 class RecentTrailCheck:

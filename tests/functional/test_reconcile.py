@@ -11,6 +11,7 @@ import gzip
 import itertools
 import json
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -597,3 +598,31 @@ def test_coverage_defaults_to_the_last_30_days_up_to_today(deployed: Client) -> 
     today = datetime.now(UTC).date()
     assert [day["day"] for day in days] == [(today - timedelta(days=29 - n)).isoformat() for n in range(30)]
     assert {day["status"] for day in days} == {"not_checked"}
+
+
+def test_a_stop_the_watch_saw_marks_its_day_though_a_later_stop_hid_it_from_cloudtrail(
+    deployed: Client, s3: Any, audit_bucket: str
+) -> None:
+    cloudtrail = boto3.client("cloudtrail")
+    trail = os.environ["TRAIL_ARN"]
+    today = datetime.now(UTC).date().isoformat()
+    cloudtrail.stop_logging(Name=trail)
+    deployed.lambda_.invoke("watch_trail", _scheduled(deployed))  # sees it stopped
+    time.sleep(1.1)  # CloudTrail's times are in seconds: the next stop starts later
+    cloudtrail.start_logging(Name=trail)
+    (first,) = deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload["trail_problems"]
+    kept = s3.list_objects_v2(Bucket=audit_bucket, Prefix=f"reports/trail/not-logging/dt={today}/")["Contents"]
+    assert len(kept) == 1  # one stop, its end now known
+    time.sleep(1.1)
+    cloudtrail.stop_logging(Name=trail)  # a second stop: CloudTrail now tells only this one
+    time.sleep(1.1)
+    cloudtrail.start_logging(Name=trail)
+
+    payload = deutzia_app.reconcile_audit_trail(
+        _scheduled(deployed, {"since": today, "until": today}), LambdaContext("reconcile_audit_trail", 900_000)
+    )
+
+    assert payload["days"] == {today: "incomplete"}
+    (day,) = json.loads(deployed.http.get(f"/audit/coverage?table=Music&since={today}").body)["days"]
+    assert len(day["not_logging"]) == 2  # the first, from the watch's record; the second, from CloudTrail
+    assert first.removeprefix("the trail did not log ").split(": calls")[0] in day["not_logging"]

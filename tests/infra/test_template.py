@@ -730,7 +730,7 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
     assert grants == {
         "s3:ListBucket": {
             "<TrailBucket.Arn> ['AWSLogs/123456789012/CloudTrail/*']",
-            "<AuditBucket.Arn> ['audit/*', 'compacted/*', 'reports/reconcile/*']",
+            "<AuditBucket.Arn> ['audit/*', 'compacted/*', 'reports/reconcile/*', 'reports/trail/*']",
             "<AthenaResultsBucket.Arn>",
         },
         "s3:GetBucketLocation": {"<AthenaResultsBucket.Arn>"},
@@ -739,6 +739,7 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
             "<AuditBucket.Arn>/audit/*",
             "<AuditBucket.Arn>/compacted/*",
             "<AuditBucket.Arn>/reports/reconcile/*",
+            "<AuditBucket.Arn>/reports/trail/*",  # the times the trail watch saw the trail not logging
             "<AthenaResultsBucket.Arn>/results/*",
         },
         "s3:PutObject": {
@@ -758,7 +759,7 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
     statements = merged["Resources"]["AuditKey"]["Properties"]["KeyPolicy"]["Statement"]
     (key_users,) = [s for s in statements if s.get("Sid") == "DeutziaRolesUseTheKeyThroughTheirServices"]
     roles = key_users["Condition"]["ArnEquals"]["aws:PrincipalArn"]
-    for name in ("replay", "compaction", "reconcile"):
+    for name in ("replay", "compaction", "reconcile", "trail-watch"):
         assert {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/${{AWS::StackName}}-{name}"} in roles
 
 
@@ -794,7 +795,7 @@ def test_an_alarm_fires_when_the_trail_itself_stops_logging_or_delivering(merged
     )
 
 
-def test_the_trail_is_watched_every_5_minutes_by_a_role_that_may_only_read_its_status_as_the_api_reads_it(
+def test_the_trail_is_watched_every_5_minutes_by_a_role_that_reads_its_status_and_keeps_when_it_did_not_log(
     merged: dict[str, Any], translated: dict[str, Any]
 ) -> None:
     function = merged["Resources"]["WatchTrail"]
@@ -808,9 +809,20 @@ def test_the_trail_is_watched_every_5_minutes_by_a_role_that_may_only_read_its_s
         for statement in policy["PolicyDocument"]["Statement"]
         for action in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
     )
-    assert actions == ["cloudtrail:GetTrailStatus", "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
-    (trail,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "cloudtrail:GetTrailStatus"]
+    assert actions == [
+        "cloudtrail:GetTrailStatus",
+        "kms:GenerateDataKey",
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "s3:PutObject",
+    ]
+    statements = {str(s["Action"]): s["Resource"] for s in policy["PolicyDocument"]["Statement"]}
+    trail = {"Resource": statements["cloudtrail:GetTrailStatus"]}
     assert trail["Resource"] == {"Fn::GetAtt": ["Trail", "Arn"]}
+    # It writes only where it keeps the times the trail did not log, for reconciliation.
+    assert statements["s3:PutObject"] == {"Fn::Sub": "${AuditBucket.Arn}/reports/trail/*"}
+    assert statements["kms:GenerateDataKey"] == {"Fn::GetAtt": ["AuditKey", "Arn"]}
     # The API reads the same status for GET /audit/coverage's answer, and no other CloudTrail action.
     api = translated["Resources"]["APIHandler"]["Properties"]
     assert api["Environment"]["Variables"]["TRAIL_ARN"] == {"Fn::GetAtt": ["Trail", "Arn"]}

@@ -12,14 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.trail_status import (
+    GAP_DAYS,
     GAP_NAMED_FOR,
+    GAPS_PREFIX,
     TRAIL_STATUS_REUSE_SECONDS,
     RecentTrailCheck,
     TrailCheck,
     check_trail,
     check_trail_of_environment,
+    gap_records,
     logging_gap,
     not_logging,
+    read_gap,
     trail_problems,
 )
 
@@ -160,3 +164,37 @@ def test_without_trail_arn_the_trail_is_not_checked_and_the_log_says_so(
     monkeypatch.delenv("TRAIL_ARN", raising=False)
     assert check_trail_of_environment() == TrailCheck()
     assert "TRAIL_ARN is not set: whether the trail logs is not checked" in caplog.text
+
+
+def test_the_watch_keeps_a_stop_under_each_recent_day_it_overlaps_named_by_its_start() -> None:
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    ongoing = (datetime(2026, 11, 20, 8, 30, tzinfo=UTC), now)  # stopped 9 days ago, still stopped
+    records = gap_records([ongoing], now)
+    days = [now.date() - timedelta(days=n) for n in range(GAP_DAYS - 1, -1, -1)]
+    assert list(records) == [f"{GAPS_PREFIX}dt={day}/2026-11-20T08:30:00Z.json" for day in days]
+    assert {read_gap(body) for body in records.values()} == {ongoing}
+    restarted = (ongoing[0], datetime(2026, 11, 29, 11, 0, tzinfo=UTC))  # seen again: the same keys, its end known
+    assert {key: read_gap(body) for key, body in gap_records([restarted], now).items()} == dict.fromkeys(
+        records, restarted
+    )
+    within = (datetime(2026, 11, 29, 9, 0, tzinfo=UTC), datetime(2026, 11, 29, 9, 5, tzinfo=UTC))
+    assert list(gap_records([within], now)) == [f"{GAPS_PREFIX}dt=2026-11-29/2026-11-29T09:00:00Z.json"]
+    old = (datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 26, 23, 0, tzinfo=UTC))  # reconciled days: kept there
+    unknown = (datetime.min.replace(tzinfo=UTC), now)  # a trail that never logged: no start to name it by
+    assert gap_records([old, unknown], now) == {}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"from": "2026-11-29T09:00:00Z"}',
+        b'{"from": 1, "to": 2}',
+        b'{"from": "2026-11-29T10:00:00Z", "to": "2026-11-29T09:00:00Z"}',
+        b'{"from": "2026-02-30T00:00:00Z", "to": "x"}',
+    ],
+)
+def test_an_object_that_holds_no_gap_is_read_as_none(body: bytes) -> None:
+    assert read_gap(body) is None
