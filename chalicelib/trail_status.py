@@ -20,6 +20,7 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 logger = Logger(service="deutzia-trail")
@@ -28,6 +29,9 @@ logger = Logger(service="deutzia-trail")
 GAP_NAMED_FOR = timedelta(days=2)
 # How long the API reuses CloudTrail's answer: a stop shows in its answers within this many seconds.
 TRAIL_STATUS_REUSE_SECONDS = 60.0
+# GetTrailStatus is one small answer: one that takes longer is no answer (the trail's status is then unknown, and said
+# so), well within the API's 25 s for GET /audit/coverage.
+STATUS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=4, retries={"mode": "standard", "max_attempts": 2})
 # Where the watch keeps each time the trail did not log, under each day it overlaps (`dt=<day>/<start>.json`):
 # CloudTrail tells only its latest stop, and a day is reconciled two days on, when a later stop would have hidden an
 # earlier one.
@@ -175,7 +179,7 @@ def check_trail_of_environment() -> TrailCheck:
     if not trail:
         logger.warning("TRAIL_ARN is not set: whether the trail logs is not checked")
         return TrailCheck()
-    check = check_trail(boto3.client("cloudtrail"), trail)
+    check = check_trail(boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG), trail)
     for problem in check.problems:
         logger.error("trail %s: %s", trail, problem)
     return check

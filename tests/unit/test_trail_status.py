@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 from botocore.stub import Stubber
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chalicelib import trail_status
 from chalicelib.trail_status import (
     GAP_DAYS,
     GAP_NAMED_FOR,
@@ -198,3 +202,24 @@ def test_the_watch_keeps_a_stop_under_each_recent_day_it_overlaps_named_by_its_s
 )
 def test_an_object_that_holds_no_gap_is_read_as_none(body: bytes) -> None:
     assert read_gap(body) is None
+
+
+def test_a_cloudtrail_that_does_not_answer_leaves_the_status_unknown_within_the_apis_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deployed = trail_status.STATUS_CLIENT_CONFIG
+    tries = deployed.retries.get("total_max_attempts", deployed.retries.get("max_attempts"))
+    # The deployed bound: at most two tries of 2 s to connect and 4 s to answer, well within the API's 25 s.
+    assert (deployed.connect_timeout + deployed.read_timeout) * tries <= 12
+    silent = socket.create_server(("127.0.0.1", 0))  # takes the connection, never answers
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDTRAIL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        monkeypatch.setenv("TRAIL_ARN", "arn:aws:cloudtrail:us-east-1:123456789012:trail/audit")
+        quick = Config(connect_timeout=1, read_timeout=0.5, retries={"mode": "standard", "max_attempts": 1})
+        monkeypatch.setattr(trail_status, "STATUS_CLIENT_CONFIG", quick)
+        started = time.monotonic()
+        check = check_trail_of_environment()
+        assert time.monotonic() - started < 30  # not botocore's default of 60 s to answer: the config is the one used
+        assert check.problems == ["the trail's status cannot be read (ReadTimeoutError): whether it logs is unknown"]
+    finally:
+        silent.close()
