@@ -17,6 +17,7 @@ import boto3
 import pytest
 
 from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
+from chalicelib.reconcile import DayReport
 from chalicelib.schema import AUDIT_COLUMNS
 from deutzia_local.poller import MAXIMUM_RETRY_ATTEMPTS
 from infra.render import (
@@ -896,3 +897,29 @@ def _reserved(translated: dict[str, Any], function: str) -> list[Any]:
         .get("reserved")
         for value in ("true", "false")
     ]
+
+
+def test_the_dashboard_shows_every_alarm_and_every_count_reconciliation_publishes(merged: dict[str, Any]) -> None:
+    resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
+    body = json.loads(resolver.resolve(merged["Resources"]["Dashboard"]["Properties"]["DashboardBody"]))
+    widgets = body["widgets"]
+    (alarms,) = [widget["properties"]["alarms"] for widget in widgets if widget["type"] == "alarm"]
+    assert sorted(alarms) == sorted(f"<{name}.Arn>" for name in _resources(merged, "AWS::CloudWatch::Alarm"))
+    published = {
+        metric[1]
+        for widget in widgets
+        if widget["type"] == "metric"
+        for metric in widget["properties"]["metrics"]
+        if metric[0] == "Deutzia" and metric[3] == "deutzia-reconcile"
+    }
+    assert published == {*DayReport("2024-05-01", "", "", "").totals(), "TrailProblems"}
+    functions = {
+        metric[3]
+        for widget in widgets
+        if widget["type"] == "metric"
+        for metric in widget["properties"]["metrics"]
+        if metric[:3] in (["AWS/Lambda", "Errors", "FunctionName"], ["AWS/Lambda", "Duration", "FunctionName"])
+    }
+    assert functions == {"<IngestAuditEvents>", "<APIHandler>", "<CompactAuditRecords>"}
+    assert all(w["x"] >= 0 and w["x"] + w["width"] <= 24 for w in widgets)  # within the dashboard's 24 columns
+    assert "Dashboard" in resolver.resolve(merged["Outputs"]["DashboardURL"]["Value"])
