@@ -31,7 +31,7 @@ GAP_NAMED_FOR = timedelta(days=2)
 TRAIL_STATUS_REUSE_SECONDS = 60.0
 # GetTrailStatus is one small answer: one that takes longer is no answer (the trail's status is then unknown, and said
 # so), well within the API's 25 s for GET /audit/coverage.
-STATUS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=4, retries={"mode": "standard", "max_attempts": 2})
+STATUS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=4, retries={"mode": "standard", "total_max_attempts": 2})
 # Where the watch keeps each time the trail did not log, under each day it overlaps (`dt=<day>/<start>.json`):
 # CloudTrail tells only its latest stop, and a day is reconciled two days on, when a later stop would have hidden an
 # earlier one.

@@ -208,14 +208,14 @@ def test_a_cloudtrail_that_does_not_answer_leaves_the_status_unknown_within_the_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     deployed = trail_status.STATUS_CLIENT_CONFIG
-    tries = deployed.retries.get("total_max_attempts", deployed.retries.get("max_attempts"))
+    tries = deployed.retries["total_max_attempts"]  # the first try included (`max_attempts` would not count it)
     # The deployed bound: at most two tries of 2 s to connect and 4 s to answer, well within the API's 25 s.
     assert (deployed.connect_timeout + deployed.read_timeout) * tries <= 12
     silent = socket.create_server(("127.0.0.1", 0))  # takes the connection, never answers
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDTRAIL", f"http://127.0.0.1:{silent.getsockname()[1]}")
         monkeypatch.setenv("TRAIL_ARN", "arn:aws:cloudtrail:us-east-1:123456789012:trail/audit")
-        quick = Config(connect_timeout=1, read_timeout=0.5, retries={"mode": "standard", "max_attempts": 1})
+        quick = Config(connect_timeout=1, read_timeout=0.5, retries={"mode": "standard", "total_max_attempts": 1})
         monkeypatch.setattr(trail_status, "STATUS_CLIENT_CONFIG", quick)
         started = time.monotonic()
         check = check_trail_of_environment()
