@@ -1,4 +1,5 @@
-"""GET /audit's query: validating the request, the SQL both engines run, page tokens, and result rows as entries.
+"""GET /audit's query: validating the request, the SQL both engines run, page tokens, the windows of days a query
+without a key reads back in, and result rows as entries.
 
 Pure. User input never becomes SQL text: every value is a `?` parameter; the only names in the SQL are the
 relation (from configuration) and the schema's columns. The same SQL text runs on Athena and on DuckDB.
