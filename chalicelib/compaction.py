@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from chalicelib.records import is_backfill_key
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -49,8 +51,9 @@ _SORT_KEYS = [
 
 
 def deduplicated(records: pa.Table) -> pa.Table:
-    """`records` with each `(event_id, item_index)` once (copies are identical; the first is kept). Vectorised: a
-    partition's millions of rows never become Python objects."""
+    """`records` with each `(event_id, item_index)` once: the first copy is kept (the sort is stable), so callers put
+    the copies to prefer first (`CompactionUnit.inputs`). Vectorised: a partition's millions of rows never become
+    Python objects."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -139,7 +142,11 @@ class CompactionUnit:
 
     @property
     def inputs(self) -> tuple[StoredObject, ...]:
-        return self.compacted + self.fresh
+        """Every input, in the order their copies of one record are preferred (`deduplicated` keeps the first): what
+        reconciliation wrote from the trail's own files, then what earlier runs compacted, then what ingest wrote. A
+        copy that differs from the trail's came through the log group, not from CloudTrail."""
+        from_trail = tuple(item for item in self.fresh if is_backfill_key(item.key))
+        return from_trail + self.compacted + tuple(item for item in self.fresh if not is_backfill_key(item.key))
 
     @property
     def input_bytes(self) -> int:

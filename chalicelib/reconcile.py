@@ -1,12 +1,13 @@
-"""Reconciliation of the audit records with the trail's own files: the anti-join both engines run, reading a trail
-file, formatting its missing events for backfill, and the report of a day and table.
+"""Reconciliation of the audit records with the trail's own files: the anti-join both engines run, reading a trail file,
+formatting its missing events for backfill, and the report of a day and table.
 
-The trail's files are the complete record (CloudWatch Logs drops events over 256 KB; a subscription can fall
-behind; a record can end in the failure queue). A UTC day is reconciled by one SQL text, run by Athena in AWS and by
-DuckDB locally: the DynamoDB data events in that day's and the next day's trail files (CloudTrail files an event by
-its delivery time) whose `eventTime` falls in the day, per table named in `resources`, minus the `(event_id,
-table_name)` pairs the audit records hold for that day. Each missing event comes back with the file it is in, so
-backfill reads only those files. Pure: SQL text, bytes in, lines and reports out; `reconciler` does the I/O.
+The trail's files are the complete record (CloudWatch Logs drops events over 256 KB; a subscription can fall behind; a
+record can end in the failure queue). A UTC day is reconciled by one SQL text, run by Athena in AWS and by DuckDB
+locally: the DynamoDB data events in that day's and the next day's trail files (CloudTrail files an event by its
+delivery time) whose `eventTime` falls in the day, per table named in `resources`, minus the `(event_id, table_name)`
+pairs the audit records hold for that day. Each missing event, and each whose records contradict the trail, comes back
+with the file it is in, so backfill reads only those files. Pure: SQL text, bytes in, lines and reports out;
+`reconciler` does the I/O.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from chalicelib.cloudtrail import DATA_OPERATIONS, DYNAMODB_EVENT_SOURCE, parse_event_message, stored_lines
 from chalicelib.errors import DeutziaError, InvalidRequestError, UnknownTableError
 from chalicelib.query import TABLE_NAME_PATTERN, SqlValue, shown
-from chalicelib.records import partition_path
+from chalicelib.records import BACKFILL_OBJECT_PREFIX, partition_path
 
 # A day's events are in its own trail files and, near midnight, in the next day's.
 TRAIL_DELIVERY_DAYS = 2
@@ -119,7 +120,8 @@ TALLY_FILE, TALLY_NOT_IN_TRAIL, TALLY_ALTERED = "file", "not_in_trail", "altered
 
 def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) -> tuple[str, list[SqlValue]]:
     """SQL and its `?` parameters: one row per (table, trail file) with the file's events of the table, how many
-    of them are duplicates of an earlier copy, how many the audit records hold, and the missing ids (JSON); then per
+    of them are duplicates of an earlier copy, how many the audit records hold, the missing ids and the ids of those
+    whose records contradict it (JSON); then per
     table, what the audit records hold up to the window's end that the trail does not, and the records that
     contradict the trail (a CONFIRMED_COLUMNS value not the trail's, or copies of one item that name different keys
     or operations), each counted by event with the first MAX_LISTED ids. The trail's files and the records are each
@@ -193,7 +195,9 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         f"CASE WHEN kind = '{TALLY_FILE}' "
         "THEN json_format(CAST(array_agg(event_id) FILTER (WHERE copy = 1 AND NOT audited) AS JSON)) "
         f"ELSE json_format(CAST(slice(array_agg(event_id ORDER BY event_id), 1, {MAX_LISTED}) AS JSON)) "
-        "END AS listed "
+        "END AS listed, "
+        f"CASE WHEN kind = '{TALLY_FILE}' "
+        "THEN json_format(CAST(array_agg(event_id) FILTER (WHERE copy = 1 AND altered) AS JSON)) END AS altered_listed "
         "FROM tallied GROUP BY 1, 2, 3 ORDER BY 2, 1, 3"
     )
     return sql, parameters
@@ -202,8 +206,9 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
 @dataclass(frozen=True)
 class FileTally:
     """One result row. `file`: a table's events in one trail file, and the ids of those the audit records lack
-    (`listed`). `not_in_trail` and `altered` (`trail_file` None): how many of the table's audited events the trail
-    lacks, or contradicts (`audited`), and the first of their ids."""
+    (`listed`), and of those whose records contradict the file (`altered`). `not_in_trail` and `altered`
+    (`trail_file` None): how many of the table's audited events the trail lacks, or contradicts (`audited`), and the
+    first of their ids."""
 
     kind: str
     table: str
@@ -213,12 +218,12 @@ class FileTally:
     events: int
     audited: int
     listed: tuple[str, ...]
+    altered: tuple[str, ...] = ()
 
 
 def read_tally(values: Sequence[object]) -> FileTally:
     """A result row of the reconcile SQL, from either engine (Athena gives every value as text)."""
-    kind, table, trail_file, trail_rows, duplicates, events, audited, listed = values
-    ids = json.loads(str(listed)) if listed not in (None, "") else []
+    kind, table, trail_file, trail_rows, duplicates, events, audited, listed, altered = values
     return FileTally(
         kind=str(kind),
         table=str(table),
@@ -227,8 +232,15 @@ def read_tally(values: Sequence[object]) -> FileTally:
         duplicates=int(str(duplicates)),
         events=int(str(events)),
         audited=int(str(audited)),
-        listed=tuple(str(event_id) for event_id in (ids or [])),
+        listed=_listed(listed),
+        altered=_listed(altered),
     )
+
+
+def _listed(value: object) -> tuple[str, ...]:
+    """The event ids of a JSON array the reconcile SQL answers (None or empty: none)."""
+    ids = json.loads(str(value)) if value not in (None, "") else []
+    return tuple(str(event_id) for event_id in (ids or []))
 
 
 def read_trail_file(body: bytes, max_bytes: int = MAX_TRAIL_FILE_BYTES) -> list[Any]:
@@ -315,7 +327,7 @@ def trail_file_name(key: str) -> str:
 def backfill_object_key(prefix: str, table: str, day: str, trail_key: str) -> str:
     """Where one trail file's backfilled records of one table and day go: named after the file, so a rerun
     overwrites them, and compaction folds them in like any other fresh object."""
-    return f"{partition_path(prefix, table, day)}backfill-{trail_file_name(trail_key)}.json.gz"
+    return f"{partition_path(prefix, table, day)}{BACKFILL_OBJECT_PREFIX}{trail_file_name(trail_key)}.json.gz"
 
 
 def quarantine_key(day: str, trail_key: str, event_id: str | None = None) -> str:
@@ -332,8 +344,9 @@ def report_key(day: str, table: str | None = None) -> str:
 
 @dataclass
 class TableReport:
-    """One day of one table: what the trail holds, what the audit records held, what was backfilled and what is
-    still missing (and why). `backfilled` counts every run's backfill of the day, so a rerun keeps the status."""
+    """One day of one table: what the trail holds, what the audit records held, what was backfilled (or restored)
+    and what is still missing (and why). `backfilled` and `restored` count every run's of the day, so a rerun keeps
+    the status."""
 
     day: str
     table: str
@@ -351,6 +364,10 @@ class TableReport:
     not_in_trail_examples: list[str] = field(default_factory=list)
     altered: int = 0
     altered_examples: list[str] = field(default_factory=list)
+    # Of the calls whose records contradicted the trail, those whose trail records backfill wrote beside them (every
+    # run of the day, and this run's), for compaction to keep instead.
+    restored: int = 0
+    restored_now: int = 0
     missing_reasons: dict[str, int] = field(default_factory=dict)
     missing_examples: list[dict[str, str]] = field(default_factory=list)
     trail_files: list[str] = field(default_factory=list)
@@ -369,7 +386,7 @@ class TableReport:
             self.status = INCOMPLETE
         elif self.audited_not_in_trail or self.altered:
             self.status = UNCONFIRMED
-        elif self.backfilled:
+        elif self.backfilled or self.restored:
             self.status = BACKFILLED
         else:
             self.status = VERIFIED
@@ -492,9 +509,10 @@ def coverage_of(
         "not_in_trail": report.get("audited_not_in_trail", 0),
         "altered": report.get("altered", 0),
     }
-    gone = report.get("gone")
-    if type(gone) is int and gone > 0:
-        covered["gone"] = gone
+    for name in ("gone", "restored"):  # named only on the days they happened
+        count = report.get(name)
+        if type(count) is int and count > 0:
+            covered[name] = count
     listed = [*_ids(report.get("not_in_trail_examples")), *_ids(report.get("altered_examples"))]
     if listed:
         covered["unconfirmed_ids"] = sorted(set(listed))[:MAX_LISTED]

@@ -1,12 +1,14 @@
-"""Runs reconciliation of one UTC day: lists the day's trail files, has the engine (Athena, or DuckDB locally) run
-the anti-join, backfills what is missing from the files that hold it, quarantines what cannot be read or formatted,
-and stores a report per table and one for the day under `reports/reconcile/dt=<day>/`.
+"""Runs reconciliation of one UTC day: lists the day's trail files, has the engine (Athena, or DuckDB locally) run the
+anti-join, backfills what is missing from the files that hold it (and restores the calls whose records contradict them),
+quarantines what cannot be read or formatted, and stores a report per table and one for the day under
+`reports/reconcile/dt=<day>/`.
 
 Backfilled records enter the fresh tier under names derived from their trail file, so a rerun overwrites them and
-compaction folds them in. A report carries over the backfill of earlier runs of the same day, so a second run that
-finds nothing missing keeps the day's status. A write that fails raises: the day's reports are written last, so a
-failed run leaves the previous ones. Backfill stops starting trail files when the run's time runs short and defers the
-rest; a scheduled run goes on with earlier days left without a report or with deferred calls.
+compaction folds them in, keeping them over any other copy of the same record. A report carries over the backfill of
+earlier runs of the same day, so a second run that finds nothing missing keeps the day's status. A write that fails
+raises: the day's reports are written last, so a failed run leaves the previous ones. Backfill stops starting trail
+files when the run's time runs short and defers the rest; a scheduled run goes on with earlier days left without a
+report or with deferred calls.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import itertools
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -69,6 +71,9 @@ class EngineResult:
 
     tallies: list[FileTally]
     unreadable: dict[str, str] = field(default_factory=dict)
+
+
+_ByFile = dict[str, dict[str, set[str]]]  # trail file, event id, the tables it counts for
 
 
 class TrailEngine(Protocol):
@@ -224,17 +229,19 @@ class Reconciler:
             ) from exc
         except DeutziaError as exc:
             raise ReconcileError(f"reconciling {day}: {exc}") from exc
-        reports = self._tally(day_report, result.tallies)
+        missing, altered = self._tally(day_report, result.tallies)
         for path, reason in sorted(result.unreadable.items()):
             self._unreadable(day_report, path, reason)
-        self._backfill(day_report, reports, time_left or (lambda: math.inf))
+        self._backfill(day_report, missing, altered, time_left or (lambda: math.inf))
         day_report.settle()
         self._store_reports(day_report)
         return day_report
 
-    def _tally(self, day_report: DayReport, tallies: list[FileTally]) -> dict[str, dict[str, set[str]]]:
-        """Each table's counts into its report; the missing events, by trail file, event id and tables."""
+    def _tally(self, day_report: DayReport, tallies: list[FileTally]) -> tuple[_ByFile, _ByFile]:
+        """Each table's counts into its report; the missing events, and those whose records contradict the trail, by
+        trail file, event id and tables."""
         missing: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        altered: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         files: dict[str, set[str]] = defaultdict(set)
         tables = set(self._tables or ()) | {tally.table for tally in tallies}
         held_before: dict[str, int] = {}
@@ -249,6 +256,7 @@ class Reconciler:
                 checked_until=day_report.checked_until,
                 engine=day_report.engine,
                 backfilled=_count(previous.backfilled) if previous is not None else 0,
+                restored=_count(previous.restored) if previous is not None else 0,
                 gone=_count(previous.gone) if previous is not None else 0,
             )
         for tally in tallies:
@@ -272,6 +280,9 @@ class Reconciler:
                     missing[tally.trail_file][event_id].add(tally.table)
                 else:
                     report.miss(event_id[:128], tally.trail_file, "its eventID is not a CloudTrail event id")
+            for event_id in tally.altered:
+                if is_event_id(event_id):
+                    altered[tally.trail_file][event_id].add(tally.table)
         for table, report in day_report.tables.items():
             # Records the last run saw are gone (deleted, or their trail files are): this run backfills the calls again.
             report.gone_since_last_run = max(0, held_before.get(table, 0) - report.audited_by_ingest)
@@ -280,13 +291,16 @@ class Reconciler:
             report.audited_by_ingest = max(0, report.audited_by_ingest - report.backfilled)
             report.trail_file_count = len(files[table])
             report.trail_files = sorted(files[table])[:MAX_LISTED]
-        return {path: dict(events) for path, events in missing.items()}
+        return _plain(missing), _plain(altered)
 
     def _backfill(
-        self, day_report: DayReport, missing: dict[str, dict[str, set[str]]], time_left: Callable[[], float]
+        self, day_report: DayReport, missing: _ByFile, altered: _ByFile, time_left: Callable[[], float]
     ) -> None:
-        for path in sorted(missing):
-            events = missing[path]
+        """Write the trail's records of the missing events, and of those whose records contradict the trail (which
+        compaction then keeps instead of the other copies), file by file while time is left."""
+        for path in sorted(missing.keys() | altered.keys()):
+            events = missing.get(path, {})
+            contradicted = altered.get(path, {})
             if time_left() < BACKFILL_RESERVE_SECONDS:
                 for event_id, tables in events.items():
                     for table in tables:
@@ -307,20 +321,25 @@ class Reconciler:
                     for table in tables:
                         day_report.tables[table].miss(event_id, path, f"its trail file is unreadable: {exc}")
                 continue
-            result = backfill_events(trail_events, events, day_report.day)
+            wanted = {event_id: events.get(event_id, set()) | tables for event_id, tables in contradicted.items()}
+            result = backfill_events(trail_events, {**events, **wanted}, day_report.day)
             for table, lines in sorted(result.lines.items()):
                 object_key = backfill_object_key(self._fresh_prefix, table, day_report.day, key)
                 self._put(object_key, encode_lines(lines), {"trail-file": path}, "application/gzip")
                 report = day_report.tables[table]
-                report.backfilled += len(result.events[table])
-                report.backfilled_now += len(result.events[table])
+                restored = sum(table in contradicted.get(event_id, ()) for event_id in result.events[table])
+                report.backfilled += len(result.events[table]) - restored
+                report.backfilled_now += len(result.events[table]) - restored
+                report.restored += restored
+                report.restored_now += restored
                 if len(report.backfill_objects) < MAX_LISTED:
                     report.backfill_objects.append(object_key)
             for event_id, reason, event in result.refused:
                 body = compact_json(event).encode("utf-8", "surrogatepass")
                 self._put(quarantine_key(day_report.day, key, event_id), body, {"reason": reason, "trail-file": path})
             for (table, event_id), reason in sorted(result.still_missing.items()):
-                day_report.tables[table].miss(event_id, path, reason)
+                if table in events.get(event_id, ()):  # a contradicted call not restored stays counted as altered
+                    day_report.tables[table].miss(event_id, path, reason)
 
     def days_to_run(self, detail: object, now: datetime) -> list[str]:
         """requested_days; a scheduled run (no since or until) then goes on with the unfinished days before its own,
@@ -461,6 +480,10 @@ class Reconciler:
             )
         except (ClientError, BotoCoreError) as exc:
             raise StoreError(f"S3 PutObject to {self._audit_bucket}/{key} failed: {_reason(exc)}") from exc
+
+
+def _plain(by_file: Mapping[str, Mapping[str, set[str]]]) -> _ByFile:
+    return {path: dict(events) for path, events in by_file.items()}
 
 
 class _NotFoundError(DeutziaError):

@@ -156,6 +156,16 @@ def partition_path(prefix: str, table_name: str, dt: str) -> str:
     return f"{prefix}table_name={quote(table_name, safe='')}/dt={dt}/"
 
 
+# The name of every fresh object reconciliation writes from the trail's own files starts with this (ingest's start
+# with a Kinesis shard id): of two copies of one record, compaction keeps the trail's.
+BACKFILL_OBJECT_PREFIX = "backfill-"
+
+
+def is_backfill_key(key: str) -> bool:
+    """True for a fresh object reconciliation wrote from a trail file."""
+    return key.rsplit("/", 1)[-1].startswith(BACKFILL_OBJECT_PREFIX)
+
+
 def build_object_key(prefix: str, table_name: str, dt: str, shard_id: str, first: str, last: str) -> str:
     """The deterministic S3 key of the records one batch (a shard's sequence numbers `first` to `last`) contributes
     to one partition."""

@@ -202,10 +202,18 @@ def coverage(
     if output == "json":
         click.echo(json.dumps(answer, indent=1))
         return
-    columns = ("calls in the trail", "backfilled", "missing", "not in the trail", "contradicting it", "deleted")
+    columns = (
+        "calls in the trail",
+        "backfilled",
+        "missing",
+        "not in the trail",
+        "contradicting it",
+        "deleted",
+        "restored",
+    )
     view = Table("day", "status", *columns, title=_plain(f"{table}: coverage"))
     for day in answer["days"]:
-        names = ("trail_events", "backfilled", "still_missing", "not_in_trail", "altered", "gone")
+        names = ("trail_events", "backfilled", "still_missing", "not_in_trail", "altered", "gone", "restored")
         counts = [_plain(day[name]) if name in day else "" for name in names]
         view.add_row(_plain(day["day"]), _plain(day["status"]), *counts)
     Console(highlight=False).print(view)
@@ -317,7 +325,7 @@ def _day_of(text: str | None) -> date | None:
 def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     """One line saying how complete the history is over the answer's days, and whether calls are missing."""
     counts: dict[str, int] = {}
-    missing, strangers, deleted = [], [], []
+    missing, strangers, deleted, restored = [], [], [], []
     for day in answer["days"]:
         status = str(day.get("status"))
         counts[status] = counts.get(status, 0) + 1
@@ -332,6 +340,8 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
             strangers.append(f"{day.get('day')} ({_count(day, 'not_in_trail') + _count(day, 'altered') or 'some'})")
         if _count(day, "gone"):
             deleted.append(f"{day.get('day')} ({_count(day, 'gone')})")
+        if _count(day, "restored"):
+            restored.append(f"{day.get('day')} ({_count(day, 'restored')})")
     order = [*COVERAGE_LABELS, *(status for status in counts if status not in COVERAGE_LABELS)]
     parts = [
         f"{counts[status]} day{'' if counts[status] == 1 else 's'} {COVERAGE_LABELS.get(status, status)}"
@@ -345,6 +355,7 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
         (missing, "Calls still missing"),
         (strangers, "Records CloudTrail's own files lack or contradict"),
         (deleted, "Records deleted after a check, written again from the trail's files,"),
+        (restored, "Records that contradicted the trail's files, replaced by the files' own,"),
     ):
         if days:
             more = f" and {len(days) - 10} more days" if len(days) > 10 else ""
@@ -353,7 +364,7 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     problems = [str(problem) for problem in problems[:MAX_TRAIL_PROBLEMS]] if isinstance(problems, list) else []
     for problem in problems:  # now, whatever the days: what the trail does not log is recorded nowhere
         line += f" The trail: {problem}."
-    return line, bool(missing or strangers or deleted or problems)
+    return line, bool(missing or strangers or deleted or restored or problems)
 
 
 # Beside a record reconciliation found the trail's own files lack or contradict (the page says the same).

@@ -30,6 +30,7 @@ INCOMPLETE_COVERAGE = {
             "not_in_trail": 1,
             "altered": 1,
             "gone": 2,
+            "restored": 1,
         },
         {
             "day": "2026-11-25",

@@ -266,6 +266,54 @@ def test_audit_records_the_trail_lacks_or_contradicts_leave_the_day_unconfirmed_
     assert covered["unconfirmed_ids"] == sorted([forged["eventID"], *altered])
 
 
+def test_a_record_that_contradicts_the_trail_is_replaced_by_the_trails_own_at_the_next_compaction(
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    # Forged copies of real calls in the log group: one naming another caller beside the real record, one naming
+    # another source and time where the real call never reached ingest, one naming another item and one another
+    # operation (each beside the real record: alone, such a copy agrees with the trail on every column compared).
+    real = [cloudtrail_event(event_time=f"{DAY}T10:00:0{n}Z", request_parameters=_put(f"real-{n}")) for n in range(3)]
+    beside = {**real[0], "userIdentity": cloudtrail_event(user="mallory")["userIdentity"]}
+    instead = {**real[1], "sourceIPAddress": "203.0.113.66", "eventTime": f"{DAY}T09:59:59Z"}
+    elsewhere = {**real[2], "requestParameters": _put("elsewhere")}
+    items = [{"operation": "Put", "tableName": "Music", "key": {"id": "tx"}}]
+    transaction = cloudtrail_event("TransactWriteItems", {"requestItems": items}, event_time=f"{DAY}T10:30:00Z")
+    deleted = {**transaction, "requestParameters": {"requestItems": [{**items[0], "operation": "Delete"}]}}
+    honest = cloudtrail_event(event_time=f"{DAY}T11:00:00Z", request_parameters=_put("honest"))
+    ingest([real[0], real[2], transaction, honest])
+    ingest([beside, instead, elsewhere, deleted])
+    trail_file = put_trail_file(s3, trail_bucket, [*real, transaction, honest])
+    contradicted = sorted(event["eventID"] for event in (*real, transaction))
+
+    first = reconciler.run(DAY).tables["Music"]
+
+    assert (first.status, first.altered, first.altered_examples) == ("unconfirmed", 4, contradicted)
+    assert (first.restored, first.restored_now, first.backfilled, first.still_missing) == (4, 4, 0, 0)
+    (restoring,) = first.backfill_objects
+    assert s3.head_object(Bucket=audit_bucket, Key=restoring)["Metadata"]["trail-file"] == trail_file
+
+    S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)
+
+    shown = {(entry["event_id"], entry["item_index"]): entry for entry in history(client)}
+    assert len(shown) == 5
+    expected = {event["eventID"]: event for event in (*real, transaction, honest)}
+    for (event_id, _), entry in shown.items():
+        event = expected[event_id]
+        assert (entry["principal_name"], entry["source_ip"]) == ("alice", "192.0.2.10")
+        assert (entry["event_time"], entry["operation"]) == (event["eventTime"], "Put")
+        assert entry["item_key"] != '{"id":"elsewhere"}'
+
+    again = reconciler.run(DAY).tables["Music"]
+
+    assert (again.status, again.altered, again.altered_examples) == ("backfilled", 0, [])
+    assert (again.restored, again.restored_now, again.audited_by_ingest) == (4, 0, 5)
+    deutzia_app.get_coverage_reader.cache_clear()
+    response = client.http.get(f"/audit/coverage?table=Music&since={DAY}&until=2024-05-02")
+    (covered,) = json.loads(response.body)["days"]
+    assert (covered["status"], covered["altered"], covered["restored"]) == ("backfilled", 0, 4)
+    assert "unconfirmed_ids" not in covered
+
+
 def test_trail_files_of_every_region_are_reconciled(
     reconciler: Reconciler, client: Client, s3: Any, trail_bucket: str
 ) -> None:
@@ -375,6 +423,19 @@ def test_backfill_left_for_want_of_time_is_deferred_and_the_next_scheduled_run_g
     assert (again.status, again.deferred, again.tables["Music"].backfilled_now) == ("backfilled", 0, 2)
     assert reconciler.days_to_run({}, three_days_later) == ["2024-05-02", "2024-04-01"]  # never reconciled
     assert sorted(entry["item_key"] for entry in history(client)) == [f'{{"id":"lost-{n}"}}' for n in range(3)]
+
+
+def test_a_contradicted_call_left_for_want_of_time_stays_named_and_is_restored_by_a_later_run(
+    reconciler: Reconciler, ingest: Callable[..., Any], s3: Any, trail_bucket: str
+) -> None:
+    real = cloudtrail_event(event_time=f"{DAY}T10:00:00Z")
+    ingest([{**real, "sourceIPAddress": "203.0.113.66"}])
+    put_trail_file(s3, trail_bucket, [real])
+
+    hurried = reconciler.run(DAY, time_left=lambda: 0.0).tables["Music"]
+
+    assert (hurried.status, hurried.altered, hurried.restored, hurried.still_missing) == ("unconfirmed", 1, 0, 0)
+    assert reconciler.run(DAY).tables["Music"].restored_now == 1
 
 
 def test_a_summary_that_is_not_one_is_not_taken_up_and_stops_nothing(

@@ -416,6 +416,7 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
         "on 2026-11-25 (the trail did not log from 2026-11-25T01:00:00Z to 2026-11-25T04:00:00Z), 2026-11-26 (3 "
         "missing, 2 to be backfilled by the next daily runs). Records CloudTrail's own files lack or contradict on "
         "2026-11-24 (2). Records deleted after a check, written again from the trail's files, on 2026-11-24 (2). "
+        "Records that contradicted the trail's files, replaced by the files' own, on 2026-11-24 (1). "
         "The trail: the trail is not logging since 2026-11-28T09:00:00Z: no call is recorded, neither in GET /audit "
         "nor in the trail's files, until it is started again."
     )
@@ -432,7 +433,15 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
     assert coverage_line(unconfirmed, False) == (
         "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 1 day with records the trail does not "
         "confirm. Records CloudTrail's own files lack or contradict on 2026-11-24 (2). Records deleted after a check, "
-        "written again from the trail's files, on 2026-11-24 (2).",
+        "written again from the trail's files, on 2026-11-24 (2). Records that contradicted the trail's files, "
+        "replaced by the files' own, on 2026-11-24 (1).",
+        True,
+    )
+    # A later check: the trail's records replaced the contradicting ones, and the day is complete, as it says.
+    repaired = {**verified, "days": [{"day": "2026-11-24", "status": "backfilled", "altered": 0, "restored": 4}]}
+    assert coverage_line(repaired, False) == (
+        "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 1 day complete after backfill. Records "
+        "that contradicted the trail's files, replaced by the files' own, on 2026-11-24 (4).",
         True,
     )
 
@@ -450,11 +459,11 @@ def test_coverage_is_a_table_of_each_days_counts_ending_with_the_line(
     heading = next(line for line in out.splitlines() if "status" in line)
     assert [cell.strip() for cell in heading.split("┃")[1:-1]] == [
         "day", "status", "calls in the trail", "backfilled", "missing", "not in the trail", "contradicting it",
-        "deleted",
+        "deleted", "restored",
     ]  # fmt: skip
     row = next(line for line in out.splitlines() if "2026-11-24" in line)
     cells = [cell.strip() for cell in row.split("│")[1:-1]]
-    assert cells == ["2026-11-24", "unconfirmed", "9", "0", "0", "1", "1", "2"]
+    assert cells == ["2026-11-24", "unconfirmed", "9", "0", "0", "1", "1", "2", "1"]
     assert "[red]verified" in out  # shown as text, never as markup
     assert "Records deleted after a check, written again from the trail's files, on 2026-11-24 (2)." in " ".join(
         err.split()

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from chalicelib.columnar import RECORD_SCHEMA
 from chalicelib.compaction import (
+    CompactionUnit,
     StoredObject,
     compact_to_parquet,
     open_day_files,
@@ -75,6 +76,22 @@ def test_the_file_is_deduplicated_sorted_and_its_row_groups_never_share_a_key(
             ranges.append((column.statistics.min, column.statistics.max))
     for (_, previous_max), (next_min, _) in itertools.pairwise(ranges):
         assert previous_max < next_min  # disjoint: one key's history is in one row group
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(["trail", "compacted", "ingest", "ingest again"]))
+def test_of_copies_that_differ_the_trails_is_kept_then_the_compacted_one_then_ingests(order: list[str]) -> None:
+    # Copies of one record differ only when one did not come from CloudTrail (forged in the log group): reconciliation
+    # writes the trail's own copy beside it, and the unit's inputs come in the order their copies are preferred.
+    names = {"trail": "backfill-111_CloudTrail_x", "ingest": "shardId-0-1-2", "ingest again": "shardId-0-3-4"}
+    fresh = [_fresh("Music", "2024-05-01", names[source]) for source in order if source != "compacted"]
+    unit = CompactionUnit("Music", "2024-05", tuple(fresh), (_file("Music", "2024-05"),))
+    keys = [item.key for item in unit.inputs]
+    assert keys[:2] == [_fresh("Music", "2024-05-01", names["trail"]).key, _file("Music", "2024-05").key]
+    assert set(keys[2:]) == {_fresh("Music", "2024-05-01", names[source]).key for source in ("ingest", "ingest again")}
+    read = {item.key: _records([("e1", 0, "2024-05-01T00:00:00Z", f'{{"id":"{item.key}"}}')]) for item in unit.inputs}
+    parquet = pq.read_table(io.BytesIO(compact_to_parquet(pa.concat_tables(read[key] for key in keys))))
+    assert parquet.column("item_key").to_pylist() == [f'{{"id":"{keys[0]}"}}']
 
 
 def test_row_groups_are_bounded_but_never_split_a_key() -> None:
