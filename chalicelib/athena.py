@@ -27,6 +27,7 @@ from chalicelib.errors import (
     ConfigError,
     InvalidRequestError,
     QueryError,
+    QueryStillRunningError,
     QueryTimeoutError,
     QueryTooLargeError,
     QueryUnavailableError,
@@ -66,6 +67,8 @@ _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 # exceeded"), in whichever case and state (CANCELLED, or FAILED) it comes.
 _SCAN_LIMIT_SIGN = "bytes scanned limit"
 _VANISHED_FILE_SIGNS = ("HIVE_CANNOT_OPEN_SPLIT", "HIVE_FILE_NOT_FOUND", "NoSuchKey", "does not exist")
+# The states of an execution a later call may still wait for, or read.
+_GOING_ON = frozenset({"QUEUED", "RUNNING", "SUCCEEDED"})
 _THROTTLING_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", "ServiceUnavailable"})
 
 
@@ -78,7 +81,8 @@ def athena_literal(value: SqlValue) -> str:
 
 class AthenaWorkgroup:
     """Runs statements in one Athena workgroup: starts one with its ExecutionParameters, waits for it within a
-    deadline (stopping it past that), and maps Athena's errors to ours, with reasons logged, never answered."""
+    deadline (stopping it past that, or leaving it running for a later call to read), and maps Athena's errors to
+    ours, with reasons logged, never answered."""
 
     def __init__(
         self,
@@ -103,14 +107,17 @@ class AthenaWorkgroup:
         )
         return response["QueryExecutionId"]
 
-    def _run(self, sql: str, execution_parameters: list[str], deadline: float) -> str:
-        """Start the statement and wait for it; its execution id once it succeeded."""
-        execution_id = self._start(sql, execution_parameters)
+    def _run(
+        self, sql: str, execution_parameters: list[str], deadline: float, running: str | None = None, stop: bool = True
+    ) -> str:
+        """Start the statement (or, `running`, wait for that execution of it) and wait for it; its execution id once
+        it succeeded. Past the deadline it is stopped, or with `stop` False left running (QueryStillRunningError)."""
+        execution_id = running or self._start(sql, execution_parameters)
         try:
-            self._wait(execution_id, deadline)
+            self._wait(execution_id, deadline, stop)
         except _FileVanishedError:  # compaction swapped an audit object under the query: its rows are in the new one
             execution_id = self._start(sql, execution_parameters)
-            self._wait(execution_id, deadline)
+            self._wait(execution_id, deadline, stop)
         return execution_id
 
     def _rows(self, execution_id: str) -> Iterator[list[str | None]]:
@@ -134,7 +141,7 @@ class AthenaWorkgroup:
             if not token:
                 return
 
-    def _wait(self, execution_id: str, deadline: float) -> None:
+    def _wait(self, execution_id: str, deadline: float, stop: bool = True) -> None:
         delay = _FIRST_POLL_SECONDS
         while True:
             execution = self._call(
@@ -160,10 +167,31 @@ class AthenaWorkgroup:
                 raise QueryError(f"Athena query {execution_id} {state.lower()}; its reason is in the function's log")
             remaining = deadline - self._clock()
             if remaining <= 0:
+                late = f"Athena query {execution_id} did not finish within {self._timeout:g} s"
+                if not stop:
+                    raise QueryStillRunningError(f"{late}; it goes on", execution_id)
                 self._stop(execution_id)
-                raise QueryTimeoutError(f"Athena query {execution_id} did not finish within {self._timeout:g} s")
+                raise QueryTimeoutError(late)
             self._sleep(min(delay, remaining))
             delay = min(delay * 2, _MAX_POLL_SECONDS)
+
+    def _state_of(self, execution_id: str, sql: str, execution_parameters: list[str]) -> str | None:
+        """The state of an execution that ran exactly this statement in this workgroup; "OTHER" for one that ran
+        another, None when Athena knows no execution of that id."""
+        try:
+            execution = self._client.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRequestException":
+                return None
+            raise self._engine_error("GetQueryExecution", exc) from exc
+        except BotoCoreError as exc:
+            raise self._engine_error("GetQueryExecution", exc) from exc
+        same_query = (
+            execution.get("Query") == sql
+            and list(execution.get("ExecutionParameters", [])) == execution_parameters
+            and execution.get("WorkGroup", self._workgroup) == self._workgroup
+        )
+        return str(execution.get("Status", {}).get("State")) if same_query else "OTHER"
 
     def _stop(self, execution_id: str) -> None:
         # Best effort: the query is abandoned either way, and the workgroup's own limits end it.
@@ -256,20 +284,10 @@ class AthenaQueryRunner(AthenaWorkgroup):
         """The execution a page token names, after checking it ran exactly this query."""
         if token.execution_id is None or (token.athena_token is None and not token.skip):
             raise InvalidRequestError("next_token", "is not a token of this query engine")
-        try:
-            execution = self._client.get_query_execution(QueryExecutionId=token.execution_id)["QueryExecution"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidRequestException":
-                raise InvalidRequestError("next_token", "names a query Athena does not know") from None
-            raise self._engine_error("GetQueryExecution", exc) from exc
-        except BotoCoreError as exc:
-            raise self._engine_error("GetQueryExecution", exc) from exc
-        same_query = (
-            execution.get("Query") == sql
-            and list(execution.get("ExecutionParameters", [])) == execution_parameters
-            and execution.get("WorkGroup", self._workgroup) == self._workgroup
-        )
-        if not same_query or execution.get("Status", {}).get("State") != "SUCCEEDED":
+        state = self._state_of(token.execution_id, sql, execution_parameters)
+        if state is None:
+            raise InvalidRequestError("next_token", "names a query Athena does not know")
+        if state != "SUCCEEDED":
             raise InvalidRequestError("next_token", "does not belong to this query")
         return token.execution_id
 
@@ -359,8 +377,14 @@ class AthenaTrailEngine(AthenaWorkgroup):
             timeout_seconds=number("RECONCILE_QUERY_TIMEOUT_SECONDS", RECONCILE_TIMEOUT_SECONDS),
         )
 
-    def tally(self, window: ReconcileWindow, trail_files: Sequence[str]) -> EngineResult:
+    def tally(self, window: ReconcileWindow, trail_files: Sequence[str], running: str | None = None) -> EngineResult:
+        """The window's tallies. A query past the timeout is left running (QueryStillRunningError names it), and a
+        later call given its id as `running` waits for it, or reads its answer, instead of starting it again: a day
+        whose query takes longer than one run is reconciled by the next. An id that is not this query's, or of one
+        that failed, is not taken: the query starts afresh."""
         sql, parameters = build_reconcile_sql(window, self._relations)
         execution_parameters = [athena_literal(value) for value in parameters]
-        execution_id = self._run(sql, execution_parameters, self._clock() + self._timeout)
+        if running is not None and self._state_of(running, sql, execution_parameters) not in _GOING_ON:
+            running = None
+        execution_id = self._run(sql, execution_parameters, self._clock() + self._timeout, running, stop=False)
         return EngineResult([read_tally(values) for values in self._rows(execution_id)])

@@ -413,7 +413,8 @@ class DuckDBTrailEngine:
         objects = AuditObjects(filesystem, setting("AUDIT_BUCKET"), audit_prefix(), compacted_prefix())
         return cls(objects, TrailFiles(filesystem))
 
-    def tally(self, window: ReconcileWindow, trail_files: Sequence[str]) -> EngineResult:
+    def tally(self, window: ReconcileWindow, trail_files: Sequence[str], running: str | None = None) -> EngineResult:
+        """The window's tallies, read in this process (no query outlives a run, so `running` is never given one)."""
         trail, unreadable = self._trail.read(trail_files)
         tiers = self._objects.read(dt_from=window.day, dt_to=window.day)
         suffix = uuid.uuid4().hex

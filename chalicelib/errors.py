@@ -38,6 +38,14 @@ class QueryTimeoutError(QueryError):
     """The query engine did not answer within the deadline (HTTP 504)."""
 
 
+class QueryStillRunningError(QueryTimeoutError):
+    """The query outlived the deadline and was left running: a later call can read its answer (`execution_id`)."""
+
+    def __init__(self, message: str, execution_id: str) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+
+
 class QueryTooLargeError(QueryError):
     """Athena cancelled the query at its workgroup's scan limit (BytesScannedCutoffPerQuery): it must read less."""
 

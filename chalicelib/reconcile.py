@@ -330,6 +330,9 @@ def backfill_object_key(prefix: str, table: str, day: str, trail_key: str) -> st
     return f"{partition_path(prefix, table, day)}{BACKFILL_OBJECT_PREFIX}{trail_file_name(trail_key)}.json.gz"
 
 
+_SUMMARY = "_day"
+
+
 def quarantine_key(day: str, trail_key: str, event_id: str | None = None) -> str:
     """Where a trail file that cannot be read (or one event of it the formatter refused) is kept, with its reason."""
     suffix = f"-{event_id}" if event_id is not None else ""
@@ -337,9 +340,15 @@ def quarantine_key(day: str, trail_key: str, event_id: str | None = None) -> str
 
 
 def report_key(day: str, table: str | None = None) -> str:
-    """A table's report for a day, or (table None) the day's own summary."""
-    name = "_day" if table is None else table
+    """A table's report for a day, or (table None) the day's own summary. A table may be named `_day` too: its report
+    is `table=_day.json` (a name no table has, as `=` is none of a table name's characters)."""
+    name = _SUMMARY if table is None else f"table={table}" if table == _SUMMARY else table
     return f"reports/reconcile/dt={day}/{name}.json"
+
+
+def running_query_key(day: str) -> str:
+    """Where a run keeps the id of the day's query it left running (a name no table's report has)."""
+    return f"reports/reconcile/dt={day}/query=running.json"
 
 
 @dataclass

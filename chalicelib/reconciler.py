@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,14 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import LAMBDA_MAX_SECONDS, audit_prefix, audited_tables, number, setting
-from chalicelib.errors import ConfigError, DeutziaError, QueryTooLargeError, QueryUnavailableError, StoreError
+from chalicelib.errors import (
+    ConfigError,
+    DeutziaError,
+    QueryStillRunningError,
+    QueryTooLargeError,
+    QueryUnavailableError,
+    StoreError,
+)
 from chalicelib.reconcile import (
     DEFERRED_REASON,
     MAX_GAPS,
@@ -50,6 +58,7 @@ from chalicelib.reconcile import (
     quarantine_key,
     read_trail_file,
     report_key,
+    running_query_key,
 )
 from chalicelib.records import compact_json, encode_lines
 from chalicelib.store import UPLOAD_CHECKSUM, ascii_metadata
@@ -74,14 +83,20 @@ class EngineResult:
 
 
 _ByFile = dict[str, dict[str, set[str]]]  # trail file, event id, the tables it counts for
+# Athena's query execution ids (UUIDs): anything else kept as one is not taken.
+_EXECUTION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class TrailEngine(Protocol):
-    """Runs the reconcile SQL of a window over the trail's files (`s3://` paths of the days' files, as listed)."""
+    """Runs the reconcile SQL of a window over the trail's files (`s3://` paths of the days' files, as listed).
+    `running`: the id of the window's query an earlier run left running (QueryStillRunningError), to wait for or read
+    instead of starting it again; an engine whose queries never outlive a run ignores it."""
 
     name: str
 
-    def tally(self, window: ReconcileWindow, trail_files: Sequence[str]) -> EngineResult: ...
+    def tally(
+        self, window: ReconcileWindow, trail_files: Sequence[str], running: str | None = None
+    ) -> EngineResult: ...
 
 
 class ReconcileError(DeutziaError):
@@ -219,8 +234,17 @@ class Reconciler:
             next_day_delivered=any(f"/{window.trail_dates()[-1]}/" in path for path in files),
             not_logging=self._not_logging(day, not_logging),
         )
+        running = self._running_query(day)
         try:
-            result = self._engine.tally(window, files)
+            result = self._engine.tally(window, files, running[0] if running else None)
+        except QueryStillRunningError as exc:
+            started = running[1] if running and running[0] == exc.execution_id else day_report.checked_at
+            document = {"execution_id": exc.execution_id, "started_at": started}
+            self._put(running_query_key(day), json.dumps(document).encode(), {})
+            raise ReconcileError(
+                f"reconciling {day}: {exc}, and the day's next run reads its answer instead of starting it again "
+                "(the next daily runs take up the day)"
+            ) from exc
         except QueryTooLargeError as exc:
             raise ReconcileError(
                 f"reconciling {day}: {exc}: the day's trail is more than the stack's "
@@ -387,14 +411,34 @@ class Reconciler:
                 gaps.append(gap)
         return gaps
 
+    def _running_query(self, day: str) -> tuple[str, str] | None:
+        """The id of the day's query an earlier run left running, and when that run started; None when there is
+        none, or a run since has reconciled the day (its answer is older than the day's report)."""
+        document = self._stored_document(running_query_key(day)) or {}
+        execution_id, started = document.get("execution_id"), document.get("started_at")
+        if (
+            not isinstance(execution_id, str)
+            or not _EXECUTION_ID.fullmatch(execution_id)
+            or not isinstance(started, str)
+        ):
+            return None
+        summary = self._summary(day)
+        if summary and str(summary.get("checked_at", "")) >= started:
+            return None
+        return execution_id, started
+
     def _summary(self, day: str) -> dict[str, Any] | None:
         """The day's stored summary; None when no run stored one, {} when it cannot be read (it is not taken up)."""
+        return self._stored_document(report_key(day))
+
+    def _stored_document(self, key: str) -> dict[str, Any] | None:
+        """A JSON object this function stored; None when there is none, {} when it cannot be read as one."""
         try:
-            document = json.loads(self._get(self._audit_bucket, report_key(day)))
+            document = json.loads(self._get(self._audit_bucket, key))
         except _NotFoundError:
             return None
         except (ValueError, CorruptTrailFileError):
-            logger.warning("the summary of %s is unreadable; not going on with it", day)
+            logger.warning("s3://%s/%s is unreadable; it is left alone", self._audit_bucket, key)
             return {}
         return document if isinstance(document, dict) else {}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from botocore.exceptions import ClientError
 from pyarrow import fs as pafs
 
 from chalicelib.duckdb_engine import AuditObjects, TrailFiles, connect, s3_filesystem
@@ -46,6 +47,9 @@ class DuckDBAthenaClient:
         self._trail_bucket = trail_bucket
         self._filesystem = filesystem
         self.executions: dict[str, dict[str, Any]] = {}
+        self.stopped: list[str] = []
+        # How many times a new execution answers RUNNING before its result (a query that takes a while).
+        self.running_polls = 0
 
     def start_query_execution(self, QueryString: str, WorkGroup: str, ExecutionParameters: list[str]) -> Any:
         assert all(1 <= len(literal) <= 1024 for literal in ExecutionParameters), "Athena refuses such parameters"
@@ -92,16 +96,25 @@ class DuckDBAthenaClient:
             "Status": status,
             "columns": columns,
             "rows": rows,
+            "polls_left": self.running_polls,
         }
         return {"QueryExecutionId": execution_id}
 
     def get_query_execution(self, QueryExecutionId: str) -> Any:
+        if QueryExecutionId not in self.executions:
+            error = {"Error": {"Code": "InvalidRequestException", "Message": "QueryExecution was not found"}}
+            raise ClientError(error, "GetQueryExecution")
         execution = self.executions[QueryExecutionId]
-        return {"QueryExecution": {k: v for k, v in execution.items() if k not in ("columns", "rows")}}
+        shown = {k: v for k, v in execution.items() if k not in ("columns", "rows", "polls_left")}
+        if execution.get("polls_left"):
+            execution["polls_left"] -= 1
+            shown["Status"] = {"State": "RUNNING"}
+        return {"QueryExecution": shown}
 
     def get_query_results(self, QueryExecutionId: str, MaxResults: int, NextToken: str | None = None) -> Any:
         assert 1 <= MaxResults <= 1000, "Athena refuses MaxResults outside 1..1000"
         execution = self.executions[QueryExecutionId]
+        assert not execution.get("polls_left"), "Athena has no results of a query still running"
         header = [{"Data": [{"VarCharValue": name} for name in execution["columns"]]}]
         rows = header + [{"Data": [_text(value) for value in row]} for row in execution["rows"]]
         start = int(NextToken) if NextToken else 0
@@ -112,4 +125,5 @@ class DuckDBAthenaClient:
         return response
 
     def stop_query_execution(self, QueryExecutionId: str) -> Any:
+        self.stopped.append(QueryExecutionId)
         return {}

@@ -438,6 +438,87 @@ def test_a_contradicted_call_left_for_want_of_time_stays_named_and_is_restored_b
     assert reconciler.run(DAY).tables["Music"].restored_now == 1
 
 
+class _Clock:
+    """Athena's engine's clock and sleep: time passes only while it waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _slow_athena(audit_bucket: str, trail_bucket: str, moto_endpoint: str) -> tuple[DuckDBAthenaClient, TrailEngine]:
+    athena = DuckDBAthenaClient(audit_bucket, moto_endpoint, trail_bucket)
+    clock = _Clock()
+    return athena, AthenaTrailEngine(athena, WORKGROUP, DATABASE, timeout_seconds=60, clock=clock, sleep=clock.sleep)
+
+
+def test_a_query_that_outlives_its_run_is_left_running_and_a_later_run_of_the_day_reads_its_answer(
+    s3: Any, audit_bucket: str, trail_bucket: str, moto_endpoint: str
+) -> None:
+    # A day of a big account's trail can take Athena longer than one run may wait: stopping the query would leave the
+    # day to fail the same way at every run.
+    athena, engine = _slow_athena(audit_bucket, trail_bucket, moto_endpoint)
+    reconciler = Reconciler(engine, s3, audit_bucket, trail_bucket, TRAIL_PREFIX, tables=frozenset({"Music"}))
+    put_trail_file(s3, trail_bucket, [cloudtrail_event(event_time=f"{DAY}T10:00:00Z")])
+    athena.running_polls = 1000
+
+    with pytest.raises(ReconcileError, match="did not finish within 60 s; it goes on, and the day's next run reads"):
+        reconciler.run(DAY)
+    (query,) = athena.executions
+    kept = json.loads(
+        s3.get_object(Bucket=audit_bucket, Key=f"reports/reconcile/dt={DAY}/query=running.json")["Body"].read()
+    )
+    assert (kept["execution_id"], athena.stopped) == (query, [])
+    with pytest.raises(ReconcileError):  # still running at the next run: waited for again, never started again
+        reconciler.run(DAY)
+    assert list(athena.executions) == [query]
+    assert (
+        json.loads(
+            s3.get_object(Bucket=audit_bucket, Key=f"reports/reconcile/dt={DAY}/query=running.json")["Body"].read()
+        )
+        == kept
+    )
+
+    athena.executions[query]["polls_left"] = 0  # Athena finished it meanwhile
+    day = reconciler.run(DAY)
+
+    assert list(athena.executions) == [query]
+    assert (day.status, day.tables["Music"].backfilled_now) == ("backfilled", 1)
+    athena.running_polls = 0
+    reconciler.run(DAY)  # the day was reconciled since: its next check asks Athena afresh
+    assert len(athena.executions) == 2
+
+
+def test_a_running_query_of_another_question_or_one_athena_forgot_or_failed_is_not_taken(
+    s3: Any, audit_bucket: str, trail_bucket: str, moto_endpoint: str
+) -> None:
+    athena, engine = _slow_athena(audit_bucket, trail_bucket, moto_endpoint)
+    put_trail_file(s3, trail_bucket, [cloudtrail_event(event_time=f"{DAY}T10:00:00Z")])
+    athena.running_polls = 1000
+    with pytest.raises(ReconcileError):
+        Reconciler(engine, s3, audit_bucket, trail_bucket, TRAIL_PREFIX, tables=frozenset({"Music"})).run(DAY)
+    (music_only,) = athena.executions
+    athena.running_polls = 0
+    both = Reconciler(engine, s3, audit_bucket, trail_bucket, TRAIL_PREFIX, tables=frozenset({"Music", "Books"}))
+
+    assert both.run(DAY).tables["Music"].backfilled_now == 1  # another question: asked afresh
+    assert len(athena.executions) == 2
+    key = f"reports/reconcile/dt={DAY}/query=running.json"
+    for execution_id in ("forgotten-by-athena", "../../not an id"):
+        s3.put_object(Bucket=audit_bucket, Key=key, Body=json.dumps({"execution_id": execution_id, "started_at": "9"}))
+        both.run(DAY)
+    athena.executions[music_only]["Status"] = {"State": "FAILED", "StateChangeReason": "it failed"}
+    athena.executions[music_only]["polls_left"] = 0
+    s3.put_object(Bucket=audit_bucket, Key=key, Body=json.dumps({"execution_id": music_only, "started_at": "9"}))
+    both.run(DAY)
+    assert len(athena.executions) == 5
+
+
 def test_a_summary_that_is_not_one_is_not_taken_up_and_stops_nothing(
     reconciler: Reconciler, s3: Any, audit_bucket: str
 ) -> None:

@@ -33,6 +33,8 @@ from chalicelib.reconcile import (
     parse_coverage_request,
     quarantine_key,
     read_trail_file,
+    report_key,
+    running_query_key,
 )
 from chalicelib.reconciler import reconcile_day_seconds
 from chalicelib.schema import TRAIL_COLUMNS
@@ -355,3 +357,10 @@ def test_coverage_names_the_unconfirmed_records_of_a_day_within_a_bound_for_the_
     days = [{"day": "1", "unconfirmed_ids": ["a", "b"]}, {"day": "2"}, {"day": "3", "unconfirmed_ids": ["c", "d"]}]
     bound_unconfirmed_ids(days, 3)
     assert [day.get("unconfirmed_ids") for day in days] == [["a"], None, ["c", "d"]]  # the latest days first
+
+
+@given(st.from_regex(r"[A-Za-z0-9_.-]{3,255}", fullmatch=True) | st.sampled_from(["_day", "_day.json", "query"]))
+def test_no_table_reports_where_the_days_summary_or_its_running_query_is_kept(table: str) -> None:
+    day = "2024-05-01"
+    assert report_key(day, table) not in (report_key(day), running_query_key(day))
+    assert report_key(day, table).startswith(f"reports/reconcile/dt={day}/")
