@@ -38,7 +38,7 @@ from chalicelib.errors import (
 )
 from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS, process_kinesis_batch
 from chalicelib.query import QueryEngine, parse_audit_request
-from chalicelib.reconcile import parse_coverage_request
+from chalicelib.reconcile import DayReport, parse_coverage_request
 from chalicelib.reconciler import CoverageReader, Reconciler, TrailEngine
 from chalicelib.replay import KinesisRangeReader, parse_failure_record, replay_failed_batch
 from chalicelib.store import S3AuditStore
@@ -254,17 +254,13 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
     # Beside watch_trail's, for the same alarm: a watch that stopped running still leaves this nightly check.
     metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(trail.problems))
     metrics.flush_metrics()
-    time_left = time_left_of(event.context)
-    done: dict[str, str] = {}
-    for day in days:
-        if time_left() < day_seconds:
-            break
-        report = reconciler.run(day, time_left=time_left, not_logging=trail.not_logging)
+
+    def publish(report: DayReport) -> None:
         for name, value in report.totals().items():
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
         metrics.flush_metrics()
-        done[day] = report.status
-    left = days[len(done) :]
+
+    done, left = reconciler.run_days(days, time_left_of(event.context), day_seconds, trail.not_logging, publish)
     next_since = left[0] if left else None
     return {"days": done, "not_reached": left, "next_since": next_since, "trail_problems": trail.problems}
 

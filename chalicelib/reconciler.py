@@ -103,6 +103,10 @@ class ReconcileError(DeutziaError):
     """A day could not be reconciled (the engine failed, or a write did); the day's earlier reports stay."""
 
 
+class QueryLeftRunningError(ReconcileError):
+    """The day's query outlived the run's wait and goes on: a later run of the day reads its answer."""
+
+
 def last_verifiable_day(now: datetime) -> str:
     """The day the daily run reconciles: the day before yesterday, whose files CloudTrail has delivered (a day's
     last events arrive in the next day's files)."""
@@ -241,7 +245,7 @@ class Reconciler:
             started = running[1] if running and running[0] == exc.execution_id else day_report.checked_at
             document = {"execution_id": exc.execution_id, "started_at": started}
             self._put(running_query_key(day), json.dumps(document).encode(), {})
-            raise ReconcileError(
+            raise QueryLeftRunningError(
                 f"reconciling {day}: {exc}, and the day's next run reads its answer instead of starting it again "
                 "(the next daily runs take up the day)"
             ) from exc
@@ -260,6 +264,41 @@ class Reconciler:
         day_report.settle()
         self._store_reports(day_report)
         return day_report
+
+    def run_days(
+        self,
+        days: Sequence[str],
+        time_left: Callable[[], float],
+        day_seconds: float,
+        not_logging: Sequence[tuple[datetime, datetime]] = (),
+        done_with: Callable[[DayReport], None] = lambda report: None,
+    ) -> tuple[dict[str, str], list[str]]:
+        """Reconcile `days` in order while a day's time (`day_seconds`) is left, handing each report to `done_with`:
+        each day's status, and the days not reached. A day whose query outlives its wait goes on in Athena: the other
+        days come first, then it once more (its query may be done by then), and QueryLeftRunningError at the end names
+        the days still waiting for theirs (the next runs read those answers)."""
+        done: dict[str, str] = {}
+        left_running: list[str] = []
+        pending = list(days)
+        while pending and time_left() >= day_seconds:
+            day = pending.pop(0)
+            try:
+                report = self.run(day, time_left=time_left, not_logging=not_logging)
+            except QueryLeftRunningError:
+                if day not in left_running:
+                    left_running.append(day)
+                    pending.append(day)
+                continue
+            done_with(report)
+            done[day] = report.status
+        waiting = [day for day in left_running if day not in done]
+        if waiting:
+            not_reached = [day for day in pending if day not in waiting]
+            raise QueryLeftRunningError(
+                f"the query of {', '.join(waiting)} outlived the run's wait and goes on in Athena; the next runs read "
+                f"its answer (reconciled: {', '.join(done) or 'none'}; not reached: {', '.join(not_reached) or 'none'})"
+            )
+        return done, pending
 
     def _tally(self, day_report: DayReport, tallies: list[FileTally]) -> tuple[_ByFile, _ByFile]:
         """Each table's counts into its report; the missing events, and those whose records contradict the trail, by

@@ -48,8 +48,10 @@ class DuckDBAthenaClient:
         self._filesystem = filesystem
         self.executions: dict[str, dict[str, Any]] = {}
         self.stopped: list[str] = []
-        # How many times a new execution answers RUNNING before its result (a query that takes a while).
+        # How many times a new execution answers RUNNING before its result (a query that takes a while): every one,
+        # or one given a parameter of `slow_parameters` (`"'2024-05-01'"`, as Athena takes it).
         self.running_polls = 0
+        self.slow_parameters: dict[str, int] = {}
 
     def start_query_execution(self, QueryString: str, WorkGroup: str, ExecutionParameters: list[str]) -> Any:
         assert all(1 <= len(literal) <= 1024 for literal in ExecutionParameters), "Athena refuses such parameters"
@@ -96,7 +98,10 @@ class DuckDBAthenaClient:
             "Status": status,
             "columns": columns,
             "rows": rows,
-            "polls_left": self.running_polls,
+            "polls_left": next(
+                (polls for given, polls in self.slow_parameters.items() if given in ExecutionParameters),
+                self.running_polls,
+            ),
         }
         return {"QueryExecutionId": execution_id}
 

@@ -494,6 +494,46 @@ def test_a_query_that_outlives_its_run_is_left_running_and_a_later_run_of_the_da
     assert len(athena.executions) == 2
 
 
+def _two_days_one_slow(
+    s3: Any, audit_bucket: str, trail_bucket: str, moto_endpoint: str, polls: int
+) -> tuple[DuckDBAthenaClient, Reconciler]:
+    """A reconciler on Athena whose query of DAY answers RUNNING `polls` times (one wait of 60 s polls about 64)."""
+    athena, engine = _slow_athena(audit_bucket, trail_bucket, moto_endpoint)
+    put_trail_file(s3, trail_bucket, [cloudtrail_event(event_time=f"{DAY}T10:00:00Z")])
+    put_trail_file(s3, trail_bucket, [cloudtrail_event(event_time="2024-05-02T10:00:00Z")], date="2024/05/02")
+    athena.slow_parameters = {f"'{DAY}'": polls}
+    return athena, Reconciler(engine, s3, audit_bucket, trail_bucket, TRAIL_PREFIX, tables=frozenset({"Music"}))
+
+
+def test_a_run_goes_on_with_the_other_days_and_then_takes_a_day_whose_query_went_on_once_more(
+    s3: Any, audit_bucket: str, trail_bucket: str, moto_endpoint: str
+) -> None:
+    athena, reconciler = _two_days_one_slow(s3, audit_bucket, trail_bucket, moto_endpoint, 100)
+    reports: list[str] = []
+
+    done, left = reconciler.run_days(
+        [DAY, "2024-05-02", "2024-05-03"], lambda: 900.0, 420.0, done_with=lambda report: reports.append(report.day)
+    )
+
+    assert (done, left) == ({"2024-05-02": "backfilled", "2024-05-03": "no_trail_files", DAY: "backfilled"}, [])
+    assert reports == ["2024-05-02", "2024-05-03", DAY]
+    assert len(athena.executions) == 3  # the slow day's query was started once
+
+
+def test_a_run_whose_day_still_waits_for_its_query_at_the_end_fails_naming_it_after_the_other_days(
+    s3: Any, audit_bucket: str, trail_bucket: str, moto_endpoint: str
+) -> None:
+    _, reconciler = _two_days_one_slow(s3, audit_bucket, trail_bucket, moto_endpoint, 1000)
+    reports: list[str] = []
+
+    with pytest.raises(ReconcileError, match=f"the query of {DAY} outlived .*reconciled: 2024-05-02, 2024-05-03;"):
+        reconciler.run_days(
+            [DAY, "2024-05-02", "2024-05-03"], lambda: 900.0, 420.0, done_with=lambda report: reports.append(report.day)
+        )
+
+    assert reports == ["2024-05-02", "2024-05-03"]
+
+
 def test_a_running_query_of_another_question_or_one_athena_forgot_or_failed_is_not_taken(
     s3: Any, audit_bucket: str, trail_bucket: str, moto_endpoint: str
 ) -> None:
