@@ -239,7 +239,11 @@ def plan_compaction(
         if left:
             refused.append(CompactionUnit(table, day, tuple(left), ()))
         files = files_by_period[(table, day)]
-        candidates = open_day_files(day_fresh, files) if is_open else sorted(files, key=_smallest_first)
+        # Records reconciliation restored from the trail must meet every other copy of theirs: all the day's files.
+        restoring = any(is_backfill_key(item.key) for item in day_fresh)
+        candidates = (
+            open_day_files(day_fresh, files) if is_open and not restoring else sorted(files, key=_smallest_first)
+        )
         taken = _fitting(candidates, room)
         if day_fresh or len(taken) > 1:
             units.append(CompactionUnit(table, day, tuple(day_fresh), tuple(taken)))

@@ -90,6 +90,8 @@ def describe(report: DayReport) -> str:
                 f"; {table.audited_not_in_trail} audited calls not in the trail, {table.altered} contradicting it: "
                 f"{shown}"
             )
+        if table.restored_now:
+            line += f"; {table.restored_now} restored from the trail's files (compaction keeps those records)"
         lines.append(line)
     for path, reason in sorted(report.unreadable_trail_files.items()):
         lines.append(f"  unreadable trail file {path}: {reason}")

@@ -178,11 +178,17 @@ def test_records_put_in_the_log_group_that_the_trail_lacks_or_contradicts_are_na
     assert run.returncode == 2, run.stdout + run.stderr  # make's code for the command's 1: records unconfirmed
     assert f"{table}: unconfirmed" in run.stdout, run.stdout
     assert "1 audited calls not in the trail, 1 contradicting it: " in run.stdout
+    assert "1 restored from the trail's files" in run.stdout
     today = datetime.now(UTC).date().isoformat()
     coverage = _get(lossy, "/audit/coverage", table=table, since=today)
     (day,) = coverage["days"]
     assert (day["status"], day["not_in_trail"], day["altered"]) == ("unconfirmed", 1, 1)
     assert day["unconfirmed_ids"] == sorted([forged["eventID"], someone_else["eventID"]])
+    # Compaction keeps the trail's own record of the contradicted call: GET /audit shows who really made it.
+    compacted = lossy.run(["make", "--no-print-directory", "compact"], timeout=120)
+    assert compacted.returncode == 0, compacted.stdout + compacted.stderr
+    shown = [entry for entry in lossy.audit(table=table)["entries"] if entry["event_id"] == real[1]["eventID"]]
+    assert [entry["principal_arn"] for entry in shown] == [real[1]["userIdentity"].get("arn")]  # not eve's
 
 
 def _trail_events(stack: Stack) -> list[dict[str, Any]]:

@@ -155,6 +155,9 @@ def test_an_open_day_rewrites_its_small_files_but_not_a_big_one_until_enough_has
     # Files under a MB are rewritten whatever the ratio: a Parquet file's own metadata is some KB.
     tiny = [_fresh("Music", "2024-05-02", "tiny", 1000)]
     assert _plan(tiny, [_file("Music", "2024-05-02", 500_000)], "2024-05-01") == ["Music 2024-05-02 1+1"]
+    # Records reconciliation restored from the trail's files take in every file of the day, where any copy may be.
+    restored = [_fresh("Music", "2024-05-02", "backfill-111_CloudTrail_x", 1000)]
+    assert _plan(restored, [big, small], "2024-05-01") == ["Music 2024-05-02 1+2"]
 
 
 def test_a_day_of_runs_every_10_minutes_writes_a_few_times_the_day_into_a_few_files() -> None:
