@@ -432,8 +432,10 @@ class DayReport:
     trail_files_by_region: dict[str, int] = field(default_factory=dict)
     next_day_delivered: bool = False
     unreadable_trail_files: dict[str, str] = field(default_factory=dict)
-    # Missing calls this run had no time to backfill (DEFERRED_REASON): the daily runs go on with such a day.
+    # Missing calls this run had no time to backfill (DEFERRED_REASON), and contradicted calls it had no time to
+    # restore: the daily runs go on with such a day.
     deferred: int = 0
+    restore_deferred: int = 0
     # When the trail did not log during the day (`from ... to ...`, as CloudTrail said at a run): its calls then were
     # recorded nowhere, so the day is incomplete whatever the counts say.
     not_logging: list[str] = field(default_factory=list)

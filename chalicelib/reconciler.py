@@ -369,6 +369,7 @@ class Reconciler:
                     for table in tables:
                         day_report.tables[table].miss(event_id, path, DEFERRED_REASON)
                         day_report.deferred += 1
+                day_report.restore_deferred += sum(len(tables) for tables in contradicted.values())
                 continue
             key = self._trail_key(path)
             if key is None:
@@ -415,7 +416,8 @@ class Reconciler:
 
     def unfinished_days(self, before: str, days: int = GO_ON_DAYS) -> list[str]:
         """The days among the `days` before `before` that no run has reconciled (its run failed, or none was due:
-        the stack is new) or whose last run left calls deferred (DayReport.deferred), oldest first."""
+        the stack is new) or whose last run left calls to backfill or restore (DayReport.deferred, restore_deferred),
+        oldest first."""
         first = parse_day(before) - timedelta(days=days)
         candidates = [(first + timedelta(days=offset)).isoformat() for offset in range(days)]
         with ThreadPoolExecutor(max_workers=COVERAGE_READS) as pool:
@@ -423,7 +425,7 @@ class Reconciler:
         return [
             day
             for day, summary in zip(candidates, summaries, strict=True)
-            if summary is None or _count(summary.get("deferred")) > 0
+            if summary is None or _count(summary.get("deferred")) + _count(summary.get("restore_deferred")) > 0
         ]
 
     def _not_logging(self, day: str, gaps: Sequence[tuple[datetime, datetime]]) -> list[str]:

@@ -432,10 +432,14 @@ def test_a_contradicted_call_left_for_want_of_time_stays_named_and_is_restored_b
     ingest([{**real, "sourceIPAddress": "203.0.113.66"}])
     put_trail_file(s3, trail_bucket, [real])
 
-    hurried = reconciler.run(DAY, time_left=lambda: 0.0).tables["Music"]
+    hurried = reconciler.run(DAY, time_left=lambda: 0.0)
 
-    assert (hurried.status, hurried.altered, hurried.restored, hurried.still_missing) == ("unconfirmed", 1, 0, 0)
+    music = hurried.tables["Music"]
+    assert (music.status, music.altered, music.restored, music.still_missing) == ("unconfirmed", 1, 0, 0)
+    assert (hurried.deferred, hurried.restore_deferred) == (0, 1)
+    assert DAY in reconciler.unfinished_days("2024-05-03")  # the next daily run goes on with it
     assert reconciler.run(DAY).tables["Music"].restored_now == 1
+    assert DAY not in reconciler.unfinished_days("2024-05-03")
 
 
 class _Clock:
