@@ -119,14 +119,13 @@ TALLY_FILE, TALLY_NOT_IN_TRAIL, TALLY_ALTERED = "file", "not_in_trail", "altered
 
 
 def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) -> tuple[str, list[SqlValue]]:
-    """SQL and its `?` parameters: one row per (table, trail file) with the file's events of the table, how many
-    of them are duplicates of an earlier copy, how many the audit records hold, the missing ids and the ids of those
-    whose records contradict it (JSON); then per
-    table, what the audit records hold up to the window's end that the trail does not, and the records that
-    contradict the trail (a CONFIRMED_COLUMNS value not the trail's, or copies of one item that name different keys
-    or operations), each counted by event with the first MAX_LISTED ids. The trail's files and the records are each
-    read once: Athena inlines every use of a WITH query, and bills each reading of the files. Only names from
-    configuration and constants are SQL text; the day and tables are parameters."""
+    """SQL and its `?` parameters: one row per (table, trail file) with the file's events of the table, how many of them
+    are duplicates of an earlier copy, how many the audit records hold, the missing ids and the ids of those whose
+    records contradict it (JSON); then per table, what the audit records hold up to the window's end that the trail does
+    not, and the records that contradict the trail (a CONFIRMED_COLUMNS value not the trail's, or copies of one item
+    that name different keys or operations), each counted by event with the first MAX_LISTED ids. The trail's files and
+    the records are each read once: Athena inlines every use of a WITH query, and bills each reading of the files. Only
+    names from configuration and constants are SQL text; the day and tables are parameters."""
     parameters: list[SqlValue] = []
 
     def values(items: Sequence[str]) -> str:
@@ -330,13 +329,13 @@ def backfill_object_key(prefix: str, table: str, day: str, trail_key: str) -> st
     return f"{partition_path(prefix, table, day)}{BACKFILL_OBJECT_PREFIX}{trail_file_name(trail_key)}.json.gz"
 
 
-_SUMMARY = "_day"
-
-
 def quarantine_key(day: str, trail_key: str, event_id: str | None = None) -> str:
     """Where a trail file that cannot be read (or one event of it the formatter refused) is kept, with its reason."""
     suffix = f"-{event_id}" if event_id is not None else ""
     return f"quarantine/dt={day}/trail-{trail_file_name(trail_key)}{suffix}"
+
+
+_SUMMARY = "_day"
 
 
 def report_key(day: str, table: str | None = None) -> str:

@@ -8,7 +8,8 @@ compaction folds them in, keeping them over any other copy of the same record. A
 earlier runs of the same day, so a second run that finds nothing missing keeps the day's status. A write that fails
 raises: the day's reports are written last, so a failed run leaves the previous ones. Backfill stops starting trail
 files when the run's time runs short and defers the rest; a scheduled run goes on with earlier days left without a
-report or with deferred calls.
+report or with deferred calls. A day's query that outlives the run's wait is left running in Athena, and the day's next
+run reads its answer instead of asking again.
 """
 
 from __future__ import annotations
