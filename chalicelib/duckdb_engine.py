@@ -76,6 +76,8 @@ MAX_CONCURRENT_READS = 4
 # Compaction may replace a compacted file between a read's listing and its fetch: the read starts over, this many
 # times (a fresh object it deleted is left out: its rows are in the compacted tier, read after the fresh one).
 READ_ATTEMPTS = 5
+# Each fresh row's object, as Athena's hidden column names it.
+_PATH = pa.field("$path", pa.string())
 # Compacted files whose footers the engine keeps: a table's year is a dozen files, and a month's footer a few
 # hundred KB in memory, so 512 hold some 40 table-years in well under a GB.
 MAX_CACHED_FOOTERS = 512
@@ -167,7 +169,7 @@ class AuditObjects:
                 )
         except FileNotFoundError:
             self._check_bucket()
-            return tier.schema.empty_table()
+            return self._rows_schema(tier).empty_table()
         except OSError as exc:
             if _vanished(exc):
                 raise FileNotFoundError(str(exc)) from exc
@@ -202,14 +204,22 @@ class AuditObjects:
                 raise FileNotFoundError(str(exc)) from exc
             raise self._unavailable(exc) from exc
 
+    def _rows_schema(self, tier: _Tier) -> pa.Schema:
+        """The columns a tier's rows are read with: the fresh tier's with their object's `$path`."""
+        return tier.schema.append(_PATH) if tier is self._fresh else tier.schema
+
     def _fresh_rows(self, dataset: ds.Dataset, expression: ds.Expression | None) -> pa.Table:
-        """The fresh objects' rows, object by object. One that compaction deleted since the listing is left out: its
-        rows were in a compacted file before it was deleted, and the compacted tier is read after this one (starting
-        over instead, a read could lose that race at every attempt while compaction deletes a backlog)."""
-        tables = [self._fresh.schema.empty_table()]
+        """The fresh objects' rows, object by object, each with its object's `s3://` path (`$path`, as Athena names
+        it: GET /audit prefers the copies reconciliation wrote). One that compaction deleted since the listing is left
+        out: its rows were in a compacted file before it was deleted, and the compacted tier is read after this one
+        (starting over instead, a read could lose that race at every attempt while compaction deletes a backlog)."""
+        tables = [self._rows_schema(self._fresh).empty_table()]
         for fragment in dataset.get_fragments(filter=expression):
             try:
-                tables.append(fragment.to_table(schema=dataset.schema, filter=expression, use_threads=False))
+                rows = fragment.to_table(schema=dataset.schema, filter=expression, use_threads=False)
+                tables.append(
+                    rows.append_column(_PATH, pa.array([f"s3://{fragment.path}"] * rows.num_rows, pa.string()))
+                )
             except OSError as exc:
                 if not _vanished(exc):
                     raise

@@ -28,7 +28,7 @@ from chalicelib.bounds import (
     valid_unicode,
 )
 from chalicelib.errors import InvalidRequestError, UnknownTableError
-from chalicelib.records import canonical_key
+from chalicelib.records import BACKFILL_OBJECT_PREFIX, canonical_key
 from chalicelib.schema import AUDIT_COLUMNS
 
 DEFAULT_LIMIT = 100
@@ -395,20 +395,29 @@ class Relations:
     fresh: str
 
 
+# A fresh object reconciliation wrote from a trail file, by its path (`"$path"`: Athena's own column, and the DuckDB
+# engine's): the object's name, right after its partition's `dt=`, starts with BACKFILL_OBJECT_PREFIX.
+FROM_TRAIL_PATH = f"%/dt=____-__-__/{BACKFILL_OBJECT_PREFIX}%"
+
+
 def build_audit_sql(
     query: AuditQuery, relations: Relations, after: Position | None = None, limit: int | None = None
 ) -> tuple[str, list[SqlValue]]:
     """SQL and its `?` parameters: the query's entries from both tiers, each (event_id, item_index) once, newest
     first. Each tier is filtered on its own partitions (compacted: table and month; fresh: table and day) and on the
     key, so each engine prunes partitions and Parquet row groups before reading. A row in both tiers (compaction
-    between writing its file and deleting its inputs, or a retried batch) counts once, the compacted copy first.
-    `after` and `limit` page without an engine's own cursor."""
+    between writing its file and deleting its inputs, or a retried batch) counts once: the copy reconciliation wrote
+    from the trail's own files first (a fresh object's `"$path"` names it), then the compacted one, as compaction
+    keeps them. `after` and `limit` page without an engine's own cursor."""
     parameters: list[SqlValue] = []
 
-    def compare(column: str, operator: str, value: str) -> str:
+    def bind(value: str) -> str:
         placeholder, values = _placeholder(value)
         parameters.extend(values)
-        return f"{column} {operator} {placeholder}"
+        return placeholder
+
+    def compare(column: str, operator: str, value: str) -> str:
+        return f"{column} {operator} {bind(value)}"
 
     def conditions(tier: str) -> str:
         found = [compare("table_name", "=", query.table)]
@@ -432,7 +441,8 @@ def build_audit_sql(
     columns = ", ".join(ENTRY_COLUMNS)
     tiers = (
         f"SELECT {columns}, 0 AS tier FROM {relations.compacted} WHERE {conditions('compacted')} "
-        f"UNION ALL SELECT {columns}, 1 AS tier FROM {relations.fresh} WHERE {conditions('fresh')}"
+        f'UNION ALL SELECT {columns}, CASE WHEN "$path" LIKE {bind(FROM_TRAIL_PATH)} THEN -1 ELSE 1 END AS tier '
+        f"FROM {relations.fresh} WHERE {conditions('fresh')}"
     )
     outer = ["duplicate_rank = 1"]
     if after is not None:

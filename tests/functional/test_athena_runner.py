@@ -13,18 +13,26 @@ from botocore.stub import Stubber
 from chalice.test import Client
 
 import app as deutzia_app
-from chalicelib.athena import AthenaQueryRunner
-from chalicelib.query import ENTRY_COLUMNS, AuditQuery, Relations, build_audit_sql
+from chalicelib.athena import AthenaQueryRunner, athena_literal
+from chalicelib.query import ENTRY_COLUMNS, FROM_TRAIL_PATH, AuditQuery, Relations, build_audit_sql
 
 WORKGROUP = "deutzia-test"
 EXPECTED_FROM = (
     " FROM (SELECT *, row_number() OVER (PARTITION BY event_id, item_index ORDER BY tier) AS duplicate_rank"
     ' FROM (SELECT {columns}, 0 AS tier FROM "deutzia"."audit_compacted" WHERE table_name = ? AND item_key = ?'
-    ' UNION ALL SELECT {columns}, 1 AS tier FROM "deutzia"."audit_fresh" WHERE table_name = ? AND item_key = ?))'
+    ' UNION ALL SELECT {columns}, CASE WHEN "$path" LIKE ? THEN -1 ELSE 1 END AS tier FROM "deutzia"."audit_fresh"'
+    " WHERE table_name = ? AND item_key = ?))"
     " WHERE duplicate_rank = 1 ORDER BY event_time DESC, event_id DESC, item_index DESC"
 ).format(columns=", ".join(ENTRY_COLUMNS))
 KEY = json.dumps({"id": "it's"})
-EXPECTED_PARAMETERS = ["'Music'", "'{\"id\":\"it''s\"}'"] * 2
+# The compacted tier's table and key, the path of objects restored from the trail, the fresh tier's table and key.
+EXPECTED_PARAMETERS = [
+    "'Music'",
+    "'{\"id\":\"it''s\"}'",
+    athena_literal(FROM_TRAIL_PATH),
+    "'Music'",
+    "'{\"id\":\"it''s\"}'",
+]
 
 
 class Clock:

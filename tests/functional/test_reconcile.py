@@ -292,16 +292,27 @@ def test_a_record_that_contradicts_the_trail_is_replaced_by_the_trails_own_at_th
     (restoring,) = first.backfill_objects
     assert s3.head_object(Bucket=audit_bucket, Key=restoring)["Metadata"]["trail-file"] == trail_file
 
+    def shows_the_trails_own() -> None:
+        shown = {(entry["event_id"], entry["item_index"]): entry for entry in history(client)}
+        assert len(shown) == 5
+        expected = {event["eventID"]: event for event in (*real, transaction, honest)}
+        for (event_id, _), entry in shown.items():
+            event = expected[event_id]
+            assert (entry["principal_name"], entry["source_ip"]) == ("alice", "192.0.2.10")
+            assert (entry["event_time"], entry["operation"]) == (event["eventTime"], "Put")
+            assert entry["item_key"] != '{"id":"elsewhere"}'
+
+    def elsewhere() -> list[dict[str, Any]]:
+        response = client.http.get(f"/audit?{urlencode({'table': 'Music', 'key': json.dumps({'id': 'elsewhere'})})}")
+        return list(json.loads(response.body)["entries"])
+
+    shows_the_trails_own()  # GET /audit prefers the records restored from the trail at once
+    assert len(elsewhere()) == 1  # a forged copy naming another item shows in that item's history until compaction
+
     S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)
 
-    shown = {(entry["event_id"], entry["item_index"]): entry for entry in history(client)}
-    assert len(shown) == 5
-    expected = {event["eventID"]: event for event in (*real, transaction, honest)}
-    for (event_id, _), entry in shown.items():
-        event = expected[event_id]
-        assert (entry["principal_name"], entry["source_ip"]) == ("alice", "192.0.2.10")
-        assert (entry["event_time"], entry["operation"]) == (event["eventTime"], "Put")
-        assert entry["item_key"] != '{"id":"elsewhere"}'
+    shows_the_trails_own()
+    assert elsewhere() == []
 
     again = reconciler.run(DAY).tables["Music"]
 
@@ -423,6 +434,19 @@ def test_backfill_left_for_want_of_time_is_deferred_and_the_next_scheduled_run_g
     assert (again.status, again.deferred, again.tables["Music"].backfilled_now) == ("backfilled", 0, 2)
     assert reconciler.days_to_run({}, three_days_later) == ["2024-05-02", "2024-04-01"]  # never reconciled
     assert sorted(entry["item_key"] for entry in history(client)) == [f'{{"id":"lost-{n}"}}' for n in range(3)]
+
+
+def test_get_audit_shows_the_restored_record_before_compaction_folds_it_over_a_compacted_forgery(
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    real = cloudtrail_event(event_time=f"{DAY}T10:00:00Z")
+    ingest([{**real, "userIdentity": cloudtrail_event(user="mallory")["userIdentity"]}])
+    S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)  # the forgery, compacted
+    put_trail_file(s3, trail_bucket, [real])
+
+    assert reconciler.run(DAY).tables["Music"].restored_now == 1
+
+    assert [entry["principal_name"] for entry in history(client)] == ["alice"]
 
 
 def test_a_contradicted_call_left_for_want_of_time_stays_named_and_is_restored_by_a_later_run(

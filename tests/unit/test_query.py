@@ -6,6 +6,7 @@ import pytest
 
 from chalicelib.errors import InvalidRequestError, UnknownTableError
 from chalicelib.query import (
+    FROM_TRAIL_PATH,
     MAX_PAGE_BYTES,
     AuditQuery,
     PageToken,
@@ -127,6 +128,7 @@ def test_sql_carries_every_value_as_a_parameter() -> None:
     compacted = [*fresh[:2], "2024-05", *fresh[2:]]
     assert parameters == [
         *compacted,
+        FROM_TRAIL_PATH,
         *fresh,
         "2024-05-02T00:00:00Z",
         "2024-05-02T00:00:00Z",
@@ -179,7 +181,7 @@ def test_a_long_value_travels_as_pieces_within_athenas_parameter_limit() -> None
     key = '{"pk":"' + "'" * 1200 + '"}'
     sql, parameters = build_audit_sql(AuditQuery(table="Music", key=key), Relations("compacted", "fresh"))
     assert sql.count("item_key = concat(?, ?, ?)") == 2
-    assert "".join(str(p) for p in parameters[1:4]) == key == "".join(str(p) for p in parameters[5:8])
+    assert "".join(str(p) for p in parameters[1:4]) == key == "".join(str(p) for p in parameters[6:9])
     assert all(len(athena_literal(p)) <= 1024 for p in parameters)
 
 
