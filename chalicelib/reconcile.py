@@ -435,6 +435,9 @@ class DayReport:
     # restore: the daily runs go on with such a day.
     deferred: int = 0
     restore_deferred: int = 0
+    # Contradicted calls this run restored: the next daily run checks the day again, to confirm the trail's records are
+    # the ones left (compaction keeps them) and stop marking the day's records.
+    restored_now: int = 0
     # When the trail did not log during the day (`from ... to ...`, as CloudTrail said at a run): its calls then were
     # recorded nowhere, so the day is incomplete whatever the counts say.
     not_logging: list[str] = field(default_factory=list)
@@ -444,6 +447,7 @@ class DayReport:
         for report in self.tables.values():
             report.unreadable_trail_files = len(self.unreadable_trail_files)
             report.settle()
+        self.restored_now = sum(report.restored_now for report in self.tables.values())
         statuses = {report.status for report in self.tables.values()}
         if self.not_logging:
             self.status = INCOMPLETE

@@ -417,8 +417,8 @@ class Reconciler:
 
     def unfinished_days(self, before: str, days: int = GO_ON_DAYS) -> list[str]:
         """The days among the `days` before `before` that no run has reconciled (its run failed, or none was due:
-        the stack is new) or whose last run left calls to backfill or restore (DayReport.deferred, restore_deferred),
-        oldest first."""
+        the stack is new), whose last run left calls to backfill or restore (DayReport.deferred, restore_deferred),
+        or restored some (restored_now: checked again once compaction kept the trail's records), oldest first."""
         first = parse_day(before) - timedelta(days=days)
         candidates = [(first + timedelta(days=offset)).isoformat() for offset in range(days)]
         with ThreadPoolExecutor(max_workers=COVERAGE_READS) as pool:
@@ -426,7 +426,8 @@ class Reconciler:
         return [
             day
             for day, summary in zip(candidates, summaries, strict=True)
-            if summary is None or _count(summary.get("deferred")) + _count(summary.get("restore_deferred")) > 0
+            if summary is None
+            or sum(_count(summary.get(name)) for name in ("deferred", "restore_deferred", "restored_now")) > 0
         ]
 
     def _not_logging(self, day: str, gaps: Sequence[tuple[datetime, datetime]]) -> list[str]:

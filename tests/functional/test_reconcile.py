@@ -314,8 +314,10 @@ def test_a_record_that_contradicts_the_trail_is_replaced_by_the_trails_own_at_th
     shows_the_trails_own()
     assert elsewhere() == []
 
+    assert DAY in reconciler.unfinished_days("2024-05-03")  # the next daily run checks the day again
     again = reconciler.run(DAY).tables["Music"]
 
+    assert DAY not in reconciler.unfinished_days("2024-05-03")
     assert (again.status, again.altered, again.altered_examples) == ("backfilled", 0, [])
     assert (again.restored, again.restored_now, again.audited_by_ingest) == (4, 0, 5)
     deutzia_app.get_coverage_reader.cache_clear()
@@ -450,7 +452,7 @@ def test_get_audit_shows_the_restored_record_before_compaction_folds_it_over_a_c
 
 
 def test_a_contradicted_call_left_for_want_of_time_stays_named_and_is_restored_by_a_later_run(
-    reconciler: Reconciler, ingest: Callable[..., Any], s3: Any, trail_bucket: str
+    reconciler: Reconciler, ingest: Callable[..., Any], s3: Any, audit_bucket: str, trail_bucket: str
 ) -> None:
     real = cloudtrail_event(event_time=f"{DAY}T10:00:00Z")
     ingest([{**real, "sourceIPAddress": "203.0.113.66"}])
@@ -462,7 +464,12 @@ def test_a_contradicted_call_left_for_want_of_time_stays_named_and_is_restored_b
     assert (music.status, music.altered, music.restored, music.still_missing) == ("unconfirmed", 1, 0, 0)
     assert (hurried.deferred, hurried.restore_deferred) == (0, 1)
     assert DAY in reconciler.unfinished_days("2024-05-03")  # the next daily run goes on with it
-    assert reconciler.run(DAY).tables["Music"].restored_now == 1
+    restoring = reconciler.run(DAY)
+    assert (restoring.tables["Music"].restored_now, restoring.restore_deferred, restoring.restored_now) == (1, 0, 1)
+    assert DAY in reconciler.unfinished_days("2024-05-03")  # checked again once compaction kept the trail's record
+    S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)
+    confirmed = reconciler.run(DAY)
+    assert (confirmed.status, confirmed.restored_now) == ("backfilled", 0)
     assert DAY not in reconciler.unfinished_days("2024-05-03")
 
 
