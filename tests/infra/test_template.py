@@ -757,6 +757,10 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
     assert [resolver.resolve(statement["Resource"]) for statement in athena] == [
         "arn:aws:athena:eu-west-1:123456789012:workgroup/<ReconcileWorkGroup>"
     ]
+    # It runs, waits and reads; it never stops a query (one that outlives a run is left for the next to read).
+    assert [statement["Action"] for statement in athena] == [
+        ["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults"]
+    ]
     statements = merged["Resources"]["AuditKey"]["Properties"]["KeyPolicy"]["Statement"]
     (key_users,) = [s for s in statements if s.get("Sid") == "DeutziaRolesUseTheKeyThroughTheirServices"]
     roles = key_users["Condition"]["ArnEquals"]["aws:PrincipalArn"]
