@@ -45,6 +45,7 @@ from chalicelib.query import (
     encode_page_token,
     entries_that_fit,
     row_to_entry,
+    until_page_is_full,
 )
 from chalicelib.reconcile import ReconcileRelations, ReconcileWindow, build_reconcile_sql, read_tally
 from chalicelib.reconciler import RECONCILE_TIMEOUT_SECONDS, EngineResult
@@ -59,6 +60,11 @@ logger = logging.getLogger("deutzia.athena")
 # API Gateway gives a request 29 s; the answer must leave it in time.
 DEFAULT_TIMEOUT_SECONDS = 25.0
 _ATHENA_MAX_RESULTS = 1000
+# What one GetQueryResults answer is asked to hold at most, by the largest row seen so far (the first answer: a few
+# hundred rows). A caller can make each of their calls' rows hundreds of KB (parameters, names and texts, each at its
+# bound): 1,000 of those read at once would take most of the API function's memory.
+_RESULTS_BUDGET_BYTES = 32 * 1024 * 1024
+_FIRST_RESULTS = 200
 _FIRST_POLL_SECONDS = 0.1
 _MAX_POLL_SECONDS = 1.0
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,255}$")
@@ -121,13 +127,15 @@ class AthenaWorkgroup:
         return execution_id
 
     def _rows(self, execution_id: str) -> Iterator[list[str | None]]:
-        """Every result row's values, after the header row."""
+        """Every result row's values, after the header row, read as the caller takes them, each answer sized by the
+        rows before it (`_results_wanted`)."""
         token: str | None = None
         header_pending = True
+        largest = 0
         while True:
             arguments: GetQueryResultsInputTypeDef = {
                 "QueryExecutionId": execution_id,
-                "MaxResults": _ATHENA_MAX_RESULTS,
+                "MaxResults": _results_wanted(largest),
             }
             if token is not None:
                 arguments["NextToken"] = token
@@ -136,7 +144,9 @@ class AthenaWorkgroup:
             if header_pending and rows:
                 rows, header_pending = rows[1:], False
             for row in rows:
-                yield _row_values(row.get("Data", []))
+                values = _row_values(row.get("Data", []))
+                largest = max(largest, _row_bytes(values))
+                yield values
             token = response.get("NextToken")
             if not token:
                 return
@@ -278,7 +288,9 @@ class AthenaQueryRunner(AthenaWorkgroup):
         """At most `limit` entries of `query` after the position `after`, newest first, by `deadline`."""
         sql, parameters = build_audit_sql(query, self._relations, after=after, limit=limit)
         execution_id = self._run(sql, [athena_literal(value) for value in parameters], deadline)
-        return [row_to_entry(dict(zip(ENTRY_COLUMNS, values, strict=True))) for values in self._rows(execution_id)]
+        return until_page_is_full(
+            row_to_entry(dict(zip(ENTRY_COLUMNS, values, strict=True))) for values in self._rows(execution_id)
+        )
 
     def _resume(self, token: PageToken, sql: str, execution_parameters: list[str]) -> str:
         """The execution a page token names, after checking it ran exactly this query."""
@@ -297,21 +309,21 @@ class AthenaQueryRunner(AthenaWorkgroup):
         given (Athena's token of the rows it is among, and how many of those this page gave)."""
         entries: list[dict[str, object]] = []
         token, skip = (start.athena_token, start.skip) if start else (None, 0)
+        largest = 0
         while True:
             header = token is None  # the result set starts with a header row
+            wanted = max(skip + 1 + header, _results_wanted(largest))  # the rows given before are read again
             arguments: GetQueryResultsInputTypeDef = {
                 "QueryExecutionId": execution_id,
-                "MaxResults": min(skip + query.limit - len(entries) + header, _ATHENA_MAX_RESULTS),
+                "MaxResults": min(skip + query.limit - len(entries) + header, wanted, _ATHENA_MAX_RESULTS),
             }
             if token is not None:
                 arguments["NextToken"] = token
             response = self._call("GetQueryResults", functools.partial(self._client.get_query_results, **arguments))
-            rows = response.get("ResultSet", {}).get("Rows", [])[header:]
+            rows = [_row_values(row.get("Data", [])) for row in response.get("ResultSet", {}).get("Rows", [])[header:]]
+            largest = max([largest, *map(_row_bytes, rows)])
             given = len(entries)
-            entries += [
-                row_to_entry(dict(zip(ENTRY_COLUMNS, _row_values(row.get("Data", [])), strict=True)))
-                for row in rows[skip:]
-            ]
+            entries += [row_to_entry(dict(zip(ENTRY_COLUMNS, values, strict=True))) for values in rows[skip:]]
             fitting = entries_that_fit(entries)
             if fitting < len(entries):
                 resume = PageToken(query.fingerprint(), execution_id, token, skip=skip + fitting - given)
@@ -331,6 +343,18 @@ class _FileVanishedError(QueryUnavailableError):
 
 def _row_values(data: Sequence[DatumTypeDef]) -> list[str | None]:
     return [cell.get("VarCharValue") for cell in data]
+
+
+def _row_bytes(values: Sequence[str | None]) -> int:
+    return sum(len(value) for value in values if value is not None)
+
+
+def _results_wanted(largest_row: int) -> int:
+    """How many rows to ask GetQueryResults for: _FIRST_RESULTS before any row is seen, then as many as
+    _RESULTS_BUDGET_BYTES holds of the largest row seen so far, from 1 to Athena's 1,000."""
+    if not largest_row:
+        return _FIRST_RESULTS
+    return max(1, min(_ATHENA_MAX_RESULTS, _RESULTS_BUDGET_BYTES // largest_row))
 
 
 # A reconcile query reads a day of the trail: minutes, not the API's seconds.

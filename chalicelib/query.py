@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -339,13 +339,14 @@ def collect_page(
     now: datetime,
 ) -> AuditPage:
     """A page of `query` from an engine's `fetch(window, after, limit)` (at most `limit` entries of one window after
-    the position `after`, newest first), window by window (search_windows) until it holds one entry more than the
-    page; the next page's token is the position of the last entry given."""
+    the position `after`, newest first; it may stop at one more than a page's bytes hold, `until_page_is_full`),
+    window by window (search_windows) until it holds one entry more than the page; the next page's token is the
+    position of the last entry given."""
     after = token.after if token is not None else None
     entries: list[dict[str, object]] = []
     for window in search_windows(query, after, now):
         entries += fetch(window, after, query.limit + 1 - len(entries))
-        if len(entries) > query.limit:
+        if len(entries) > query.limit or entries_that_fit(entries) < len(entries):
             break
     fitting = entries_that_fit(entries[: query.limit])
     next_token = None
@@ -366,10 +367,28 @@ def entries_that_fit(entries: Sequence[Mapping[str, object]]) -> int:
     """How many of `entries`, from the first, one page holds within MAX_PAGE_BYTES (at least one)."""
     size = 0
     for count, entry in enumerate(entries):
-        size += len(json.dumps(entry, separators=(",", ":"))) + 1
+        size += _answer_bytes(entry)
         if size > MAX_PAGE_BYTES and count:
             return count
     return len(entries)
+
+
+def until_page_is_full(entries: Iterable[dict[str, object]]) -> list[dict[str, object]]:
+    """`entries` as far as one past what a page holds (MAX_PAGE_BYTES): a reader stops there, reading no more rows than
+    a page can give."""
+    taken: list[dict[str, object]] = []
+    size = 0
+    for entry in entries:
+        taken.append(entry)
+        size += _answer_bytes(entry)
+        if size > MAX_PAGE_BYTES and len(taken) > 1:
+            break
+    return taken
+
+
+def _answer_bytes(entry: Mapping[str, object]) -> int:
+    """What an entry adds to an answer: its compact JSON and a separator."""
+    return len(json.dumps(entry, separators=(",", ":"))) + 1
 
 
 # The entry's columns in result order; arrays travel as JSON text so both engines return them the same way.

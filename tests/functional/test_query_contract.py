@@ -252,31 +252,80 @@ def test_a_page_stops_before_an_entry_that_would_not_fit_in_the_answer_and_the_n
 ) -> None:
     # A caller can make each call on an item hundreds of KB (its attribute names, parameters): a page of them must
     # still fit in Lambda's answer, and paging must still give every call once.
-    def call(n: int, letter: str) -> dict[str, Any]:
-        names = [f"{letter * 250}{i:03d}" for i in range(256)]
-        parameters = {"tableName": "Music", "key": SONG_1, "item": names}
-        return cloudtrail_event("PutItem", parameters, event_time=f"2024-05-01T10:{n // 60:02d}:{n % 60:02d}Z")
-
-    calls = [call(n, "x") for n in range(30)] + [call(n, "é") for n in range(30, 33)]  # é is written as \u00e9
+    calls = [_big_call(n, "x") for n in range(30)] + [_big_call(n, "é") for n in range(30, 33)]  # é is \u00e9
     for start in range(0, len(calls), 6):
         ingest(calls[start : start + 6])
+
+    sizes, seen = _every_page(client, {"table": "Music", "key": json.dumps(SONG_1), "limit": "1000"})
+
+    assert max(sizes) <= MAX_PAGE_BYTES + 1024
+    assert len(sizes) >= 4  # 30 entries of about 130 KB, then three of about 770 KB
+    expected = sorted(((event["eventTime"], event["eventID"]) for event in calls), reverse=True)
+    assert seen == [(event_id, 0) for _, event_id in expected]
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_athena_is_asked_for_no_more_rows_at_once_than_its_budget_holds_nor_past_a_full_page(
+    client: Client,
+    ingest: Callable[..., Any],
+    audit_bucket: str,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    keyed: bool,
+) -> None:
+    # 1,000 rows of such calls in one GetQueryResults answer would take most of the API function's memory.
+    athena = DuckDBAthenaClient(audit_bucket, moto_endpoint)
+    answers: list[tuple[int, int, int]] = []  # rows asked for, rows given (not the header), their bytes
+    read = athena.get_query_results
+
+    def recorded(**arguments: Any) -> Any:
+        response = read(**arguments)
+        rows = [row["Data"] for row in response["ResultSet"]["Rows"]][0 if "NextToken" in arguments else 1 :]
+        size = sum(len(cell.get("VarCharValue", "")) for row in rows for cell in row)
+        answers.append((arguments["MaxResults"], len(rows), size))
+        return response
+
+    athena.get_query_results = recorded  # type: ignore[method-assign]
+    runner = AthenaQueryRunner(athena, WORKGROUP, DATABASE)
+    monkeypatch.setattr(deutzia_app, "get_query_engine", lambda: runner)
+    monkeypatch.setattr(chalicelib.athena, "_FIRST_RESULTS", 4)
+    monkeypatch.setattr(chalicelib.athena, "_RESULTS_BUDGET_BYTES", 400_000)  # three of these rows, 130 KB each
+    calls = [_big_call(n, "x") for n in range(40)]
+    for start in range(0, len(calls), 8):
+        ingest(calls[start : start + 8])
+    parameters = {"table": "Music", "limit": "1000", **({"key": json.dumps(SONG_1)} if keyed else {})}
+
+    sizes, seen = _every_page(client, parameters)
+
+    assert sorted(seen) == sorted((event["eventID"], 0) for event in calls)
+    # A request's first answer holds a few rows; the next, what the budget holds of the largest row seen.
+    assert all(asked <= 4 or size <= 400_000 for asked, _, size in answers)
+    # A page reads its entries, the one that does not fit and the rest of its answer (at most 3 rows), and, resuming
+    # inside an answer, the rows of it given before (at most 4): never the table's every row, page after page.
+    assert sum(rows for _, rows, _ in answers) <= len(calls) + 7 * len(sizes)
+
+
+def _big_call(n: int, letter: str) -> dict[str, Any]:
+    """A PutItem on SONG_1 naming 256 attributes of 253 characters: its record is about 130 KB."""
+    names = [f"{letter * 250}{i:03d}" for i in range(256)]
+    parameters = {"tableName": "Music", "key": SONG_1, "item": names}
+    return cloudtrail_event("PutItem", parameters, event_time=f"2024-05-01T10:{n // 60:02d}:{n % 60:02d}Z")
+
+
+def _every_page(client: Client, parameters: dict[str, str]) -> tuple[list[int], list[tuple[str, int]]]:
+    """Each page's size in bytes, and every entry's id, paging GET /audit to its end."""
+    sizes: list[int] = []
     seen: list[tuple[str, int]] = []
-    parameters = {"table": "Music", "key": json.dumps(SONG_1), "limit": "1000"}
-    sizes = []
     while True:
         response = client.http.get(f"/audit?{urlencode(parameters)}")
-        assert response.status_code == 200
+        assert response.status_code == 200, response.body
         sizes.append(len(response.body))
         body = json.loads(response.body)
         assert body["entries"]
         seen += _ids(body)
         if body["next_token"] is None:
-            break
-        parameters["next_token"] = body["next_token"]
-    assert max(sizes) <= MAX_PAGE_BYTES + 1024
-    assert len(sizes) >= 4  # 30 entries of about 130 KB, then three of about 770 KB
-    expected = sorted(((event["eventTime"], event["eventID"]) for event in calls), reverse=True)
-    assert seen == [(event_id, 0) for _, event_id in expected]
+            return sizes, seen
+        parameters = {**parameters, "next_token": body["next_token"]}
 
 
 def test_a_key_longer_than_an_athena_parameter_is_found(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chalicelib.errors import InvalidRequestError, UnknownTableError
 from chalicelib.query import (
@@ -17,6 +19,7 @@ from chalicelib.query import (
     entries_that_fit,
     parse_audit_request,
     row_to_entry,
+    until_page_is_full,
 )
 
 
@@ -243,3 +246,15 @@ def test_forged_page_tokens_are_refused(document: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:
         decode_page_token(text, query)
     assert caught.value.parameter == "next_token"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 900_000), max_size=40))
+def test_a_reader_stops_one_entry_past_a_full_page_and_the_page_is_the_same(sizes: list[int]) -> None:
+    entries: list[dict[str, object]] = [
+        {"event_id": str(n), "request_parameters": "p" * size} for n, size in enumerate(sizes)
+    ]
+    taken = until_page_is_full(iter(entries))
+    assert taken == entries[: len(taken)]
+    assert entries_that_fit(taken) == entries_that_fit(entries)  # the same page, and where the next one starts
+    assert len(taken) == len(entries) or entries_that_fit(taken) == len(taken) - 1
