@@ -480,6 +480,7 @@ class DayReport:
             "DuplicateTrailEvents": sum(report.duplicates_in_trail for report in reports),
             "UnreadableTrailFiles": len(self.unreadable_trail_files),
             "GoneRecords": sum(report.gone_since_last_run for report in reports),
+            "RestoredEvents": sum(report.restored_now for report in reports),
         }
 
 

@@ -285,7 +285,9 @@ def test_a_record_that_contradicts_the_trail_is_replaced_by_the_trails_own_at_th
     trail_file = put_trail_file(s3, trail_bucket, [*real, transaction, honest])
     contradicted = sorted(event["eventID"] for event in (*real, transaction))
 
-    first = reconciler.run(DAY).tables["Music"]
+    day = reconciler.run(DAY)
+    first = day.tables["Music"]
+    assert day.totals()["RestoredEvents"] == 4  # published each night, and on the dashboard
 
     assert (first.status, first.altered, first.altered_examples) == ("unconfirmed", 4, contradicted)
     assert (first.restored, first.restored_now, first.backfilled, first.still_missing) == (4, 4, 0, 0)
