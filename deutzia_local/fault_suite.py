@@ -5,13 +5,16 @@ DynamoDB calls from many threads (puts, updates, failing conditional updates, de
 cancelled transactions), each recording what it must leave in the trail. Meanwhile S3 refuses every audit write
 for longer than the poller's retries last, the poller is killed mid-batch and restarted, and a poison record is put
 on the stream. After recovery (the failure queue's replay included) it reads the whole table's history through
-GET /audit and reports calls, items, found, lost, duplicated, wrong success flags, and the time to recover.
+GET /audit and reports calls, items, found, lost, duplicated, wrong success flags, and the time to recover. Then it
+forges copies of some of the calls in the trail's log group (another caller, the opposite result), as whoever may
+write there could, reconciles, and checks the history again: every call as CloudTrail logged it, no forgery shown.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import os
 import random
@@ -22,6 +25,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -31,6 +35,10 @@ from botocore.exceptions import ClientError
 from deutzia_local.child import StackProcess, create_keyed_table, free_port
 
 TABLE = "FaultSuite"
+# Copies of real calls the suite puts in the trail's log group, each naming this caller and the opposite result.
+FORGED_CALLS = 20
+_FORGER = "arn:aws:iam::123456789012:user/forger"
+_LOG_GROUP = "/deutzia/local/cloudtrail"
 # The outage lasts until the poller's retries have run out, within this bound.
 _MAX_OUTAGE_SECONDS = 180.0
 _NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
@@ -52,11 +60,15 @@ class SuiteReport:
     quarantined: int = 0
     replayed_batches: int = 0
     seconds_to_recover: float = 0.0
+    forged: int = 0
+    restored: int = 0
+    forgeries_shown: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
-        return self.items == self.found and not (self.lost or self.duplicated or self.wrong_success or self.unexpected)
+        wrong = self.lost or self.duplicated or self.wrong_success or self.unexpected or self.forgeries_shown
+        return self.items == self.found and not wrong
 
     def lines(self) -> list[str]:
         return [
@@ -64,6 +76,8 @@ class SuiteReport:
             f"duplicated {self.duplicated}  wrong success flag {self.wrong_success}  unexpected {self.unexpected}",
             f"poison records quarantined {self.quarantined}  batches replayed from the failure queue "
             f"{self.replayed_batches}  recovered {self.seconds_to_recover:.1f} s after the last call",
+            f"forged copies of calls put in the log group {self.forged}  restored from the trail's files "
+            f"{self.restored}  forgeries shown after reconciliation {self.forgeries_shown}",
             *self.notes,
             "result: "
             + ("exact: every call is in GET /audit once, with the right result" if self.exact else "NOT EXACT"),
@@ -172,6 +186,9 @@ def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0
         DEUTZIA_AWS_PORT=str(aws_port),
         DEUTZIA_API_PORT=str(api_port),
         DEUTZIA_FIRST_RETRY_SECONDS="0.02",  # the poller's ten retries span seconds, so the outage outlasts them
+        # Reconciliation only when the suite runs it: the fast path alone must recover every call, and the forgeries
+        # are then restored by the suite's own run.
+        DEUTZIA_RECONCILE_INTERVAL="86400",
         AWS_ACCESS_KEY_ID="fault-suite",
         AWS_SECRET_ACCESS_KEY="fault-suite",  # noqa: S106 - moto accepts any secret
         AWS_DEFAULT_REGION="us-east-1",
@@ -238,7 +255,21 @@ def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0
         last_call = time.monotonic()
         progress(f"faults: {workload.calls} calls made in {last_call - started:.0f} s; waiting for the trail")
         done.wait(_MAX_OUTAGE_SECONDS + 60)
+        recovered = _verify(api, workload, last_call, progress)
+        forged = _forge(endpoint, FORGED_CALLS)
+        progress(f"faults: {len(forged)} forged copies of the table's calls are put in the trail's log group")
+        _wait_for_forgeries(api, len(forged))
+        # A reconciliation of today checks up to DEUTZIA_RECONCILE_SETTLE_SECONDS (10) ago: past the forged calls.
+        latest = max((_epoch(str(event["eventTime"])) for event in forged), default=0.0)
+        time.sleep(max(0.0, latest + 12 - time.time()))
+        reconciliation = StackProcess(["reconcile"], env)
+        reconciliation.process.wait(timeout=300)
+        reconciliation.stop()  # its output read to the end
+        progress(f"faults: reconciliation exited {reconciliation.process.returncode} (1: records it does not confirm)")
         report = _verify(api, workload, last_call, progress)
+        report.seconds_to_recover = recovered.seconds_to_recover
+        report.forged, report.restored = len(forged), _restored_today(api)
+        report.forgeries_shown = sum(entry["principal_arn"] == _FORGER for entry in _history(api))
         report.quarantined = _count(endpoint, "quarantine/")
         report.replayed_batches = sum("gave up on" in line for child in pollers for line in child.lines)
         if workload.errors:
@@ -269,6 +300,61 @@ def _end_s3_outage(endpoint: str) -> None:
     request = urllib.request.Request(f"{endpoint}/_deutzia/faults/s3", method="DELETE")  # noqa: S310
     with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the suite's own loopback endpoint
         pass
+
+
+def _forge(endpoint: str, count: int) -> list[dict[str, Any]]:
+    """Put in the trail's log group copies of the table's first `count` single-item calls, from the trail's own
+    files, each saying the forger made it with the opposite result; the copies put."""
+    s3 = _client("s3", endpoint)
+    calls = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="deutzia-trail", Prefix="AWSLogs/"):
+        for entry in page.get("Contents", []):
+            body = gzip.decompress(s3.get_object(Bucket="deutzia-trail", Key=entry["Key"])["Body"].read())
+            calls += [
+                event
+                for event in json.loads(body)["Records"]
+                if event.get("eventName") in ("PutItem", "UpdateItem", "DeleteItem")
+                and any(resource["ARN"].endswith(f"table/{TABLE}") for resource in event.get("resources", []))
+            ]
+    forged = []
+    for call in sorted(calls, key=lambda event: (str(event["eventTime"]), str(event["eventID"])))[:count]:
+        copy = {**call, "userIdentity": {**call["userIdentity"], "arn": _FORGER}}
+        if copy.pop("errorCode", None) is None:
+            copy["errorCode"] = "AccessDeniedException"
+        copy.pop("errorMessage", None)
+        forged.append(copy)
+    if forged:
+        logs = _client("logs", endpoint)
+        logs.create_log_stream(logGroupName=_LOG_GROUP, logStreamName="forger")
+        now = int(time.time() * 1000)
+        events = [{"timestamp": now, "message": json.dumps(event)} for event in forged]
+        logs.put_log_events(logGroupName=_LOG_GROUP, logStreamName="forger", logEvents=events)
+    return forged
+
+
+def _epoch(event_time: str) -> float:
+    return datetime.strptime(event_time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def _restored_today(api: str) -> int:
+    """How many calls reconciliation restored today, as GET /audit/coverage says."""
+    today = datetime.now(UTC).date().isoformat()
+    query = urllib.parse.urlencode({"table": TABLE, "since": today})
+    with urllib.request.urlopen(f"{api}/audit/coverage?{query}", timeout=60) as response:  # noqa: S310 - loopback
+        days = json.loads(response.read())["days"]
+    return int(days[-1].get("restored", 0)) if days else 0
+
+
+def _wait_for_forgeries(api: str, forged: int, timeout: float = 60.0) -> None:
+    """Until ingest has recorded every forged copy (GET /audit shows them by the caller they name)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        query = urllib.parse.urlencode({"table": TABLE, "principal": _FORGER, "limit": "1000"})
+        with urllib.request.urlopen(f"{api}/audit?{query}", timeout=60) as response:  # noqa: S310 - loopback API
+            if len(json.loads(response.read())["entries"]) >= forged:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"the {forged} forged calls did not all reach GET /audit in {timeout:g} s")
 
 
 def _count(endpoint: str, prefix: str) -> int:
