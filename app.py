@@ -42,6 +42,7 @@ from chalicelib.reconcile import DayReport, parse_coverage_request
 from chalicelib.reconciler import CoverageReader, Reconciler, TrailEngine
 from chalicelib.replay import KinesisRangeReader, parse_failure_record, replay_failed_batch
 from chalicelib.store import S3AuditStore
+from chalicelib.trail_status import WATCH_INTERVAL_MINUTES
 
 if TYPE_CHECKING:
     from chalicelib.trail_status import RecentTrailCheck
@@ -251,8 +252,9 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
     days = reconciler.days_to_run(event.detail, datetime.now(UTC))
     metrics = Metrics(namespace="Deutzia", service="deutzia-reconcile")
     trail = check_trail_of_environment()  # first: a trail that stopped leaves nothing for the days to show
+    problems = [*trail.problems, *reconciler.watch_problems(datetime.now(UTC))]
     # Beside watch_trail's, for the same alarm: a watch that stopped running still leaves this nightly check.
-    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(trail.problems))
+    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(problems))
     metrics.flush_metrics()
 
     def publish(report: DayReport) -> None:
@@ -262,31 +264,31 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
 
     done, left = reconciler.run_days(days, time_left_of(event.context), day_seconds, trail.not_logging, publish)
     next_since = left[0] if left else None
-    return {"days": done, "not_reached": left, "next_since": next_since, "trail_problems": trail.problems}
+    return {"days": done, "not_reached": left, "next_since": next_since, "trail_problems": problems}
 
 
-# How often the trail's own status is read: a trail stopped between two nightly reconciliations raises its alarm
-# within this many minutes, not the next night.
-TRAIL_WATCH_INTERVAL_MINUTES = 5
-
-
-@app.schedule(Rate(TRAIL_WATCH_INTERVAL_MINUTES, unit=Rate.MINUTES), name="watch_trail")
+# The trail's own status is read every few minutes: a trail stopped between two nightly reconciliations raises its
+# alarm within minutes, not the next night.
+@app.schedule(Rate(WATCH_INTERVAL_MINUTES, unit=Rate.MINUTES), name="watch_trail")
 def watch_trail(event: CloudWatchEvent) -> dict[str, Any]:
     """Ask CloudTrail whether the trail logs and delivers (GetTrailStatus on TRAIL_ARN); publish how many problems it
     has (`TrailProblems`, for TrailProblemsAlarm), name them, and keep the time it did not log under each recent day
-    it overlaps, for reconciliation (CloudTrail forgets a stop once another follows)."""
+    it overlaps, for reconciliation (CloudTrail forgets a stop once another follows); and when it ran, so that the
+    nightly run names a watch that stopped running."""
     from datetime import UTC, datetime
 
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
-    from chalicelib.trail_status import check_trail_of_environment, gap_records
+    from chalicelib.trail_status import WATCH_HEARTBEAT_KEY, check_trail_of_environment, gap_records, watch_heartbeat
 
     trail = check_trail_of_environment()
     metrics = Metrics(namespace="Deutzia", service="deutzia-trail")
     metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(trail.problems))
     metrics.flush_metrics()
     store = get_audit_store()
-    for key, body in gap_records(trail.not_logging, datetime.now(UTC)).items():  # for the days' reconciliation
+    now = datetime.now(UTC)
+    for key, body in gap_records(trail.not_logging, now).items():  # for the days' reconciliation
         store.put_json(key, body)
+    store.put_json(WATCH_HEARTBEAT_KEY, watch_heartbeat(now))
     return {"trail_problems": trail.problems}

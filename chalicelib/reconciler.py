@@ -63,7 +63,7 @@ from chalicelib.reconcile import (
 )
 from chalicelib.records import compact_json, encode_lines
 from chalicelib.store import UPLOAD_CHECKSUM, ascii_metadata
-from chalicelib.trail_status import GAPS_PREFIX, logging_gap, read_gap
+from chalicelib.trail_status import GAPS_PREFIX, WATCH_HEARTBEAT_KEY, logging_gap, read_gap, watch_problem
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -453,6 +453,14 @@ class Reconciler:
             if gap is not None:
                 gaps.append(gap)
         return gaps
+
+    def watch_problems(self, now: datetime) -> list[str]:
+        """The trail watch's own problem, when it has stopped running (its heartbeat is late), logged as an error."""
+        problem = watch_problem(self._stored_document(WATCH_HEARTBEAT_KEY), now)
+        if problem is None:
+            return []
+        logger.error(problem)
+        return [problem]
 
     def _running_query(self, day: str) -> tuple[str, str] | None:
         """The id of the day's query an earlier run left running, and when that run started; None when there is

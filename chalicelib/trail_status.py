@@ -38,6 +38,11 @@ STATUS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=4, retries={"mode"
 GAPS_PREFIX = "reports/trail/not-logging/"
 # The days a gap is kept under: today and the days before that the nightly run has not reconciled yet.
 GAP_DAYS = 3
+# How often the watch runs, where it keeps the time of its last run, and how late that may be before each nightly run
+# names the watch itself (three of its runs missed: its schedule disabled, its concurrency 0, or failing).
+WATCH_INTERVAL_MINUTES = 5
+WATCH_HEARTBEAT_KEY = "reports/trail/watch.json"
+WATCH_LATE_AFTER = timedelta(minutes=3 * WATCH_INTERVAL_MINUTES)
 _MAX_ERROR_CHARS = 300
 _DELIVERIES = (
     ("LatestDeliveryError", "log files to the trail bucket"),
@@ -109,6 +114,27 @@ def check_trail(client: Any, trail: str, now: datetime | None = None) -> TrailCh
         return TrailCheck([f"the trail's status cannot be read ({type(exc).__name__}): whether it logs is unknown"])
     moment = now or datetime.now(UTC)
     return TrailCheck(trail_problems(status, moment), not_logging(status, moment))
+
+
+def watch_heartbeat(now: datetime) -> bytes:
+    """What the watch keeps at WATCH_HEARTBEAT_KEY each run."""
+    return json.dumps({"checked_at": _shown(now)}).encode()
+
+
+def watch_problem(heartbeat: Mapping[str, object] | None, now: datetime) -> str | None:
+    """What to say when the watch has stopped running: its last run (its heartbeat's `checked_at`) longer ago than
+    WATCH_LATE_AFTER. None while it runs, and before its first run (a new stack's comes within minutes)."""
+    checked_at = heartbeat.get("checked_at") if heartbeat is not None else None
+    try:
+        last = datetime.strptime(str(checked_at), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None if checked_at is None else "the trail watch (watch_trail) left a heartbeat that is no time"
+    if now - last <= WATCH_LATE_AFTER:
+        return None
+    return (
+        f"the trail watch (watch_trail) has not run since {_shown(last)}: a trail that stops is named only by the "
+        "nightly check until it runs again (its schedule, concurrency or errors)"
+    )
 
 
 def logging_gap(start: datetime, end: datetime) -> str:

@@ -28,6 +28,7 @@ from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles
 from chalicelib.reconcile import DEFERRED_REASON, report_key
 from chalicelib.reconciler import RECHECK_AFTER_DAYS, ReconcileError, Reconciler, TrailEngine, recheck_days
 from chalicelib.reconciler import logger as reconciler_logger
+from chalicelib.trail_status import WATCH_HEARTBEAT_KEY
 from deutzia_local.lambda_context import LambdaContext
 from tests.factories import ACCOUNT, cloudtrail_event, table_arn
 from tests.functional.athena_fake import DATABASE, WORKGROUP, DuckDBAthenaClient
@@ -789,6 +790,28 @@ def test_the_watch_and_each_run_ask_whether_the_trail_itself_logs_and_name_what_
     (gone,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]
     assert gone == f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"
     assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": [gone]}
+
+
+def test_each_nightly_run_names_a_trail_watch_that_stopped_running(
+    deployed: Client, s3: Any, audit_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"] == []
+    assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": []}
+    ran = json.loads(s3.get_object(Bucket=audit_bucket, Key=WATCH_HEARTBEAT_KEY)["Body"].read())["checked_at"]
+    assert datetime.now(UTC) - datetime.fromisoformat(ran) < timedelta(minutes=1)
+    assert deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"] == []
+    capsys.readouterr()
+    # Its schedule disabled, its concurrency set to 0: the watch stops running, and the trail's alarm would wait for
+    # the nightly run to name a stopped trail. That run names the watch itself, for the same alarm.
+    s3.put_object(Bucket=audit_bucket, Key=WATCH_HEARTBEAT_KEY, Body=json.dumps({"checked_at": "2026-01-01T00:00:00Z"}))
+
+    (problem,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]
+
+    assert problem.startswith("the trail watch (watch_trail) has not run since 2026-01-01T00:00:00Z")
+    published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"TrailProblems"' in line]
+    assert [(document["TrailProblems"], document["service"]) for document in published] == [
+        ([1.0], "deutzia-reconcile")
+    ]
 
 
 @pytest.mark.parametrize(

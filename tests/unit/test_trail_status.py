@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from chalicelib.trail_status import (
     GAP_NAMED_FOR,
     GAPS_PREFIX,
     TRAIL_STATUS_REUSE_SECONDS,
+    WATCH_LATE_AFTER,
     RecentTrailCheck,
     TrailCheck,
     check_trail,
@@ -29,6 +31,8 @@ from chalicelib.trail_status import (
     not_logging,
     read_gap,
     trail_problems,
+    watch_heartbeat,
+    watch_problem,
 )
 
 NOW = datetime(2026, 11, 28, 3, 30, tzinfo=UTC)
@@ -223,3 +227,20 @@ def test_a_cloudtrail_that_does_not_answer_leaves_the_status_unknown_within_the_
         assert check.problems == ["the trail's status cannot be read (ReadTimeoutError): whether it logs is unknown"]
     finally:
         silent.close()
+
+
+def test_a_watch_that_stopped_running_is_named_by_how_long_ago_it_ran() -> None:
+    ran = json.loads(watch_heartbeat(NOW - timedelta(minutes=7)))
+    assert watch_problem(ran, NOW) is None  # a run missed or late: not yet
+    assert watch_problem(ran, NOW - timedelta(minutes=7) + WATCH_LATE_AFTER) is None
+    late = watch_problem(ran, NOW + WATCH_LATE_AFTER)
+    assert late is not None
+    assert late.startswith("the trail watch (watch_trail) has not run since 2026-11-28T03:23:00Z")
+    assert watch_problem(None, NOW) is None  # a new stack: its first run comes within minutes
+    assert watch_problem({}, NOW) is None
+
+
+@given(st.dictionaries(st.text(max_size=20), st.none() | st.integers() | st.text(max_size=40), max_size=3))
+def test_a_heartbeat_of_any_shape_gives_a_short_answer_or_none(heartbeat: dict[str, Any]) -> None:
+    problem = watch_problem(heartbeat, NOW)
+    assert problem is None or len(problem) < 300
