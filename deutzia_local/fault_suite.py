@@ -268,7 +268,8 @@ def run_suite(calls: int = 3000, threads: int = 12, outage_seconds: float = 20.0
         progress(f"faults: reconciliation exited {reconciliation.process.returncode} (1: records it does not confirm)")
         report = _verify(api, workload, last_call, progress)
         report.seconds_to_recover = recovered.seconds_to_recover
-        report.forged, report.restored = len(forged), _restored_today(api)
+        first_day = min((str(event["eventTime"])[:10] for event in forged), default=None)
+        report.forged, report.restored = len(forged), _restored_since(api, first_day) if first_day else 0
         report.forgeries_shown = sum(entry["principal_arn"] == _FORGER for entry in _history(api))
         report.quarantined = _count(endpoint, "quarantine/")
         report.replayed_batches = sum("gave up on" in line for child in pollers for line in child.lines)
@@ -336,13 +337,12 @@ def _epoch(event_time: str) -> float:
     return datetime.strptime(event_time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
-def _restored_today(api: str) -> int:
-    """How many calls reconciliation restored today, as GET /audit/coverage says."""
-    today = datetime.now(UTC).date().isoformat()
-    query = urllib.parse.urlencode({"table": TABLE, "since": today})
+def _restored_since(api: str, day: str) -> int:
+    """How many calls reconciliation restored from `day` to today, as GET /audit/coverage says."""
+    query = urllib.parse.urlencode({"table": TABLE, "since": day})
     with urllib.request.urlopen(f"{api}/audit/coverage?{query}", timeout=60) as response:  # noqa: S310 - loopback
         days = json.loads(response.read())["days"]
-    return int(days[-1].get("restored", 0)) if days else 0
+    return sum(int(entry.get("restored", 0)) for entry in days)
 
 
 def _wait_for_forgeries(api: str, forged: int, timeout: float = 60.0) -> None:
