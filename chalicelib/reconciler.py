@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import re
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -390,7 +391,10 @@ class Reconciler:
             result = backfill_events(trail_events, {**events, **wanted}, day_report.day)
             for table, lines in sorted(result.lines.items()):
                 object_key = backfill_object_key(self._fresh_prefix, table, day_report.day, key)
-                self._put(object_key, encode_lines(lines), {"trail-file": path}, "application/gzip")
+                earlier = self._backfilled_lines(object_key)  # an earlier run's, if compaction has not folded them
+                kept = set(earlier)
+                merged = [*earlier, *(line for line in lines if line not in kept)]
+                self._put(object_key, encode_lines(merged), {"trail-file": path}, "application/gzip")
                 report = day_report.tables[table]
                 restored = sum(table in contradicted.get(event_id, ()) for event_id in result.events[table])
                 report.backfilled += len(result.events[table]) - restored
@@ -453,6 +457,25 @@ class Reconciler:
             if gap is not None:
                 gaps.append(gap)
         return gaps
+
+    def _backfilled_lines(self, key: str) -> list[str]:
+        """The lines of a backfill object an earlier run wrote (none when it is gone: compaction folded it in). A
+        rewrite keeps them: its trail file may have given other calls then. ReconcileError for an object that is not
+        what a run writes: overwriting it could lose what it holds."""
+        try:
+            body = self._get(self._audit_bucket, key)
+        except _NotFoundError:
+            return []
+        decompressor = zlib.decompressobj(wbits=31)
+        try:
+            data = decompressor.decompress(body, self._max_file_bytes)
+            if decompressor.unconsumed_tail:
+                raise ValueError(f"it holds more than {self._max_file_bytes} bytes")
+            return data.decode("utf-8").splitlines()
+        except (zlib.error, ValueError) as exc:
+            raise ReconcileError(
+                f"s3://{self._audit_bucket}/{key} is not a backfill object a run wrote: {exc}"
+            ) from exc
 
     def watch_problems(self, now: datetime) -> list[str]:
         """The trail watch's own problem, when it has stopped running (its heartbeat is late), logged as an error."""

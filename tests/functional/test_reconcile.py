@@ -25,7 +25,7 @@ import app as deutzia_app
 from chalicelib.athena import AthenaTrailEngine
 from chalicelib.compactor import S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
-from chalicelib.reconcile import DEFERRED_REASON, report_key
+from chalicelib.reconcile import DEFERRED_REASON, backfill_object_key, report_key
 from chalicelib.reconciler import RECHECK_AFTER_DAYS, ReconcileError, Reconciler, TrailEngine, recheck_days
 from chalicelib.reconciler import logger as reconciler_logger
 from chalicelib.trail_status import WATCH_HEARTBEAT_KEY
@@ -153,6 +153,43 @@ def test_a_trail_file_holding_a_lone_surrogate_is_reconciled_and_its_call_backfi
     assert (music.trail_events, music.audited_by_ingest, music.backfilled, music.still_missing) == (2, 1, 1, 0)
     assert report.status == "backfilled"
     assert {entry["item_key"] for entry in history(client)} == {'{"id":"seen"}', '{"id":"odd-\ufffd"}'}
+
+
+def test_a_run_writing_a_trail_files_backfill_object_again_keeps_what_an_earlier_run_wrote_there(
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, trail_bucket: str
+) -> None:
+    lost = cloudtrail_event(event_time=f"{DAY}T10:00:00Z", request_parameters=_put("lost"))
+    real = cloudtrail_event(event_time=f"{DAY}T10:00:01Z", request_parameters=_put("real"))
+    ingest([real])
+    put_trail_file(s3, trail_bucket, [lost, real])
+    assert reconciler.run(DAY).tables["Music"].backfilled_now == 1
+    ingest([{**real, "sourceIPAddress": "203.0.113.66"}])  # then, before compaction, a forged copy of the other call
+
+    again = reconciler.run(DAY).tables["Music"]
+
+    assert (again.restored_now, again.still_missing, again.backfilled) == (1, 0, 1)
+    assert sorted(entry["item_key"] for entry in history(client)) == ['{"id":"lost"}', '{"id":"real"}']
+    assert {entry["source_ip"] for entry in history(client)} == {"192.0.2.10"}
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"not gzip", "Error -3"),
+        (gzip.compress(b"\xff\xfe not text"), "can't decode"),
+        (gzip.compress(b"x" * 5000), "more than 4096 bytes"),
+    ],
+)
+def test_a_backfill_object_that_is_not_what_a_run_writes_is_never_overwritten(
+    s3: Any, audit_bucket: str, trail_bucket: str, engine: TrailEngine, body: bytes, says: str
+) -> None:
+    # The engine reads the fresh tier first and fails on such an object; were it not to, a rewrite would lose it.
+    key = backfill_object_key("audit/", "Music", DAY, f"{TRAIL_PREFIX}us-east-1/2024/05/01/f.json.gz")
+    s3.put_object(Bucket=audit_bucket, Key=key, Body=body)
+    small = Reconciler(engine, s3, audit_bucket, trail_bucket, TRAIL_PREFIX, max_trail_file_bytes=4096)
+
+    with pytest.raises(ReconcileError, match=f"is not a backfill object a run wrote: .*{says}"):
+        small._backfilled_lines(key)
 
 
 def test_records_deleted_since_the_days_last_run_are_counted_gone_and_written_again(
