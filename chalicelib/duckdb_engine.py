@@ -67,6 +67,7 @@ from chalicelib.reconcile import (
     read_trail_file,
 )
 from chalicelib.reconciler import EngineResult
+from chalicelib.records import is_backfill_key
 
 logger = logging.getLogger("deutzia.duckdb")
 
@@ -185,14 +186,11 @@ class AuditObjects:
             if "month" in tier.partitioning.names:
                 conditions.append(ds.field("month") <= dt_to[:7])
             conditions.append(ds.field("dt") <= dt_to)
-        if item_key is not None:
-            conditions.append(ds.field("item_key") == item_key)
-        expression = None
-        for condition in conditions:
-            expression = condition if expression is None else expression & condition
+        partitions = _all_of(conditions)
+        expression = partitions if item_key is None else _all_of([*conditions, ds.field("item_key") == item_key])
         try:
             if tier is self._fresh:
-                return self._fresh_rows(dataset, expression)
+                return self._fresh_rows(dataset, expression, partitions)
             return dataset.to_table(filter=expression, use_threads=False)
         except FileNotFoundError:
             raise
@@ -208,15 +206,19 @@ class AuditObjects:
         """The columns a tier's rows are read with: the fresh tier's with their object's `$path`."""
         return tier.schema.append(_PATH) if tier is self._fresh else tier.schema
 
-    def _fresh_rows(self, dataset: ds.Dataset, expression: ds.Expression | None) -> pa.Table:
+    def _fresh_rows(
+        self, dataset: ds.Dataset, expression: ds.Expression | None, partitions: ds.Expression | None
+    ) -> pa.Table:
         """The fresh objects' rows, object by object, each with its object's `s3://` path (`$path`, as Athena names
-        it: GET /audit prefers the copies reconciliation wrote). One that compaction deleted since the listing is left
-        out: its rows were in a compacted file before it was deleted, and the compacted tier is read after this one
-        (starting over instead, a read could lose that race at every attempt while compaction deletes a backlog)."""
+        it: GET /audit prefers the copies reconciliation wrote, so it reads theirs whatever key they name, as its SQL
+        does). One that compaction deleted since the listing is left out: its rows were in a compacted file before it
+        was deleted, and the compacted tier is read after this one (starting over instead, a read could lose that race
+        at every attempt while compaction deletes a backlog)."""
         tables = [self._rows_schema(self._fresh).empty_table()]
-        for fragment in dataset.get_fragments(filter=expression):
+        for fragment in dataset.get_fragments(filter=partitions):
+            wanted = partitions if is_backfill_key(fragment.path) else expression
             try:
-                rows = fragment.to_table(schema=dataset.schema, filter=expression, use_threads=False)
+                rows = fragment.to_table(schema=dataset.schema, filter=wanted, use_threads=False)
                 tables.append(
                     rows.append_column(_PATH, pa.array([f"s3://{fragment.path}"] * rows.num_rows, pa.string()))
                 )
@@ -289,6 +291,14 @@ class _Tier:
     file_format: ds.FileFormat
     schema: pa.Schema
     partitioning: pa.Schema
+
+
+def _all_of(conditions: Sequence[ds.Expression]) -> ds.Expression | None:
+    """The conjunction of `conditions`; None (everything) for none."""
+    expression = None
+    for condition in conditions:
+        expression = condition if expression is None else expression & condition
+    return expression
 
 
 def _vanished(exc: OSError) -> bool:

@@ -427,7 +427,10 @@ def build_audit_sql(
     key, so each engine prunes partitions and Parquet row groups before reading. A row in both tiers (compaction
     between writing its file and deleting its inputs, or a retried batch) counts once: the copy reconciliation wrote
     from the trail's own files first (a fresh object's `"$path"` names it), then the compacted one, as compaction
-    keeps them. `after` and `limit` page without an engine's own cursor."""
+    keeps them. Those copies are read whatever the key, caller, operation and time they name, and every filter but the
+    partitions' holds again after the de-duplication: a copy the trail contradicts never shows where only it matches
+    (another item's history, another caller's calls), since the trail's copy of its call outranks it first. `after`
+    and `limit` page without an engine's own cursor."""
     parameters: list[SqlValue] = []
 
     def bind(value: str) -> str:
@@ -438,32 +441,45 @@ def build_audit_sql(
     def compare(column: str, operator: str, value: str) -> str:
         return f"{column} {operator} {bind(value)}"
 
-    def conditions(tier: str) -> str:
+    def partitions(tier: str) -> list[str]:
         found = [compare("table_name", "=", query.table)]
+        for operator, bound in ((">=", query.since), ("<=", query.until)):
+            if bound is not None:
+                if tier == "compacted":
+                    found.append(compare("month", operator, bound[:7]))
+                found.append(compare("dt", operator, bound[:10]))
+        return found
+
+    def rows() -> list[str]:
+        found = []
         if query.key is not None:
             found.append(compare("item_key", "=", query.key))
         if query.since is not None:
-            if tier == "compacted":
-                found.append(compare("month", ">=", query.since[:7]))
-            found += [compare("dt", ">=", query.since[:10]), compare("event_time", ">=", query.since)]
+            found.append(compare("event_time", ">=", query.since))
         if query.until is not None:
-            if tier == "compacted":
-                found.append(compare("month", "<=", query.until[:7]))
-            found += [compare("dt", "<=", query.until[:10]), compare("event_time", "<", query.until)]
+            found.append(compare("event_time", "<", query.until))
         if query.principal is not None:
             by_caller = compare("principal_arn", "=", query.principal)
             found.append(f"({by_caller} OR {compare('session_issuer_arn', '=', query.principal)})")
         if query.operation is not None:
             found.append(compare("operation", "=", query.operation))
+        return found
+
+    def fresh() -> str:
+        found = partitions("fresh")
+        filters = rows()
+        if filters:
+            found.append(f'({" AND ".join(filters)} OR "$path" LIKE {bind(FROM_TRAIL_PATH)})')
         return " AND ".join(found)
 
     columns = ", ".join(ENTRY_COLUMNS)
+    compacted = " AND ".join(partitions("compacted") + rows())
     tiers = (
-        f"SELECT {columns}, 0 AS tier FROM {relations.compacted} WHERE {conditions('compacted')} "
+        f"SELECT {columns}, 0 AS tier FROM {relations.compacted} WHERE {compacted} "
         f'UNION ALL SELECT {columns}, CASE WHEN "$path" LIKE {bind(FROM_TRAIL_PATH)} THEN -1 ELSE 1 END AS tier '
-        f"FROM {relations.fresh} WHERE {conditions('fresh')}"
+        f"FROM {relations.fresh} WHERE {fresh()}"
     )
-    outer = ["duplicate_rank = 1"]
+    outer = ["duplicate_rank = 1", *rows()]
     if after is not None:
         outer.append("(event_time < ? OR (event_time = ? AND (event_id < ? OR (event_id = ? AND item_index < ?))))")
         parameters += [after[0], after[0], after[1], after[1], after[2]]

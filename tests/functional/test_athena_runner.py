@@ -21,16 +21,19 @@ EXPECTED_FROM = (
     " FROM (SELECT *, row_number() OVER (PARTITION BY event_id, item_index ORDER BY tier) AS duplicate_rank"
     ' FROM (SELECT {columns}, 0 AS tier FROM "deutzia"."audit_compacted" WHERE table_name = ? AND item_key = ?'
     ' UNION ALL SELECT {columns}, CASE WHEN "$path" LIKE ? THEN -1 ELSE 1 END AS tier FROM "deutzia"."audit_fresh"'
-    " WHERE table_name = ? AND item_key = ?))"
-    " WHERE duplicate_rank = 1 ORDER BY event_time DESC, event_id DESC, item_index DESC"
+    ' WHERE table_name = ? AND (item_key = ? OR "$path" LIKE ?)))'
+    " WHERE duplicate_rank = 1 AND item_key = ? ORDER BY event_time DESC, event_id DESC, item_index DESC"
 ).format(columns=", ".join(ENTRY_COLUMNS))
 KEY = json.dumps({"id": "it's"})
-# The compacted tier's table and key, the path of objects restored from the trail, the fresh tier's table and key.
+# The compacted tier's table and key, the path of objects restored from the trail; the fresh tier's table, and its key
+# or that path (the trail's copies whatever key they name); the key again, once de-duplicated.
 EXPECTED_PARAMETERS = [
     "'Music'",
     "'{\"id\":\"it''s\"}'",
     athena_literal(FROM_TRAIL_PATH),
     "'Music'",
+    "'{\"id\":\"it''s\"}'",
+    athena_literal(FROM_TRAIL_PATH),
     "'{\"id\":\"it''s\"}'",
 ]
 

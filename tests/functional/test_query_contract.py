@@ -17,9 +17,12 @@ from chalice.test import Client
 import app as deutzia_app
 import chalicelib.athena
 from chalicelib.athena import AthenaQueryRunner
+from chalicelib.cloudtrail import parse_event_message, stored_lines
 from chalicelib.compactor import S3Compactor
 from chalicelib.duckdb_engine import AuditObjects
 from chalicelib.query import MAX_PAGE_BYTES, AuditQuery
+from chalicelib.reconcile import backfill_object_key
+from chalicelib.records import encode_lines
 from tests.factories import ACCOUNT, cloudtrail_event
 from tests.functional.athena_fake import DATABASE, WORKGROUP, DuckDBAthenaClient
 
@@ -195,6 +198,41 @@ def test_principal_matches_the_caller_or_the_role_behind_a_session(client: Clien
 def test_operation_filters_entries(client: Client, history: dict[str, Any]) -> None:
     _, body = get_audit(client, table="Music", key=json.dumps(SONG_1), operation="put")
     assert _ids(body) == [(history["transaction"]["eventID"], 0), (history["put"]["eventID"], 0)]
+
+
+def test_a_copy_the_trails_own_record_outranks_shows_under_no_filter(
+    client: Client, history: dict[str, Any], ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    """A forged copy of bob's update (another caller, item, operation and time) beside the trail's own record of it,
+    as reconciliation restores it: every question GET /audit answers, the forgery's own included, gets what it got
+    before the forgery, whatever tier the real record is in."""
+    mallory = f"arn:aws:iam::{ACCOUNT}:user/mallory"
+    questions: list[dict[str, str]] = [
+        {"table": "Music", "key": json.dumps(SONG_1)},
+        {"table": "Music", "key": json.dumps({"id": "song-9"})},
+        {"table": "Music", "principal": mallory},
+        {"table": "Music", "principal": BOB},
+        {"table": "Music", "operation": "Delete"},
+        {"table": "Music", "since": "2024-05-01T10:30:00Z", "until": "2024-05-01T10:31:00Z"},
+        {"table": "Music"},
+    ]
+    before = [_ids(get_audit(client, **question)[1]) for question in questions]
+    real = history["update"]
+    forged = cloudtrail_event(
+        "DeleteItem",
+        {"tableName": "Music", "key": {"id": "song-9"}},
+        event_time="2024-05-01T10:30:00Z",
+        user="mallory",
+        eventID=real["eventID"],
+    )
+    ingest([forged])
+    lines = stored_lines(parse_event_message(json.dumps(real))) or []
+    trail_file = "AWSLogs/x/CloudTrail/us-east-1/2024/05/01/f.json.gz"
+    restored = backfill_object_key("audit/", "Music", "2024-05-01", trail_file)  # as reconciliation restores the call
+    s3.put_object(Bucket=audit_bucket, Key=restored, Body=encode_lines(line for _, line in lines))
+
+    assert [_ids(get_audit(client, **question)[1]) for question in questions] == before
+    assert before[1] == before[2] == before[5] == []
 
 
 def test_pages_cover_the_history_once_in_order(client: Client, history: dict[str, Any]) -> None:

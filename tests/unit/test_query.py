@@ -127,12 +127,12 @@ def test_sql_carries_every_value_as_a_parameter() -> None:
     assert hostile not in sql
     assert "'" not in sql
     assert sql.count("?") == len(parameters)
-    fresh = ["Music", hostile, "2024-05-01", "2024-05-01T00:00:00Z", hostile, hostile, "Put"]
-    compacted = [*fresh[:2], "2024-05", *fresh[2:]]
+    rows = [hostile, "2024-05-01T00:00:00Z", hostile, hostile, "Put"]
     assert parameters == [
-        *compacted,
+        *["Music", "2024-05", "2024-05-01", *rows],
         FROM_TRAIL_PATH,
-        *fresh,
+        *["Music", "2024-05-01", *rows, FROM_TRAIL_PATH],
+        *rows,
         "2024-05-02T00:00:00Z",
         "2024-05-02T00:00:00Z",
         hostile,
@@ -140,8 +140,10 @@ def test_sql_carries_every_value_as_a_parameter() -> None:
         3,
         11,
     ]
-    assert 'FROM "db"."audit_compacted" WHERE table_name = ? AND item_key = ? AND month >= ? AND dt >= ?' in sql
-    assert 'FROM "db"."audit_fresh" WHERE table_name = ? AND item_key = ? AND dt >= ?' in sql
+    assert 'FROM "db"."audit_compacted" WHERE table_name = ? AND month >= ? AND dt >= ? AND item_key = ?' in sql
+    assert 'FROM "db"."audit_fresh" WHERE table_name = ? AND dt >= ? AND (item_key = ? AND event_time >= ?' in sql
+    assert 'OR "$path" LIKE ?))' in sql  # the trail's copies whatever they name, each filter again once de-duplicated
+    assert "WHERE duplicate_rank = 1 AND item_key = ? AND event_time >= ?" in sql
     assert sql.endswith("ORDER BY event_time DESC, event_id DESC, item_index DESC LIMIT ?")
 
 
@@ -183,8 +185,10 @@ def test_a_long_value_travels_as_pieces_within_athenas_parameter_limit() -> None
 
     key = '{"pk":"' + "'" * 1200 + '"}'
     sql, parameters = build_audit_sql(AuditQuery(table="Music", key=key), Relations("compacted", "fresh"))
-    assert sql.count("item_key = concat(?, ?, ?)") == 2
-    assert "".join(str(p) for p in parameters[1:4]) == key == "".join(str(p) for p in parameters[6:9])
+    assert sql.count("item_key = concat(?, ?, ?)") == 3
+    pieces = [index for index, parameter in enumerate(parameters) if str(parameter).startswith('{"pk"')]
+    assert len(pieces) == 3
+    assert all("".join(str(p) for p in parameters[start : start + 3]) == key for start in pieces)
     assert all(len(athena_literal(p)) <= 1024 for p in parameters)
 
 
