@@ -230,7 +230,12 @@ def compact_audit_records(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib.compactor import S3Compactor, last_closed_day_now, time_left_of
 
     report = S3Compactor.from_environment().run(last_closed_day_now(), time_left_of(event.context))
-    return {"files": report.files, "deferred": len(report.deferred), "summary": report.summary()}
+    return {
+        "files": report.files,
+        "deferred": len(report.deferred),
+        "contested": report.contested,
+        "summary": report.summary(),
+    }
 
 
 @app.schedule(Cron(30, 3, "*", "*", "?", "*"), name="reconcile_audit_trail")

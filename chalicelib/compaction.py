@@ -7,7 +7,9 @@ Layout: `<compacted prefix>table_name=<t>/month=<YYYY-MM>/month-<YYYY-MM>-<diges
 month, rewritten as each day closes; a day still open is kept in a few `day-<YYYY-MM-DD>-<digest>.parquet` files,
 into which every run folds what ingest wrote since, so the fresh tier holds minutes of objects, not a day's (a
 month too big for one run stays in day files). The digest is of the inputs, so a rerun of the same plan writes the
-same name. Pure: listings and Arrow data in, a plan and Parquet bytes out; `compactor` does the I/O.
+same name. Copies of one record that say different things of their call are never resolved here: the one left out
+goes back to the fresh tier as a `contested-<digest>.json.gz` object, for reconciliation to settle with the trail's
+files. Pure: listings and Arrow data in, a plan, Parquet bytes and contested lines out; `compactor` does the I/O.
 """
 
 from __future__ import annotations
@@ -19,9 +21,16 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from chalicelib.records import is_backfill_key
+from chalicelib.reconcile import CONFIRMED_COLUMNS
+from chalicelib.records import (
+    CONTESTED_OBJECT_PREFIX,
+    encode_lines,
+    is_backfill_key,
+    is_contested_key,
+    record_line,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -42,6 +51,9 @@ _COMPACTED_KEY = re.compile(
     r"table_name=(?P<table>[^/]+)/month=(?P<month>[0-9]{4}-[0-9]{2})/"
     r"(?:day-(?P<day>[0-9]{4}-[0-9]{2}-[0-9]{2})|month-(?P=month))-[0-9a-f]{16}\.parquet"
 )
+# What copies of one record must say alike: the item and operation (the histories it shows in) and what reconciliation
+# holds against the trail's own event.
+SAID_COLUMNS = ("item_key", "operation", *CONFIRMED_COLUMNS)
 _SORT_KEYS = [
     ("item_key", "ascending"),
     ("event_time", "ascending"),
@@ -50,24 +62,71 @@ _SORT_KEYS = [
 ]
 
 
-def deduplicated(records: pa.Table) -> pa.Table:
-    """`records` with each `(event_id, item_index)` once: the first copy is kept (the sort is stable), so callers put
-    the copies to prefer first (`CompactionUnit.inputs`). Vectorised: a partition's millions of rows never become
-    Python objects."""
+class Deduplicated(NamedTuple):
+    """Each record once (`kept`), and the copies left out that say something else of their call (`contested`)."""
+
+    kept: pa.Table
+    contested: pa.Table
+
+
+def deduplicated(records: pa.Table, from_trail: int = 0) -> Deduplicated:
+    """`records` with each `(event_id, item_index)` once: the first copy is kept (the sort is stable, so callers put
+    the copies to prefer first, `CompactionUnit.inputs`). Copies as ingest writes them are identical; a copy that says
+    something else of its call (SAID_COLUMNS) than the one kept means one of them did not come from CloudTrail, and
+    which one only the trail's files say: it is returned in `contested` (each distinct copy once), to stay in sight
+    until reconciliation restores the trail's own copy. The first `from_trail` rows are that copy (reconciliation wrote
+    them): a record kept from those has no contested copy. Vectorised: a partition's millions of rows never become
+    Python objects, and only the records that have copies are compared column by column."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if records.num_rows < 2:
-        return records
+        return Deduplicated(records, records.slice(0, 0))
     order = pc.sort_indices(records, sort_keys=[("event_id", "ascending"), ("item_index", "ascending")])
     ordered = records.take(order)
-    count = ordered.num_rows
-    ids, indexes = ordered.column("event_id"), ordered.column("item_index")
-    repeated = pc.and_(
-        pc.equal(ids.slice(1), ids.slice(0, count - 1)), pc.equal(indexes.slice(1), indexes.slice(0, count - 1))
-    )
-    keep = pa.concat_arrays([pa.array([True]), pc.invert(repeated.combine_chunks())])
-    return ordered.filter(keep)
+    repeated = _same_as_previous(ordered, ("event_id", "item_index"))
+    starts = pa.concat_arrays([pa.array([True]), pc.invert(repeated)])
+    kept = ordered.filter(starts)
+    # The records with copies: every row of theirs (each follows or is followed by a copy), their copies contiguous.
+    copied = pc.or_(pa.concat_arrays([pa.array([False]), repeated]), pa.concat_arrays([repeated, pa.array([False])]))
+    copies, positions, copy_starts = ordered.filter(copied), order.filter(copied), starts.filter(copied)
+    if copies.num_rows == 0:
+        return Deduplicated(kept, records.slice(0, 0))
+    row = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), copies.num_rows)), 1)
+    first = pc.fill_null_forward(pc.if_else(copy_starts, row, pa.scalar(None, pa.int64())))  # each row's kept copy
+    same = None
+    for name in SAID_COLUMNS:
+        column = copies.column(name)
+        equal = _equal_or_both_null(column, column.take(first))
+        same = equal if same is None else pc.and_(same, equal)
+    trails_kept = pc.less(positions.take(first), pa.scalar(from_trail, positions.type))
+    contested = copies.filter(pc.invert(pc.or_(same, trails_kept)))
+    if contested.num_rows > 1:
+        columns = ("event_id", "item_index", *SAID_COLUMNS)
+        contested = contested.take(pc.sort_indices(contested, sort_keys=[(name, "ascending") for name in columns]))
+        once = pc.invert(_same_as_previous(contested, columns))
+        contested = contested.filter(pa.concat_arrays([pa.array([True]), once]))
+    return Deduplicated(kept, contested)
+
+
+def _same_as_previous(table: pa.Table, columns: Sequence[str]) -> pa.BooleanArray:
+    """Per row after the first, whether it holds the same values as the row before in `columns` (nulls equal)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    count = table.num_rows
+    same = None
+    for name in columns:
+        column = table.column(name)
+        equal = _equal_or_both_null(column.slice(1), column.slice(0, count - 1))
+        same = equal if same is None else pc.and_(same, equal)
+    return same.combine_chunks() if isinstance(same, pa.ChunkedArray) else same
+
+
+def _equal_or_both_null(left: pa.Array | pa.ChunkedArray, right: pa.Array | pa.ChunkedArray) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.or_(pc.fill_null(pc.equal(left, right), False), pc.and_(pc.is_null(left), pc.is_null(right)))
 
 
 def key_run_starts(item_keys: pa.ChunkedArray | pa.Array) -> list[int]:
@@ -105,19 +164,27 @@ def row_group_bounds(
     return bounds
 
 
-def compact_to_parquet(records: pa.Table, target_rows: int = ROW_GROUP_ROWS) -> bytes:
-    """The records as one Parquet file (zstd): de-duplicated, sorted, in key-disjoint row groups."""
+class CompactedFile(NamedTuple):
+    """A compacted file's bytes, and the copies of its records it left out that say something else of their call."""
+
+    body: bytes
+    contested: pa.Table
+
+
+def compact_to_parquet(records: pa.Table, from_trail: int = 0, target_rows: int = ROW_GROUP_ROWS) -> CompactedFile:
+    """The records as one Parquet file (zstd): de-duplicated (`deduplicated`: the first `from_trail` rows are the
+    trail's own), sorted, in key-disjoint row groups; with the contested copies it left out."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    unique = deduplicated(records)
+    unique, contested = deduplicated(records, from_trail)
     ordered = unique.take(pc.sort_indices(unique, sort_keys=_SORT_KEYS))
     sink = io.BytesIO()
     statistics = [name for name in STATISTICS_COLUMNS if name in ordered.schema.names]
     with pq.ParquetWriter(sink, ordered.schema, compression="zstd", write_statistics=statistics) as writer:
         for start, end in row_group_bounds(ordered.column("item_key"), target_rows):
             writer.write_table(ordered.slice(start, end - start), row_group_size=end - start)
-    return sink.getvalue()
+    return CompactedFile(sink.getvalue(), contested)
 
 
 @dataclass(frozen=True)
@@ -143,10 +210,17 @@ class CompactionUnit:
     @property
     def inputs(self) -> tuple[StoredObject, ...]:
         """Every input, in the order their copies of one record are preferred (`deduplicated` keeps the first): what
-        reconciliation wrote from the trail's own files, then what earlier runs compacted, then what ingest wrote. A
-        copy that differs from the trail's came through the log group, not from CloudTrail."""
-        from_trail = tuple(item for item in self.fresh if is_backfill_key(item.key))
-        return from_trail + self.compacted + tuple(item for item in self.fresh if not is_backfill_key(item.key))
+        reconciliation wrote from the trail's own files, then what earlier runs compacted, then what ingest wrote, then
+        the copies earlier runs left out as contested. A copy that differs from the trail's came through the log
+        group, not from CloudTrail."""
+        contested = tuple(item for item in self.fresh if is_contested_key(item.key))
+        ingested = tuple(item for item in self.fresh if not (is_backfill_key(item.key) or is_contested_key(item.key)))
+        return self.from_trail + self.compacted + ingested + contested
+
+    @property
+    def from_trail(self) -> tuple[StoredObject, ...]:
+        """The inputs reconciliation wrote from the trail's own files (the first of `inputs`)."""
+        return tuple(item for item in self.fresh if is_backfill_key(item.key))
 
     @property
     def input_bytes(self) -> int:
@@ -177,6 +251,21 @@ class CompactionPlan:
 
     units: tuple[CompactionUnit, ...]
     refused: tuple[CompactionUnit, ...]
+
+
+def contested_objects(prefix: str, table: str, contested: pa.Table) -> dict[str, bytes]:
+    """The fresh objects that keep contested copies: one per day (`dt`), gzip JSON Lines as ingest writes them, named
+    after their content, so a run that leaves out the same copies again writes the same object. `table` as it
+    appears in the fresh tier's keys."""
+    import pyarrow.compute as pc
+
+    objects = {}
+    for day in sorted(set(contested.column("dt").to_pylist())):
+        rows = contested.filter(pc.equal(contested.column("dt"), day)).drop_columns(["dt"]).to_pylist()
+        body = encode_lines(record_line(row) for row in rows)
+        name = f"{CONTESTED_OBJECT_PREFIX}{hashlib.sha256(body).hexdigest()[:16]}.json.gz"
+        objects[f"{prefix}table_name={table}/dt={day}/{name}"] = body
+    return objects
 
 
 def compacted_partition(prefix: str, table: str, month: str) -> str:
@@ -213,7 +302,9 @@ def plan_compaction(
     minutes since the last run from the fresh tier. A month too big for one run is kept in day files instead, each
     day folding in its own fresh objects and merging as many of its files, smallest first, as fit in one run. A
     day's fresh objects are folded as far as one run holds them; those left over are refused (in `refused`), and a
-    later run takes them, so a backlog drains while the refusals say it is there."""
+    later run takes them, so a backlog drains while the refusals say it is there. The copies an earlier run left out
+    as contested (`deduplicated`) start no unit: each unit of their day takes them in again, and they wait beside the
+    files, in sight, until reconciliation writes the trail's own copy (which starts one)."""
     fresh_by_day: dict[tuple[str, str], list[StoredObject]] = defaultdict(list)
     for item in fresh:
         partition = fresh_partition_of(item.key, fresh_prefix)
@@ -245,7 +336,7 @@ def plan_compaction(
             open_day_files(day_fresh, files) if is_open and not restoring else sorted(files, key=_smallest_first)
         )
         taken = _fitting(candidates, room)
-        if day_fresh or len(taken) > 1:
+        if any(not is_contested_key(item.key) for item in day_fresh) or len(taken) > 1:
             units.append(CompactionUnit(table, day, tuple(day_fresh), tuple(taken)))
 
     for table, day in sorted(key for key in fresh_by_day if key[1] > last_closed_day):
@@ -255,15 +346,16 @@ def plan_compaction(
     months = {(table, day[:7]) for table, day in closed_fresh} | {(table, p[:7]) for table, p in closed_files}
     for table, month in sorted(months):
         days = sorted(day for t, day in closed_fresh if t == table and day[:7] == month)
+        new = [day for day in days if any(not is_contested_key(item.key) for item in closed_fresh[(table, day)])]
         periods = sorted(p for t, p in closed_files if t == table and p[:7] == month)
         files = tuple(item for period in periods for item in closed_files[(table, period)])
-        if not days and len(files) < 2 and periods in ([], [month]):
-            continue  # nothing new: the month is one month file already
+        if not new and len(files) < 2 and periods in ([], [month]):
+            continue  # nothing new: the month is one month file already (and its contested copies wait for the trail's)
         whole = CompactionUnit(table, month, tuple(item for day in days for item in closed_fresh[(table, day)]), files)
         if whole.input_bytes <= max_input_bytes:
             units.append(whole)
             continue
-        for day in sorted(set(days) | {p for p in periods if p != month and len(closed_files[(table, p)]) > 1}):
+        for day in sorted(set(new) | {p for p in periods if p != month and len(closed_files[(table, p)]) > 1}):
             plan_day(table, day, is_open=False)
     units.sort(key=lambda unit: (unit.period[:7], unit.period, unit.table))  # oldest first, across tables
     return CompactionPlan(tuple(units), tuple(refused))

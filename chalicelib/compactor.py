@@ -32,6 +32,7 @@ from chalicelib.compaction import (
     CompactionUnit,
     StoredObject,
     compact_to_parquet,
+    contested_objects,
     fresh_partition_of,
     plan_compaction,
 )
@@ -80,13 +81,15 @@ class CompactionReport:
     inputs_deleted: int = 0
     rows_in: int = 0
     rows_out: int = 0
+    contested: int = 0
     deferred: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"compacted {len(self.files)} file(s) from {self.inputs_deleted} object(s): {self.rows_in:,} rows in, "
-            f"{self.rows_out:,} out (duplicates dropped: {self.rows_in - self.rows_out:,}); "
+            f"{self.rows_out:,} out (duplicates dropped: {self.rows_in - self.rows_out - self.contested:,}; "
+            f"copies that say something else of their call, kept aside for reconciliation: {self.contested:,}); "
             f"{len(self.deferred)} left for the next run; {len(self.refused)} refused"
         )
 
@@ -188,15 +191,31 @@ class S3Compactor:
         started = time.monotonic()
         tables = self._read_all(unit)
         records = pa.concat_tables(tables) if tables else COMPACTED_FILE_SCHEMA.empty_table()
-        body = compact_to_parquet(records, **({"target_rows": self._row_group_rows} if self._row_group_rows else {}))
+        from_trail = sum(table.num_rows for table in tables[: len(unit.from_trail)])  # the first inputs
+        sizing = {"target_rows": self._row_group_rows} if self._row_group_rows else {}
+        body, contested = compact_to_parquet(records, from_trail, **sizing)
         key = unit.output_key(self._compacted_prefix)
         rows_out = pq.ParquetFile(io.BytesIO(body)).metadata.num_rows
+        kept = {key}
+        for contested_key, contested_body in contested_objects(self._fresh_prefix, unit.table, contested).items():
+            self._put_checked(contested_key, contested_body, "application/gzip")
+            kept.add(contested_key)
+        if contested.num_rows:
+            logger.warning(
+                "compaction of %s met %d copies of records that say something else of their call than the copy kept "
+                "(one of them did not come from CloudTrail): kept beside it in %s, until reconciliation restores the "
+                "trail's own",
+                unit.describe(),
+                contested.num_rows,
+                sorted(kept - {key}),
+            )
         self._put_checked(key, body)
-        self._delete([item.key for item in unit.inputs if item.key != key])
+        self._delete([item.key for item in unit.inputs if item.key not in kept])
         report.files.append(key)
-        report.inputs_deleted += sum(1 for item in unit.inputs if item.key != key)
+        report.inputs_deleted += sum(1 for item in unit.inputs if item.key not in kept)
         report.rows_in += records.num_rows
         report.rows_out += rows_out
+        report.contested += contested.num_rows
         logger.info(
             "compacted %s into %s: %d rows, %d bytes, %.1f s",
             unit.describe(),
@@ -236,15 +255,15 @@ class S3Compactor:
         except BotoCoreError as exc:
             raise StoreError(f"S3 GetObject of {self._bucket}/{key} failed: {_reason(exc)}") from exc
 
-    def _put_checked(self, key: str, body: bytes) -> None:
-        """Store the file with its SHA-256 (S3 refuses a body that does not match it) and read its size back."""
+    def _put_checked(self, key: str, body: bytes, content_type: str = "application/vnd.apache.parquet") -> None:
+        """Store an object with its SHA-256 (S3 refuses a body that does not match it) and read its size back."""
         checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
         try:
             self._client.put_object(
                 Bucket=self._bucket,
                 Key=key,
                 Body=body,
-                ContentType="application/vnd.apache.parquet",
+                ContentType=content_type,
                 ChecksumAlgorithm="SHA256",  # with the value: the header a bucket under Object Lock asks for
                 ChecksumSHA256=checksum,
             )

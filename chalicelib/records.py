@@ -166,6 +166,17 @@ def is_backfill_key(key: str) -> bool:
     return key.rsplit("/", 1)[-1].startswith(BACKFILL_OBJECT_PREFIX)
 
 
+# The name of every fresh object compaction writes with the copies of records it did not keep because they say something
+# else of their call than the copy it kept (one of them did not come from CloudTrail): they stay beside the compacted
+# file, in sight of GET /audit and reconciliation, until reconciliation restores the trail's own copy.
+CONTESTED_OBJECT_PREFIX = "contested-"
+
+
+def is_contested_key(key: str) -> bool:
+    """True for a fresh object compaction wrote with contested copies of records."""
+    return key.rsplit("/", 1)[-1].startswith(CONTESTED_OBJECT_PREFIX)
+
+
 def build_object_key(prefix: str, table_name: str, dt: str, shard_id: str, first: str, last: str) -> str:
     """The deterministic S3 key of the records one batch (a shard's sequence numbers `first` to `last`) contributes
     to one partition."""

@@ -58,6 +58,10 @@ def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
 
 
+def _body(s3: Any, bucket: str, key: str) -> io.BytesIO:
+    return io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
 def _compactor(s3: Any, bucket: str, **options: Any) -> S3Compactor:
     return S3Compactor(s3, bucket, "audit/", "compacted/", **options)
 
@@ -220,6 +224,48 @@ def test_a_crash_between_any_two_steps_loses_nothing_shows_nothing_twice_and_the
         assert _keys(s3, audit_bucket, "audit/") == []
     # For the closed day's month file and the open day's file: 2 reads, the write, its check, the delete.
     assert steps == 10
+
+
+def test_copies_that_name_another_item_stay_in_sight_through_a_crash_at_any_step_and_then_rest(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    """A forged copy of a call naming another item and caller, delivered before the real one: compaction keeps one
+    copy in its file and the other in a `contested-` object, so each item's history still shows its copy, whatever
+    step a run dies at; once settled, later runs leave both alone until the trail's own copy comes."""
+    real = _events("2024-05-01", 1)[0]
+    forged = {
+        **real,
+        "requestParameters": {"tableName": "Music", "key": {"id": "elsewhere"}, "item": ["id"]},
+        "userIdentity": cloudtrail_event(user="mallory")["userIdentity"],
+    }
+    others = _events("2024-05-01", 4, prefix="o")[1:]
+
+    def shown() -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
+        return _history(client, "k0"), _history(client, "elsewhere"), sorted(_history(client))
+
+    counting = _CrashingS3(s3, crash_at=0)
+    ingest([forged]), ingest([real, *others])
+    expected = shown()
+    assert expected[:2] == ([(real["eventID"], 0)], [(real["eventID"], 0)])
+    _compactor(counting, audit_bucket).run(FAR_FUTURE, _forever)
+    steps = counting.steps
+    for crash_at in range(1, steps + 1):
+        for key in _keys(s3, audit_bucket, "compacted/") + _keys(s3, audit_bucket, "audit/"):
+            s3.delete_object(Bucket=audit_bucket, Key=key)
+        ingest([forged]), ingest([real, *others])
+        with pytest.raises(_CrashError):
+            _compactor(_CrashingS3(s3, crash_at), audit_bucket).run(FAR_FUTURE, _forever)
+        assert shown() == expected, f"after a crash at step {crash_at}"
+        _compactor(s3, audit_bucket).run(FAR_FUTURE, _forever)
+        assert shown() == expected, f"after the rerun of a crash at step {crash_at}"
+        (contested,) = _keys(s3, audit_bucket, "audit/")
+        assert "/dt=2024-05-01/contested-" in contested
+        (month_file,) = _keys(s3, audit_bucket, "compacted/")
+        assert pq.read_table(_body(s3, audit_bucket, month_file)).num_rows == 4  # each record once in the file
+        report = _compactor(s3, audit_bucket).run(FAR_FUTURE, _forever)
+        assert (report.files, _keys(s3, audit_bucket, "audit/")) == ([], [contested])  # at rest
+    # 2 reads, the contested object and its check, the file and its check, the delete.
+    assert steps == 7
 
 
 def test_queries_while_compaction_runs_see_every_entry_exactly_once(

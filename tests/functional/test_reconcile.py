@@ -376,6 +376,52 @@ def test_a_record_that_contradicts_the_trail_is_replaced_by_the_trails_own_at_th
     assert "unconfirmed_ids" not in covered
 
 
+@pytest.mark.parametrize("first", ["real", "forged"])
+def test_a_forged_copy_naming_another_item_that_meets_the_real_record_at_compaction_hides_neither(
+    first: str,
+    reconciler: Reconciler,
+    ingest: Callable[..., Any],
+    client: Client,
+    s3: Any,
+    audit_bucket: str,
+    trail_bucket: str,
+) -> None:
+    # Compaction keeps one copy of a record, but copies that differ in what they say came one through the log group
+    # and not from CloudTrail: the other stays beside the file (a `contested-` object), so neither the item's own
+    # history nor reconciliation loses sight of the real call, whichever copy compaction met first.
+    real = cloudtrail_event(event_time=f"{DAY}T10:00:00Z", request_parameters=_put("real"))
+    forged = {
+        **real,
+        "requestParameters": _put("elsewhere"),
+        "userIdentity": cloudtrail_event(user="mallory")["userIdentity"],
+    }
+    copies = [real, forged] if first == "real" else [forged, real]
+    ingest([copies[0]])
+    ingest([copies[1]])
+    compactor = S3Compactor(s3, audit_bucket, "audit/", "compacted/")
+
+    def item(name: str) -> list[str | None]:
+        response = client.http.get(f"/audit?{urlencode({'table': 'Music', 'key': json.dumps({'id': name})})}")
+        return [entry["principal_name"] for entry in json.loads(response.body)["entries"]]
+
+    compactor.run("2024-05-31", lambda: 900.0)
+
+    assert (item("real"), item("elsewhere")) == (["alice"], ["mallory"])
+    put_trail_file(s3, trail_bucket, [real])
+    report = reconciler.run(DAY).tables["Music"]
+    assert (report.altered, report.altered_examples, report.restored_now) == (1, [real["eventID"]], 1)
+
+    compactor.run("2024-05-31", lambda: 900.0)
+
+    assert (item("real"), item("elsewhere")) == (["alice"], [])
+    assert [key for key in _keys(s3, audit_bucket, "audit/")] == []
+    assert reconciler.run(DAY).tables["Music"].status == "backfilled"
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
 def test_trail_files_of_every_region_are_reconciled(
     reconciler: Reconciler, client: Client, s3: Any, trail_bucket: str
 ) -> None:

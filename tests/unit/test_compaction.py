@@ -13,11 +13,13 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.columnar import RECORD_SCHEMA
+from chalicelib.columnar import RECORD_SCHEMA, fresh_records
 from chalicelib.compaction import (
     CompactionUnit,
     StoredObject,
     compact_to_parquet,
+    contested_objects,
+    deduplicated,
     open_day_files,
     plan_compaction,
     row_group_bounds,
@@ -59,7 +61,9 @@ def test_the_file_is_deduplicated_sorted_and_its_row_groups_never_share_a_key(
         first.setdefault((row[0], row[1]), row)
     duplicated = given_rows + list(first.values())
     records = _records([first[(row[0], row[1])] for row in duplicated])
-    parquet = pq.ParquetFile(io.BytesIO(compact_to_parquet(records, target_rows=target)))
+    compacted = compact_to_parquet(records, target_rows=target)
+    assert compacted.contested.num_rows == 0  # identical copies: nothing to contest
+    parquet = pq.ParquetFile(io.BytesIO(compacted.body))
     table = parquet.read()
     pairs = list(zip(table.column("event_id").to_pylist(), table.column("item_index").to_pylist(), strict=True))
     assert len(pairs) == len(set(pairs)) == len(first)
@@ -90,8 +94,85 @@ def test_of_copies_that_differ_the_trails_is_kept_then_the_compacted_one_then_in
     assert keys[:2] == [_fresh("Music", "2024-05-01", names["trail"]).key, _file("Music", "2024-05").key]
     assert set(keys[2:]) == {_fresh("Music", "2024-05-01", names[source]).key for source in ("ingest", "ingest again")}
     read = {item.key: _records([("e1", 0, "2024-05-01T00:00:00Z", f'{{"id":"{item.key}"}}')]) for item in unit.inputs}
-    parquet = pq.read_table(io.BytesIO(compact_to_parquet(pa.concat_tables(read[key] for key in keys))))
+    compacted = compact_to_parquet(pa.concat_tables(read[key] for key in keys), from_trail=1)
+    parquet = pq.read_table(io.BytesIO(compacted.body))
     assert parquet.column("item_key").to_pylist() == [f'{{"id":"{keys[0]}"}}']
+    assert compacted.contested.num_rows == 0  # the trail's own copy settles it
+
+
+copies = st.lists(
+    st.tuples(
+        st.sampled_from(["e1", "e2", "e3"]),
+        st.integers(0, 1),
+        st.sampled_from(['{"id":"a"}', '{"id":"b"}', None]),
+        st.sampled_from(["alice", "mallory", None]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(copies, st.integers(0, 40))
+def test_copies_that_say_something_else_are_left_out_once_each_unless_the_trails_own_is_kept(
+    given_copies: list[tuple[str, int, str | None, str | None]], trail_rows: int
+) -> None:
+    # Copies of one record that name another item or caller than the copy kept: one did not come from CloudTrail. The
+    # first copy is kept; each other distinct copy is contested, once; none is where the kept copy is the trail's.
+    from_trail = min(trail_rows, len(given_copies))
+    records = _records([(event, index, "2024-05-01T00:00:00Z", key) for event, index, key, _ in given_copies])
+    records = records.set_column(
+        records.schema.get_field_index("principal_arn"),
+        "principal_arn",
+        pa.array([c[3] for c in given_copies], pa.string()),
+    )
+    kept, contested = deduplicated(records, from_trail)
+
+    first: dict[tuple[str, int], tuple[int, tuple[str | None, str | None]]] = {}
+    others: dict[tuple[str, int], set[tuple[str | None, str | None]]] = {}
+    for position, (event, index, key, principal) in enumerate(given_copies):
+        first.setdefault((event, index), (position, (key, principal)))
+        others.setdefault((event, index), set()).add((key, principal))
+    said = {(row["event_id"], row["item_index"]): (row["item_key"], row["principal_arn"]) for row in kept.to_pylist()}
+    assert said == {record: copy for record, (_, copy) in first.items()}
+    assert kept.num_rows == len(first)
+    expected = [
+        (record, copy)
+        for record, (position, kept_copy) in first.items()
+        if position >= from_trail
+        for copy in others[record] - {kept_copy}
+    ]
+    found = [
+        ((row["event_id"], row["item_index"]), (row["item_key"], row["principal_arn"])) for row in contested.to_pylist()
+    ]
+    assert sorted(found, key=repr) == sorted(expected, key=repr)  # each distinct copy once
+
+
+def test_contested_copies_go_back_as_fresh_objects_named_after_their_content() -> None:
+    records = _records([("e1", 0, "2024-05-01T00:00:00Z", '{"id":"a"}'), ("e1", 0, "2024-05-01T00:00:00Z", None)])
+    records = records.append_column("dt", pa.array(["2024-05-01", "2024-05-01"]))
+    contested = deduplicated(records).contested
+    objects = contested_objects("audit/", "Music", contested)
+    (key,) = objects
+    assert key.startswith("audit/table_name=Music/dt=2024-05-01/contested-")
+    assert key.endswith(".json.gz")
+    assert contested_objects("audit/", "Music", contested) == objects  # the same copies, the same object
+    read = fresh_records(objects[key], "2024-05-01")
+    assert read.to_pylist() == contested.to_pylist()
+    assert contested_objects("audit/", "Music", contested.slice(0, 0)) == {}
+
+
+def test_contested_objects_start_no_unit_but_every_unit_of_their_day_takes_them_in_last() -> None:
+    contested = _fresh("Music", "2024-05-01", "contested-0123456789abcdef")
+    # Alone, beside the day's or the month's single file, they wait (no rewrite at every run).
+    assert _plan([contested], [_file("Music", "2024-05-01")], "2024-04-30") == []
+    assert _plan([contested], [_file("Music", "2024-05")], "2024-05-31") == []
+    # With anything else to fold, or the trail's own copies, the unit takes them in, after every other input.
+    for other in ("shardId-000000000000-1-2", "backfill-111_CloudTrail_us-east-1_x"):
+        fresh = [contested, _fresh("Music", "2024-05-01", other)]
+        for closed, file in (("2024-04-30", _file("Music", "2024-05-01")), ("2024-05-31", _file("Music", "2024-05"))):
+            (unit,) = plan_compaction(fresh, [file], "audit/", "compacted/", closed, 10**9).units
+            assert unit.inputs[-1] == contested, other
 
 
 def test_row_groups_are_bounded_but_never_split_a_key() -> None:
