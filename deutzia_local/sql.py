@@ -38,7 +38,9 @@ def sql_result(settings: LocalSettings, query: str) -> pa.Table | None:
     connection = connect()
     tiers = AuditObjects.from_environment(settings.aws_endpoint).read()
     connection.register("audit_compacted", tiers.compacted)
-    connection.register("audit_fresh", tiers.fresh)
+    connection.register("audit_fresh_objects", tiers.fresh)
+    # Athena's `"$path"` is hidden from `select *`; the fresh rows carry it here as a column of their own.
+    connection.execute('CREATE VIEW audit_fresh AS SELECT * EXCLUDE ("$path") FROM audit_fresh_objects')
     connection.execute(f"CREATE VIEW audit AS {build_view_sql(Relations('audit_compacted', 'audit_fresh'))}")
     if "cloudtrail_logs" in query.lower():
         connection.register("cloudtrail_logs", _trail(settings))

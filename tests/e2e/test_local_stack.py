@@ -335,6 +335,11 @@ def test_make_sql_takes_any_quotes_prints_every_type_and_writes_no_file(stack: S
     result = stack.run(["make", "--no-print-directory", "sql", f"Q={query}"], env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[2].split() == ["1", "True"]
+    tiers = [f"select * from {tier} limit 0" for tier in ("audit_fresh", "audit_compacted")]
+    fresh, compacted = (stack.run(["make", "--no-print-directory", "sql", f"Q={q}"], env=env) for q in tiers)
+    fresh_columns, compacted_columns = (set(result.stdout.splitlines()[0].split()) for result in (fresh, compacted))
+    assert fresh_columns == compacted_columns - {"month"}
+    assert "$path" not in fresh.stdout  # as Athena, which hides it from `select *`
     target = tmp_path / "leak.csv"
     copied = stack.run(["make", "--no-print-directory", "sql", f"Q=copy (select 1) to '{target}'"], env=env)
     assert copied.returncode != 0
