@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pyarrow as pa
 import pytest
 
+from chalicelib.columnar import COMPACTED_FILE_SCHEMA
+from chalicelib.compaction import contested_objects
 from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
-from chalicelib.reconcile import DayReport
+from chalicelib.reconcile import DayReport, backfill_object_key
+from chalicelib.records import build_object_key
 from chalicelib.schema import AUDIT_COLUMNS
 from deutzia_local.poller import MAXIMUM_RETRY_ATTEMPTS
 from infra.render import (
@@ -674,8 +678,15 @@ def test_compaction_runs_every_10_minutes_one_at_a_time_with_its_own_narrow_role
         "s3:ListBucket": {"<AuditBucket.Arn>"},
         "s3:GetObject": {"<AuditBucket.Arn>/audit/*", "<AuditBucket.Arn>/compacted/*"},
         "s3:DeleteObject": {"<AuditBucket.Arn>/audit/*", "<AuditBucket.Arn>/compacted/*"},
-        "s3:PutObject": {"<AuditBucket.Arn>/compacted/*"},
+        "s3:PutObject": {"<AuditBucket.Arn>/compacted/*", "<AuditBucket.Arn>/audit/*/contested-*"},
     }
+    # In the fresh tier, that grant covers the objects compaction writes there, and neither ingest's nor backfill's.
+    copy = {name: None for name in COMPACTED_FILE_SCHEMA.names} | {"event_id": "e", "item_index": 0, "dt": "2024-05-01"}
+    (written,) = contested_objects("audit/", "Orders", pa.Table.from_pylist([copy], COMPACTED_FILE_SCHEMA))
+    ingested = build_object_key("audit/", "Orders", "2024-05-01", "shardId-000000000000", "1", "2")
+    backfilled = backfill_object_key("audit/", "Orders", "2024-05-01", "AWSLogs/1/CloudTrail/r/2024/05/01/f.json.gz")
+    granted = [fnmatch.fnmatchcase(key, "audit/*/contested-*") for key in (written, ingested, backfilled)]
+    assert granted == [True, False, False]
     alarm = merged["Resources"]["CompactionErrorsAlarm"]["Properties"]
     assert (alarm["MetricName"], alarm["Dimensions"][0]["Value"]) == ("Errors", {"Ref": "CompactAuditRecords"})
 
