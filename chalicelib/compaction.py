@@ -74,12 +74,20 @@ def deduplicated(records: pa.Table, from_trail: int = 0) -> Deduplicated:
     the copies to prefer first, `CompactionUnit.inputs`). Copies as ingest writes them are identical; a copy that says
     something else of its call (SAID_COLUMNS) than the one kept means one of them did not come from CloudTrail, and
     which one only the trail's files say: it is returned in `contested` (each distinct copy once), to stay in sight
-    until reconciliation restores the trail's own copy. The first `from_trail` rows are that copy (reconciliation wrote
-    them): a record kept from those has no contested copy. Vectorised: a partition's millions of rows never become
+    until reconciliation restores the trail's own copy. The first `from_trail` rows are the trail's own records of
+    their calls (reconciliation wrote them), each call's every record: they replace every other copy of those calls,
+    and no copy of theirs is contested. Vectorised: a partition's millions of rows never become
     Python objects, and only the records that have copies are compared column by column."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if from_trail and records.num_rows > from_trail:
+        # The trail's records of a call are all of its records (of this table): any other copy of the call is gone,
+        # and so is an item the trail's event does not name (one a forged copy added).
+        restored = pc.unique(records.column("event_id").slice(0, from_trail))
+        others = records.slice(from_trail)
+        others = others.filter(pc.invert(pc.is_in(others.column("event_id"), value_set=restored)))
+        records = pa.concat_tables([records.slice(0, from_trail), others])
     if records.num_rows < 2:
         return Deduplicated(records, records.slice(0, 0))
     order = pc.sort_indices(records, sort_keys=[("event_id", "ascending"), ("item_index", "ascending")])

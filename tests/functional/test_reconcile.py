@@ -418,6 +418,29 @@ def test_a_forged_copy_naming_another_item_that_meets_the_real_record_at_compact
     assert reconciler.run(DAY).tables["Music"].status == "backfilled"
 
 
+def test_a_restored_call_keeps_only_the_items_the_trail_names(
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    # A forged copy of a transaction naming another first item, and adding an item of its own: the check restores the
+    # call, and compaction keeps the trail's items of it alone, so the added item is gone too.
+    items = [{"operation": "Put", "tableName": "Music", "key": {"id": name}} for name in ("tx-a", "tx-b")]
+    real = cloudtrail_event("TransactWriteItems", {"requestItems": items}, event_time=f"{DAY}T10:30:00Z")
+    forged_items = [{**items[0], "key": {"id": "elsewhere"}}, items[1], {**items[1], "key": {"id": "added"}}]
+    forged = {**real, "requestParameters": {"requestItems": forged_items}}
+    ingest([real])
+    ingest([forged])
+    compactor = S3Compactor(s3, audit_bucket, "audit/", "compacted/")
+    compactor.run("2024-05-31", lambda: 900.0)
+    put_trail_file(s3, trail_bucket, [real])
+
+    assert reconciler.run(DAY).tables["Music"].restored_now == 1
+    compactor.run("2024-05-31", lambda: 900.0)
+
+    assert sorted(entry["item_key"] for entry in history(client)) == ['{"id":"tx-a"}', '{"id":"tx-b"}']
+    assert reconciler.run(DAY).tables["Music"].status == "backfilled"  # and no more restoring: the day is at rest
+    assert DAY not in reconciler.unfinished_days("2024-05-03")
+
+
 def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
 

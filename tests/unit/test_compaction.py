@@ -114,11 +114,12 @@ copies = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(copies, st.integers(0, 40))
-def test_copies_that_say_something_else_are_left_out_once_each_unless_the_trails_own_is_kept(
+def test_copies_that_say_something_else_are_left_out_once_each_and_the_trails_own_replace_their_calls(
     given_copies: list[tuple[str, int, str | None, str | None]], trail_rows: int
 ) -> None:
     # Copies of one record that name another item or caller than the copy kept: one did not come from CloudTrail. The
-    # first copy is kept; each other distinct copy is contested, once; none is where the kept copy is the trail's.
+    # first copy is kept; each other distinct copy is contested, once. The first `from_trail` rows are the trail's
+    # records of their calls, all of them: any other copy of those calls, or item they do not name, is gone.
     from_trail = min(trail_rows, len(given_copies))
     records = _records([(event, index, "2024-05-01T00:00:00Z", key) for event, index, key, _ in given_copies])
     records = records.set_column(
@@ -128,18 +129,21 @@ def test_copies_that_say_something_else_are_left_out_once_each_unless_the_trails
     )
     kept, contested = deduplicated(records, from_trail)
 
-    first: dict[tuple[str, int], tuple[int, tuple[str | None, str | None]]] = {}
+    restored = {copy[0] for copy in given_copies[:from_trail]}
+    first: dict[tuple[str, int], tuple[str | None, str | None]] = {}
     others: dict[tuple[str, int], set[tuple[str | None, str | None]]] = {}
     for position, (event, index, key, principal) in enumerate(given_copies):
-        first.setdefault((event, index), (position, (key, principal)))
+        if position >= from_trail and event in restored:
+            continue
+        first.setdefault((event, index), (key, principal))
         others.setdefault((event, index), set()).add((key, principal))
     said = {(row["event_id"], row["item_index"]): (row["item_key"], row["principal_arn"]) for row in kept.to_pylist()}
-    assert said == {record: copy for record, (_, copy) in first.items()}
+    assert said == first
     assert kept.num_rows == len(first)
     expected = [
         (record, copy)
-        for record, (position, kept_copy) in first.items()
-        if position >= from_trail
+        for record, kept_copy in first.items()
+        if record[0] not in restored
         for copy in others[record] - {kept_copy}
     ]
     found = [
