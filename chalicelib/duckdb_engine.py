@@ -67,7 +67,7 @@ from chalicelib.reconcile import (
     read_trail_file,
 )
 from chalicelib.reconciler import EngineResult
-from chalicelib.records import is_backfill_key
+from chalicelib.records import is_backfill_key, is_contested_key
 
 logger = logging.getLogger("deutzia.duckdb")
 
@@ -96,6 +96,15 @@ def s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
         scheme, _, authority = endpoint_url.partition("://")
         options.update(endpoint_override=authority.rstrip("/"), scheme=scheme)
     return pafs.S3FileSystem(**options)
+
+
+@dataclass
+class _FreshReading:
+    """One reading of the fresh tier: whether an object it listed was gone when read (compaction folded it in), and,
+    for a reading after the compacted tier's, the objects read before: it reads only `contested-` objects besides."""
+
+    vanished: bool = False
+    besides: set[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,11 +151,17 @@ class AuditObjects:
         """The records of `table` (all tables when None) with `dt_from <= dt <= dt_to` and the key `item_key` (any
         when None); QueryUnavailableError or QueryError when the bucket cannot be read. The fresh tier is read
         first: compaction stores a file before it deletes its inputs, so a row leaving the fresh tier after that
-        read is already in the compacted one."""
+        read is already in the compacted one, or, a copy compaction left out as contested, in a `contested-` object
+        stored before that file: those the first reading did not list are read last."""
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
-                fresh = self._read_tier(self._fresh, table, dt_from, dt_to, item_key)
+                first = _FreshReading()
+                fresh = self._read_tier(self._fresh, table, dt_from, dt_to, item_key, first)
                 compacted = self._read_tier(self._compacted, table, dt_from, dt_to, item_key)
+                if first.vanished:
+                    besides = _FreshReading(besides=set(fresh.column(_PATH.name).unique().to_pylist()))
+                    later = self._read_tier(self._fresh, table, dt_from, dt_to, item_key, besides)
+                    fresh = pa.concat_tables([fresh, later])
                 return Tiers(compacted, fresh)
             except FileNotFoundError as exc:
                 if attempt == READ_ATTEMPTS:
@@ -155,8 +170,15 @@ class AuditObjects:
         raise AssertionError("unreachable")
 
     def _read_tier(
-        self, tier: _Tier, table: str | None, dt_from: str | None, dt_to: str | None, item_key: str | None
+        self,
+        tier: _Tier,
+        table: str | None,
+        dt_from: str | None,
+        dt_to: str | None,
+        item_key: str | None,
+        reading: _FreshReading | None = None,
     ) -> pa.Table:
+        """The tier's rows in the partitions and of the key given (of the fresh tier, as `reading` says)."""
         try:
             if tier is self._compacted:
                 dataset = self._compacted_dataset(table, dt_from, dt_to)
@@ -190,7 +212,7 @@ class AuditObjects:
         expression = partitions if item_key is None else _all_of([*conditions, ds.field("item_key") == item_key])
         try:
             if tier is self._fresh:
-                return self._fresh_rows(dataset, expression, partitions)
+                return self._fresh_rows(dataset, expression, partitions, reading or _FreshReading())
             return dataset.to_table(filter=expression, use_threads=False)
         except FileNotFoundError:
             raise
@@ -207,15 +229,24 @@ class AuditObjects:
         return tier.schema.append(_PATH) if tier is self._fresh else tier.schema
 
     def _fresh_rows(
-        self, dataset: ds.Dataset, expression: ds.Expression | None, partitions: ds.Expression | None
+        self,
+        dataset: ds.Dataset,
+        expression: ds.Expression | None,
+        partitions: ds.Expression | None,
+        reading: _FreshReading,
     ) -> pa.Table:
         """The fresh objects' rows, object by object, each with its object's `s3://` path (`$path`, as Athena names
         it: GET /audit prefers the copies reconciliation wrote, so it reads theirs whatever key they name, as its SQL
-        does). One that compaction deleted since the listing is left out: its rows were in a compacted file before it
-        was deleted, and the compacted tier is read after this one (starting over instead, a read could lose that race
-        at every attempt while compaction deletes a backlog)."""
+        does). One that compaction deleted since the listing is left out (`reading.vanished`): its rows were in a
+        compacted file before it was deleted, and the compacted tier is read after this one, or in a `contested-`
+        object, which `read` then looks for (starting over instead, a read could lose that race at every attempt while
+        compaction deletes a backlog)."""
         tables = [self._rows_schema(self._fresh).empty_table()]
         for fragment in dataset.get_fragments(filter=partitions):
+            if reading.besides is not None and (
+                not is_contested_key(fragment.path) or f"s3://{fragment.path}" in reading.besides
+            ):
+                continue
             wanted = partitions if is_backfill_key(fragment.path) else expression
             try:
                 rows = fragment.to_table(schema=dataset.schema, filter=wanted, use_threads=False)
@@ -226,6 +257,7 @@ class AuditObjects:
                 if not _vanished(exc):
                     raise
                 logger.info("a fresh audit object went away during a read (compaction folded it): %s", exc)
+                reading.vanished = True
         return pa.concat_tables(tables)
 
     def _compacted_dataset(self, table: str | None, dt_from: str | None, dt_to: str | None) -> ds.Dataset:

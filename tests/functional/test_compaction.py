@@ -297,14 +297,17 @@ class _CompactionDeletesOnOpen(pafs.FileSystemHandler):
     """moto's S3 as the DuckDB engine reads it, but each fresh object is deleted just before it is first opened: what
     compaction does to an object a read listed, at every object of the read."""
 
-    def __init__(self, s3: Any, bucket: str, endpoint: str) -> None:
+    def __init__(self, s3: Any, bucket: str, endpoint: str, written: dict[str, bytes] | None = None) -> None:
         self._s3, self._bucket = s3, bucket
         self._inner = s3_filesystem(endpoint)
+        self._written = dict(written or {})  # what compaction stored before its deletes: there once the first is done
         self.deleted: list[str] = []
 
     def _delete_if_fresh(self, path: str) -> None:
         key = path.removeprefix(f"{self._bucket}/")
-        if key.startswith("audit/") and key not in self.deleted:
+        if key.startswith("audit/") and key not in self.deleted and key not in self._written:
+            for written, body in self._written.items():
+                self._s3.put_object(Bucket=self._bucket, Key=written, Body=body)
             self._s3.delete_object(Bucket=self._bucket, Key=key)
             self.deleted.append(key)
 
@@ -362,6 +365,31 @@ def test_a_read_leaves_out_fresh_objects_compaction_deleted_after_listing_them_a
     compacted = tiers.compacted
     pairs = zip(compacted.column("event_id").to_pylist(), compacted.column("item_index").to_pylist(), strict=True)
     assert sorted(pairs) == sorted((event["eventID"], 0) for event in events)
+
+
+def test_a_read_that_loses_fresh_objects_to_compaction_finds_the_copies_it_left_out_as_contested(
+    ingest: Callable[..., Any], s3: Any, audit_bucket: str, moto_endpoint: str
+) -> None:
+    """A copy compaction leaves out as contested moves within the fresh tier, into an object stored before the
+    compacted file: a read that listed the fresh tier before that object was there, and found the copy's own object
+    gone, reads the contested objects again after the compacted tier, so it never misses the copy."""
+    real = _events("2024-05-01", 1)[0]
+    forged = {**real, "userIdentity": cloudtrail_event(user="mallory")["userIdentity"]}
+    ingest([real]), ingest([forged])
+    fresh = {key: _body(s3, audit_bucket, key).getvalue() for key in _keys(s3, audit_bucket, "audit/")}
+    _compactor(s3, audit_bucket).run(FAR_FUTURE, _forever)
+    (contested,) = _keys(s3, audit_bucket, "audit/")
+    written = {contested: _body(s3, audit_bucket, contested).getvalue()}
+    s3.delete_object(Bucket=audit_bucket, Key=contested)
+    for key, body in fresh.items():  # listed by the read before compaction stored the contested object
+        s3.put_object(Bucket=audit_bucket, Key=key, Body=body)
+    handler = _CompactionDeletesOnOpen(s3, audit_bucket, moto_endpoint, written)
+
+    tiers = AuditObjects(pafs.PyFileSystem(handler), audit_bucket, "audit/", "compacted/").read("Music")
+
+    assert sorted(handler.deleted) == sorted(fresh)
+    callers = tiers.compacted.column("principal_name").to_pylist() + tiers.fresh.column("principal_name").to_pylist()
+    assert sorted(callers) == ["alice", "mallory"]
 
 
 def test_a_partition_too_big_for_one_run_is_refused_loudly_and_stays_readable(
