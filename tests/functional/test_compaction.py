@@ -460,6 +460,26 @@ def test_the_scheduled_function_compacts_closed_days_and_defers_what_its_time_ca
     assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in events)
 
 
+def test_the_scheduled_function_publishes_the_copies_it_left_out_as_contested(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = _events("2024-05-01", 1)[0]
+    ingest([real]), ingest([{**real, "userIdentity": cloudtrail_event(user="mallory")["userIdentity"]}])
+    scheduled = client.events.generate_cw_event("Scheduled Event", "aws.events", {}, [])
+    capsys.readouterr()
+
+    payload = deutzia_app.compact_audit_records(scheduled, LambdaContext("compact_audit_records", 900_000))
+    again = deutzia_app.compact_audit_records(scheduled, LambdaContext("compact_audit_records", 900_000))
+
+    assert (payload["contested"], again["contested"]) == (1, 0)  # the contested object waits, and starts no run
+    published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ContestedCopies"' in line]
+    assert [(document["ContestedCopies"], document["service"]) for document in published] == [
+        ([1.0], "deutzia-compaction"),
+        ([0.0], "deutzia-compaction"),
+    ]
+    assert published[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Deutzia"
+
+
 def test_two_runs_at_once_lose_nothing_and_the_later_one_leaves_what_it_lost_to_the_next(
     client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
 ) -> None:

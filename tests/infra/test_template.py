@@ -432,6 +432,7 @@ def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, An
         "ApproximateNumberOfMessagesVisible",
         "Errors",
         "WriteProvisionedThroughputExceeded",
+        "ContestedCopies",
     }
     watched = {str(body["Properties"]["Dimensions"][0]["Value"]) for body in alarms}
     assert {"{'Ref': 'ReplayFailedBatches'}", "{'Fn::GetAtt': ['ReplayDeadLetterQueue', 'QueueName']}"} <= watched
@@ -912,6 +913,26 @@ def _reserved(translated: dict[str, Any], function: str) -> list[Any]:
         .get("reserved")
         for value in ("true", "false")
     ]
+
+
+def test_an_alarm_fires_within_the_hour_when_compaction_meets_copies_that_contradict_each_other(
+    merged: dict[str, Any],
+) -> None:
+    # The metric compact_audit_records publishes each run (tests/functional/test_compaction.py holds its name).
+    alarm = merged["Resources"]["ContestedCopiesAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == (
+        "Deutzia",
+        "ContestedCopies",
+        [{"Name": "service", "Value": "deutzia-compaction"}],
+    )
+    assert (alarm["Statistic"], alarm["Period"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Sum",
+        3600,
+        0,
+        "GreaterThanThreshold",
+    )
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert "contested-" in alarm["AlarmDescription"]
 
 
 def test_the_dashboard_shows_every_alarm_and_every_count_reconciliation_publishes(merged: dict[str, Any]) -> None:
