@@ -915,7 +915,7 @@ def _reserved(translated: dict[str, Any], function: str) -> list[Any]:
     ]
 
 
-def test_an_alarm_fires_within_the_hour_when_compaction_meets_copies_that_contradict_each_other(
+def test_an_alarm_fires_when_compaction_meets_copies_that_contradict_each_other(
     merged: dict[str, Any],
 ) -> None:
     # The metric compact_audit_records publishes each run (tests/functional/test_compaction.py holds its name).
