@@ -227,7 +227,8 @@ COMPACTION_INTERVAL_MINUTES = 10
 def compact_audit_records(event: CloudWatchEvent) -> dict[str, Any]:
     """Fold fresh records into key-sorted Parquet (open days into day files, closed ones into their month's file),
     as far as time allows; publish how many copies of records it left out for saying something else of their call
-    (ContestedCopiesAlarm: one came through the trail's log group, not from CloudTrail)."""
+    than another copy, or than the trail's own records (ContestedCopiesAlarm: one came through the trail's log group,
+    not from CloudTrail)."""
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
@@ -237,15 +238,16 @@ def compact_audit_records(event: CloudWatchEvent) -> dict[str, Any]:
     try:
         report = S3Compactor.from_environment().run(last_closed_day_now(), time_left_of(event.context))
     except CompactionRefusedError as exc:
-        metrics.add_metric(name="ContestedCopies", unit=MetricUnit.Count, value=exc.report.contested)
+        metrics.add_metric(name="ContestedCopies", unit=MetricUnit.Count, value=exc.report.contradicting)
         metrics.flush_metrics()
         raise
-    metrics.add_metric(name="ContestedCopies", unit=MetricUnit.Count, value=report.contested)
+    metrics.add_metric(name="ContestedCopies", unit=MetricUnit.Count, value=report.contradicting)
     metrics.flush_metrics()
     return {
         "files": report.files,
         "deferred": len(report.deferred),
         "contested": report.contested,
+        "overruled": report.overruled,
         "summary": report.summary(),
     }
 

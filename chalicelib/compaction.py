@@ -63,10 +63,13 @@ _SORT_KEYS = [
 
 
 class Deduplicated(NamedTuple):
-    """Each record once (`kept`), and the copies left out that say something else of their call (`contested`)."""
+    """Each record once (`kept`); the copies left out that say something else of their call than the one kept
+    (`contested`), and the copies the trail's own records replaced that say something else than those (`overruled`):
+    each distinct copy once."""
 
     kept: pa.Table
     contested: pa.Table
+    overruled: pa.Table
 
 
 def deduplicated(records: pa.Table, from_trail: int = 0) -> Deduplicated:
@@ -76,20 +79,24 @@ def deduplicated(records: pa.Table, from_trail: int = 0) -> Deduplicated:
     which one only the trail's files say: it is returned in `contested` (each distinct copy once), to stay in sight
     until reconciliation restores the trail's own copy. The first `from_trail` rows are the trail's own records of
     their calls (reconciliation wrote them), each call's every record: they replace every other copy of those calls,
-    and no copy of theirs is contested. Vectorised: a partition's millions of rows never become
-    Python objects, and only the records that have copies are compared column by column."""
+    and no copy of theirs is contested; one of those that says something else than the trail's (or names an item the
+    trail's event does not) is `overruled`. Vectorised: a partition's millions of rows never become Python objects,
+    and only the records that have copies are compared column by column."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    none = records.slice(0, 0)
+    overruled = none
     if from_trail and records.num_rows > from_trail:
         # The trail's records of a call are all of its records (of this table): any other copy of the call is gone,
         # and so is an item the trail's event does not name (one a forged copy added).
-        restored = pc.unique(records.column("event_id").slice(0, from_trail))
+        trails = records.slice(0, from_trail)
         others = records.slice(from_trail)
-        others = others.filter(pc.invert(pc.is_in(others.column("event_id"), value_set=restored)))
-        records = pa.concat_tables([records.slice(0, from_trail), others])
+        replaced = pc.is_in(others.column("event_id"), value_set=pc.unique(trails.column("event_id")))
+        overruled = _unlike(others.filter(replaced), trails)
+        records = pa.concat_tables([trails, others.filter(pc.invert(replaced))])
     if records.num_rows < 2:
-        return Deduplicated(records, records.slice(0, 0))
+        return Deduplicated(records, none, overruled)
     order = pc.sort_indices(records, sort_keys=[("event_id", "ascending"), ("item_index", "ascending")])
     ordered = records.take(order)
     repeated = _same_as_previous(ordered, ("event_id", "item_index"))
@@ -99,7 +106,7 @@ def deduplicated(records: pa.Table, from_trail: int = 0) -> Deduplicated:
     copied = pc.or_(pa.concat_arrays([pa.array([False]), repeated]), pa.concat_arrays([repeated, pa.array([False])]))
     copies, positions, copy_starts = ordered.filter(copied), order.filter(copied), starts.filter(copied)
     if copies.num_rows == 0:
-        return Deduplicated(kept, records.slice(0, 0))
+        return Deduplicated(kept, none, overruled)
     row = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), copies.num_rows)), 1)
     first = pc.fill_null_forward(pc.if_else(copy_starts, row, pa.scalar(None, pa.int64())))  # each row's kept copy
     same = None
@@ -109,12 +116,52 @@ def deduplicated(records: pa.Table, from_trail: int = 0) -> Deduplicated:
         same = equal if same is None else pc.and_(same, equal)
     trails_kept = pc.less(positions.take(first), pa.scalar(from_trail, positions.type))
     contested = copies.filter(pc.invert(pc.or_(same, trails_kept)))
-    if contested.num_rows > 1:
-        columns = ("event_id", "item_index", *SAID_COLUMNS)
-        contested = contested.take(pc.sort_indices(contested, sort_keys=[(name, "ascending") for name in columns]))
-        once = pc.invert(_same_as_previous(contested, columns))
-        contested = contested.filter(pa.concat_arrays([pa.array([True]), once]))
-    return Deduplicated(kept, contested)
+    return Deduplicated(kept, _distinct(contested), overruled)
+
+
+def _distinct(copies: pa.Table) -> pa.Table:
+    """Each distinct copy once: one row per record and what it says (SAID_COLUMNS)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if copies.num_rows < 2:
+        return copies
+    columns = ("event_id", "item_index", *SAID_COLUMNS)
+    copies = copies.take(pc.sort_indices(copies, sort_keys=[(name, "ascending") for name in columns]))
+    return copies.filter(pa.concat_arrays([pa.array([True]), pc.invert(_same_as_previous(copies, columns))]))
+
+
+def _unlike(copies: pa.Table, trails: pa.Table) -> pa.Table:
+    """Of `copies`, those that say something else of their call than the trail's record of it in `trails`, or name an
+    item the trail's event does not; each distinct copy once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if copies.num_rows == 0:
+        return copies
+    keys = ["event_id", "item_index"]
+    said = trails.select([*keys, *SAID_COLUMNS]).rename_columns([*keys, *(f"trail {name}" for name in SAID_COLUMNS)])
+    said = _distinct_records(said.append_column("trail has it", pa.repeat(pa.scalar(True), said.num_rows)))
+    row = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), copies.num_rows)), 1)
+    numbered = copies.select([*keys, *SAID_COLUMNS]).append_column("row", row)
+    joined = numbered.join(said, keys=keys, join_type="left outer")
+    same = pc.fill_null(joined.column("trail has it"), False)
+    for name in SAID_COLUMNS:
+        same = pc.and_(same, _equal_or_both_null(joined.column(name), joined.column(f"trail {name}")))
+    return _distinct(copies.take(joined.filter(pc.invert(same)).column("row")))
+
+
+def _distinct_records(table: pa.Table) -> pa.Table:
+    """The first row of each `(event_id, item_index)`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows < 2:
+        return table
+    table = table.take(pc.sort_indices(table, sort_keys=[("event_id", "ascending"), ("item_index", "ascending")]))
+    return table.filter(
+        pa.concat_arrays([pa.array([True]), pc.invert(_same_as_previous(table, ("event_id", "item_index")))])
+    )
 
 
 def _same_as_previous(table: pa.Table, columns: Sequence[str]) -> pa.BooleanArray:
@@ -173,26 +220,28 @@ def row_group_bounds(
 
 
 class CompactedFile(NamedTuple):
-    """A compacted file's bytes, and the copies of its records it left out that say something else of their call."""
+    """A compacted file's bytes, and the copies of its records it left out that say something else of their call: for
+    reconciliation to settle (`contested`), or settled by the trail's own records (`overruled`)."""
 
     body: bytes
     contested: pa.Table
+    overruled: pa.Table
 
 
 def compact_to_parquet(records: pa.Table, from_trail: int = 0, target_rows: int = ROW_GROUP_ROWS) -> CompactedFile:
     """The records as one Parquet file (zstd): de-duplicated (`deduplicated`: the first `from_trail` rows are the
-    trail's own), sorted, in key-disjoint row groups; with the contested copies it left out."""
+    trail's own), sorted, in key-disjoint row groups; with the contested and overruled copies it left out."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    unique, contested = deduplicated(records, from_trail)
+    unique, contested, overruled = deduplicated(records, from_trail)
     ordered = unique.take(pc.sort_indices(unique, sort_keys=_SORT_KEYS))
     sink = io.BytesIO()
     statistics = [name for name in STATISTICS_COLUMNS if name in ordered.schema.names]
     with pq.ParquetWriter(sink, ordered.schema, compression="zstd", write_statistics=statistics) as writer:
         for start, end in row_group_bounds(ordered.column("item_key"), target_rows):
             writer.write_table(ordered.slice(start, end - start), row_group_size=end - start)
-    return CompactedFile(sink.getvalue(), contested)
+    return CompactedFile(sink.getvalue(), contested, overruled)
 
 
 @dataclass(frozen=True)

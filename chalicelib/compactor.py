@@ -58,6 +58,7 @@ CONCURRENT_READS = 10  # boto3's connection pool
 # A day closes this long after it ended (COMPACTION_SETTLE_SECONDS overrides it).
 DEFAULT_SETTLE_SECONDS = 2 * 3600
 _DELETE_BATCH = 1000
+MAX_NAMED_CALLS = 100  # event ids a warning names
 
 
 class _InputGoneError(DeutziaError):
@@ -82,14 +83,21 @@ class CompactionReport:
     rows_in: int = 0
     rows_out: int = 0
     contested: int = 0
+    overruled: int = 0
     deferred: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+
+    @property
+    def contradicting(self) -> int:
+        """Copies of records that said something else of their call than another copy, or than the trail's own."""
+        return self.contested + self.overruled
 
     def summary(self) -> str:
         return (
             f"compacted {len(self.files)} file(s) from {self.inputs_deleted} object(s): {self.rows_in:,} rows in, "
-            f"{self.rows_out:,} out (duplicates dropped: {self.rows_in - self.rows_out - self.contested:,}; "
-            f"copies that say something else of their call, kept aside for reconciliation: {self.contested:,}); "
+            f"{self.rows_out:,} out (duplicates dropped: {self.rows_in - self.rows_out - self.contradicting:,}; "
+            f"copies that say something else of their call, kept aside for reconciliation: {self.contested:,}, "
+            f"replaced by the trail's own: {self.overruled:,}); "
             f"{len(self.deferred)} left for the next run; {len(self.refused)} refused"
         )
 
@@ -193,7 +201,7 @@ class S3Compactor:
         records = pa.concat_tables(tables) if tables else COMPACTED_FILE_SCHEMA.empty_table()
         from_trail = sum(table.num_rows for table in tables[: len(unit.from_trail)])  # the first inputs
         sizing = {"target_rows": self._row_group_rows} if self._row_group_rows else {}
-        body, contested = compact_to_parquet(records, from_trail, **sizing)
+        body, contested, overruled = compact_to_parquet(records, from_trail, **sizing)
         key = unit.output_key(self._compacted_prefix)
         rows_out = pq.ParquetFile(io.BytesIO(body)).metadata.num_rows
         kept = {key}
@@ -209,6 +217,14 @@ class S3Compactor:
                 contested.num_rows,
                 sorted(kept - {key}),
             )
+        if overruled.num_rows:
+            logger.warning(
+                "compaction of %s replaced %d copies of records that say something else of their call than the trail's "
+                "own records (one came through the log group, not from CloudTrail), of the calls %s",
+                unit.describe(),
+                overruled.num_rows,
+                sorted(set(overruled.column("event_id").to_pylist()))[:MAX_NAMED_CALLS],
+            )
         self._put_checked(key, body)
         self._delete([item.key for item in unit.inputs if item.key not in kept])
         report.files.append(key)
@@ -216,6 +232,7 @@ class S3Compactor:
         report.rows_in += records.num_rows
         report.rows_out += rows_out
         report.contested += contested.num_rows
+        report.overruled += overruled.num_rows
         logger.info(
             "compacted %s into %s: %d rows, %d bytes, %.1f s",
             unit.describe(),

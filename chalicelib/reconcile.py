@@ -116,16 +116,20 @@ CONFIRMED_COLUMNS: Mapping[str, str] = {
     "error_code": "errorcode",
 }
 TALLY_FILE, TALLY_NOT_IN_TRAIL, TALLY_ALTERED = "file", "not_in_trail", "altered"
+# CloudTrail sends no event over 256 KB to CloudWatch Logs, so a call whose request parameters alone pass that (as the
+# trail table's text holds them) never reached ingest: whatever records the log group gave of it, none is its own.
+LOG_GROUP_EVENT_BYTES = 256 * 1024
 
 
 def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) -> tuple[str, list[SqlValue]]:
     """SQL and its `?` parameters: one row per (table, trail file) with the file's events of the table, how many of them
-    are duplicates of an earlier copy, how many the audit records hold, the missing ids and the ids of those whose
-    records contradict it (JSON); then per table, what the audit records hold up to the window's end that the trail does
-    not, and the records that contradict the trail (a CONFIRMED_COLUMNS value not the trail's, or copies of one item
-    that name different keys or operations), each counted by event with the first MAX_LISTED ids. The trail's files and
-    the records are each read once: Athena inlines every use of a WITH query, and bills each reading of the files. Only
-    names from configuration and constants are SQL text; the day and tables are parameters."""
+    are duplicates of an earlier copy, how many the audit records hold, the missing ids, the ids of those whose records
+    contradict it, and of those the records hold that were too big for the log group (all JSON); then per table, what
+    the audit records hold up to the window's end that the trail does not, and the records that contradict the trail (a
+    CONFIRMED_COLUMNS value not the trail's, or copies of one item that name different keys or operations), each counted
+    by event with the first MAX_LISTED ids. The trail's files and the records are each read once: Athena inlines every
+    use of a WITH query, and bills each reading of the files. Only names from configuration and constants are SQL text;
+    the day and tables are parameters."""
     parameters: list[SqlValue] = []
 
     def values(items: Sequence[str]) -> str:
@@ -142,7 +146,8 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
     operations = ", ".join(f"'{name}'" for name in sorted(DATA_OPERATIONS))
     confirmed = ", ".join(f"{field} AS {column}" for column, field in CONFIRMED_COLUMNS.items())
     trail = (
-        f'SELECT eventid AS event_id, named.table_name, "$path" AS trail_file, {confirmed} '
+        f'SELECT eventid AS event_id, named.table_name, "$path" AS trail_file, {confirmed}, '
+        "coalesce(length(requestparameters), 0) AS parameters_length "
         f"FROM {relations.trail} CROSS JOIN UNNEST(array_distinct(regexp_extract_all("
         f"json_format(CAST(resources AS JSON)), '{TABLE_ARN_PATTERN}', 1))) AS named (table_name) "
         f'WHERE "date" IN ({values(window.trail_dates())}) '
@@ -160,7 +165,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         f"WHERE dt = {values([window.day])}{tables_filter('table_name')} AND event_time < {values([window.until])}"
     )
     sql = (
-        f"WITH copies AS (SELECT event_id, table_name, trail_file, {said('trail_rows')} AS said, "
+        f"WITH copies AS (SELECT event_id, table_name, trail_file, parameters_length, {said('trail_rows')} AS said, "
         "row_number() OVER (PARTITION BY table_name, event_id ORDER BY trail_file) AS copy "
         f"FROM ({trail}) trail_rows), "
         # Per item, then per event: whether copies of an item differ, and the least and most of what they say (two
@@ -174,6 +179,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         "max(most_said) AS most_said FROM items GROUP BY table_name, event_id), "
         "joined AS (SELECT coalesce(copies.table_name, events.table_name) AS table_name, "
         "coalesce(copies.event_id, events.event_id) AS event_id, copies.trail_file, copies.copy, "
+        "copies.parameters_length, "
         "events.event_id IS NOT NULL AS audited, "
         "events.event_id IS NOT NULL AND (events.split OR (copies.event_id IS NOT NULL "
         "AND (events.least_said <> events.most_said OR events.least_said <> copies.said))) AS altered "
@@ -196,7 +202,11 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         f"ELSE json_format(CAST(slice(array_agg(event_id ORDER BY event_id), 1, {MAX_LISTED}) AS JSON)) "
         "END AS listed, "
         f"CASE WHEN kind = '{TALLY_FILE}' "
-        "THEN json_format(CAST(array_agg(event_id) FILTER (WHERE copy = 1 AND altered) AS JSON)) END AS altered_listed "
+        "THEN json_format(CAST(array_agg(event_id) FILTER (WHERE copy = 1 AND altered) AS JSON)) "
+        "END AS altered_listed, "
+        f"CASE WHEN kind = '{TALLY_FILE}' "
+        "THEN json_format(CAST(array_agg(event_id) FILTER (WHERE copy = 1 AND audited AND NOT altered "
+        f"AND parameters_length > {LOG_GROUP_EVENT_BYTES}) AS JSON)) END AS oversized_listed "
         "FROM tallied GROUP BY 1, 2, 3 ORDER BY 2, 1, 3"
     )
     return sql, parameters
@@ -205,9 +215,9 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
 @dataclass(frozen=True)
 class FileTally:
     """One result row. `file`: a table's events in one trail file, and the ids of those the audit records lack
-    (`listed`), and of those whose records contradict the file (`altered`). `not_in_trail` and `altered`
-    (`trail_file` None): how many of the table's audited events the trail lacks, or contradicts (`audited`), and the
-    first of their ids."""
+    (`listed`), of those whose records contradict the file (`altered`), and of those the records hold though the
+    log group could not carry them (`oversized`). `not_in_trail` and `altered` (`trail_file` None): how many of the
+    table's audited events the trail lacks, or contradicts (`audited`), and the first of their ids."""
 
     kind: str
     table: str
@@ -218,11 +228,12 @@ class FileTally:
     audited: int
     listed: tuple[str, ...]
     altered: tuple[str, ...] = ()
+    oversized: tuple[str, ...] = ()
 
 
 def read_tally(values: Sequence[object]) -> FileTally:
     """A result row of the reconcile SQL, from either engine (Athena gives every value as text)."""
-    kind, table, trail_file, trail_rows, duplicates, events, audited, listed, altered = values
+    kind, table, trail_file, trail_rows, duplicates, events, audited, listed, altered, oversized = values
     return FileTally(
         kind=str(kind),
         table=str(table),
@@ -233,6 +244,7 @@ def read_tally(values: Sequence[object]) -> FileTally:
         audited=int(str(audited)),
         listed=_listed(listed),
         altered=_listed(altered),
+        oversized=_listed(oversized),
     )
 
 
@@ -274,11 +286,11 @@ def read_trail_file(body: bytes, max_bytes: int = MAX_TRAIL_FILE_BYTES) -> list[
 
 @dataclass
 class Backfill:
-    """What backfilling one trail file gives: per table, the stored lines and the events they come from; the events
-    the formatter refused (id, reason, event: for quarantine); and why each event that stays missing does."""
+    """What backfilling one trail file gives: per table, the stored lines, and each event's own; the events the
+    formatter refused (id, reason, event: for quarantine); and why each event that stays missing does."""
 
     lines: dict[str, list[str]] = field(default_factory=dict)
-    events: dict[str, set[str]] = field(default_factory=dict)
+    events: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     refused: list[tuple[str, str, Any]] = field(default_factory=list)
     still_missing: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -305,7 +317,7 @@ def backfill_events(events: list[Any], missing: Mapping[str, set[str]], day: str
         for (table, dt), line in lines or []:
             if table in tables and dt == day:
                 result.lines.setdefault(table, []).append(line)
-                result.events.setdefault(table, set()).add(event_id)
+                result.events.setdefault(table, {}).setdefault(event_id, []).append(line)
         for table in tables:
             if event_id not in result.events.get(table, ()):
                 why = "not a DynamoDB data event" if lines is None else f"it gives no record of {table} on {day}"
@@ -376,6 +388,10 @@ class TableReport:
     # run of the day, and this run's), for compaction to keep instead.
     restored: int = 0
     restored_now: int = 0
+    # Calls too big for the log group (LOG_GROUP_EVENT_BYTES) that the audit records hold all the same: whatever
+    # ingest recorded of them came from a forged log event, so this run wrote the trail's records again, for
+    # compaction to keep instead (this run's; not a finding: an honest call's records come out the same).
+    refreshed: int = 0
     missing_reasons: dict[str, int] = field(default_factory=dict)
     missing_examples: list[dict[str, str]] = field(default_factory=list)
     trail_files: list[str] = field(default_factory=list)
@@ -431,10 +447,11 @@ class DayReport:
     trail_files_by_region: dict[str, int] = field(default_factory=dict)
     next_day_delivered: bool = False
     unreadable_trail_files: dict[str, str] = field(default_factory=dict)
-    # Missing calls this run had no time to backfill (DEFERRED_REASON), and contradicted calls it had no time to
-    # restore: the daily runs go on with such a day.
+    # Missing calls this run had no time to backfill (DEFERRED_REASON), contradicted calls it had no time to restore,
+    # and calls too big for the log group it had no time to write again: the daily runs go on with such a day.
     deferred: int = 0
     restore_deferred: int = 0
+    refresh_deferred: int = 0
     # Contradicted calls this run restored: the next daily run checks the day again, to confirm the trail's records are
     # the ones left (compaction keeps them) and stop marking the day's records.
     restored_now: int = 0

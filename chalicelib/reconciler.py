@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import boto3
 from aws_lambda_powertools import Logger
@@ -85,6 +85,17 @@ class EngineResult:
 
 
 _ByFile = dict[str, dict[str, set[str]]]  # trail file, event id, the tables it counts for
+
+
+class _Wanted(NamedTuple):
+    """The calls whose trail records a run writes: missing from the audit records, contradicted by them, and held by
+    them though too big for the log group (LOG_GROUP_EVENT_BYTES)."""
+
+    missing: _ByFile
+    altered: _ByFile
+    oversized: _ByFile
+
+
 # Athena's query execution ids (UUIDs): anything else kept as one is not taken.
 _EXECUTION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -259,10 +270,10 @@ class Reconciler:
             ) from exc
         except DeutziaError as exc:
             raise ReconcileError(f"reconciling {day}: {exc}") from exc
-        missing, altered = self._tally(day_report, result.tallies)
+        wanted = self._tally(day_report, result.tallies)
         for path, reason in sorted(result.unreadable.items()):
             self._unreadable(day_report, path, reason)
-        self._backfill(day_report, missing, altered, time_left or (lambda: math.inf))
+        self._backfill(day_report, wanted, time_left or (lambda: math.inf))
         day_report.settle()
         self._store_reports(day_report)
         return day_report
@@ -302,11 +313,12 @@ class Reconciler:
             )
         return done, pending
 
-    def _tally(self, day_report: DayReport, tallies: list[FileTally]) -> tuple[_ByFile, _ByFile]:
-        """Each table's counts into its report; the missing events, and those whose records contradict the trail, by
-        trail file, event id and tables."""
+    def _tally(self, day_report: DayReport, tallies: list[FileTally]) -> _Wanted:
+        """Each table's counts into its report; the events whose trail records to write, by trail file, event id and
+        tables."""
         missing: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         altered: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        oversized: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         files: dict[str, set[str]] = defaultdict(set)
         tables = set(self._tables or ()) | {tally.table for tally in tallies}
         held_before: dict[str, int] = {}
@@ -348,6 +360,9 @@ class Reconciler:
             for event_id in tally.altered:
                 if is_event_id(event_id):
                     altered[tally.trail_file][event_id].add(tally.table)
+            for event_id in tally.oversized:
+                if is_event_id(event_id):
+                    oversized[tally.trail_file][event_id].add(tally.table)
         for table, report in day_report.tables.items():
             # Records the last run saw are gone (deleted, or their trail files are): this run backfills the calls again.
             report.gone_since_last_run = max(0, held_before.get(table, 0) - report.audited_by_ingest)
@@ -356,22 +371,23 @@ class Reconciler:
             report.audited_by_ingest = max(0, report.audited_by_ingest - report.backfilled)
             report.trail_file_count = len(files[table])
             report.trail_files = sorted(files[table])[:MAX_LISTED]
-        return _plain(missing), _plain(altered)
+        return _Wanted(_plain(missing), _plain(altered), _plain(oversized))
 
-    def _backfill(
-        self, day_report: DayReport, missing: _ByFile, altered: _ByFile, time_left: Callable[[], float]
-    ) -> None:
-        """Write the trail's records of the missing events, and of those whose records contradict the trail (which
-        compaction then keeps instead of the other copies), file by file while time is left."""
-        for path in sorted(missing.keys() | altered.keys()):
-            events = missing.get(path, {})
-            contradicted = altered.get(path, {})
+    def _backfill(self, day_report: DayReport, wanted: _Wanted, time_left: Callable[[], float]) -> None:
+        """Write the trail's records of the missing events, of those whose records contradict the trail, and of those
+        too big for the log group (which compaction then keeps instead of any other copy), file by file while time is
+        left."""
+        for path in sorted(wanted.missing.keys() | wanted.altered.keys() | wanted.oversized.keys()):
+            events = wanted.missing.get(path, {})
+            contradicted = wanted.altered.get(path, {})
+            oversized = wanted.oversized.get(path, {})
             if time_left() < BACKFILL_RESERVE_SECONDS:
                 for event_id, tables in events.items():
                     for table in tables:
                         day_report.tables[table].miss(event_id, path, DEFERRED_REASON)
                         day_report.deferred += 1
                 day_report.restore_deferred += sum(len(tables) for tables in contradicted.values())
+                day_report.refresh_deferred += sum(len(tables) for tables in oversized.values())
                 continue
             key = self._trail_key(path)
             if key is None:
@@ -387,20 +403,32 @@ class Reconciler:
                     for table in tables:
                         day_report.tables[table].miss(event_id, path, f"its trail file is unreadable: {exc}")
                 continue
-            wanted = {event_id: events.get(event_id, set()) | tables for event_id, tables in contradicted.items()}
-            result = backfill_events(trail_events, {**events, **wanted}, day_report.day)
+            rewritten = {**oversized, **contradicted}
+            again = {event_id: events.get(event_id, set()) | tables for event_id, tables in rewritten.items()}
+            result = backfill_events(trail_events, {**events, **again}, day_report.day)
             for table, lines in sorted(result.lines.items()):
                 object_key = backfill_object_key(self._fresh_prefix, table, day_report.day, key)
                 earlier = self._backfilled_lines(object_key)  # an earlier run's, if compaction has not folded them
                 kept = set(earlier)
                 merged = [*earlier, *(line for line in lines if line not in kept)]
-                self._put(object_key, encode_lines(merged), {"trail-file": path}, "application/gzip")
+                if len(merged) > len(earlier):  # else the object holds them all already
+                    self._put(object_key, encode_lines(merged), {"trail-file": path}, "application/gzip")
                 report = day_report.tables[table]
-                restored = sum(table in contradicted.get(event_id, ()) for event_id in result.events[table])
-                report.backfilled += len(result.events[table]) - restored
-                report.backfilled_now += len(result.events[table]) - restored
+                written = result.events[table]
+                restored = sum(table in contradicted.get(event_id, ()) for event_id in written)
+                too_big = [
+                    event_id
+                    for event_id in written
+                    if table in oversized.get(event_id, ()) and table not in contradicted.get(event_id, ())
+                ]
+                # A call too big for the log group whose trail records wait in the object already is not written again:
+                # compaction replaces every other record of it with those when it folds the object in.
+                refreshed = sum(any(line not in kept for line in written[event_id]) for event_id in too_big)
+                report.backfilled += len(written) - restored - len(too_big)
+                report.backfilled_now += len(written) - restored - len(too_big)
                 report.restored += restored
                 report.restored_now += restored
+                report.refreshed += refreshed
                 if len(report.backfill_objects) < MAX_LISTED:
                     report.backfill_objects.append(object_key)
             for event_id, reason, event in result.refused:
@@ -421,7 +449,8 @@ class Reconciler:
 
     def unfinished_days(self, before: str, days: int = GO_ON_DAYS) -> list[str]:
         """The days among the `days` before `before` that no run has reconciled (its run failed, or none was due:
-        the stack is new), whose last run left calls to backfill or restore (DayReport.deferred, restore_deferred),
+        the stack is new), whose last run left calls to backfill, restore or write again (DayReport.deferred,
+        restore_deferred, refresh_deferred),
         or restored some (restored_now: checked again once compaction kept the trail's records), oldest first."""
         first = parse_day(before) - timedelta(days=days)
         candidates = [(first + timedelta(days=offset)).isoformat() for offset in range(days)]
@@ -431,7 +460,11 @@ class Reconciler:
             day
             for day, summary in zip(candidates, summaries, strict=True)
             if summary is None
-            or sum(_count(summary.get(name)) for name in ("deferred", "restore_deferred", "restored_now")) > 0
+            or sum(
+                _count(summary.get(name))
+                for name in ("deferred", "restore_deferred", "refresh_deferred", "restored_now")
+            )
+            > 0
         ]
 
     def _not_logging(self, day: str, gaps: Sequence[tuple[datetime, datetime]]) -> list[str]:

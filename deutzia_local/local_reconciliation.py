@@ -92,6 +92,11 @@ def describe(report: DayReport) -> str:
             )
         if table.restored_now:
             line += f"; {table.restored_now} restored from the trail's files (compaction keeps those records)"
+        if table.refreshed:
+            line += (
+                f"; {table.refreshed} too big for the log group, their records written again from the trail's files "
+                "(compaction keeps those)"
+            )
         lines.append(line)
     for path, reason in sorted(report.unreadable_trail_files.items()):
         lines.append(f"  unreadable trail file {path}: {reason}")

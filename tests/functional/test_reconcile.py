@@ -25,7 +25,7 @@ import app as deutzia_app
 from chalicelib.athena import AthenaTrailEngine
 from chalicelib.compactor import S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
-from chalicelib.reconcile import DEFERRED_REASON, backfill_object_key, report_key
+from chalicelib.reconcile import DEFERRED_REASON, LOG_GROUP_EVENT_BYTES, backfill_object_key, report_key
 from chalicelib.reconciler import RECHECK_AFTER_DAYS, ReconcileError, Reconciler, TrailEngine, recheck_days
 from chalicelib.reconciler import logger as reconciler_logger
 from chalicelib.trail_status import WATCH_HEARTBEAT_KEY
@@ -411,8 +411,9 @@ def test_a_forged_copy_naming_another_item_that_meets_the_real_record_at_compact
     report = reconciler.run(DAY).tables["Music"]
     assert (report.altered, report.altered_examples, report.restored_now) == (1, [real["eventID"]], 1)
 
-    compactor.run("2024-05-31", lambda: 900.0)
+    settled = compactor.run("2024-05-31", lambda: 900.0)
 
+    assert (settled.contested, settled.overruled) == (0, 1)  # the trail's record replaced the forged copy
     assert (item("real"), item("elsewhere")) == (["alice"], [])
     assert [key for key in _keys(s3, audit_bucket, "audit/")] == []
     assert reconciler.run(DAY).tables["Music"].status == "backfilled"
@@ -438,6 +439,53 @@ def test_a_restored_call_keeps_only_the_items_the_trail_names(
 
     assert sorted(entry["item_key"] for entry in history(client)) == ['{"id":"tx-a"}', '{"id":"tx-b"}']
     assert reconciler.run(DAY).tables["Music"].status == "backfilled"  # and no more restoring: the day is at rest
+    assert DAY not in reconciler.unfinished_days("2024-05-03")
+
+
+def test_records_of_a_call_too_big_for_the_log_group_are_written_again_from_the_trail(
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    # A transaction of 100 items with long keys: over 256 KB, so CloudTrail never sends it to the log group. A copy
+    # there with its id, caller, source and time, naming another item, is the only record ingest made of it: it agrees
+    # with the trail on every column compared. The check writes the trail's records of such a call all the same.
+    items = [{"operation": "Put", "tableName": "Music", "key": {"id": f"{n:03d}" + "k" * 2700}} for n in range(100)]
+    real = cloudtrail_event("TransactWriteItems", {"requestItems": items}, event_time=f"{DAY}T10:00:00Z")
+    assert len(json.dumps(real["requestParameters"], separators=(",", ":"))) > LOG_GROUP_EVENT_BYTES
+    elsewhere = {"operation": "Put", "tableName": "Music", "key": {"id": "elsewhere"}}
+    forged = {**real, "requestParameters": {"requestItems": [elsewhere]}}
+    honest = cloudtrail_event(event_time=f"{DAY}T11:00:00Z", request_parameters=_put("honest"))
+    ingest([forged, honest])
+    put_trail_file(s3, trail_bucket, [real, honest])
+
+    def shown() -> tuple[int, list[Any]]:
+        forgery = client.http.get(f"/audit?{urlencode({'table': 'Music', 'key': json.dumps({'id': 'elsewhere'})})}")
+        return len(history(client)), json.loads(forgery.body)["entries"]
+
+    for earlier in range(1, 30):  # days a run reconciled, with nothing left
+        reconciler.run((date(2024, 5, 1) - timedelta(days=earlier)).isoformat())
+    late = reconciler.run(DAY, time_left=lambda: 0.0)  # no time to write anything: the next runs go on with the day
+    assert (late.refresh_deferred, late.tables["Music"].refreshed) == (1, 0)
+    assert DAY in reconciler.unfinished_days("2024-05-03")
+
+    report = reconciler.run(DAY).tables["Music"]
+
+    assert (report.status, report.refreshed, report.altered, report.restored, report.backfilled) == (
+        "verified",
+        1,
+        0,
+        0,
+        0,
+    )
+    assert shown() == (101, [])  # the trail's records outrank the forged copy at once
+    # Beside the trail's records, the forged copy now contradicts them: a check before compaction names it.
+    rerun = reconciler.run(DAY).tables["Music"]
+    assert (rerun.refreshed, rerun.altered, rerun.altered_examples) == (0, 1, [real["eventID"]])
+    compacted = S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)
+    assert (compacted.overruled, compacted.contradicting) == (1, 1)  # and compaction names it (ContestedCopies)
+    assert shown() == (101, [])
+    again = reconciler.run(DAY)  # compaction folded them in: each later check writes them again, harmlessly
+    assert (again.tables["Music"].refreshed, again.tables["Music"].altered) == (1, 0)
+    assert again.tables["Music"].status == "backfilled"  # the call once restored
     assert DAY not in reconciler.unfinished_days("2024-05-03")
 
 

@@ -127,7 +127,7 @@ def test_copies_that_say_something_else_are_left_out_once_each_and_the_trails_ow
         "principal_arn",
         pa.array([c[3] for c in given_copies], pa.string()),
     )
-    kept, contested = deduplicated(records, from_trail)
+    kept, contested, overruled = deduplicated(records, from_trail)
 
     restored = {copy[0] for copy in given_copies[:from_trail]}
     first: dict[tuple[str, int], tuple[str | None, str | None]] = {}
@@ -150,6 +150,18 @@ def test_copies_that_say_something_else_are_left_out_once_each_and_the_trails_ow
         ((row["event_id"], row["item_index"]), (row["item_key"], row["principal_arn"])) for row in contested.to_pylist()
     ]
     assert sorted(found, key=repr) == sorted(expected, key=repr)  # each distinct copy once
+    trails: dict[tuple[str, int], tuple[str | None, str | None]] = {}
+    for event, index, key, principal in given_copies[:from_trail]:
+        trails.setdefault((event, index), (key, principal))
+    replaced = {
+        ((event, index), (key, principal))
+        for event, index, key, principal in given_copies[from_trail:]
+        if event in restored and trails.get((event, index)) != (key, principal)
+    }
+    said_by_replaced = [
+        ((row["event_id"], row["item_index"]), (row["item_key"], row["principal_arn"])) for row in overruled.to_pylist()
+    ]
+    assert sorted(said_by_replaced, key=repr) == sorted(replaced, key=repr)  # each distinct copy once
 
 
 def test_contested_copies_go_back_as_fresh_objects_named_after_their_content() -> None:

@@ -114,7 +114,8 @@ def test_backfill_writes_only_the_missing_tables_and_day_and_says_why_the_rest_s
     management = cloudtrail_event(eventName="DescribeTable")
     missing = {e["eventID"]: {"Music"} for e in (lost, other_day, management)} | {"gone": {"Music"}}
     result = backfill_events([lost, other_day, management, lost], missing, DAY)
-    assert result.events == {"Music": {lost["eventID"]}}
+    assert list(result.events) == ["Music"]
+    assert list(result.events["Music"]) == [lost["eventID"]]
     assert [json.loads(line)["event_id"] for line in result.lines["Music"]] == [lost["eventID"]]
     reasons = {event_id: reason for (_, event_id), reason in result.still_missing.items()}
     assert "no record of Music on 2024-05-01" in reasons[other_day["eventID"]]
@@ -263,11 +264,14 @@ def test_a_day_the_trail_did_not_log_in_is_incomplete_whatever_its_counts_say() 
 def test_makes_reconcile_line_says_what_was_gone_and_when_the_trail_did_not_log() -> None:
     gap = "from 2024-05-01T01:00:00Z to 2024-05-01T04:00:00Z"
     day = DayReport(DAY, "t", "u", "duckdb", day_trail_files=1, not_logging=[gap])
-    day.tables["Music"] = TableReport(DAY, "Music", trail_events=4, gone_since_last_run=2, gone=2, backfilled=2)
+    day.tables["Music"] = TableReport(
+        DAY, "Music", trail_events=4, gone_since_last_run=2, gone=2, backfilled=2, refreshed=1
+    )
     day.settle()
     said = describe(day)
     assert "Music: backfilled: 4 calls in the trail" in said
     assert "; 2 records gone since the day's last run, written again" in said
+    assert "; 1 too big for the log group, their records written again from the trail's files" in said
     assert f"  the trail did not log {gap}: calls then were recorded nowhere" in said
 
 
