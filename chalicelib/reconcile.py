@@ -116,9 +116,14 @@ CONFIRMED_COLUMNS: Mapping[str, str] = {
     "error_code": "errorcode",
 }
 TALLY_FILE, TALLY_NOT_IN_TRAIL, TALLY_ALTERED = "file", "not_in_trail", "altered"
-# CloudTrail sends no event over 256 KB to CloudWatch Logs, so a call whose request parameters alone pass that (as the
-# trail table's text holds them) never reached ingest: whatever records the log group gave of it, none is its own.
+# CloudTrail sends no event over 256 KB to CloudWatch Logs: whatever records the log group gave of such a call, none is
+# its own. An event's size is mostly its texts (request parameters, user agent, error message, response elements,
+# additional data, as the trail table holds them); its other fields (identity, resources, times) stay well under the
+# allowance below, so every call over 256 KB is among those whose texts pass OVERSIZED_TEXT_CHARS. Those under 256 KB
+# also taken cost a rewrite of their own records, no more.
 LOG_GROUP_EVENT_BYTES = 256 * 1024
+OVERSIZED_TEXT_CHARS = LOG_GROUP_EVENT_BYTES - 56 * 1024
+_EVENT_TEXTS = ("requestparameters", "useragent", "errormessage", "responseelements", "additionaleventdata")
 
 
 def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) -> tuple[str, list[SqlValue]]:
@@ -147,7 +152,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
     confirmed = ", ".join(f"{field} AS {column}" for column, field in CONFIRMED_COLUMNS.items())
     trail = (
         f'SELECT eventid AS event_id, named.table_name, "$path" AS trail_file, {confirmed}, '
-        "coalesce(length(requestparameters), 0) AS parameters_length "
+        f"{' + '.join(f'coalesce(length({name}), 0)' for name in _EVENT_TEXTS)} AS text_length "
         f"FROM {relations.trail} CROSS JOIN UNNEST(array_distinct(regexp_extract_all("
         f"json_format(CAST(resources AS JSON)), '{TABLE_ARN_PATTERN}', 1))) AS named (table_name) "
         f'WHERE "date" IN ({values(window.trail_dates())}) '
@@ -165,7 +170,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         f"WHERE dt = {values([window.day])}{tables_filter('table_name')} AND event_time < {values([window.until])}"
     )
     sql = (
-        f"WITH copies AS (SELECT event_id, table_name, trail_file, parameters_length, {said('trail_rows')} AS said, "
+        f"WITH copies AS (SELECT event_id, table_name, trail_file, text_length, {said('trail_rows')} AS said, "
         "row_number() OVER (PARTITION BY table_name, event_id ORDER BY trail_file) AS copy "
         f"FROM ({trail}) trail_rows), "
         # Per item, then per event: whether copies of an item differ, and the least and most of what they say (two
@@ -179,7 +184,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         "max(most_said) AS most_said FROM items GROUP BY table_name, event_id), "
         "joined AS (SELECT coalesce(copies.table_name, events.table_name) AS table_name, "
         "coalesce(copies.event_id, events.event_id) AS event_id, copies.trail_file, copies.copy, "
-        "copies.parameters_length, "
+        "copies.text_length, "
         "events.event_id IS NOT NULL AS audited, "
         "events.event_id IS NOT NULL AND (events.split OR (copies.event_id IS NOT NULL "
         "AND (events.least_said <> events.most_said OR events.least_said <> copies.said))) AS altered "
@@ -206,7 +211,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         "END AS altered_listed, "
         f"CASE WHEN kind = '{TALLY_FILE}' "
         "THEN json_format(CAST(array_agg(event_id) FILTER (WHERE copy = 1 AND audited AND NOT altered "
-        f"AND parameters_length > {LOG_GROUP_EVENT_BYTES}) AS JSON)) END AS oversized_listed "
+        f"AND text_length > {OVERSIZED_TEXT_CHARS}) AS JSON)) END AS oversized_listed "
         "FROM tallied GROUP BY 1, 2, 3 ORDER BY 2, 1, 3"
     )
     return sql, parameters
@@ -388,9 +393,9 @@ class TableReport:
     # run of the day, and this run's), for compaction to keep instead.
     restored: int = 0
     restored_now: int = 0
-    # Calls too big for the log group (LOG_GROUP_EVENT_BYTES) that the audit records hold all the same: whatever
-    # ingest recorded of them came from a forged log event, so this run wrote the trail's records again, for
-    # compaction to keep instead (this run's; not a finding: an honest call's records come out the same).
+    # Calls the audit records hold though they may be too big for the log group (OVERSIZED_TEXT_CHARS), whose trail
+    # records this run wrote again for compaction to keep instead (this run's; not a finding: what ingest recorded of a
+    # call too big for the log group came from a forged log event, and an honest call's records come out the same).
     refreshed: int = 0
     missing_reasons: dict[str, int] = field(default_factory=dict)
     missing_examples: list[dict[str, str]] = field(default_factory=list)

@@ -89,7 +89,7 @@ _ByFile = dict[str, dict[str, set[str]]]  # trail file, event id, the tables it 
 
 class _Wanted(NamedTuple):
     """The calls whose trail records a run writes: missing from the audit records, contradicted by them, and held by
-    them though too big for the log group (LOG_GROUP_EVENT_BYTES)."""
+    them though they may be too big for the log group (OVERSIZED_TEXT_CHARS)."""
 
     missing: _ByFile
     altered: _ByFile

@@ -25,7 +25,13 @@ import app as deutzia_app
 from chalicelib.athena import AthenaTrailEngine
 from chalicelib.compactor import S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
-from chalicelib.reconcile import DEFERRED_REASON, LOG_GROUP_EVENT_BYTES, backfill_object_key, report_key
+from chalicelib.reconcile import (
+    DEFERRED_REASON,
+    LOG_GROUP_EVENT_BYTES,
+    OVERSIZED_TEXT_CHARS,
+    backfill_object_key,
+    report_key,
+)
 from chalicelib.reconciler import RECHECK_AFTER_DAYS, ReconcileError, Reconciler, TrailEngine, recheck_days
 from chalicelib.reconciler import logger as reconciler_logger
 from chalicelib.trail_status import WATCH_HEARTBEAT_KEY
@@ -487,6 +493,29 @@ def test_records_of_a_call_too_big_for_the_log_group_are_written_again_from_the_
     assert (again.tables["Music"].refreshed, again.tables["Music"].altered) == (1, 0)
     assert again.tables["Music"].status == "backfilled"  # the call once restored
     assert DAY not in reconciler.unfinished_days("2024-05-03")
+
+
+def test_a_call_is_taken_as_too_big_for_the_log_group_by_all_its_texts_not_its_parameters_alone(
+    reconciler: Reconciler, ingest: Callable[..., Any], s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    # Texts over OVERSIZED_TEXT_CHARS between them (request parameters and user agent): written again; under: not.
+    def call(hour: int, parameters: int, user_agent: int) -> dict[str, Any]:
+        request = {"tableName": "Music", "key": {"id": f"c{hour}"}, "conditionExpression": "x" * parameters}
+        return cloudtrail_event(
+            request_parameters=request, event_time=f"{DAY}T{hour:02d}:00:00Z", userAgent="u" * user_agent
+        )
+
+    half = OVERSIZED_TEXT_CHARS // 2
+    over, under = call(10, half + 100, half + 100), call(11, half - 100, half - 100)
+    ingest([over]), ingest([under])
+    put_trail_file(s3, trail_bucket, [over, under])
+
+    report = reconciler.run(DAY).tables["Music"]
+
+    assert (report.refreshed, report.status) == (1, "verified")
+    (written,) = report.backfill_objects
+    lines = gzip.decompress(s3.get_object(Bucket=audit_bucket, Key=written)["Body"].read()).decode().splitlines()
+    assert [json.loads(line)["event_id"] for line in lines] == [over["eventID"]]
 
 
 def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
