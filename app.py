@@ -232,17 +232,15 @@ def compact_audit_records(event: CloudWatchEvent) -> dict[str, Any]:
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
-    from chalicelib.compactor import CompactionRefusedError, S3Compactor, last_closed_day_now, time_left_of
+    from chalicelib.compactor import CompactionReport, S3Compactor, last_closed_day_now, time_left_of
 
     metrics = Metrics(namespace="Deutzia", service="deutzia-compaction")
+    report = CompactionReport()
     try:
-        report = S3Compactor.from_environment().run(last_closed_day_now(), time_left_of(event.context))
-    except CompactionRefusedError as exc:
-        metrics.add_metric(name="ContestedCopies", unit=MetricUnit.Count, value=exc.report.contradicting)
+        S3Compactor.from_environment().run(last_closed_day_now(), time_left_of(event.context), report)
+    finally:  # a run that fails has written what it contested all the same
+        metrics.add_metric(name="ContestedCopies", unit=MetricUnit.Count, value=report.contradicting)
         metrics.flush_metrics()
-        raise
-    metrics.add_metric(name="ContestedCopies", unit=MetricUnit.Count, value=report.contradicting)
-    metrics.flush_metrics()
     return {
         "files": report.files,
         "deferred": len(report.deferred),

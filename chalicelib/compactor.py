@@ -164,11 +164,15 @@ class S3Compactor:
             self._max_input_bytes,
         )
 
-    def run(self, closed_day: str, remaining_seconds: Callable[[], float]) -> CompactionReport:
-        """Compact every unit due up to `closed_day` that fits in the time left; CompactionRefusedError at the end
-        when fresh objects were left for being more than one invocation holds."""
+    def run(
+        self, closed_day: str, remaining_seconds: Callable[[], float], report: CompactionReport | None = None
+    ) -> CompactionReport:
+        """Compact every unit due up to `closed_day` that fits in the time left, into `report` (a new one unless
+        given: a caller's own says what the run did even when it fails); CompactionRefusedError at the end when fresh
+        objects were left for being more than one invocation holds."""
         plan = self.plan(closed_day)
-        report = CompactionReport(refused=[unit.describe() for unit in plan.refused])
+        report = report if report is not None else CompactionReport()
+        report.refused = [unit.describe() for unit in plan.refused]
         for unit in plan.refused:
             logger.error(
                 "compaction refused %s: beyond the %d bytes of input one invocation holds, so they wait for the next "
@@ -217,6 +221,8 @@ class S3Compactor:
                 contested.num_rows,
                 sorted(kept - {key}),
             )
+        report.contested += contested.num_rows  # counted once stored, whatever comes of the rest
+        report.overruled += overruled.num_rows
         if overruled.num_rows:
             logger.warning(
                 "compaction of %s replaced %d copies of records that say something else of their call than the trail's "
@@ -231,8 +237,6 @@ class S3Compactor:
         report.inputs_deleted += sum(1 for item in unit.inputs if item.key not in kept)
         report.rows_in += records.num_rows
         report.rows_out += rows_out
-        report.contested += contested.num_rows
-        report.overruled += overruled.num_rows
         logger.info(
             "compacted %s into %s: %d rows, %d bytes, %.1f s",
             unit.describe(),

@@ -19,6 +19,7 @@ from chalice.test import Client
 import app as deutzia_app
 from chalicelib.compactor import CompactionRefusedError, S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, s3_filesystem
+from chalicelib.errors import StoreError
 from deutzia_local.lambda_context import LambdaContext
 from tests.factories import cloudtrail_event
 
@@ -478,6 +479,35 @@ def test_the_scheduled_function_publishes_the_copies_it_left_out_as_contested(
         ([0.0], "deutzia-compaction"),
     ]
     assert published[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Deutzia"
+
+
+def test_a_run_that_fails_after_contesting_copies_still_publishes_them(
+    client: Client,
+    ingest: Callable[..., Any],
+    s3: Any,
+    audit_bucket: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = _events("2024-05-01", 1)[0]
+    ingest([real]), ingest([{**real, "userIdentity": cloudtrail_event(user="mallory")["userIdentity"]}])
+    stored = S3Compactor._put_checked
+
+    def refuse_files(compactor: S3Compactor, key: str, body: bytes, *rest: Any) -> None:
+        if key.endswith(".parquet"):
+            raise StoreError(f"S3 PutObject to {key} failed: SlowDown")
+        stored(compactor, key, body, *rest)
+
+    monkeypatch.setattr(S3Compactor, "_put_checked", refuse_files)
+    scheduled = client.events.generate_cw_event("Scheduled Event", "aws.events", {}, [])
+    capsys.readouterr()
+
+    with pytest.raises(StoreError):
+        deutzia_app.compact_audit_records(scheduled, LambdaContext("compact_audit_records", 900_000))
+
+    published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ContestedCopies"' in line]
+    assert [document["ContestedCopies"] for document in published] == [[1.0]]
+    assert sum("/contested-" in key for key in _keys(s3, audit_bucket, "audit/")) == 1
 
 
 def test_two_runs_at_once_lose_nothing_and_the_later_one_leaves_what_it_lost_to_the_next(
