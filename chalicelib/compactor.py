@@ -93,12 +93,16 @@ class CompactionReport:
         return self.contested + self.overruled
 
     def summary(self) -> str:
+        contradicting = (
+            f"; copies that say something else of their call, kept aside for reconciliation: {self.contested:,}, "
+            f"replaced by the trail's own: {self.overruled:,}"
+            if self.contradicting
+            else ""
+        )
         return (
             f"compacted {len(self.files)} file(s) from {self.inputs_deleted} object(s): {self.rows_in:,} rows in, "
-            f"{self.rows_out:,} out (duplicates dropped: {self.rows_in - self.rows_out - self.contradicting:,}; "
-            f"copies that say something else of their call, kept aside for reconciliation: {self.contested:,}, "
-            f"replaced by the trail's own: {self.overruled:,}); "
-            f"{len(self.deferred)} left for the next run; {len(self.refused)} refused"
+            f"{self.rows_out:,} out (duplicates dropped: {self.rows_in - self.rows_out - self.contradicting:,}"
+            f"{contradicting}); {len(self.deferred)} left for the next run; {len(self.refused)} refused"
         )
 
 

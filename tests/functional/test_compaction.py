@@ -473,6 +473,8 @@ def test_the_scheduled_function_publishes_the_copies_it_left_out_as_contested(
     again = deutzia_app.compact_audit_records(scheduled, LambdaContext("compact_audit_records", 900_000))
 
     assert (payload["contested"], again["contested"]) == (1, 0)  # the contested object waits, and starts no run
+    assert "kept aside for reconciliation: 1, replaced by the trail's own: 0" in payload["summary"]
+    assert "kept aside" not in again["summary"]
     published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ContestedCopies"' in line]
     assert [(document["ContestedCopies"], document["service"]) for document in published] == [
         ([1.0], "deutzia-compaction"),
