@@ -73,9 +73,9 @@ class LocalReconciliation:
 
 def describe(report: DayReport) -> str:
     """A day's report in one line per table, for people."""
-    lines = [
-        f"{report.day}: {report.status} ({report.trail_file_count} trail files, checked until {report.checked_until})"
-    ]
+    next_day = report.trail_file_count - report.day_trail_files
+    files = f"{report.day_trail_files} of its own and {next_day} of the next day"
+    lines = [f"{report.day}: {report.status} (trail files: {files}; checked until {report.checked_until})"]
     for name, table in sorted(report.tables.items()):
         line = (
             f"  {name}: {table.status}: {table.trail_events} calls in the trail, {table.audited_by_ingest} audited by "

@@ -263,12 +263,13 @@ def test_a_day_the_trail_did_not_log_in_is_incomplete_whatever_its_counts_say() 
 
 def test_makes_reconcile_line_says_what_was_gone_and_when_the_trail_did_not_log() -> None:
     gap = "from 2024-05-01T01:00:00Z to 2024-05-01T04:00:00Z"
-    day = DayReport(DAY, "t", "u", "duckdb", day_trail_files=1, not_logging=[gap])
+    day = DayReport(DAY, "t", "u", "duckdb", trail_file_count=3, day_trail_files=1, not_logging=[gap])
     day.tables["Music"] = TableReport(
         DAY, "Music", trail_events=4, gone_since_last_run=2, gone=2, backfilled=2, refreshed=1
     )
     day.settle()
     said = describe(day)
+    assert said.startswith(f"{DAY}: incomplete (trail files: 1 of its own and 2 of the next day; checked until u)")
     assert "Music: backfilled: 4 calls in the trail" in said
     assert "; 2 records gone since the day's last run, written again" in said
     assert "; 1 too big for the log group, their records written again from the trail's files" in said
