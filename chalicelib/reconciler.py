@@ -64,7 +64,14 @@ from chalicelib.reconcile import (
 )
 from chalicelib.records import compact_json, encode_lines
 from chalicelib.store import UPLOAD_CHECKSUM, ascii_metadata
-from chalicelib.trail_status import GAPS_PREFIX, WATCH_HEARTBEAT_KEY, logging_gap, read_gap, watch_problem
+from chalicelib.trail_status import (
+    GAPS_PREFIX,
+    WATCH_HEARTBEAT_KEY,
+    logging_gap,
+    parse_moment,
+    read_gap,
+    watch_problem,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -511,8 +518,14 @@ class Reconciler:
             ) from exc
 
     def watch_problems(self, now: datetime) -> list[str]:
-        """The trail watch's own problem, when it has stopped running (its heartbeat is late), logged as an error."""
-        problem = watch_problem(self._stored_document(WATCH_HEARTBEAT_KEY), now)
+        """The trail watch's own problem, when it has stopped running (its heartbeat is late) or never ran though an
+        earlier night's check did (the summary of the day that night reconciled), logged as an error."""
+        heartbeat = self._stored_document(WATCH_HEARTBEAT_KEY)
+        checked_before = None
+        if heartbeat is None:  # the night before's day: the nightly run reconciles the day before yesterday
+            earlier = self._summary((now.astimezone(UTC).date() - timedelta(days=3)).isoformat()) or {}
+            checked_before = parse_moment(earlier.get("checked_at"))
+        problem = watch_problem(heartbeat, now, checked_before)
         if problem is None:
             return []
         logger.error(problem)

@@ -121,20 +121,37 @@ def watch_heartbeat(now: datetime) -> bytes:
     return json.dumps({"checked_at": _shown(now)}).encode()
 
 
-def watch_problem(heartbeat: Mapping[str, object] | None, now: datetime) -> str | None:
+def watch_problem(
+    heartbeat: Mapping[str, object] | None, now: datetime, checked_before: datetime | None = None
+) -> str | None:
     """What to say when the watch has stopped running: its last run (its heartbeat's `checked_at`) longer ago than
-    WATCH_LATE_AFTER. None while it runs, and before its first run (a new stack's comes within minutes)."""
+    WATCH_LATE_AFTER, or no run at all though the stack's nightly check ran `checked_before`, more than that ago. None
+    while it runs, and before its first run on a new stack (it comes within minutes)."""
     checked_at = heartbeat.get("checked_at") if heartbeat is not None else None
-    try:
-        last = datetime.strptime(str(checked_at), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None if checked_at is None else "the trail watch (watch_trail) left a heartbeat that is no time"
+    if checked_at is None:
+        if checked_before is None or now - checked_before <= WATCH_LATE_AFTER:
+            return None
+        return (
+            f"the trail watch (watch_trail) has never run, though the nightly check ran at {_shown(checked_before)}: "
+            "a trail that stops is named only by the nightly check until it runs (its schedule, concurrency or errors)"
+        )
+    last = parse_moment(checked_at)
+    if last is None:
+        return "the trail watch (watch_trail) left a heartbeat that is no time"
     if now - last <= WATCH_LATE_AFTER:
         return None
     return (
         f"the trail watch (watch_trail) has not run since {_shown(last)}: a trail that stops is named only by the "
         "nightly check until it runs again (its schedule, concurrency or errors)"
     )
+
+
+def parse_moment(text: object) -> datetime | None:
+    """A time as the watch and the reports keep it (`YYYY-MM-DDTHH:MM:SSZ`, UTC); None for anything else."""
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def logging_gap(start: datetime, end: datetime) -> str:

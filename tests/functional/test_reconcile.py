@@ -1006,6 +1006,25 @@ def test_each_nightly_run_names_a_trail_watch_that_stopped_running(
     ]
 
 
+def test_a_nightly_run_names_a_trail_watch_that_never_ran_once_an_earlier_night_did_run(
+    deployed: Client, s3: Any, audit_bucket: str
+) -> None:
+    # A new stack: no heartbeat and no earlier night, and nothing named.
+    assert deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"] == []
+    # The night before ran (its day's summary is there), and the watch never did: its schedule was never enabled.
+    night_before = (datetime.now(UTC).date() - timedelta(days=3)).isoformat()
+    summary = {"day": night_before, "checked_at": "2026-01-01T03:30:00Z", "status": "verified"}
+    s3.put_object(Bucket=audit_bucket, Key=report_key(night_before), Body=json.dumps(summary))
+
+    (problem,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]
+
+    assert problem.startswith(
+        "the trail watch (watch_trail) has never run, though the nightly check ran at 2026-01-01T"
+    )
+    assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": []}
+    assert deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"] == []
+
+
 @pytest.mark.parametrize(
     ("query", "status", "says"),
     [

@@ -238,6 +238,12 @@ def test_a_watch_that_stopped_running_is_named_by_how_long_ago_it_ran() -> None:
     assert late.startswith("the trail watch (watch_trail) has not run since 2026-11-28T03:23:00Z")
     assert watch_problem(None, NOW) is None  # a new stack: its first run comes within minutes
     assert watch_problem({}, NOW) is None
+    # No run at all, though a nightly check ran more than WATCH_LATE_AFTER ago: the stack is not new.
+    assert watch_problem(None, NOW, NOW - WATCH_LATE_AFTER) is None
+    never = watch_problem(None, NOW, NOW - timedelta(days=1))
+    assert never is not None
+    assert never.startswith("the trail watch (watch_trail) has never run, though the nightly check ran at 2026-11-27T")
+    assert watch_problem(ran, NOW, NOW - timedelta(days=1)) is None  # it runs: the night before says nothing
 
 
 @given(st.dictionaries(st.text(max_size=20), st.none() | st.integers() | st.text(max_size=40), max_size=3))
