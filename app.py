@@ -219,8 +219,10 @@ def replay_failed_batches(event: SQSEvent) -> None:
         logger.info("replayed %s", batch.shard_id, extra={"records": result.records, "lost": result.lost})
 
 
-# How often compaction runs: the fresh tier, which every lookup reads whole, holds about this much of ingest's objects.
-COMPACTION_INTERVAL_MINUTES = 10
+# How often compaction runs. The fresh tier, which every lookup reads whole, holds up to twice this of ingest's
+# objects: those since the last run, and those it replaced, kept for queries still reading them until the next run
+# finds their grace over (COMPACTION_GRACE_SECONDS, 240 s by default: keep it under the interval).
+COMPACTION_INTERVAL_MINUTES = 5
 
 
 @app.schedule(Rate(COMPACTION_INTERVAL_MINUTES, unit=Rate.MINUTES), name="compact_audit_records")
@@ -246,6 +248,8 @@ def compact_audit_records(event: CloudWatchEvent) -> dict[str, Any]:
         "deferred": len(report.deferred),
         "contested": report.contested,
         "overruled": report.overruled,
+        "deleted": report.deleted,
+        "waiting": report.waiting,
         "summary": report.summary(),
     }
 

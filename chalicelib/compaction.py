@@ -437,7 +437,7 @@ def open_day_files(fresh: Sequence[StoredObject], files: Sequence[StoredObject])
     """The files of an open day that its new fresh objects fold into: smallest first, each while it is at most
     OPEN_DAY_MERGE_RATIO times what is folded so far (or small), so the day's files stay few and of growing sizes
     (a few, as in size-tiered compaction), and each run rewrites a few times what came since, not the whole day: over
-    a day of runs every 10 minutes, about 6 times the day's bytes are written, not 70."""
+    a day of runs every 5 minutes, about 6 times the day's bytes are written, not 140."""
     folded = sum(item.size for item in fresh)
     chosen = []
     for item in sorted(files, key=_smallest_first):

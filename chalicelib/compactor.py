@@ -1,6 +1,9 @@
-"""Runs compaction on the audit bucket: lists both tiers, folds each planned unit into one Parquet file, and deletes
-the unit's inputs only after the new file is stored and checked, so a crash at any step loses nothing, and what it
-leaves twice (the new file beside its inputs) readers de-duplicate and the next run folds in.
+"""Runs compaction on the audit bucket: lists both tiers, folds each planned unit into one Parquet file, and leaves
+the unit's inputs in place, named in a note (`superseded`), until a later run finds their grace over and deletes
+them: a query that lists the tiers while a file replaces its inputs sees every row in one tier or both, whatever
+order it lists them in, as long as it takes less than the grace. Nothing is deleted before the new file is stored
+and checked, so a crash at any step loses nothing, and what it leaves twice (the new file beside its inputs) readers
+de-duplicate and the next run folds in.
 
 A run takes units oldest first while the time left covers the next one, so a backlog takes a few runs; of a day
 with more fresh objects than one invocation can hold, it folds what it can and refuses the rest, loudly
@@ -28,7 +31,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.columnar import COMPACTED_FILE_SCHEMA, fresh_records
 from chalicelib.compaction import (
-    CompactionPlan,
     CompactionUnit,
     StoredObject,
     compact_to_parquet,
@@ -38,6 +40,14 @@ from chalicelib.compaction import (
 )
 from chalicelib.config import LAMBDA_MAX_SECONDS, audit_prefix, compacted_prefix, number, setting
 from chalicelib.errors import DeutziaError, StoreError
+from chalicelib.superseded import (
+    NOTE_PREFIX,
+    Retirement,
+    Superseded,
+    grace_seconds_setting,
+    retirement,
+    unheld,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -76,10 +86,13 @@ class CompactionRefusedError(DeutziaError):
 
 @dataclass
 class CompactionReport:
-    """What one run did: files written, inputs folded in and deleted, rows in and out, what is left."""
+    """What one run did: files written, inputs folded in, rows in and out, what is left; inputs deleted once their
+    grace was over, and those still in it."""
 
     files: list[str] = field(default_factory=list)
-    inputs_deleted: int = 0
+    inputs: int = 0
+    deleted: int = 0
+    waiting: int = 0
     rows_in: int = 0
     rows_out: int = 0
     contested: int = 0
@@ -100,9 +113,10 @@ class CompactionReport:
             else ""
         )
         return (
-            f"compacted {len(self.files)} file(s) from {self.inputs_deleted} object(s): {self.rows_in:,} rows in, "
+            f"compacted {len(self.files)} file(s) from {self.inputs} object(s): {self.rows_in:,} rows in, "
             f"{self.rows_out:,} out (duplicates dropped: {self.rows_in - self.rows_out - self.contradicting:,}"
-            f"{contradicting}); {len(self.deferred)} left for the next run; {len(self.refused)} refused"
+            f"{contradicting}); {len(self.deferred)} left for the next run; {len(self.refused)} refused; "
+            f"replaced objects deleted: {self.deleted}, kept for queries still reading them: {self.waiting}"
         )
 
 
@@ -144,6 +158,8 @@ class S3Compactor:
         compacted_prefix: str,
         max_input_bytes: int | None = None,
         row_group_rows: int | None = None,
+        grace_seconds: float | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._client = client
         self._bucket = bucket
@@ -151,31 +167,33 @@ class S3Compactor:
         self._compacted_prefix = compacted_prefix
         self._max_input_bytes = max_input_bytes if max_input_bytes is not None else max_input_bytes_setting()
         self._row_group_rows = row_group_rows
+        self._grace_seconds = grace_seconds if grace_seconds is not None else grace_seconds_setting()
+        self._now = clock or (lambda: datetime.now(UTC))
 
     @classmethod
     def from_environment(cls) -> S3Compactor:
-        """On $AUDIT_BUCKET: $AUDIT_PREFIX into $COMPACTED_PREFIX, at most `max_input_bytes_setting()` a unit."""
+        """On $AUDIT_BUCKET: $AUDIT_PREFIX into $COMPACTED_PREFIX, at most `max_input_bytes_setting()` a unit, replaced
+        objects kept `grace_seconds_setting()`."""
         return cls(boto3.client("s3"), setting("AUDIT_BUCKET"), audit_prefix(), compacted_prefix())
 
-    def plan(self, closed_day: str) -> CompactionPlan:
-        """What is due up to `closed_day` (inclusive), from fresh listings of both tiers."""
-        return plan_compaction(
-            self._list(self._fresh_prefix),
-            self._list(self._compacted_prefix),
+    def run(
+        self, closed_day: str, remaining_seconds: Callable[[], float], report: CompactionReport | None = None
+    ) -> CompactionReport:
+        """Delete what earlier runs replaced once its grace is over, then compact every unit due up to `closed_day`
+        that fits in the time left, into `report` (a new one unless given: a caller's own says what the run did even
+        when it fails); CompactionRefusedError at the end when fresh objects were left for being more than one
+        invocation holds."""
+        report = report if report is not None else CompactionReport()
+        fresh, compacted, notes = self._listing()
+        retired = self._retire(fresh + compacted, notes, report)
+        plan = plan_compaction(
+            unheld(fresh, retired),
+            unheld(compacted, retired),
             self._fresh_prefix,
             self._compacted_prefix,
             closed_day,
             self._max_input_bytes,
         )
-
-    def run(
-        self, closed_day: str, remaining_seconds: Callable[[], float], report: CompactionReport | None = None
-    ) -> CompactionReport:
-        """Compact every unit due up to `closed_day` that fits in the time left, into `report` (a new one unless
-        given: a caller's own says what the run did even when it fails); CompactionRefusedError at the end when fresh
-        objects were left for being more than one invocation holds."""
-        plan = self.plan(closed_day)
-        report = report if report is not None else CompactionReport()
         report.refused = [unit.describe() for unit in plan.refused]
         for unit in plan.refused:
             logger.error(
@@ -184,6 +202,7 @@ class S3Compactor:
                 unit.describe(),
                 self._max_input_bytes,
             )
+        written: list[Superseded] = []
         for position, unit in enumerate(plan.units):
             needed = unit.input_bytes / ASSUMED_BYTES_PER_SECOND + len(unit.inputs) * SECONDS_PER_OBJECT
             if needed + RESERVE_SECONDS > remaining_seconds():
@@ -191,10 +210,17 @@ class S3Compactor:
                 logger.info("compaction stops for lack of time; %d unit(s) left", len(report.deferred))
                 break
             try:
-                self.compact(unit, report)
+                written.append(self.compact(unit, report))
             except _InputGoneError as exc:
                 logger.info("%s; %s is left to the next run", exc, unit.describe())
                 report.deferred.append(unit.describe())
+        pending = [note for note in notes if note not in retired.settled] + written
+        if any(self._is_due(note) for note in pending):  # a grace shorter than the run
+            fresh, compacted, notes = self._listing()
+            retired = self._retire(fresh + compacted, notes, report)
+            report.waiting = len(retired.held)
+        else:
+            report.waiting = len(retired.held) + sum(len(note.objects) for note in written)
         logger.info(report.summary())
         if plan.refused:
             raise CompactionRefusedError(
@@ -202,8 +228,9 @@ class S3Compactor:
             )
         return report
 
-    def compact(self, unit: CompactionUnit, report: CompactionReport) -> None:
-        """One unit: read its inputs, write the new file, check it, then delete the inputs."""
+    def compact(self, unit: CompactionUnit, report: CompactionReport) -> Superseded:
+        """One unit: read its inputs, write the new file and check it, then the note naming the inputs it replaced
+        (deleted once their grace is over)."""
         started = time.monotonic()
         tables = self._read_all(unit)
         records = pa.concat_tables(tables) if tables else COMPACTED_FILE_SCHEMA.empty_table()
@@ -236,9 +263,10 @@ class S3Compactor:
                 sorted(set(overruled.column("event_id").to_pylist()))[:MAX_NAMED_CALLS],
             )
         self._put_checked(key, body)
-        self._delete([item.key for item in unit.inputs if item.key not in kept])
+        replaced = Superseded(key, unit.table, self._now(), tuple(item for item in unit.inputs if item.key not in kept))
+        self._put_checked(replaced.note_key, replaced.encode(), "application/json")
         report.files.append(key)
-        report.inputs_deleted += sum(1 for item in unit.inputs if item.key not in kept)
+        report.inputs += len(unit.inputs)
         report.rows_in += records.num_rows
         report.rows_out += rows_out
         logger.info(
@@ -249,6 +277,41 @@ class S3Compactor:
             len(body),
             time.monotonic() - started,
         )
+        return replaced
+
+    def _listing(self) -> tuple[list[StoredObject], list[StoredObject], list[Superseded]]:
+        """Both tiers' objects and the notes of what earlier runs replaced."""
+        notes = [self._note(item.key) for item in self._list(NOTE_PREFIX)]
+        fresh, compacted = list(self._list(self._fresh_prefix)), list(self._list(self._compacted_prefix))
+        return fresh, compacted, [note for note in notes if note is not None]
+
+    def _note(self, key: str) -> Superseded | None:
+        try:
+            return Superseded.decode(self._get(key))
+        except _InputGoneError:
+            return None  # settled by another run since it was listed
+        except ValueError as exc:
+            logger.error("compaction ignores %s: %s (the objects it names are folded again)", key, exc)
+            return None
+
+    def _is_due(self, note: Superseded) -> bool:
+        return (self._now() - note.at).total_seconds() >= self._grace_seconds
+
+    def _retire(self, listed: list[StoredObject], notes: list[Superseded], report: CompactionReport) -> Retirement:
+        """Delete the objects whose grace is over, then their notes; what is still in its grace is held."""
+        retired = retirement(notes, {item.key: item for item in listed}, self._now(), self._grace_seconds)
+        if retired.settled:
+            self._delete([*retired.delete, *(note.note_key for note in retired.settled)])
+            report.deleted += len(retired.delete)
+            logger.info(
+                "deleted %d object(s) replaced at least %.0f s ago, named in %d note(s) under %s%s",
+                len(retired.delete),
+                self._grace_seconds,
+                len(retired.settled),
+                self._compacted_prefix,
+                NOTE_PREFIX,
+            )
+        return retired
 
     def _read_all(self, unit: CompactionUnit) -> list[pa.Table]:
         with ThreadPoolExecutor(CONCURRENT_READS, thread_name_prefix="compaction-read") as pool:

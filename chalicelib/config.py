@@ -5,6 +5,7 @@ Nothing here runs at import: tests and tools set their own environment before th
 
 from __future__ import annotations
 
+import math
 import os
 
 from chalicelib.errors import ConfigError
@@ -33,7 +34,7 @@ def flag(name: str) -> bool:
 
 
 def number(name: str, default: float) -> float:
-    """A positive number of seconds (or similar); ConfigError naming the variable when it is not one."""
+    """A positive, finite number of seconds (or similar); ConfigError naming the variable when it is not one."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -41,8 +42,8 @@ def number(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"environment variable {name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"environment variable {name} must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"environment variable {name} must be a positive finite number, not {raw!r}")
     return value
 
 

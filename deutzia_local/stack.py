@@ -78,7 +78,9 @@ def new_compaction(settings: LocalSettings) -> LocalCompaction:
     """Compaction of the local audit bucket with the deployed function's compactor, every `compact_interval` s."""
     from chalicelib.compactor import S3Compactor
 
-    compactor = S3Compactor(client("s3", settings), settings.audit_bucket, "audit/", "compacted/")
+    compactor = S3Compactor(
+        client("s3", settings), settings.audit_bucket, "audit/", "compacted/", grace_seconds=settings.compact_grace
+    )
     return LocalCompaction(compactor, settings.compact_interval)
 
 

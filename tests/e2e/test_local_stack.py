@@ -379,9 +379,13 @@ def test_make_compact_folds_the_fresh_tier_into_parquet_and_every_call_stays_onc
     for n in range(total):
         dynamodb.put_item(TableName="E2eCompact", Item={"id": {"S": f"c-{n % 10}"}, "n": {"N": str(n)}})
     before = stack.wait_for(lambda e: len(e) >= total, table="E2eCompact", limit="1000")
-    result = stack.run(["make", "--no-print-directory", "compact"])
+    # No grace (10 s on the local stack): what the run replaced is deleted at its end.
+    result = stack.run(
+        ["make", "--no-print-directory", "compact"], env={**stack.env, "COMPACTION_GRACE_SECONDS": "0.001"}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("compacted "), result.stdout
+    assert "kept for queries still reading them: 0" in result.stdout
     s3 = stack.client("s3")
     listed = s3.list_objects_v2(Bucket="deutzia-audit", Prefix="compacted/table_name=E2eCompact/").get("Contents", [])
     assert [item["Key"].rsplit(".", 1)[1] for item in listed] == ["parquet"] * len(listed) != []

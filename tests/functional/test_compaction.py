@@ -4,10 +4,12 @@ records, limits of size and time, and the scheduled function itself."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -64,7 +66,8 @@ def _body(s3: Any, bucket: str, key: str) -> io.BytesIO:
 
 
 def _compactor(s3: Any, bucket: str, **options: Any) -> S3Compactor:
-    return S3Compactor(s3, bucket, "audit/", "compacted/", **options)
+    """A compactor that deletes what it replaced at the end of its run (no grace), unless `options` give one."""
+    return S3Compactor(s3, bucket, "audit/", "compacted/", **{"grace_seconds": 0, **options})
 
 
 def _forever() -> float:
@@ -223,8 +226,9 @@ def test_a_crash_between_any_two_steps_loses_nothing_shows_nothing_twice_and_the
         day_file, month_file = _keys(s3, audit_bucket, "compacted/")
         assert ("/month-2024-05-" in month_file, "/day-2024-05-02-" in day_file) == (True, True)
         assert _keys(s3, audit_bucket, "audit/") == []
-    # For the closed day's month file and the open day's file: 2 reads, the write, its check, the delete.
-    assert steps == 10
+    # For the closed day's month file and the open day's file: 2 reads, the write and its check, the note of what it
+    # replaced and its check; then, the grace over (none here), the 2 notes read and one delete of their objects.
+    assert steps == 15
 
 
 def test_copies_that_name_another_item_stay_in_sight_through_a_crash_at_any_step_and_then_rest(
@@ -265,8 +269,132 @@ def test_copies_that_name_another_item_stay_in_sight_through_a_crash_at_any_step
         assert pq.read_table(_body(s3, audit_bucket, month_file)).num_rows == 4  # each record once in the file
         report = _compactor(s3, audit_bucket).run(FAR_FUTURE, _forever)
         assert (report.files, _keys(s3, audit_bucket, "audit/")) == ([], [contested])  # at rest
-    # 2 reads, the contested object and its check, the file and its check, the delete.
-    assert steps == 7
+    # 2 reads, the contested object and its check, the file and its check, the note and its check, the note read, the
+    # delete.
+    assert steps == 10
+
+
+class _Clock:
+    """The compactor's clock, moved on by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2024, 6, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _rows_of(s3: Any, bucket: str, keys: list[str]) -> tuple[set[tuple[str, int]], list[str]]:
+    """The records in these objects, each read now, and the objects gone (on which a query fails)."""
+    rows: set[tuple[str, int]] = set()
+    gone = []
+    for key in keys:
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            gone.append(key)
+            continue
+        if key.endswith(".parquet"):
+            table = pq.read_table(io.BytesIO(body), columns=["event_id", "item_index"])
+            rows |= set(zip(table.column("event_id").to_pylist(), table.column("item_index").to_pylist(), strict=True))
+        else:
+            lines = gzip.decompress(body).splitlines()
+            rows |= {(record["event_id"], record["item_index"]) for record in map(json.loads, lines)}
+    return rows, gone
+
+
+@pytest.mark.parametrize("grace", [240.0, 0.0])
+def test_a_query_that_lists_the_compacted_tier_before_a_run_and_the_fresh_tier_after_misses_nothing_in_the_grace(
+    ingest: Callable[..., Any], s3: Any, audit_bucket: str, grace: float
+) -> None:
+    """Athena lists each tier of the `audit` view when it will. A query that listed the compacted tier before a run
+    stored its files and the fresh tier after the run, and reads them after that, still finds every record and no
+    object gone, as long as it runs within the grace; without one (the behaviour before it), it misses what the run
+    folded in."""
+    events = _events("2024-05-01", 12) + _events("2024-05-02", 12, prefix="b")
+    expected = {(event["eventID"], 0) for event in events}
+    ingest(events[:12])
+    clock = _Clock()
+    compactor = _compactor(s3, audit_bucket, grace_seconds=grace, clock=clock)
+    compactor.run("2024-04-30", _forever)  # the first day's own file: the second run rewrites it into the month's
+    ingest(events[12:])
+    listed_compacted = _keys(s3, audit_bucket, "compacted/table_name=")
+    clock.now += timedelta(seconds=60)
+    compactor.run("2024-05-01", _forever)
+    listed_fresh = _keys(s3, audit_bucket, "audit/")
+    clock.now += timedelta(seconds=60)
+    compactor.run("2024-05-01", _forever)  # a run within the grace deletes nothing either
+    rows, gone = _rows_of(s3, audit_bucket, listed_compacted + listed_fresh)
+    if grace:
+        assert (rows, gone) == (expected, [])
+    else:  # the first day's file is gone under the query, and the second day's records were never listed
+        assert (len(gone), rows) == (1, set())
+
+
+def test_a_run_in_the_grace_folds_nothing_again_and_the_first_run_after_it_deletes_what_was_replaced(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    events = _events("2024-05-01", 12)
+    ingest(events[:6]), ingest(events[6:])
+    expected = sorted((event["eventID"], 0) for event in events)
+    fresh = _keys(s3, audit_bucket, "audit/")
+    clock = _Clock()
+    compactor = _compactor(s3, audit_bucket, grace_seconds=240, clock=clock)
+    first = compactor.run(FAR_FUTURE, _forever)
+    assert (len(first.files), first.inputs, first.deleted, first.waiting) == (1, 2, 0, 2)
+    (note,) = _keys(s3, audit_bucket, "superseded/")
+    assert note.startswith("superseded/Music/month-2024-05-")
+    assert _keys(s3, audit_bucket, "audit/") == fresh
+    assert sorted(_history(client)) == expected  # both tiers hold them: each once
+    clock.now += timedelta(seconds=239)
+    within = compactor.run(FAR_FUTURE, _forever)
+    assert (within.files, within.deleted, within.waiting) == ([], 0, 2)
+    clock.now += timedelta(seconds=1)
+    after = compactor.run(FAR_FUTURE, _forever)
+    assert (after.files, after.deleted, after.waiting) == ([], 2, 0)
+    assert _keys(s3, audit_bucket, "audit/") == []
+    assert _keys(s3, audit_bucket, "compacted/") == first.files
+    assert sorted(_history(client)) == expected
+
+
+def test_an_object_rewritten_in_its_grace_is_new_input_not_deleted(
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+) -> None:
+    """Reconciliation rewrites its object of a trail file with more records; one compaction replaced before that is
+    not deleted when its grace ends, but folded again."""
+    events = _events("2024-05-01", 12)
+    ingest(events[:6])
+    (rewritten,) = _keys(s3, audit_bucket, "audit/")
+    clock = _Clock()
+    compactor = _compactor(s3, audit_bucket, grace_seconds=240, clock=clock)
+    compactor.run(FAR_FUTURE, _forever)
+    ingest(events[6:])
+    (other,) = set(_keys(s3, audit_bucket, "audit/")) - {rewritten}
+    both = gzip.compress(
+        gzip.decompress(_body(s3, audit_bucket, rewritten).read())
+        + gzip.decompress(_body(s3, audit_bucket, other).read())
+    )
+    s3.put_object(Bucket=audit_bucket, Key=rewritten, Body=both)
+    s3.delete_object(Bucket=audit_bucket, Key=other)
+    clock.now += timedelta(seconds=240)
+    report = compactor.run(FAR_FUTURE, _forever)
+    assert (len(report.files), report.deleted, report.inputs) == (1, 0, 2)  # the rewritten object, and the file
+    assert _keys(s3, audit_bucket, "audit/") == [rewritten]
+    assert sorted(_history(client)) == sorted((event["eventID"], 0) for event in events)
+    clock.now += timedelta(seconds=240)
+    assert compactor.run(FAR_FUTURE, _forever).deleted == 2
+    assert _keys(s3, audit_bucket, "audit/") == []
+    assert sorted(_history(client)) == sorted((event["eventID"], 0) for event in events)
+
+
+def test_a_note_that_is_not_one_is_named_and_what_it_would_hold_is_folded_again(
+    ingest: Callable[..., Any], s3: Any, audit_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ingest(_events("2024-05-01", 6))
+    s3.put_object(Bucket=audit_bucket, Key="superseded/Music/month-2024-05-0.json", Body=b'{"file": 1}')
+    report = _compactor(s3, audit_bucket, grace_seconds=240).run(FAR_FUTURE, _forever)
+    assert len(report.files) == 1
+    assert "superseded/Music/month-2024-05-0.json: it is not a note of superseded objects" in caplog.text
 
 
 def test_queries_while_compaction_runs_see_every_entry_exactly_once(
@@ -446,7 +574,7 @@ def test_a_run_stops_before_a_unit_it_cannot_finish_in_time_and_the_next_run_goe
 
 
 def test_the_scheduled_function_compacts_closed_days_and_defers_what_its_time_cannot_cover(
-    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str
+    client: Client, ingest: Callable[..., Any], s3: Any, audit_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = _events("2024-05-01", 4)
     ingest(events)
@@ -456,8 +584,17 @@ def test_the_scheduled_function_compacts_closed_days_and_defers_what_its_time_ca
     assert (response.payload["files"], response.payload["deferred"]) == ([], 1)
     # The deployed function has 15 minutes.
     payload = deutzia_app.compact_audit_records(scheduled, LambdaContext("compact_audit_records", 900_000))
-    assert (len(payload["files"]), payload["deferred"]) == (1, 0)
+    assert (len(payload["files"]), payload["deferred"], payload["waiting"]) == (1, 0, 1)
+    # What it replaced stays for the grace (240 s), for queries that listed it; the next run after that deletes it.
+    assert len(_keys(s3, audit_bucket, "audit/")) == 1
+    assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in events)
+    payload = deutzia_app.compact_audit_records(scheduled, LambdaContext("compact_audit_records", 900_000))
+    assert (payload["files"], payload["deleted"], payload["waiting"]) == ([], 0, 1)
+    monkeypatch.setenv("COMPACTION_GRACE_SECONDS", "0.001")
+    payload = deutzia_app.compact_audit_records(scheduled, LambdaContext("compact_audit_records", 900_000))
+    assert (payload["files"], payload["deleted"], payload["waiting"]) == ([], 1, 0)
     assert _keys(s3, audit_bucket, "audit/") == []
+    assert _keys(s3, audit_bucket, "superseded/") == []
     assert sorted(_history(client)) == sorted((e["eventID"], 0) for e in events)
 
 

@@ -64,6 +64,11 @@ def reconciler(engine: TrailEngine, s3: Any, audit_bucket: str, trail_bucket: st
     return Reconciler(engine, s3, audit_bucket, trail_bucket, TRAIL_PREFIX, tables=frozenset({"Music", "Books"}))
 
 
+def _compactor(s3: Any, audit_bucket: str) -> S3Compactor:
+    """A compaction run as the nightly check finds it, hours later: what it replaced deleted (its grace long over)."""
+    return S3Compactor(s3, audit_bucket, "audit/", "compacted/", grace_seconds=0)
+
+
 def put_trail_file(
     s3: Any, bucket: str, events: list[Any], date: str = "2024/05/01", region: str = "us-east-1", body: Any = None
 ) -> str:
@@ -247,7 +252,7 @@ def test_backfilled_records_are_compacted_and_still_not_backfilled_again(
     lost = [cloudtrail_event(event_time=f"{DAY}T11:00:0{n}Z", request_parameters=_put(f"lost-{n}")) for n in range(2)]
     put_trail_file(s3, trail_bucket, lost)
     assert reconciler.run(DAY).tables["Music"].backfilled_now == 2
-    S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)
+    _compactor(s3, audit_bucket).run("2024-05-31", lambda: 900.0)
     assert audit_objects(s3, audit_bucket) == {}
 
     again = reconciler.run(DAY)
@@ -364,7 +369,7 @@ def test_a_record_that_contradicts_the_trail_is_replaced_by_the_trails_own_at_th
     shows_the_trails_own()  # GET /audit prefers the records restored from the trail at once, whatever it is asked
     assert forgeries_shown() == []
 
-    S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)
+    _compactor(s3, audit_bucket).run("2024-05-31", lambda: 900.0)
 
     shows_the_trails_own()
     assert forgeries_shown() == []
@@ -404,7 +409,7 @@ def test_a_forged_copy_naming_another_item_that_meets_the_real_record_at_compact
     copies = [real, forged] if first == "real" else [forged, real]
     ingest([copies[0]])
     ingest([copies[1]])
-    compactor = S3Compactor(s3, audit_bucket, "audit/", "compacted/")
+    compactor = _compactor(s3, audit_bucket)
 
     def item(name: str) -> list[str | None]:
         response = client.http.get(f"/audit?{urlencode({'table': 'Music', 'key': json.dumps({'id': name})})}")
@@ -436,7 +441,7 @@ def test_a_restored_call_keeps_only_the_items_the_trail_names(
     forged = {**real, "requestParameters": {"requestItems": forged_items}}
     ingest([real])
     ingest([forged])
-    compactor = S3Compactor(s3, audit_bucket, "audit/", "compacted/")
+    compactor = _compactor(s3, audit_bucket)
     compactor.run("2024-05-31", lambda: 900.0)
     put_trail_file(s3, trail_bucket, [real])
 
@@ -486,7 +491,7 @@ def test_records_of_a_call_too_big_for_the_log_group_are_written_again_from_the_
     # Beside the trail's records, the forged copy now contradicts them: a check before compaction names it.
     rerun = reconciler.run(DAY).tables["Music"]
     assert (rerun.refreshed, rerun.altered, rerun.altered_examples) == (0, 1, [real["eventID"]])
-    compacted = S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)
+    compacted = _compactor(s3, audit_bucket).run("2024-05-31", lambda: 900.0)
     assert (compacted.overruled, compacted.contradicting) == (1, 1)  # and compaction names it (ContestedCopies)
     assert shown() == (101, [])
     again = reconciler.run(DAY)  # compaction folded them in: each later check writes them again, harmlessly
@@ -638,7 +643,7 @@ def test_get_audit_shows_the_restored_record_before_compaction_folds_it_over_a_c
 ) -> None:
     real = cloudtrail_event(event_time=f"{DAY}T10:00:00Z")
     ingest([{**real, "userIdentity": cloudtrail_event(user="mallory")["userIdentity"]}])
-    S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)  # the forgery, compacted
+    _compactor(s3, audit_bucket).run("2024-05-31", lambda: 900.0)  # the forgery, compacted
     put_trail_file(s3, trail_bucket, [real])
 
     assert reconciler.run(DAY).tables["Music"].restored_now == 1
@@ -662,7 +667,7 @@ def test_a_contradicted_call_left_for_want_of_time_stays_named_and_is_restored_b
     restoring = reconciler.run(DAY)
     assert (restoring.tables["Music"].restored_now, restoring.restore_deferred, restoring.restored_now) == (1, 0, 1)
     assert DAY in reconciler.unfinished_days("2024-05-03")  # checked again once compaction kept the trail's record
-    S3Compactor(s3, audit_bucket, "audit/", "compacted/").run("2024-05-31", lambda: 900.0)
+    _compactor(s3, audit_bucket).run("2024-05-31", lambda: 900.0)
     confirmed = reconciler.run(DAY)
     assert (confirmed.status, confirmed.restored_now) == ("backfilled", 0)
     assert DAY not in reconciler.unfinished_days("2024-05-03")

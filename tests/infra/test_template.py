@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
 from chalicelib.reconcile import DayReport, backfill_object_key
 from chalicelib.records import build_object_key
 from chalicelib.schema import AUDIT_COLUMNS
+from chalicelib.superseded import DEFAULT_GRACE_SECONDS, Superseded
 from deutzia_local.poller import MAXIMUM_RETRY_ATTEMPTS
 from infra.render import (
     TEMPLATE,
@@ -648,17 +650,19 @@ def test_the_audit_view_is_the_codes_view_sql_and_runs_on_duckdb(merged: dict[st
     assert result.fetchall() == []
 
 
-def test_compaction_runs_every_10_minutes_one_at_a_time_with_its_own_narrow_role(
+def test_compaction_runs_every_5_minutes_one_at_a_time_with_its_own_narrow_role(
     merged: dict[str, Any], translated: dict[str, Any]
 ) -> None:
     function = merged["Resources"]["CompactAuditRecords"]
-    assert function["Properties"]["Events"]["CompactAuditRecordsEvent"]["Properties"]["Schedule"] == "rate(10 minutes)"
+    assert function["Properties"]["Events"]["CompactAuditRecordsEvent"]["Properties"]["Schedule"] == "rate(5 minutes)"
+    # What a run replaced is deleted by the next one, its grace over by then (a minute to spare for the schedule).
+    assert DEFAULT_GRACE_SECONDS + 60 <= 5 * 60
     # A run kept waiting by a long one is dropped once the next is due; a failed run is not retried.
     invoke_configs = [r for r in translated["Resources"].values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
     (invoke_config,) = [
         r["Properties"] for r in invoke_configs if r["Properties"]["FunctionName"] == {"Ref": "CompactAuditRecords"}
     ]
-    assert (invoke_config["MaximumEventAgeInSeconds"], invoke_config["MaximumRetryAttempts"]) == (600, 0)
+    assert (invoke_config["MaximumEventAgeInSeconds"], invoke_config["MaximumRetryAttempts"]) == (300, 0)
     properties = translated["Resources"]["CompactAuditRecords"]["Properties"]
     assert properties["Role"] == {"Fn::GetAtt": ["CompactionFunctionRole", "Arn"]}
     assert properties["Timeout"] == 900
@@ -674,13 +678,25 @@ def test_compaction_runs_every_10_minutes_one_at_a_time_with_its_own_narrow_role
             if action.startswith("s3:"):
                 grants.setdefault(action, set()).update(resources)
                 if action == "s3:ListBucket":
-                    assert statement["Condition"] == {"StringLike": {"s3:prefix": ["audit/*", "compacted/*"]}}
+                    prefixes = ["audit/*", "compacted/*", "superseded/*"]
+                    assert statement["Condition"] == {"StringLike": {"s3:prefix": prefixes}}
+    tiers_and_notes = {"<AuditBucket.Arn>/audit/*", "<AuditBucket.Arn>/compacted/*", "<AuditBucket.Arn>/superseded/*"}
     assert grants == {
         "s3:ListBucket": {"<AuditBucket.Arn>"},
-        "s3:GetObject": {"<AuditBucket.Arn>/audit/*", "<AuditBucket.Arn>/compacted/*"},
-        "s3:DeleteObject": {"<AuditBucket.Arn>/audit/*", "<AuditBucket.Arn>/compacted/*"},
-        "s3:PutObject": {"<AuditBucket.Arn>/compacted/*", "<AuditBucket.Arn>/audit/*/contested-*"},
+        "s3:GetObject": tiers_and_notes,
+        "s3:DeleteObject": tiers_and_notes,
+        "s3:PutObject": {
+            "<AuditBucket.Arn>/compacted/*",
+            "<AuditBucket.Arn>/superseded/*",
+            "<AuditBucket.Arn>/audit/*/contested-*",
+        },
     }
+    # The notes of what each file replaced are where the compaction role may write them, outside both tiers.
+    note = Superseded(
+        "compacted/table_name=Orders/month=2024-05/month-2024-05-0.parquet", "Orders", datetime.now(UTC), ()
+    )
+    assert fnmatch.fnmatchcase(note.note_key, "superseded/*")
+    assert not note.note_key.startswith(("audit/", "compacted/"))
     # In the fresh tier, that grant covers the objects compaction writes there, and neither ingest's nor backfill's.
     copy = {name: None for name in COMPACTED_FILE_SCHEMA.names} | {"event_id": "e", "item_index": 0, "dt": "2024-05-01"}
     (written,) = contested_objects("audit/", "Orders", pa.Table.from_pylist([copy], COMPACTED_FILE_SCHEMA))

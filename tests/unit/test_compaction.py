@@ -257,17 +257,17 @@ def test_an_open_day_rewrites_its_small_files_but_not_a_big_one_until_enough_has
     assert _plan(restored, [big, small], "2024-05-01") == ["Music 2024-05-02 1+2"]
 
 
-def test_a_day_of_runs_every_10_minutes_writes_a_few_times_the_day_into_a_few_files() -> None:
+def test_a_day_of_runs_every_5_minutes_writes_a_few_times_the_day_into_a_few_files() -> None:
     files: list[StoredObject] = []
     written = 0
-    for run in range(144):
-        new = [_fresh("Music", "2024-05-02", f"run-{run}", 1024 * 1024)]
+    for run in range(288):
+        new = [_fresh("Music", "2024-05-02", f"run-{run}", 512 * 1024)]
         taken = open_day_files(new, files)
         size = sum(item.size for item in [*new, *taken])
         files = [item for item in files if item not in taken] + [_file_named("Music", "2024-05-02", f"{run}", size)]
         written += size
         assert len(files) <= 6
-    assert written < 7 * 144 * 1024 * 1024
+    assert written < 7 * 288 * 512 * 1024  # rewriting one day file each run would write 144 times the day
 
 
 def test_an_open_day_too_big_for_one_run_is_refused_while_the_closed_ones_go_on() -> None:
