@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from chalicelib.reconcile import CONFIRMED_COLUMNS
+from chalicelib.reconcile import COPIED_COLUMNS
 from chalicelib.records import (
     CONTESTED_OBJECT_PREFIX,
     encode_lines,
@@ -51,9 +51,9 @@ _COMPACTED_KEY = re.compile(
     r"table_name=(?P<table>[^/]+)/month=(?P<month>[0-9]{4}-[0-9]{2})/"
     r"(?:day-(?P<day>[0-9]{4}-[0-9]{2}-[0-9]{2})|month-(?P=month))-[0-9a-f]{16}\.parquet"
 )
-# What copies of one record must say alike: the item and operation (the histories it shows in) and what reconciliation
-# holds against the trail's own event.
-SAID_COLUMNS = ("item_key", "operation", *CONFIRMED_COLUMNS)
+# What copies of one record must say alike: everything CloudTrail gives every copy alike (the request parameters aside,
+# whose keys may come in another order; the attribute names are compared as a set).
+SAID_COLUMNS = COPIED_COLUMNS
 _SORT_KEYS = [
     ("item_key", "ascending"),
     ("event_time", "ascending"),
@@ -109,9 +109,10 @@ def deduplicated(records: pa.Table, from_trail: int = 0) -> Deduplicated:
         return Deduplicated(kept, none, overruled)
     row = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), copies.num_rows)), 1)
     first = pc.fill_null_forward(pc.if_else(copy_starts, row, pa.scalar(None, pa.int64())))  # each row's kept copy
+    said = _said(copies)
     same = None
     for name in SAID_COLUMNS:
-        column = copies.column(name)
+        column = said.column(name)
         equal = _equal_or_both_null(column, column.take(first))
         same = equal if same is None else pc.and_(same, equal)
     trails_kept = pc.less(positions.take(first), pa.scalar(from_trail, positions.type))
@@ -127,8 +128,11 @@ def _distinct(copies: pa.Table) -> pa.Table:
     if copies.num_rows < 2:
         return copies
     columns = ("event_id", "item_index", *SAID_COLUMNS)
-    copies = copies.take(pc.sort_indices(copies, sort_keys=[(name, "ascending") for name in columns]))
-    return copies.filter(pa.concat_arrays([pa.array([True]), pc.invert(_same_as_previous(copies, columns))]))
+    said = _said(copies).add_column(0, "event_id", copies.column("event_id"))
+    said = said.add_column(1, "item_index", copies.column("item_index"))
+    order = pc.sort_indices(said, sort_keys=[(name, "ascending") for name in columns])
+    distinct = pa.concat_arrays([pa.array([True]), pc.invert(_same_as_previous(said.take(order), columns))])
+    return copies.take(order.filter(distinct))
 
 
 def _unlike(copies: pa.Table, trails: pa.Table) -> pa.Table:
@@ -140,15 +144,41 @@ def _unlike(copies: pa.Table, trails: pa.Table) -> pa.Table:
     if copies.num_rows == 0:
         return copies
     keys = ["event_id", "item_index"]
-    said = trails.select([*keys, *SAID_COLUMNS]).rename_columns([*keys, *(f"trail {name}" for name in SAID_COLUMNS)])
+    said = _said(trails).rename_columns([f"trail {name}" for name in SAID_COLUMNS])
+    said = pa.table([*trails.select(keys).columns, *said.columns], names=[*keys, *said.column_names])
     said = _distinct_records(said.append_column("trail has it", pa.repeat(pa.scalar(True), said.num_rows)))
     row = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), copies.num_rows)), 1)
-    numbered = copies.select([*keys, *SAID_COLUMNS]).append_column("row", row)
+    numbered = pa.table([*copies.select(keys).columns, *_said(copies).columns], names=[*keys, *SAID_COLUMNS])
+    numbered = numbered.append_column("row", row)
     joined = numbered.join(said, keys=keys, join_type="left outer")
     same = pc.fill_null(joined.column("trail has it"), False)
     for name in SAID_COLUMNS:
         same = pc.and_(same, _equal_or_both_null(joined.column(name), joined.column(f"trail {name}")))
     return _distinct(copies.take(joined.filter(pc.invert(same)).column("row")))
+
+
+def _said(table: pa.Table) -> pa.Table:
+    """What `table`'s rows say of their call (SAID_COLUMNS), comparable column by column: a list (the attribute names)
+    as the text of its sorted items."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = []
+    for name in SAID_COLUMNS:
+        column = table.column(name)
+        if pa.types.is_list(column.type):
+            lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            values = pc.list_flatten(lists)
+            parents = pc.list_parent_indices(lists)
+            order = pc.sort_indices(
+                pa.table({"parent": parents, "value": values}),
+                sort_keys=[("parent", "ascending"), ("value", "ascending")],
+            )
+            offsets = pc.subtract(lists.offsets, lists.offsets[0])
+            ordered = pa.ListArray.from_arrays(offsets, values.take(order), mask=lists.is_null())
+            column = pc.binary_join(ordered, "\x00")
+        columns.append(column)
+    return pa.table(columns, names=list(SAID_COLUMNS))
 
 
 def _distinct_records(table: pa.Table) -> pa.Table:

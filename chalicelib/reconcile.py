@@ -26,6 +26,7 @@ from chalicelib.cloudtrail import DATA_OPERATIONS, DYNAMODB_EVENT_SOURCE, parse_
 from chalicelib.errors import DeutziaError, InvalidRequestError, UnknownTableError
 from chalicelib.query import TABLE_NAME_PATTERN, SqlValue, shown
 from chalicelib.records import BACKFILL_OBJECT_PREFIX, partition_path
+from chalicelib.schema import AUDIT_COLUMNS
 
 # A day's events are in its own trail files and, near midnight, in the next day's.
 TRAIL_DELIVERY_DAYS = 2
@@ -115,6 +116,12 @@ CONFIRMED_COLUMNS: Mapping[str, str] = {
     "event_name": "eventname",
     "error_code": "errorcode",
 }
+# What every copy of one record says alike, whichever way it came from CloudTrail (its files or its log group): all
+# but the request parameters, whose keys either may write in another order (the item's attribute names, drawn from
+# them, are compared as a set for the same reason). Copies that differ on any did not all come from CloudTrail.
+COPIED_COLUMNS = tuple(
+    column.name for column in AUDIT_COLUMNS if column.name not in ("event_id", "item_index", "request_parameters")
+)
 TALLY_FILE, TALLY_NOT_IN_TRAIL, TALLY_ALTERED = "file", "not_in_trail", "altered"
 # CloudTrail sends no event over 256 KB to CloudWatch Logs: whatever records the log group gave of such a call, none is
 # its own. An event's size is mostly its texts (request parameters, user agent, error message, response elements,
@@ -131,7 +138,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
     are duplicates of an earlier copy, how many the audit records hold, the missing ids, the ids of those whose records
     contradict it, and of those the records hold that were too big for the log group (all JSON); then per table, what
     the audit records hold up to the window's end that the trail does not, and the records that contradict the trail (a
-    CONFIRMED_COLUMNS value not the trail's, or copies of one item that name different keys or operations), each counted
+    CONFIRMED_COLUMNS value not the trail's, or copies of one item that differ on any COPIED_COLUMNS), each counted
     by event with the first MAX_LISTED ids. The trail's files and the records are each read once: Athena inlines every
     use of a WITH query, and bills each reading of the files. Only names from configuration and constants are SQL text;
     the day and tables are parameters."""
@@ -144,9 +151,21 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
     def tables_filter(column: str) -> str:
         return "" if window.tables is None else f" AND {column} IN ({values(window.tables)})"
 
-    def said(source: str) -> str:  # what a copy says of its call, as one comparable text
+    def said(source: str) -> str:  # what a copy says of its call that the trail says too, as one comparable text
         columns = ", ".join(f"{source}.{column}" for column in CONFIRMED_COLUMNS)
         return f"json_format(CAST(ARRAY[{columns}] AS JSON))"
+
+    def copy_said(source: str) -> str:  # all a copy says that every copy says alike, as one comparable text
+        texts = []
+        for column in AUDIT_COLUMNS:
+            name = f"{source}.{column.name}"
+            if column.name not in COPIED_COLUMNS:
+                continue
+            if column.glue_type == "array<string>":
+                texts.append(f"json_format(CAST(array_sort({name}) AS JSON))")
+            else:
+                texts.append(name if column.glue_type == "string" else f"CAST({name} AS VARCHAR)")
+        return f"json_format(CAST(ARRAY[{', '.join(texts)}] AS JSON))"
 
     operations = ", ".join(f"'{name}'" for name in sorted(DATA_OPERATIONS))
     confirmed = ", ".join(f"{field} AS {column}" for column, field in CONFIRMED_COLUMNS.items())
@@ -161,7 +180,7 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         f"AND eventtime >= {values([f'{window.day}T00:00:00Z'])} AND eventtime < {values([window.until])}"
         f"{tables_filter('named.table_name')}"
     )
-    columns = ", ".join(["event_id", "item_index", "table_name", "item_key", "operation", *CONFIRMED_COLUMNS])
+    columns = ", ".join(["event_id", "item_index", "table_name", *COPIED_COLUMNS])
     records = (
         f"SELECT {columns} FROM {relations.compacted} "
         f"WHERE month = {values([window.day[:7]])} AND dt = {values([window.day])}{tables_filter('table_name')} "
@@ -173,12 +192,12 @@ def build_reconcile_sql(window: ReconcileWindow, relations: ReconcileRelations) 
         f"WITH copies AS (SELECT event_id, table_name, trail_file, text_length, {said('trail_rows')} AS said, "
         "row_number() OVER (PARTITION BY table_name, event_id ORDER BY trail_file) AS copy "
         f"FROM ({trail}) trail_rows), "
-        # Per item, then per event: whether copies of an item differ, and the least and most of what they say (two
-        # copies of a call that say different things cannot both be the trail's).
-        "items AS (SELECT table_name, event_id, "
-        "count(DISTINCT coalesce(item_key, '')) > 1 OR count(DISTINCT coalesce(operation, '')) > 1 AS split, "
+        # Per item, then per event: whether copies of an item differ on anything CloudTrail gives them alike, and the
+        # least and most of what they say (two copies of a call that say different things cannot both be the trail's).
+        "items AS (SELECT table_name, event_id, count(DISTINCT copy_said) > 1 AS split, "
         "min(said) AS least_said, max(said) AS most_said "
-        f"FROM (SELECT table_name, event_id, item_index, item_key, operation, {said('records')} AS said "
+        f"FROM (SELECT table_name, event_id, item_index, {said('records')} AS said, "
+        f"{copy_said('records')} AS copy_said "
         f"FROM ({records}) records) copied GROUP BY table_name, event_id, item_index), "
         "events AS (SELECT table_name, event_id, bool_or(split) AS split, min(least_said) AS least_said, "
         "max(most_said) AS most_said FROM items GROUP BY table_name, event_id), "

@@ -430,6 +430,79 @@ def test_a_forged_copy_naming_another_item_that_meets_the_real_record_at_compact
     assert reconciler.run(DAY).tables["Music"].status == "backfilled"
 
 
+def _update(names: dict[str, str], expression: str) -> dict[str, Any]:
+    return {
+        "tableName": "Music",
+        "key": {"id": "song"},
+        "updateExpression": expression,
+        "expressionAttributeNames": names,
+    }
+
+
+@pytest.mark.parametrize("first", ["real", "forged"])
+def test_a_forged_copy_that_says_an_update_did_something_else_is_named_and_restored_from_the_trail(
+    first: str,
+    reconciler: Reconciler,
+    ingest: Callable[..., Any],
+    client: Client,
+    s3: Any,
+    audit_bucket: str,
+    trail_bucket: str,
+) -> None:
+    # A copy of a real update by the same caller on the same item, at the same time, that says it removed another
+    # attribute: it changes only what the call did, which no column the trail is compared on says.
+    real = cloudtrail_event("UpdateItem", _update({"#t": "title"}, "SET #t = :t"), event_time=f"{DAY}T10:00:00Z")
+    forged = {**real, "requestParameters": _update({"#o": "owner"}, "REMOVE #o")}
+    copies = [real, forged] if first == "real" else [forged, real]
+    ingest([copies[0]])
+    ingest([copies[1]])
+    compactor = _compactor(s3, audit_bucket)
+
+    def did() -> list[tuple[str, list[str]]]:
+        response = client.http.get(f"/audit?{urlencode({'table': 'Music', 'key': json.dumps({'id': 'song'})})}")
+        return [
+            (entry["update_expression"], entry["attribute_names"]) for entry in json.loads(response.body)["entries"]
+        ]
+
+    compacted = compactor.run("2024-05-31", lambda: 900.0)
+
+    assert compacted.contested == 1  # the other copy is kept beside the file, for the check to find
+    put_trail_file(s3, trail_bucket, [real])
+    report = reconciler.run(DAY).tables["Music"]
+    assert (report.altered, report.altered_examples, report.restored_now) == (1, [real["eventID"]], 1)
+    assert did() == [("SET #t = :t", ["title"])]  # the trail's own record, at once
+
+    settled = compactor.run("2024-05-31", lambda: 900.0)
+
+    assert (settled.contested, settled.overruled) == (0, 1)
+    assert did() == [("SET #t = :t", ["title"])]
+    assert reconciler.run(DAY).tables["Music"].status == "backfilled"
+
+
+def test_copies_whose_parameters_come_in_another_order_are_the_same_call(
+    reconciler: Reconciler, ingest: Callable[..., Any], s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    # The trail's files and its log group may write a call's parameters with their keys in another order. A call big
+    # enough to have its records written again from the trail's file (its texts pass OVERSIZED_TEXT_CHARS) then has
+    # two copies that hold other request parameters and attribute names in another order, and say the same.
+    names = {"#t": "title", "#a": "artist"}
+    parameters = _update(names, "SET #t = :t, #a = :a")
+    logged = cloudtrail_event(
+        "UpdateItem", parameters, event_time=f"{DAY}T10:00:00Z", userAgent="u" * (OVERSIZED_TEXT_CHARS + 100)
+    )
+    reordered = dict(reversed({**parameters, "expressionAttributeNames": dict(reversed(names.items()))}.items()))
+    ingest([logged])
+    put_trail_file(s3, trail_bucket, [{**logged, "requestParameters": reordered}])
+
+    first = reconciler.run(DAY).tables["Music"]
+    again = reconciler.run(DAY).tables["Music"]  # the trail's copy beside the log group's
+    compacted = _compactor(s3, audit_bucket).run("2024-05-31", lambda: 900.0)
+
+    assert (first.refreshed, first.altered, first.status) == (1, 0, "verified")
+    assert (again.altered, again.status) == (0, "verified")
+    assert (compacted.contested, compacted.overruled) == (0, 0)
+
+
 def test_a_restored_call_keeps_only_the_items_the_trail_names(
     reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
 ) -> None:

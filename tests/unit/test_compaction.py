@@ -164,6 +164,42 @@ def test_copies_that_say_something_else_are_left_out_once_each_and_the_trails_ow
     assert sorted(said_by_replaced, key=repr) == sorted(replaced, key=repr)  # each distinct copy once
 
 
+_CHANGES = st.tuples(
+    st.sampled_from(["SET #n = :v", "REMOVE #n", None]),
+    st.lists(st.sampled_from(["role", "name", "id"]), unique=True, max_size=3),
+    st.sampled_from(['{"key":{"id":"k"}}', '{"key":{"id":"k"},"returnValues":"ALL_OLD"}']),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_CHANGES, min_size=1, max_size=8), st.randoms(use_true_random=False))
+def test_copies_that_change_what_a_call_did_are_contested_and_those_that_differ_only_in_order_are_not(
+    changes: list[tuple[str | None, list[str], str]], rng: Any
+) -> None:
+    # A copy that says the call ran another expression or on other attributes did not come from CloudTrail, as one
+    # naming another item does. The request parameters, whose keys the trail's files and its log group may write in
+    # another order, are not compared, nor the order of the attribute names.
+    records = _records([("e", 0, "2024-05-01T00:00:00Z", "k")] * len(changes))
+    names = [rng.sample(attributes, len(attributes)) for _, attributes, _ in changes]
+    for column, values in (
+        ("update_expression", [change[0] for change in changes]),
+        ("attribute_names", names),
+        ("request_parameters", [change[2] for change in changes]),
+    ):
+        index = records.schema.get_field_index(column)
+        records = records.set_column(index, column, pa.array(values, records.schema.field(index).type))
+    kept, contested, _ = deduplicated(records)
+
+    def said(expression: str | None, attributes: list[str]) -> tuple[str | None, tuple[str, ...]]:
+        return expression, tuple(sorted(attributes))
+
+    first = said(changes[0][0], changes[0][1])
+    assert [said(row["update_expression"], row["attribute_names"]) for row in kept.to_pylist()] == [first]
+    others = {said(expression, attributes) for expression, attributes, _ in changes} - {first}
+    found = [said(row["update_expression"], row["attribute_names"]) for row in contested.to_pylist()]
+    assert sorted(found, key=repr) == sorted(others, key=repr)  # each distinct copy once
+
+
 def test_contested_copies_go_back_as_fresh_objects_named_after_their_content() -> None:
     records = _records([("e1", 0, "2024-05-01T00:00:00Z", '{"id":"a"}'), ("e1", 0, "2024-05-01T00:00:00Z", None)])
     records = records.append_column("dt", pa.array(["2024-05-01", "2024-05-01"]))
