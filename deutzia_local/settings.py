@@ -57,8 +57,8 @@ class LocalSettings:
     crawler_interval: float = 5.0
     replay_interval: float = 5.0
     first_retry_seconds: float = 1.0
-    compact_interval: float = 20.0
-    compact_grace: float = 10.0
+    compact_interval: float = 10.0
+    compact_grace: float = 5.0
     reconcile_interval: float = 30.0
     reconcile_settle_seconds: float = 10.0
     log_drop_rate: float = 0.0
@@ -66,14 +66,16 @@ class LocalSettings:
     @classmethod
     def from_environment(cls) -> LocalSettings:
         """Ports from DEUTZIA_AWS_PORT (default 4566) and DEUTZIA_API_PORT (default 8000)."""
-        from chalicelib.superseded import grace_seconds_setting
+        from chalicelib.superseded import MAX_GRACE_SECONDS, grace_seconds_setting
 
+        compact_interval = number("DEUTZIA_COMPACT_INTERVAL", 10.0)
         return cls(
             aws_port=_port("DEUTZIA_AWS_PORT", DEFAULT_AWS_PORT),
             api_port=_port("DEUTZIA_API_PORT", DEFAULT_API_PORT),
             first_retry_seconds=number("DEUTZIA_FIRST_RETRY_SECONDS", 1.0),
-            compact_interval=number("DEUTZIA_COMPACT_INTERVAL", 20.0),
-            compact_grace=grace_seconds_setting(10.0),
+            compact_interval=compact_interval,
+            # Half the interval: each run deletes what the one before replaced, so the fresh tier holds two intervals.
+            compact_grace=grace_seconds_setting(min(compact_interval / 2, MAX_GRACE_SECONDS)),
             reconcile_interval=number("DEUTZIA_RECONCILE_INTERVAL", 30.0),
             reconcile_settle_seconds=number("DEUTZIA_RECONCILE_SETTLE_SECONDS", 10.0),
             log_drop_rate=_rate("DEUTZIA_LOCAL_LOG_DROP_RATE"),

@@ -93,6 +93,7 @@ def test_a_note_whose_file_is_gone_deletes_nothing_unless_a_later_file_replaced_
 
 
 def test_the_grace_setting_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COMPACTION_GRACE_SECONDS", raising=False)
     assert grace_seconds_setting() == 240
     monkeypatch.setenv("COMPACTION_GRACE_SECONDS", str(MAX_GRACE_SECONDS))
     assert grace_seconds_setting() == MAX_GRACE_SECONDS
@@ -139,3 +140,18 @@ def test_nothing_is_deleted_before_its_grace_nor_unlike_its_note_nor_without_a_f
     remaining = unheld(listed.values(), retired)
     assert not set(remaining) & retired.held
     assert not {item.key for item in remaining} & set(retired.delete)
+
+
+def test_the_local_stacks_grace_is_half_its_compaction_interval_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deutzia_local.settings import LocalSettings
+
+    monkeypatch.delenv("COMPACTION_GRACE_SECONDS", raising=False)
+    monkeypatch.setenv("DEUTZIA_COMPACT_INTERVAL", "8")
+    assert (LocalSettings.from_environment().compact_interval, LocalSettings.from_environment().compact_grace) == (8, 4)
+    monkeypatch.setenv("DEUTZIA_COMPACT_INTERVAL", "86400")  # runs only when told: the longest grace
+    assert LocalSettings.from_environment().compact_grace == MAX_GRACE_SECONDS
+    monkeypatch.setenv("COMPACTION_GRACE_SECONDS", "1.5")
+    assert LocalSettings.from_environment().compact_grace == 1.5
+    monkeypatch.setenv("COMPACTION_GRACE_SECONDS", str(MAX_GRACE_SECONDS * 2))
+    with pytest.raises(ConfigError, match="COMPACTION_GRACE_SECONDS"):
+        LocalSettings.from_environment()
