@@ -412,6 +412,8 @@ class TableReport:
     # run of the day, and this run's), for compaction to keep instead.
     restored: int = 0
     restored_now: int = 0
+    # This run's restored calls (up to MAX_LISTED): GET /audit shows the trail's own records of them.
+    restored_examples: list[str] = field(default_factory=list)
     # Calls the audit records hold though they may be too big for the log group (OVERSIZED_TEXT_CHARS), whose trail
     # records this run wrote again for compaction to keep instead (this run's; not a finding: what ingest recorded of a
     # call too big for the log group came from a forged log event, and an honest call's records come out the same).
@@ -569,9 +571,13 @@ def coverage_of(
         count = report.get(name)
         if type(count) is int and count > 0:
             covered[name] = count
-    listed = [*_ids(report.get("not_in_trail_examples")), *_ids(report.get("altered_examples"))]
+    # A contradicted call the check restored shows as the trail's own records: named apart, not as unconfirmed.
+    restored = set(_ids(report.get("restored_examples")))
+    listed = {*_ids(report.get("not_in_trail_examples")), *_ids(report.get("altered_examples"))} - restored
     if listed:
-        covered["unconfirmed_ids"] = sorted(set(listed))[:MAX_LISTED]
+        covered["unconfirmed_ids"] = sorted(listed)[:MAX_LISTED]
+    if restored:
+        covered["restored_ids"] = sorted(restored)[:MAX_LISTED]
     return covered
 
 
@@ -582,13 +588,16 @@ def _deferred(reasons: object) -> int:
 
 
 def bound_unconfirmed_ids(days: list[dict[str, Any]], budget: int = MAX_COVERAGE_UNCONFIRMED_IDS) -> None:
-    """Cut the days' `unconfirmed_ids` to `budget` in all, the latest days' first, so an answer stays small."""
-    for day in reversed(days):
-        listed = day.get("unconfirmed_ids")
-        if listed is None:
-            continue
-        day["unconfirmed_ids"] = listed[:budget]
-        budget -= len(day["unconfirmed_ids"])
+    """Cut the days' `unconfirmed_ids`, and their `restored_ids`, to `budget` each in all, the latest days' first, so an
+    answer stays small."""
+    for name in ("unconfirmed_ids", "restored_ids"):
+        left = budget
+        for day in reversed(days):
+            listed = day.get(name)
+            if listed is None:
+                continue
+            day[name] = listed[:left]
+            left -= len(day[name])
 
 
 def _ids(value: object) -> list[str]:

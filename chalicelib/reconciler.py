@@ -422,7 +422,8 @@ class Reconciler:
                     self._put(object_key, encode_lines(merged), {"trail-file": path}, "application/gzip")
                 report = day_report.tables[table]
                 written = result.events[table]
-                restored = sum(table in contradicted.get(event_id, ()) for event_id in written)
+                restored_ids = [event_id for event_id in written if table in contradicted.get(event_id, ())]
+                restored = len(restored_ids)
                 too_big = [
                     event_id
                     for event_id in written
@@ -435,6 +436,7 @@ class Reconciler:
                 report.backfilled_now += len(written) - restored - len(too_big)
                 report.restored += restored
                 report.restored_now += restored
+                report.restored_examples = sorted({*report.restored_examples, *restored_ids})[:MAX_LISTED]
                 report.refreshed += refreshed
                 if len(report.backfill_objects) < MAX_LISTED:
                     report.backfill_objects.append(object_key)

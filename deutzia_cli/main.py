@@ -155,7 +155,8 @@ def history(
                 raise CliError("the API's answer holds no days", UNAVAILABLE)
         except CliError as exc:  # the history stands; only whether it is complete is unknown
             answer, unavailable = None, exc
-        unconfirmed = unconfirmed_ids(answer) if answer is not None else frozenset()
+        unconfirmed = marked_ids(answer, "unconfirmed_ids") if answer is not None else frozenset()
+        restored = marked_ids(answer, "restored_ids") - unconfirmed if answer is not None else frozenset()
         view = Table(title=_plain(f"{table} {key or '(recent calls)'}, newest first"), title_justify="left")
         columns = [name for name in HISTORY_COLUMNS if key is None or name != "key"]  # one item's: in the title
         for name in columns:
@@ -166,6 +167,8 @@ def history(
             )
             if entry.get("event_id") in unconfirmed:
                 result += f"\n[yellow]{UNCONFIRMED_NOTE}[/yellow]"
+            elif entry.get("event_id") in restored:
+                result += f"\n[blue]{RESTORED_NOTE}[/blue]"
             cells = {
                 "time": _plain(entry.get("event_time")),
                 "who": _plain(who(entry)),
@@ -367,17 +370,19 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     return line, bool(missing or strangers or deleted or restored or problems)
 
 
-# Beside a record reconciliation found the trail's own files lack or contradict (the page says the same).
+# Beside a record reconciliation found the trail's own files lack or contradict, and beside one it restored from those
+# files (the page says the same).
 UNCONFIRMED_NOTE = "unconfirmed: CloudTrail's own files lack or contradict this record"
+RESTORED_NOTE = "restored: CloudTrail's own record of this call, which replaced a copy that contradicted it"
 
 
-def unconfirmed_ids(answer: dict[str, Any]) -> frozenset[str]:
-    """The event ids of the records a coverage answer's days name as unconfirmed."""
+def marked_ids(answer: dict[str, Any], name: str) -> frozenset[str]:
+    """The event ids a coverage answer's days name under `name` (`unconfirmed_ids`, `restored_ids`)."""
     return frozenset(
         str(event_id)
         for day in answer["days"]
-        if isinstance(day, dict) and isinstance(day.get("unconfirmed_ids"), list)
-        for event_id in day["unconfirmed_ids"]
+        if isinstance(day, dict) and isinstance(day.get(name), list)
+        for event_id in day[name]
     )
 
 
@@ -444,8 +449,8 @@ on {generated} ({api}).
 
 history.json   every entry, exactly as the API answered it, newest first
 history.csv    the same entries as CSV (a text cell a spreadsheet would run as a formula starts with ')
-coverage.json  per day, whether the table's history is complete against CloudTrail's own files, and the records
-               those files lack or contradict (unconfirmed_ids)
+coverage.json  per day, whether the table's history is complete against CloudTrail's own files, the records
+               those files lack or contradict (unconfirmed_ids), and those restored from them (restored_ids)
 manifest.json  the query, when it ran, how many entries it gave, and the SHA-256 of the three files above
 SHA256SUMS     the SHA-256 of the four files above: `sha256sum -c SHA256SUMS` checks them
 

@@ -23,7 +23,7 @@ from botocore.config import Config
 
 from chalicelib.shown import who
 from deutzia_cli.api import Target
-from deutzia_cli.main import CSV_COLUMNS, UNCONFIRMED_NOTE, coverage_line
+from deutzia_cli.main import CSV_COLUMNS, RESTORED_NOTE, UNCONFIRMED_NOTE, coverage_line
 from deutzia_cli.ui import serve
 from tests.e2e.conftest import ROOT, Stack
 from tests.factories import INCOMPLETE_COVERAGE
@@ -227,10 +227,12 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
                     json={"table": TABLE, "key": None, "entries": [_SESSION, other], "next_token": None}
                 ),
             )
-            # A record reconciliation found the trail's files lack or contradict is marked, as `deutzia history` does.
+            # A record reconciliation found the trail's files lack or contradict is marked, as `deutzia history` does,
+            # and so is one it restored from them (a copy that contradicted them was replaced).
             unconfirmed_day = {"day": "2026-11-28", "status": "unconfirmed", "trail_events": 2, "backfilled": 0,
                                "still_missing": 0, "not_in_trail": 0, "altered": 1,
-                               "unconfirmed_ids": [_SESSION["event_id"]]}  # fmt: skip
+                               "unconfirmed_ids": [_SESSION["event_id"]],
+                               "restored_ids": [other["event_id"]]}  # fmt: skip
             session.route(
                 "**/audit/coverage?*",
                 lambda route: route.fulfill(
@@ -246,6 +248,10 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert marked.count() == 1
             assert marked.locator("td:nth-child(2)").text_content() == "bob (admin-role)"
             assert marked.locator(".unconfirmed-note").text_content() == UNCONFIRMED_NOTE
+            restored = session.locator("#history tr.entry.restored")
+            assert restored.count() == 1
+            assert restored.locator("td:nth-child(2)").text_content() == "alice (admin-role)"
+            assert restored.locator(".restored-note").text_content() == RESTORED_NOTE
             assert "Records CloudTrail's own files lack or contradict on 2026-11-28 (1)." in (
                 session.locator("#coverage").text_content() or ""
             )

@@ -312,7 +312,9 @@ def test_audit_records_the_trail_lacks_or_contradicts_leave_the_day_unconfirmed_
     response = client.http.get(f"/audit/coverage?table=Music&since={DAY}&until=2024-05-02")
     (covered,) = json.loads(response.body)["days"]
     assert (covered["status"], covered["not_in_trail"], covered["altered"]) == ("unconfirmed", 1, 3)
-    assert covered["unconfirmed_ids"] == sorted([forged["eventID"], *altered])
+    # The contradicted calls are restored: GET /audit shows the trail's own records of them, named apart.
+    assert (covered["unconfirmed_ids"], covered["restored_ids"]) == ([forged["eventID"]], altered)
+    assert stored["restored_examples"] == altered
 
 
 def test_a_record_that_contradicts_the_trail_is_replaced_by_the_trails_own_at_the_next_compaction(

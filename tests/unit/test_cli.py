@@ -506,17 +506,20 @@ def test_a_record_the_trail_does_not_confirm_is_marked_in_the_history_table(
     entries = [
         {"event_id": f"e{n}", "event_time": "2026-11-24T12:00:00Z", "principal_name": name, "operation": "Put",
          "success": True}
-        for n, name in enumerate(["mallory", "alice"])
+        for n, name in enumerate(["mallory", "alice", "bob"])
     ]  # fmt: skip
     _Answers.status, _Answers.body = 200, {"entries": entries, "next_token": None}
-    day = {**INCOMPLETE_COVERAGE["days"][0], "unconfirmed_ids": ["e0"]}
+    # e1 a call the check restored: GET /audit shows the trail's own record of it, marked as such.
+    day = {**INCOMPLETE_COVERAGE["days"][0], "unconfirmed_ids": ["e0"], "restored_ids": ["e1"]}
     _Answers.coverage = {**INCOMPLETE_COVERAGE, "days": [day]}
     with pytest.raises(SystemExit) as exit_:
         _run_main(["history", "--table", "Music", "--endpoint", api])
     assert exit_.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert out.count("unconfirmed: CloudTrail's own files lack or contradict this record") == 1
-    assert out.index("mallory") < out.index("unconfirmed:") < out.index("alice")
+    assert out.count("restored: CloudTrail's own record of this call, which replaced a copy that contradicted it") == 1
+    assert out.index("mallory") < out.index("unconfirmed:") < out.index("alice") < out.index("restored:")
+    assert out.index("restored:") < out.index("bob")
 
 
 def test_evidence_is_one_zip_of_the_history_its_coverage_and_checksums_never_overwritten(

@@ -358,10 +358,21 @@ def test_coverage_names_the_unconfirmed_records_of_a_day_within_a_bound_for_the_
     }
     day = coverage_of("2024-05-01", "Music", summary, report)
     assert (day["not_in_trail"], day["altered"], day["unconfirmed_ids"]) == (2, 1, ["a", "b", "c"])
+    assert "restored_ids" not in day
+    # A contradicted call the check restored is named apart: GET /audit shows the trail's own records of it.
+    restored = coverage_of("2024-05-01", "Music", summary, {**report, "restored_examples": ["c", "<b>", 3]})
+    assert (restored["unconfirmed_ids"], restored["restored_ids"]) == (["a", "b"], ["c"])
     assert "unconfirmed_ids" not in coverage_of("2024-05-01", "Music", summary, {"status": "verified"})
-    days = [{"day": "1", "unconfirmed_ids": ["a", "b"]}, {"day": "2"}, {"day": "3", "unconfirmed_ids": ["c", "d"]}]
+    days = [
+        {"day": "1", "unconfirmed_ids": ["a", "b"], "restored_ids": ["x"]},
+        {"day": "2"},
+        {"day": "3", "unconfirmed_ids": ["c", "d"], "restored_ids": ["y", "z"]},
+    ]
     bound_unconfirmed_ids(days, 3)
     assert [day.get("unconfirmed_ids") for day in days] == [["a"], None, ["c", "d"]]  # the latest days first
+    assert [day.get("restored_ids") for day in days] == [["x"], None, ["y", "z"]]
+    bound_unconfirmed_ids(days, 2)
+    assert [day.get("restored_ids") for day in days] == [[], None, ["y", "z"]]
 
 
 @given(st.from_regex(r"[A-Za-z0-9_.-]{3,255}", fullmatch=True) | st.sampled_from(["_day", "_day.json", "query"]))
