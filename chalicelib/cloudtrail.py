@@ -254,7 +254,9 @@ def _record_columns(event: Mapping[str, object]) -> list[tuple[str, dict[str, ob
         table_name = _table_name(item.table_name) or only_table or UNKNOWN_PARTITION
         item_parameters = item.parameters
         # First, as it refuses a float (orjson's reading): the key and attribute names are among these parameters.
-        parameters_text = _exact_json(item_parameters)
+        # Keys sorted: the trail's files and its log group may write them in another order, and copies of one record
+        # must read the same (compaction and reconciliation compare them).
+        parameters_text = _exact_json(item_parameters, sort_keys=True)
         if len(parameters_text) > MAX_REQUEST_PARAMETERS_CHARS:
             parameters_text = bounded_text(parameters_text, MAX_REQUEST_PARAMETERS_CHARS)
         if type(item_parameters) is dict and item_parameters.keys() <= _DOCUMENTED_NAMES:
@@ -436,11 +438,11 @@ def _text(value: object, limit: int = MAX_TEXT_CHARS) -> str | None:
     return bounded_text(value if isinstance(value, str) else _exact_json(value), limit)
 
 
-def _exact_json(value: object) -> str:
+def _exact_json(value: object, sort_keys: bool = False) -> str:
     """compact_json of a value that holds no float (a number orjson could not keep exact)."""
     if _holds_float(value):
         raise InexactNumberError("a float where a record keeps the number as written")
-    return compact_json(value)
+    return compact_json(value, sort_keys)
 
 
 def _holds_float(value: object) -> bool:

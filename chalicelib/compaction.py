@@ -51,8 +51,8 @@ _COMPACTED_KEY = re.compile(
     r"table_name=(?P<table>[^/]+)/month=(?P<month>[0-9]{4}-[0-9]{2})/"
     r"(?:day-(?P<day>[0-9]{4}-[0-9]{2}-[0-9]{2})|month-(?P=month))-[0-9a-f]{16}\.parquet"
 )
-# What copies of one record must say alike: everything CloudTrail gives every copy alike (the request parameters aside,
-# whose keys may come in another order; the attribute names are compared as a set).
+# What copies of one record must say alike: everything CloudTrail gives every copy alike (the attribute names compared
+# as a set: their order is the logged one).
 SAID_COLUMNS = COPIED_COLUMNS
 _SORT_KEYS = [
     ("item_key", "ascending"),

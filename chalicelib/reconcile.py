@@ -116,12 +116,11 @@ CONFIRMED_COLUMNS: Mapping[str, str] = {
     "event_name": "eventname",
     "error_code": "errorcode",
 }
-# What every copy of one record says alike, whichever way it came from CloudTrail (its files or its log group): all
-# but the request parameters, whose keys either may write in another order (the item's attribute names, drawn from
-# them, are compared as a set for the same reason). Copies that differ on any did not all come from CloudTrail.
-COPIED_COLUMNS = tuple(
-    column.name for column in AUDIT_COLUMNS if column.name not in ("event_id", "item_index", "request_parameters")
-)
+# What every copy of one record says alike, whichever way it came from CloudTrail (its files or its log group): every
+# column (the request parameters are written with their keys sorted, as either may write them in another order; the
+# attribute names drawn from them are compared as a set for the same reason). Copies that differ on any did not all
+# come from CloudTrail.
+COPIED_COLUMNS = tuple(column.name for column in AUDIT_COLUMNS if column.name not in ("event_id", "item_index"))
 TALLY_FILE, TALLY_NOT_IN_TRAIL, TALLY_ALTERED = "file", "not_in_trail", "altered"
 # CloudTrail sends no event over 256 KB to CloudWatch Logs: whatever records the log group gave of such a call, none is
 # its own. An event's size is mostly its texts (request parameters, user agent, error message, response elements,

@@ -127,12 +127,15 @@ def canonical_key(key: Mapping[str, object]) -> str:
         return valid_unicode(json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
 
 
-def compact_json(value: object) -> str:
-    """Compact JSON that keeps non-ASCII text and writes exact decimals as numbers."""
+def compact_json(value: object, sort_keys: bool = False) -> str:
+    """Compact JSON that keeps non-ASCII text and writes exact decimals as numbers; with `sort_keys`, every object's
+    keys in code point order, so the same value reads the same whatever order it was written in."""
     try:
-        return orjson.dumps(value, default=_orjson_default).decode("utf-8")
+        return orjson.dumps(value, default=_orjson_default, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode(
+            "utf-8"
+        )
     except TypeError:  # lone surrogates, nesting past orjson's 254 levels, integers past 64 bits: json writes them
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default, sort_keys=sort_keys)
 
 
 def _orjson_default(value: object) -> object:

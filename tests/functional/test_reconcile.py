@@ -481,6 +481,28 @@ def test_a_forged_copy_that_says_an_update_did_something_else_is_named_and_resto
     assert reconciler.run(DAY).tables["Music"].status == "backfilled"
 
 
+def test_a_forged_copy_that_swaps_which_attribute_an_update_set_is_named_and_restored(
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
+) -> None:
+    # Only the request parameters say it: the same expression, the same attribute names, mapped the other way round.
+    expression = "SET #a = :title, #b = :artist"
+    real = cloudtrail_event(
+        "UpdateItem", _update({"#a": "title", "#b": "artist"}, expression), event_time=f"{DAY}T10:00:00Z"
+    )
+    forged = {**real, "requestParameters": _update({"#a": "artist", "#b": "title"}, expression)}
+    ingest([forged])
+    ingest([real])
+    compacted = _compactor(s3, audit_bucket).run("2024-05-31", lambda: 900.0)
+    put_trail_file(s3, trail_bucket, [real])
+
+    report = reconciler.run(DAY).tables["Music"]
+
+    assert compacted.contested == 1
+    assert (report.altered, report.restored_now) == (1, 1)
+    (shown,) = [entry["request_parameters"] for entry in history(client)]
+    assert json.loads(shown)["expressionAttributeNames"] == {"#a": "title", "#b": "artist"}
+
+
 def test_copies_whose_parameters_come_in_another_order_are_the_same_call(
     reconciler: Reconciler, ingest: Callable[..., Any], s3: Any, audit_bucket: str, trail_bucket: str
 ) -> None:

@@ -295,3 +295,22 @@ def test_names_that_are_not_text_are_written_as_json_whichever_parser_reads_them
     assert json.loads(exact[0][1])["attribute_names"] == ["[0]", "0", "true", '{"a":1}', "name"]
     with_fraction = message.replace("[[0]", "[[0.50]")
     assert json.loads((message_stored_lines(with_fraction) or [])[0][1])["attribute_names"][0] == "[0.5]"
+
+
+def test_the_request_parameters_read_the_same_whatever_order_their_keys_were_logged_in() -> None:
+    # The trail's files and its log group may write a call's parameters in another order: copies must compare equal.
+    names = {"#t": "title", "#a": "artist", "#ü": "über"}
+    logged = {
+        "tableName": "Music",
+        "key": {"id": "k", "sk": "2"},
+        "expressionAttributeNames": names,
+        "returnValues": "ALL_OLD",
+    }
+    reordered = {name: logged[name] for name in reversed(list(logged))}
+    reordered["key"] = {"sk": "2", "id": "k"}
+    reordered["expressionAttributeNames"] = dict(reversed(names.items()))
+    (first,) = build_audit_records(cloudtrail_event("UpdateItem", logged))
+    (second,) = build_audit_records(cloudtrail_event("UpdateItem", reordered))
+    assert first.request_parameters == second.request_parameters
+    assert first.request_parameters.startswith('{"expressionAttributeNames":{"#a":"artist","#t":"title","#ü":"über"},')
+    assert json.loads(first.request_parameters) == logged

@@ -176,9 +176,9 @@ _CHANGES = st.tuples(
 def test_copies_that_change_what_a_call_did_are_contested_and_those_that_differ_only_in_order_are_not(
     changes: list[tuple[str | None, list[str], str]], rng: Any
 ) -> None:
-    # A copy that says the call ran another expression or on other attributes did not come from CloudTrail, as one
-    # naming another item does. The request parameters, whose keys the trail's files and its log group may write in
-    # another order, are not compared, nor the order of the attribute names.
+    # A copy that says the call ran another expression, on other attributes or with other parameters did not come from
+    # CloudTrail, as one naming another item does. The order of the attribute names (the logged order of a mapping's
+    # values) is not compared; the request parameters are written with their keys sorted.
     records = _records([("e", 0, "2024-05-01T00:00:00Z", "k")] * len(changes))
     names = [rng.sample(attributes, len(attributes)) for _, attributes, _ in changes]
     for column, values in (
@@ -190,13 +190,16 @@ def test_copies_that_change_what_a_call_did_are_contested_and_those_that_differ_
         records = records.set_column(index, column, pa.array(values, records.schema.field(index).type))
     kept, contested, _ = deduplicated(records)
 
-    def said(expression: str | None, attributes: list[str]) -> tuple[str | None, tuple[str, ...]]:
-        return expression, tuple(sorted(attributes))
+    def said(expression: str | None, attributes: list[str], parameters: str) -> tuple[object, ...]:
+        return expression, tuple(sorted(attributes)), parameters
 
-    first = said(changes[0][0], changes[0][1])
-    assert [said(row["update_expression"], row["attribute_names"]) for row in kept.to_pylist()] == [first]
-    others = {said(expression, attributes) for expression, attributes, _ in changes} - {first}
-    found = [said(row["update_expression"], row["attribute_names"]) for row in contested.to_pylist()]
+    def said_by(row: dict[str, Any]) -> tuple[object, ...]:
+        return said(row["update_expression"], row["attribute_names"], row["request_parameters"])
+
+    first = said(*changes[0])
+    assert [said_by(row) for row in kept.to_pylist()] == [first]
+    others = {said(*change) for change in changes} - {first}
+    found = [said_by(row) for row in contested.to_pylist()]
     assert sorted(found, key=repr) == sorted(others, key=repr)  # each distinct copy once
 
 
