@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -23,12 +24,13 @@ from chalice.test import Client
 
 import app as deutzia_app
 from chalicelib.athena import AthenaTrailEngine
-from chalicelib.compactor import S3Compactor
+from chalicelib.compactor import CompactionReport, S3Compactor
 from chalicelib.duckdb_engine import AuditObjects, DuckDBTrailEngine, TrailFiles, s3_filesystem
 from chalicelib.reconcile import (
     DEFERRED_REASON,
     LOG_GROUP_EVENT_BYTES,
     OVERSIZED_TEXT_CHARS,
+    TableReport,
     backfill_object_key,
     report_key,
 )
@@ -389,15 +391,49 @@ def test_a_record_that_contradicts_the_trail_is_replaced_by_the_trails_own_at_th
     assert "unconfirmed_ids" not in covered
 
 
+@dataclass
+class _Forgery:
+    """A real call and a forged copy of it put in the log group, in the order a test gives, and what then reads,
+    compacts and checks them."""
+
+    reconciler: Reconciler
+    ingest: Callable[..., Any]
+    client: Client
+    s3: Any
+    audit_bucket: str
+    trail_bucket: str
+
+    def delivered(self, real: dict[str, Any], forged: dict[str, Any], first: str) -> None:
+        """Both copies ingested, the one named `first` (`real` or `forged`) first."""
+        for copy in [real, forged] if first == "real" else [forged, real]:
+            self.ingest([copy])
+
+    def compact(self) -> CompactionReport:
+        return _compactor(self.s3, self.audit_bucket).run("2024-05-31", lambda: 900.0)
+
+    def check(self, trail: list[dict[str, Any]] | None = None) -> TableReport:
+        """The day's check, once `trail` (if given) is in the trail's files."""
+        if trail is not None:
+            put_trail_file(self.s3, self.trail_bucket, trail)
+        return self.reconciler.run(DAY).tables["Music"]
+
+    def history_of(self, item_id: str) -> list[dict[str, Any]]:
+        query = urlencode({"table": "Music", "key": json.dumps({"id": item_id})})
+        response = self.client.http.get(f"/audit?{query}")
+        assert response.status_code == 200, response.body
+        return list(json.loads(response.body)["entries"])
+
+
+@pytest.fixture
+def forgery(
+    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
+) -> _Forgery:
+    return _Forgery(reconciler, ingest, client, s3, audit_bucket, trail_bucket)
+
+
 @pytest.mark.parametrize("first", ["real", "forged"])
 def test_a_forged_copy_naming_another_item_that_meets_the_real_record_at_compaction_hides_neither(
-    first: str,
-    reconciler: Reconciler,
-    ingest: Callable[..., Any],
-    client: Client,
-    s3: Any,
-    audit_bucket: str,
-    trail_bucket: str,
+    first: str, forgery: _Forgery
 ) -> None:
     # Compaction keeps one copy of a record, but copies that differ in what they say came one through the log group
     # and not from CloudTrail: the other stays beside the file (a `contested-` object), so neither the item's own
@@ -408,28 +444,23 @@ def test_a_forged_copy_naming_another_item_that_meets_the_real_record_at_compact
         "requestParameters": _put("elsewhere"),
         "userIdentity": cloudtrail_event(user="mallory")["userIdentity"],
     }
-    copies = [real, forged] if first == "real" else [forged, real]
-    ingest([copies[0]])
-    ingest([copies[1]])
-    compactor = _compactor(s3, audit_bucket)
+    forgery.delivered(real, forged, first)
 
     def item(name: str) -> list[str | None]:
-        response = client.http.get(f"/audit?{urlencode({'table': 'Music', 'key': json.dumps({'id': name})})}")
-        return [entry["principal_name"] for entry in json.loads(response.body)["entries"]]
+        return [entry["principal_name"] for entry in forgery.history_of(name)]
 
-    compactor.run("2024-05-31", lambda: 900.0)
+    forgery.compact()
 
     assert (item("real"), item("elsewhere")) == (["alice"], ["mallory"])
-    put_trail_file(s3, trail_bucket, [real])
-    report = reconciler.run(DAY).tables["Music"]
+    report = forgery.check([real])
     assert (report.altered, report.altered_examples, report.restored_now) == (1, [real["eventID"]], 1)
 
-    settled = compactor.run("2024-05-31", lambda: 900.0)
+    settled = forgery.compact()
 
     assert (settled.contested, settled.overruled) == (0, 1)  # the trail's record replaced the forged copy
     assert (item("real"), item("elsewhere")) == (["alice"], [])
-    assert [key for key in _keys(s3, audit_bucket, "audit/")] == []
-    assert reconciler.run(DAY).tables["Music"].status == "backfilled"
+    assert _keys(forgery.s3, forgery.audit_bucket, "audit/") == []
+    assert forgery.check().status == "backfilled"
 
 
 def _update(names: dict[str, str], expression: str) -> dict[str, Any]:
@@ -443,63 +474,46 @@ def _update(names: dict[str, str], expression: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("first", ["real", "forged"])
 def test_a_forged_copy_that_says_an_update_did_something_else_is_named_and_restored_from_the_trail(
-    first: str,
-    reconciler: Reconciler,
-    ingest: Callable[..., Any],
-    client: Client,
-    s3: Any,
-    audit_bucket: str,
-    trail_bucket: str,
+    first: str, forgery: _Forgery
 ) -> None:
     # A copy of a real update by the same caller on the same item, at the same time, that says it removed another
     # attribute: it changes only what the call did, which no column the trail is compared on says.
     real = cloudtrail_event("UpdateItem", _update({"#t": "title"}, "SET #t = :t"), event_time=f"{DAY}T10:00:00Z")
     forged = {**real, "requestParameters": _update({"#o": "owner"}, "REMOVE #o")}
-    copies = [real, forged] if first == "real" else [forged, real]
-    ingest([copies[0]])
-    ingest([copies[1]])
-    compactor = _compactor(s3, audit_bucket)
+    forgery.delivered(real, forged, first)
 
     def did() -> list[tuple[str, list[str]]]:
-        response = client.http.get(f"/audit?{urlencode({'table': 'Music', 'key': json.dumps({'id': 'song'})})}")
-        return [
-            (entry["update_expression"], entry["attribute_names"]) for entry in json.loads(response.body)["entries"]
-        ]
+        return [(entry["update_expression"], entry["attribute_names"]) for entry in forgery.history_of("song")]
 
-    compacted = compactor.run("2024-05-31", lambda: 900.0)
+    compacted = forgery.compact()
 
     assert compacted.contested == 1  # the other copy is kept beside the file, for the check to find
-    put_trail_file(s3, trail_bucket, [real])
-    report = reconciler.run(DAY).tables["Music"]
+    report = forgery.check([real])
     assert (report.altered, report.altered_examples, report.restored_now) == (1, [real["eventID"]], 1)
     assert did() == [("SET #t = :t", ["title"])]  # the trail's own record, at once
 
-    settled = compactor.run("2024-05-31", lambda: 900.0)
+    settled = forgery.compact()
 
     assert (settled.contested, settled.overruled) == (0, 1)
     assert did() == [("SET #t = :t", ["title"])]
-    assert reconciler.run(DAY).tables["Music"].status == "backfilled"
+    assert forgery.check().status == "backfilled"
 
 
-def test_a_forged_copy_that_swaps_which_attribute_an_update_set_is_named_and_restored(
-    reconciler: Reconciler, ingest: Callable[..., Any], client: Client, s3: Any, audit_bucket: str, trail_bucket: str
-) -> None:
+def test_a_forged_copy_that_swaps_which_attribute_an_update_set_is_named_and_restored(forgery: _Forgery) -> None:
     # Only the request parameters say it: the same expression, the same attribute names, mapped the other way round.
     expression = "SET #a = :title, #b = :artist"
     real = cloudtrail_event(
         "UpdateItem", _update({"#a": "title", "#b": "artist"}, expression), event_time=f"{DAY}T10:00:00Z"
     )
     forged = {**real, "requestParameters": _update({"#a": "artist", "#b": "title"}, expression)}
-    ingest([forged])
-    ingest([real])
-    compacted = _compactor(s3, audit_bucket).run("2024-05-31", lambda: 900.0)
-    put_trail_file(s3, trail_bucket, [real])
+    forgery.delivered(real, forged, "forged")
+    compacted = forgery.compact()
 
-    report = reconciler.run(DAY).tables["Music"]
+    report = forgery.check([real])
 
     assert compacted.contested == 1
     assert (report.altered, report.restored_now) == (1, 1)
-    (shown,) = [entry["request_parameters"] for entry in history(client)]
+    (shown,) = [entry["request_parameters"] for entry in forgery.history_of("song")]
     assert json.loads(shown)["expressionAttributeNames"] == {"#a": "title", "#b": "artist"}
 
 
