@@ -7,6 +7,7 @@ characters and names. Pure.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 
@@ -43,3 +44,58 @@ def operation_text(entry: Mapping[str, object]) -> str:
     operation = str(entry.get("operation"))
     event_name = entry.get("event_name")
     return operation if event_name in (None, f"{operation}Item") else f"{operation} ({event_name})"
+
+
+# What a history's line shows of a call's attributes, in characters; the whole record is in its details.
+MAX_ATTRIBUTES_CHARS = 200
+_PLACEHOLDER = re.compile(r"#[A-Za-z0-9_]+")
+_BARE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def attributes_text(entry: Mapping[str, object]) -> str:
+    """What a call named of its item's attributes, as one line: an update's expression with each `#placeholder`
+    written as the attribute it stands for (`SET Rating = :r REMOVE Price`; values are never logged, so `:values`
+    stay), a put's attribute names, a PartiQL statement (its literals redacted by CloudTrail); else empty. A name that
+    is not plain letters, digits, `_` and `-` is quoted as JSON, so that no name can read as part of the expression.
+    At most MAX_ATTRIBUTES_CHARS characters, then `…`."""
+    update = entry.get("update_expression")
+    names = entry.get("attribute_names")
+    if entry.get("operation") == "Update" and isinstance(update, str) and update:
+        placeholders = _expression_names(entry.get("request_parameters"))
+        text = _PLACEHOLDER.sub(lambda found: placeholders.get(found.group()) or found.group(), update)
+    elif entry.get("operation") in ("Put", "Update") and isinstance(names, list):
+        text = ", ".join(_shown_name(str(name)) for name in names)
+    elif entry.get("operation") == "Statement" and isinstance(entry.get("statement"), str):
+        text = str(entry["statement"])
+    else:
+        return ""
+    return text if len(text) <= MAX_ATTRIBUTES_CHARS else text[:MAX_ATTRIBUTES_CHARS] + "…"
+
+
+def _expression_names(parameters: object) -> dict[str, str]:
+    """Each placeholder of the item's `expressionAttributeNames` (in any ASCII case: AWS's examples mix them) and its
+    name as shown, from the request parameters as stored; empty when they are cut short or hold none. A placeholder
+    for anything but text is left out (it stays as it is)."""
+    try:
+        read = json.loads(parameters, parse_constant=_refuse) if isinstance(parameters, str) else None
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(read, dict):
+        return {}
+    found = read.get("expressionAttributeNames")
+    if found is None:
+        spelled = (
+            value for name, value in read.items() if name.isascii() and name.lower() == "expressionattributenames"
+        )
+        found = next(spelled, None)
+    if not isinstance(found, dict):
+        return {}
+    return {placeholder: _shown_name(name) for placeholder, name in found.items() if isinstance(name, str)}
+
+
+def _shown_name(name: str) -> str:
+    return name if _BARE_NAME.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+
+
+def _refuse(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")

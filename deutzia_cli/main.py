@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from chalicelib.schema import COLUMN_NAMES
-from chalicelib.shown import operation_text, visible_text, who
+from chalicelib.shown import attributes_text, operation_text, visible_text, who
 from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
 
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
-HISTORY_COLUMNS = ("time", "who", "operation", "key", "result", "from")
+HISTORY_COLUMNS = ("time", "who", "operation", "key", "attributes", "result", "from")
 # GET /audit's filters, each an option of every command that reads a history.
 HISTORY_FILTERS = ("table", "key", "since", "until", "principal", "operation")
 # What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
@@ -174,6 +174,7 @@ def history(
                 "who": _plain(who(entry)),
                 "operation": _plain(operation_text(entry)),
                 "key": _plain(entry.get("item_key") or "-"),
+                "attributes": _plain(attributes_text(entry)),
                 "result": result,
                 "from": _plain(entry.get("source_ip") or ""),
             }

@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import DeutziaError
-from chalicelib.shown import operation_text, who
+from chalicelib.shown import attributes_text, operation_text, who
 from deutzia_local.settings import DEFAULT_API_PORT, DEFAULT_AWS_PORT, LocalSettings
 from deutzia_local.sql import format_table
 from deutzia_local.stack import client, require_running
@@ -45,7 +45,8 @@ def run_demo(settings: LocalSettings, out: Callable[[str], None] = print) -> int
     history = _wait_for(settings, [request_id for _, request_id in calls], out)
     out("")
     out(f"history of {json.dumps(KEY)} in {TABLE}, newest first (GET /audit):")
-    out(format_table(["time", "who", "operation", "result"], [_row(entry) for entry in history]))  # one item's
+    columns = ["time", "who", "operation", "attributes", "result"]  # one item's: its key is in the line above
+    out(format_table(columns, [_row(entry) for entry in history]))
     out("")
     out(_next_steps(settings, users["alice"]))
     return 0
@@ -175,7 +176,7 @@ def _wait_for(settings: LocalSettings, request_ids: list[str], out: Callable[[st
 
 def _row(entry: dict[str, Any]) -> list[str]:
     result = "ok" if entry["success"] else f"failed: {entry['error_code']}"
-    return [entry["event_time"], who(entry), operation_text(entry), result]
+    return [entry["event_time"], who(entry), operation_text(entry), attributes_text(entry), result]
 
 
 def _port_setting(settings: LocalSettings) -> str:

@@ -294,7 +294,7 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
     lines = result.stdout.splitlines()
     assert any(line.startswith("done: the audit trail: 6/6 calls visible") for line in lines)
     header = lines.index(next(line for line in lines if line.startswith("time ")))
-    assert lines[header].split() == ["time", "who", "operation", "result"]  # the item's key is in the line above
+    assert lines[header].split() == ["time", "who", "operation", "attributes", "result"]  # the key: the line above
     rows = [line.split() for line in lines[header + 2 : header + 8]]
     assert [(row[1], row[2]) for row in rows] == [
         ("bob", "Delete"),
@@ -305,6 +305,11 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
         ("alice", "Put"),
     ]
     assert rows[3][-1] == "ConditionalCheckFailedException"
+    # What each call named of the item: the update's expression with its names, the put's attributes.
+    shown = lines[header + 2 : header + 8]
+    assert "SET Year = :y" in shown[3]
+    assert "SET AlbumTitle = :a" in shown[4]
+    assert "Artist, SongTitle, AlbumTitle, Year" in shown[5]
     assert all(row[-1] == "ok" for i, row in enumerate(rows) if i != 3)
     (put_line,) = [line for line in lines if "dynamodb put-item" in line]
     pasted = stack.run(put_line.strip())  # pasted into a shell, as a user would

@@ -1,9 +1,9 @@
 """The item-history page in a real headless Chromium (Debian's `chromium`, driven by Playwright), served by the
 local stack's API at `/`: search an item, see its entries newest first and whether the table's history is complete
-over those days (days with calls missing named in red), open an entry's details, load more, download them as CSV
-(a caller's formula-like user agent made inert) and the whole history too (bounded), follow a shared link (on a
-phone too), and a key holding `<script>` stays text. A screenshot is kept as out/ui-history.png. Skipped only where
-no Chromium is found."""
+over those days (days with calls missing named in red), see what each call named of the item's attributes (as
+`deutzia history` shows it), open an entry's details, load more, download them as CSV (a caller's formula-like user
+agent made inert) and the whole history too (bounded), follow a shared link (on a phone too), and a key holding
+`<script>` stays text. A screenshot is kept as out/ui-history.png. Skipped only where no Chromium is found."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.shown import who
+from chalicelib.shown import attributes_text, visible_text, who
 from deutzia_cli.api import Target
 from deutzia_cli.main import CSV_COLUMNS, RESTORED_NOTE, UNCONFIRMED_NOTE, coverage_line
 from deutzia_cli.ui import serve
@@ -58,6 +58,23 @@ _SESSION = {
     "source_ip": "192.0.2.0",
     "table_name": TABLE,
 }
+# Calls whose lines name attributes each way the page and `deutzia history` must show alike.
+_NAMES = {"#r": "Rating", "#p": "play count", "#h": "<b>x</b>", "#n": 7}
+_NAMING = [
+    {"operation": "Update", "event_name": "UpdateItem",
+     "update_expression": "SET #r = :r, #p = #p + :one REMOVE #h ADD #gone :g",
+     "request_parameters": json.dumps({"expressionAttributeNames": _NAMES, "key": {"id": "page-1"}}),
+     "attribute_names": ["Rating", "play count", "<b>x</b>", "7"]},
+    {"operation": "Update", "event_name": "UpdateItem", "update_expression": "SET #r = :r, #n = :n",
+     "request_parameters": json.dumps({"ExpressionAttributeNames": _NAMES})},
+    {"operation": "Update", "event_name": "UpdateItem", "update_expression": "SET #r = :r",
+     "request_parameters": '{"expressionAttributeNames":{"#r":"Rat'},
+    {"operation": "Put", "attribute_names": ["id", "Song Title", "x = 1, y", "invoice\u202egpj.exe", "\U0001f3b5" * 3]},
+    {"operation": "Put", "attribute_names": [f"attribute-{n}" for n in range(40)]},
+    {"operation": "Put", "attribute_names": ["\U0001f3b5" * 250]},
+    {"operation": "Statement", "event_name": "ExecuteStatement", "statement": "UPDATE t SET a=***(Redacted)"},
+    {"operation": "Delete", "event_name": "DeleteItem", "condition_expression": "attribute_exists(#r)"},
+]  # fmt: skip
 _STATUSES = "verified complete|complete after backfill|incomplete|without trail files|not checked yet"
 
 
@@ -255,6 +272,25 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert "Records CloudTrail's own files lack or contradict on 2026-11-28 (1)." in (
                 session.locator("#coverage").text_content() or ""
             )
+            # Each line shows what its call named of the item's attributes, as `deutzia history` shows it.
+            named = browser.new_page()
+            lines = [{**_SESSION, "event_id": f"0b1c2d3e-0000-4000-8000-00000000000{n}", **fields}
+                     for n, fields in enumerate(_NAMING)]  # fmt: skip
+            named.route(
+                lambda url: urllib.parse.urlparse(url).path.endswith("/audit"),
+                lambda route: route.fulfill(json={"table": TABLE, "key": None, "entries": lines, "next_token": None}),
+            )
+            named.goto(shared)
+            _wait_for_entries(named, len(lines))
+            assert named.locator("#history th").all_text_contents()[4] == "Attributes"
+            assert named.locator("#history tr.entry td.attributes").all_text_contents() == [
+                visible_text(attributes_text(line)) for line in lines
+            ]
+            assert named.locator("#history tr.entry td.attributes").first.text_content() == (
+                'SET Rating = :r, "play count" = "play count" + :one REMOVE "<b>x</b>" ADD #gone :g'
+            )
+            assert named.evaluate("window.pwned") is None
+            assert named.locator("#history b").count() == 0
             # A request the API refuses for its rate is sent again after a while.
             throttled = browser.new_page()
             refusals: list[str] = []

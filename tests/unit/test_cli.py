@@ -304,11 +304,12 @@ def test_one_items_history_names_its_key_once_and_a_tables_calls_each_theirs(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "400")
     entry = {"event_time": "2024-05-01T12:00:00Z", "principal_name": "alice", "operation": "Put", "success": True,
-             "event_name": "PutItem", "item_key": '{"id":"k-42"}', "source_ip": "192.0.2.1"}  # fmt: skip
+             "event_name": "PutItem", "item_key": '{"id":"k-42"}', "source_ip": "192.0.2.1",
+             "attribute_names": ["id", "Rating"]}  # fmt: skip
     _Answers.status, _Answers.body = 200, {"entries": [entry, entry], "next_token": None}
     for arguments, header, keys in (
-        (["--key", '{"id": "k-42"}'], ["time", "who", "operation", "result", "from"], 1),  # in the title only
-        ([], ["time", "who", "operation", "key", "result", "from"], 2),
+        (["--key", '{"id": "k-42"}'], ["time", "who", "operation", "attributes", "result", "from"], 1),  # the title
+        ([], ["time", "who", "operation", "key", "attributes", "result", "from"], 2),
     ):
         with pytest.raises(SystemExit):
             _run_main(["history", "--table", "Music", "--endpoint", api, *arguments])
@@ -316,6 +317,7 @@ def test_one_items_history_names_its_key_once_and_a_tables_calls_each_theirs(
         (heading,) = [line for line in shown.splitlines() if "operation" in line]
         assert re.findall(r"[a-z]+", heading) == header
         assert shown.count("k-42") == keys
+        assert shown.count("id, Rating") == 2  # what each call named of the item
 
 
 @pytest.mark.usefixtures("fixed_clock")

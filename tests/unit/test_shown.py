@@ -4,13 +4,14 @@ people name them."""
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.shown import operation_text, visible_text, who
+from chalicelib.shown import MAX_ATTRIBUTES_CHARS, attributes_text, operation_text, visible_text, who
 from deutzia_local.sql import format_table
 
 ERASE_THE_LINE_ABOVE = "\x1b[1A\x1b[2K"
@@ -59,3 +60,73 @@ def test_the_call_is_named_beside_the_operation_when_it_is_not_the_operations_ow
     assert operation_text({"operation": "Update", "event_name": "TransactWriteItems"}) == "Update (TransactWriteItems)"
     statement = {"operation": "Statement", "event_name": "ExecuteStatement"}
     assert operation_text(statement) == "Statement (ExecuteStatement)"
+
+
+def _update(expression: str, names: object, spelled: str = "expressionAttributeNames") -> dict[str, object]:
+    parameters = {"key": {"id": "7"}, spelled: names, "tableName": "Music", "updateExpression": expression}
+    return {"operation": "Update", "update_expression": expression, "request_parameters": json.dumps(parameters)}
+
+
+def test_a_line_shows_what_each_call_named_of_the_items_attributes() -> None:
+    names = {"#r": "Rating", "#p": "play count", "#t": "Tags"}
+    update = _update("SET #r = :r, #p = #p + :one REMOVE #t ADD #missing :x", names)
+    assert attributes_text(update) == 'SET Rating = :r, "play count" = "play count" + :one REMOVE Tags ADD #missing :x'
+    assert attributes_text(_update("SET #r = :r", names, "ExpressionAttributeNames")) == "SET Rating = :r"
+    assert attributes_text(_update("SET Rating = :r", {})) == "SET Rating = :r"
+    put = {"operation": "Put", "attribute_names": ["Artist", "SongTitle", "x = 1, y", 'say "hi"']}
+    assert attributes_text(put) == 'Artist, SongTitle, "x = 1, y", "say \\"hi\\""'
+    statement = "UPDATE Music SET Rating=***(Redacted) WHERE Artist=***(Redacted)"
+    assert attributes_text({"operation": "Statement", "statement": statement}) == statement
+    for other in ("Get", "Delete", "ConditionCheck", "Query", "Scan", None):
+        assert attributes_text({"operation": other, "attribute_names": ["a"], "statement": "x"}) == ""
+    # An update whose stored parameters were cut short, or that logged the attribute names only.
+    cut = {**_update("SET #r = :r", names), "request_parameters": '{"expressionAttributeNames":{"#r":"Rat'}
+    assert attributes_text(cut) == "SET #r = :r"
+    assert attributes_text({"operation": "Update", "attribute_names": ["Rating"]}) == "Rating"
+    deep = {**_update("SET #r = :r", names), "request_parameters": "[" * 100_000}
+    assert attributes_text(deep) == "SET #r = :r"
+    # What the page's JSON.parse refuses, or a name that is not text: the placeholder stays, as on the page.
+    assert attributes_text(_update("SET #n = :n", {"#n": 7})) == "SET #n = :n"
+    constant = {**cut, "request_parameters": '{"expressionAttributeNames":{"#r":"Rating"},"limit":NaN}'}
+    assert attributes_text(constant) == "SET #r = :r"
+    long = attributes_text({"operation": "Put", "attribute_names": [f"attribute{n}" for n in range(100)]})
+    assert len(long) == MAX_ATTRIBUTES_CHARS + 1
+    assert long.endswith("…")
+
+
+_NAME = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+def _read_back(shown: str) -> list[str]:
+    """A put's names from its line: each bare or a JSON string, separated by `, `."""
+    tokens = re.findall(r'"(?:[^"\\]|\\.)*"|[A-Za-z0-9_-]+|, ', shown)
+    assert "".join(tokens) == shown
+    return [json.loads(token) if token.startswith('"') else token for token in tokens if token != ", "]
+
+
+@given(st.lists(_NAME, max_size=8))
+def test_a_puts_names_read_back_whatever_they_hold(names: list[str]) -> None:
+    shown = attributes_text({"operation": "Put", "attribute_names": names})
+    if len(shown) <= MAX_ATTRIBUTES_CHARS:
+        assert _read_back(shown) == names
+
+
+@given(
+    st.dictionaries(st.from_regex(r"#[A-Za-z0-9_]{1,4}", fullmatch=True), _NAME, max_size=4),
+    st.text(max_size=80),
+    st.one_of(st.none(), st.text(max_size=200)),
+)
+def test_an_update_shows_each_name_for_its_placeholder_and_never_fails(
+    names: dict[str, str], expression: str, parameters: str | None
+) -> None:
+    shown = attributes_text(_update("REMOVE " + ", ".join(names), names)) if names else ""
+    if names and len(shown) <= MAX_ATTRIBUTES_CHARS:  # each name in its placeholder's place, read back whole
+        assert shown.startswith("REMOVE ")
+        assert _read_back(shown.removeprefix("REMOVE ")) == list(names.values())
+    # Whatever the stored parameters hold, the line is the expression at most cut, never an error.
+    anything = {
+        "operation": "Update",
+        "update_expression": expression or "SET a = :a",
+        "request_parameters": parameters,
+    }
+    assert len(attributes_text(anything)) <= MAX_ATTRIBUTES_CHARS + 1
