@@ -50,25 +50,36 @@ def operation_text(entry: Mapping[str, object]) -> str:
 MAX_ATTRIBUTES_CHARS = 200
 _PLACEHOLDER = re.compile(r"#[A-Za-z0-9_]+")
 _BARE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# The operations whose condition expression a line shows.
+_CONDITIONED = ("Put", "Update", "Delete", "ConditionCheck")
 
 
 def attributes_text(entry: Mapping[str, object]) -> str:
     """What a call named of its item's attributes, as one line: an update's expression with each `#placeholder`
     written as the attribute it stands for (`SET Rating = :r REMOVE Price`; values are never logged, so `:values`
-    stay), a put's attribute names, a PartiQL statement (its literals redacted by CloudTrail); else empty. A name that
-    is not plain letters, digits, `_` and `-` is quoted as JSON, so that no name can read as part of the expression.
-    At most MAX_ATTRIBUTES_CHARS characters, then `…`."""
-    update = entry.get("update_expression")
-    names = entry.get("attribute_names")
-    if entry.get("operation") == "Update" and isinstance(update, str) and update:
+    stay), a put's attribute names, a PartiQL statement (its literals redacted by CloudTrail), then the condition a
+    write or condition check made, likewise (`; condition attribute_exists(Rating)`: why a call failed with
+    `ConditionalCheckFailedException`); else empty. A name that is not plain letters, digits, `_` and `-` is quoted
+    as JSON, so that no name can read as part of the expression. At most MAX_ATTRIBUTES_CHARS characters, then `…`."""
+    operation, update, names = entry.get("operation"), entry.get("update_expression"), entry.get("attribute_names")
+    condition = entry.get("condition_expression")
+    placeholders: dict[str, str] = {}
+    if (operation == "Update" and isinstance(update, str) and update) or (isinstance(condition, str) and condition):
         placeholders = _expression_names(entry.get("request_parameters"))
-        text = _PLACEHOLDER.sub(lambda found: placeholders.get(found.group()) or found.group(), update)
-    elif entry.get("operation") in ("Put", "Update") and isinstance(names, list):
-        text = ", ".join(_shown_name(str(name)) for name in names)
-    elif entry.get("operation") == "Statement" and isinstance(entry.get("statement"), str):
-        text = str(entry["statement"])
-    else:
-        return ""
+
+    def named(expression: str) -> str:
+        return _PLACEHOLDER.sub(lambda found: placeholders.get(found.group()) or found.group(), expression)
+
+    parts = []
+    if operation == "Update" and isinstance(update, str) and update:
+        parts.append(named(update))
+    elif operation in ("Put", "Update") and isinstance(names, list) and names:
+        parts.append(", ".join(_shown_name(str(name)) for name in names))
+    elif operation == "Statement" and isinstance(entry.get("statement"), str):
+        parts.append(str(entry["statement"]))
+    if operation in _CONDITIONED and isinstance(condition, str) and condition:
+        parts.append(f"condition {named(condition)}")
+    text = "; ".join(parts)
     return text if len(text) <= MAX_ATTRIBUTES_CHARS else text[:MAX_ATTRIBUTES_CHARS] + "…"
 
 

@@ -307,7 +307,7 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
     assert rows[3][-1] == "ConditionalCheckFailedException"
     # What each call named of the item: the update's expression with its names, the put's attributes.
     shown = lines[header + 2 : header + 8]
-    assert "SET Year = :y" in shown[3]
+    assert "SET Year = :y; condition attribute_not_exists(AlbumTitle)" in shown[3]
     assert "SET AlbumTitle = :a" in shown[4]
     assert "Artist, SongTitle, AlbumTitle, Year" in shown[5]
     assert all(row[-1] == "ok" for i, row in enumerate(rows) if i != 3)

@@ -74,6 +74,10 @@ _NAMING = [
     {"operation": "Put", "attribute_names": ["\U0001f3b5" * 250]},
     {"operation": "Statement", "event_name": "ExecuteStatement", "statement": "UPDATE t SET a=***(Redacted)"},
     {"operation": "Delete", "event_name": "DeleteItem", "condition_expression": "attribute_exists(#r)"},
+    {"operation": "Update", "event_name": "UpdateItem", "update_expression": "SET #r = :r", "success": False,
+     "error_code": "ConditionalCheckFailedException", "condition_expression": "attribute_not_exists(#h) AND #n < :n",
+     "request_parameters": json.dumps({"expressionAttributeNames": _NAMES})},
+    {"operation": "Get", "event_name": "GetItem", "condition_expression": "x"},
 ]  # fmt: skip
 _STATUSES = "verified complete|complete after backfill|incomplete|without trail files|not checked yet"
 

@@ -67,7 +67,7 @@ def _update(expression: str, names: object, spelled: str = "expressionAttributeN
     return {"operation": "Update", "update_expression": expression, "request_parameters": json.dumps(parameters)}
 
 
-def test_a_line_shows_what_each_call_named_of_the_items_attributes() -> None:
+def test_a_line_shows_what_each_call_named_of_the_items_attributes_and_its_condition() -> None:
     names = {"#r": "Rating", "#p": "play count", "#t": "Tags"}
     update = _update("SET #r = :r, #p = #p + :one REMOVE #t ADD #missing :x", names)
     assert attributes_text(update) == 'SET Rating = :r, "play count" = "play count" + :one REMOVE Tags ADD #missing :x'
@@ -77,6 +77,18 @@ def test_a_line_shows_what_each_call_named_of_the_items_attributes() -> None:
     assert attributes_text(put) == 'Artist, SongTitle, "x = 1, y", "say \\"hi\\""'
     statement = "UPDATE Music SET Rating=***(Redacted) WHERE Artist=***(Redacted)"
     assert attributes_text({"operation": "Statement", "statement": statement}) == statement
+    # The condition a write or a condition check made: why a call failed with ConditionalCheckFailedException.
+    conditioned = {
+        **_update("SET #y = :y", {"#y": "Year", "#a": "Album Title"}),
+        "condition_expression": "size(#a) > :n",
+    }
+    assert attributes_text(conditioned) == 'SET Year = :y; condition size("Album Title") > :n'
+    delete = {**_update("", {"#r": "Rating"}), "operation": "Delete", "condition_expression": "attribute_exists(#r)"}
+    assert attributes_text(delete) == "condition attribute_exists(Rating)"
+    assert attributes_text({**put, "condition_expression": "attribute_not_exists(Artist)"}).endswith(
+        '"say \\"hi\\""; condition attribute_not_exists(Artist)'
+    )
+    assert attributes_text({"operation": "Get", "condition_expression": "x = :x"}) == ""
     for other in ("Get", "Delete", "ConditionCheck", "Query", "Scan", None):
         assert attributes_text({"operation": other, "attribute_names": ["a"], "statement": "x"}) == ""
     # An update whose stored parameters were cut short, or that logged the attribute names only.
@@ -115,18 +127,23 @@ def test_a_puts_names_read_back_whatever_they_hold(names: list[str]) -> None:
     st.dictionaries(st.from_regex(r"#[A-Za-z0-9_]{1,4}", fullmatch=True), _NAME, max_size=4),
     st.text(max_size=80),
     st.one_of(st.none(), st.text(max_size=200)),
+    st.sampled_from(["Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan", "Statement", None]),
+    st.one_of(st.none(), st.text(max_size=300)),
 )
 def test_an_update_shows_each_name_for_its_placeholder_and_never_fails(
-    names: dict[str, str], expression: str, parameters: str | None
+    names: dict[str, str], expression: str, parameters: str | None, operation: str | None, condition: str | None
 ) -> None:
     shown = attributes_text(_update("REMOVE " + ", ".join(names), names)) if names else ""
     if names and len(shown) <= MAX_ATTRIBUTES_CHARS:  # each name in its placeholder's place, read back whole
         assert shown.startswith("REMOVE ")
         assert _read_back(shown.removeprefix("REMOVE ")) == list(names.values())
-    # Whatever the stored parameters hold, the line is the expression at most cut, never an error.
+    # Whatever a record holds, its line is at most MAX_ATTRIBUTES_CHARS and an ellipsis, never an error.
     anything = {
-        "operation": "Update",
-        "update_expression": expression or "SET a = :a",
+        "operation": operation,
+        "update_expression": expression,
+        "condition_expression": condition,
+        "statement": expression,
+        "attribute_names": list(names.values()),
         "request_parameters": parameters,
     }
     assert len(attributes_text(anything)) <= MAX_ATTRIBUTES_CHARS + 1
