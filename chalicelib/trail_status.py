@@ -4,7 +4,9 @@ A trail that stops records no call anywhere: the fast path and the trail's files
 files reads like a quiet day, so no count of reconciliation's can tell. The scheduled `watch_trail` therefore asks
 CloudTrail (GetTrailStatus) every few minutes and names what it finds, for the log, a metric and its alarm; each
 reconcile run asks too, for the days the trail did not log in; and GET /audit/coverage names it to whoever reads a
-history (asking at most once a minute). `trail_problems` is pure; `check_trail` makes the one call.
+history (asking at most once a minute). A trail that logs may still leave calls out: its event selectors decide which
+tables, calls and callers it logs, so each check also reads them (GetEventSelectors) and names the audited calls they
+leave out (chalicelib/selectors.py). `trail_problems` is pure; `check_trail` makes the two calls.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ from aws_lambda_powertools import Logger
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.config import audited_tables, flag
+from chalicelib.selectors import ANY_TABLE, selector_problems, table_arn, unlogged_calls
+
 logger = Logger(service="deutzia-trail")
 
 # A logging gap that ended this recently is named (by the watch and the daily runs after it), and not after.
 GAP_NAMED_FOR = timedelta(days=2)
 # How long the API reuses CloudTrail's answer: a stop shows in its answers within this many seconds.
 TRAIL_STATUS_REUSE_SECONDS = 60.0
-# GetTrailStatus is one small answer: one that takes longer is no answer (the trail's status is then unknown, and said
-# so), well within the API's 25 s for GET /audit/coverage.
-STATUS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=4, retries={"mode": "standard", "total_max_attempts": 2})
+# GetTrailStatus and GetEventSelectors are small answers: one that takes longer is no answer (what it would tell is
+# then unknown, and said so); both, each tried twice, within 16 s, well within the API's 25 s for GET /audit/coverage.
+STATUS_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=3, retries={"mode": "standard", "total_max_attempts": 2})
 # Where the watch keeps each time the trail did not log, under each day it overlaps (`dt=<day>/<start>.json`):
 # CloudTrail tells only its latest stop, and a day is reconciled two days on, when a later stop would have hidden an
 # earlier one.
@@ -98,9 +103,20 @@ def trail_problems(status: Mapping[str, object], now: datetime) -> list[str]:
     return problems
 
 
-def check_trail(client: Any, trail: str, now: datetime | None = None) -> TrailCheck:
-    """The problems and the time not logging of the trail named (or ARN'd) `trail`; a trail that cannot be read is a
-    problem too (its time not logging then unknown)."""
+@dataclass(frozen=True)
+class AuditedCalls:
+    """The calls the trail must log: on these tables (None: on any table, AUDITED_TABLES `*`), and reads too when
+    `reads` (AUDIT_READS)."""
+
+    tables: frozenset[str] | None
+    reads: bool
+
+
+def check_trail(
+    client: Any, trail: str, now: datetime | None = None, audited: AuditedCalls | None = None
+) -> TrailCheck:
+    """The problems and the time not logging of the trail named (or ARN'd) `trail`, and, for `audited`, the calls its
+    event selectors leave out; a trail that cannot be read is a problem too (its time not logging then unknown)."""
     try:
         status = client.get_trail_status(Name=trail)
     except ClientError as exc:
@@ -113,7 +129,35 @@ def check_trail(client: Any, trail: str, now: datetime | None = None) -> TrailCh
     except BotoCoreError as exc:
         return TrailCheck([f"the trail's status cannot be read ({type(exc).__name__}): whether it logs is unknown"])
     moment = now or datetime.now(UTC)
-    return TrailCheck(trail_problems(status, moment), not_logging(status, moment))
+    problems = trail_problems(status, moment)
+    if audited is not None:
+        problems += selectors_problems(client, trail, audited)
+    return TrailCheck(problems, not_logging(status, moment))
+
+
+def selectors_problems(client: Any, trail: str, audited: AuditedCalls) -> list[str]:
+    """The audited calls the trail's event selectors leave out (GetEventSelectors), for people; selectors that cannot
+    be read are a problem too."""
+    try:
+        answer = client.get_event_selectors(TrailName=trail)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "Unknown")
+        if code == "TrailNotFoundException":
+            return []  # named already, by its status
+        return [f"the trail's event selectors cannot be read ({code}): whether they log every audited call is unknown"]
+    except BotoCoreError as exc:
+        name = type(exc).__name__
+        return [f"the trail's event selectors cannot be read ({name}): whether they log every audited call is unknown"]
+    trail_arn = str(answer.get("TrailARN") or trail)
+    tables = sorted(audited.tables) if audited.tables is not None else [ANY_TABLE]
+    arns = {table: arn for table in tables if (arn := table_arn(trail_arn, table)) is not None}
+    if len(arns) < len(tables):
+        shown = trail_arn[:_MAX_ERROR_CHARS]
+        return [f"the trail's ARN {shown} names no region and account: its selectors are not checked"]
+    left_out = unlogged_calls(
+        answer.get("EventSelectors") or [], answer.get("AdvancedEventSelectors") or [], arns, audited.reads
+    )
+    return selector_problems(left_out, any_table=audited.tables is None)
 
 
 def watch_heartbeat(now: datetime) -> bytes:
@@ -217,12 +261,14 @@ class RecentTrailCheck:
 
 
 def check_trail_of_environment() -> TrailCheck:
-    """`check_trail` of TRAIL_ARN (the stack sets it), each problem logged as an error; none checked without it."""
+    """`check_trail` of TRAIL_ARN (the stack sets it) for the calls on AUDITED_TABLES (reads too when AUDIT_READS),
+    each problem logged as an error; none checked without it."""
     trail = os.environ.get("TRAIL_ARN", "").strip()
     if not trail:
         logger.warning("TRAIL_ARN is not set: whether the trail logs is not checked")
         return TrailCheck()
-    check = check_trail(boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG), trail)
+    audited = AuditedCalls(audited_tables(), flag("AUDIT_READS"))
+    check = check_trail(boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG), trail, audited=audited)
     for problem in check.problems:
         logger.error("trail %s: %s", trail, problem)
     return check

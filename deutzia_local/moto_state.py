@@ -13,7 +13,7 @@ from moto.dynamodb.models import dynamodb_backends
 from moto.iam.models import get_account_id_from, iam_backends
 from moto.sts.models import sts_backends
 
-from deutzia_local.selectors import TrailSettings
+from chalicelib.selectors import TrailSettings
 
 
 def account_of(access_key_id: str) -> str:

@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from chalicelib.selectors import trail_logs
 from deutzia_local import moto_state
-from deutzia_local.selectors import trail_logs
 from deutzia_local.trail_events import DynamoDBCall, build_cloudtrail_event, error_of, is_data_operation
 
 logger = logging.getLogger("deutzia.recorder")

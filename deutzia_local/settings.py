@@ -108,6 +108,7 @@ class LocalSettings:
             AUDIT_STREAM=self.stream,
             INGEST_FAILURE_QUEUE=self.failure_queue,
             AUDITED_TABLES="*",
+            AUDIT_READS="true",
             QUERY_BACKEND="duckdb",
             REPORT_BATCH_ITEM_FAILURES="true",
             POWERTOOLS_SERVICE_NAME="deutzia",

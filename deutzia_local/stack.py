@@ -105,11 +105,13 @@ def new_reconciliation(settings: LocalSettings) -> LocalReconciliation:
 
 
 def local_trail_check(settings: LocalSettings) -> TrailCheck:
-    """What is wrong with the local trail (stopped with `aws cloudtrail stop-logging`, deleted), and when it did not
-    log, as a reconcile run in AWS finds them for its own."""
-    from chalicelib.trail_status import check_trail
+    """What is wrong with the local trail (stopped with `aws cloudtrail stop-logging`, deleted, its selectors changed
+    with `aws cloudtrail put-event-selectors` to leave calls out), and when it did not log, as a reconcile run in AWS
+    finds them for its own."""
+    from chalicelib.trail_status import AuditedCalls, check_trail
 
-    return check_trail(client("cloudtrail", settings), settings.trail)
+    # Every table, reads and writes: what the local trail logs unless someone changes its selectors.
+    return check_trail(client("cloudtrail", settings), settings.trail, audited=AuditedCalls(None, reads=True))
 
 
 class LocalStack:

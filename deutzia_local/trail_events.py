@@ -15,24 +15,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from chalicelib.cloudtrail import DATA_OPERATIONS
 from chalicelib.partiql import read_statement_target, redact_statement
+from chalicelib.selectors import READ_OPERATIONS
 
 EVENT_VERSION = "1.09"
 API_VERSION = "2012-08-10"
 
-READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "TransactGetItems", "Query", "Scan"})
-DATA_OPERATIONS = READ_OPERATIONS | frozenset(
-    {
-        "PutItem",
-        "UpdateItem",
-        "DeleteItem",
-        "BatchWriteItem",
-        "TransactWriteItems",
-        "ExecuteStatement",
-        "BatchExecuteStatement",
-        "ExecuteTransaction",
-    }
-)
 # Request fields CloudTrail keeps: names and expressions, never values (ExpressionAttributeValues, Item values).
 _LOGGED_FIELDS = (
     "IndexName",

@@ -944,6 +944,17 @@ def _put(item_id: str) -> dict[str, Any]:
     return {"tableName": "Music", "key": {"id": item_id}, "item": ["id"]}
 
 
+EVERY_CALL = [
+    {
+        "Name": "DynamoDB item calls on the audited tables",
+        "FieldSelectors": [
+            {"Field": "eventCategory", "Equals": ["Data"]},
+            {"Field": "resources.type", "Equals": ["AWS::DynamoDB::Table"]},
+        ],
+    }
+]
+
+
 @pytest.fixture
 def deployed(
     monkeypatch: pytest.MonkeyPatch, audit_bucket: str, trail_bucket: str, moto_endpoint: str, client: Client
@@ -953,8 +964,10 @@ def deployed(
     monkeypatch.setenv("TRAIL_PREFIX", TRAIL_PREFIX)
     cloudtrail = boto3.client("cloudtrail")
     trail = cloudtrail.create_trail(Name=f"{trail_bucket}-dynamodb", S3BucketName=trail_bucket)["TrailARN"]
+    cloudtrail.put_event_selectors(TrailName=trail, AdvancedEventSelectors=EVERY_CALL)  # as the template's, reads too
     cloudtrail.start_logging(Name=trail)
     monkeypatch.setenv("TRAIL_ARN", trail)
+    monkeypatch.setenv("AUDIT_READS", "true")
     engine = AthenaTrailEngine(DuckDBAthenaClient(audit_bucket, moto_endpoint, trail_bucket), WORKGROUP, DATABASE)
     monkeypatch.setattr(deutzia_app, "get_trail_engine", lambda: engine)
     deutzia_app.get_coverage_reader.cache_clear()
@@ -1098,6 +1111,58 @@ def test_the_watch_and_each_run_ask_whether_the_trail_itself_logs_and_name_what_
     (gone,) = deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"]
     assert gone == f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"
     assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": [gone]}
+
+
+def test_selectors_changed_to_leave_audited_calls_out_are_named_by_the_watch_each_run_and_every_history(
+    deployed: Client, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloudtrail = boto3.client("cloudtrail")
+    trail = os.environ["TRAIL_ARN"]
+    assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": []}
+    capsys.readouterr()
+    # Whoever may change the trail's selectors hides one kind of call on one table, quietly: the trail still logs.
+    (selector,) = EVERY_CALL
+    hiding = [
+        {
+            "Name": "everything but deletes on Books",
+            "FieldSelectors": [*selector["FieldSelectors"], {"Field": "resources.ARN", "NotEndsWith": ["/Books"]}],
+        },
+        {
+            "Name": "Books, but its deletes",
+            "FieldSelectors": [
+                *selector["FieldSelectors"],
+                {"Field": "resources.ARN", "EndsWith": ["/Books"]},
+                {"Field": "eventName", "NotEquals": ["DeleteItem", "BatchWriteItem"]},
+            ],
+        },
+    ]
+    cloudtrail.put_event_selectors(TrailName=trail, AdvancedEventSelectors=hiding)
+    deutzia_app.get_trail_check.cache_clear()  # the API asks again after a minute; here, at once
+
+    (problem,) = deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload["trail_problems"]
+
+    assert problem.startswith("the trail's event selectors do not log BatchWriteItem, DeleteItem on Books for every ")
+    assert "those calls are recorded nowhere" in problem
+    published = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"TrailProblems"' in line]
+    assert [(document["TrailProblems"], document["service"]) for document in published] == [([1.0], "deutzia-trail")]
+    assert deployed.lambda_.invoke("reconcile_audit_trail", _scheduled(deployed)).payload["trail_problems"] == [problem]
+    coverage = json.loads(deployed.http.get("/audit/coverage?table=Music&since=2024-05-01&until=2024-05-02").body)
+    assert coverage["trail_problems"] == [problem]  # whatever the table read: the audit has a hole
+    # Reads left out, where the stack audits them; a stack that audits writes only is told nothing of them.
+    writes_only = [
+        {**selector, "FieldSelectors": [*selector["FieldSelectors"], {"Field": "readOnly", "Equals": ["false"]}]}
+    ]
+    cloudtrail.put_event_selectors(TrailName=trail, AdvancedEventSelectors=writes_only)
+    problems = deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload["trail_problems"]
+    assert [problem.split(" for every caller")[0].rsplit(" on ", 1)[1] for problem in problems] == [
+        "Books",
+        "Music",
+        "Tä'ble",
+    ]
+    assert all(" GetItem, Query, Scan, TransactGetItems " in problem for problem in problems)
+    monkeypatch.setenv("AUDIT_READS", "false")
+    assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": []}
+    cloudtrail.put_event_selectors(TrailName=trail, AdvancedEventSelectors=EVERY_CALL)
 
 
 def test_each_nightly_run_names_a_trail_watch_that_stopped_running(

@@ -23,6 +23,7 @@ OUTPUTS = {
     "AuditBucketName": "audit-auditbucket-1",
     "AuditStreamName": "audit-AuditStream-1",
     "AuditedTables": "Orders,Users",
+    "AuditReads": "true",
     "AthenaWorkGroupName": "audit",
     "GlueDatabaseName": "deutzia",
     "IngestFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-ingest",

@@ -24,6 +24,7 @@ from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
 from chalicelib.reconcile import DayReport, backfill_object_key
 from chalicelib.records import build_object_key
 from chalicelib.schema import AUDIT_COLUMNS
+from chalicelib.selectors import READ_OPERATIONS, STATEMENT_OPERATIONS, WRITE_OPERATIONS, unlogged_calls
 from chalicelib.superseded import DEFAULT_GRACE_SECONDS, Superseded
 from deutzia_local.poller import MAXIMUM_RETRY_ATTEMPTS
 from infra.render import (
@@ -39,6 +40,8 @@ from tests.infra.conftest import ROOT, run_command
 from tests.infra.intrinsics import Resolver
 
 AUDITOR = "arn:aws:iam::123456789012:role/auditor"
+# What the API, reconciliation and the trail watch may ask of the trail: its status and its selectors, nothing else.
+TRAIL_READS = ["cloudtrail:GetTrailStatus", "cloudtrail:GetEventSelectors"]
 
 
 def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
@@ -178,6 +181,20 @@ def test_trail_logs_data_events_of_exactly_the_audited_tables(
         assert fields["readOnly"]["Equals"] == ["false"]
     variables = resolver.resolve(merged["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"])
     assert variables["AUDITED_TABLES"].split(",") == [name.lstrip("/") for name in names]
+    # What the trail watch checks these selectors against: every call on each audited table, reads too unless the
+    # stack audits writes only; they log exactly that, so it names nothing, and a table not audited is left out.
+    tables = [name.lstrip("/") for name in names]
+    for function in ("APIHandler", "ReconcileAuditTrail", "WatchTrail"):
+        told = resolver.resolve(merged["Resources"][function]["Properties"]["Environment"]["Variables"])
+        assert (told["AUDITED_TABLES"].split(","), told["AUDIT_READS"]) == (tables, str(not writes_only).lower())
+    arns = {table: f"arn:aws:dynamodb:eu-west-1:123456789012:table/{table}" for table in [*tables, "Other"]}
+    left_out = unlogged_calls([], properties["AdvancedEventSelectors"], arns, reads=True)
+    assert left_out.pop("Other") == sorted(
+        [*WRITE_OPERATIONS, *STATEMENT_OPERATIONS, *READ_OPERATIONS, *(f"{n} (reads)" for n in STATEMENT_OPERATIONS)]
+    )
+    reads = sorted([*READ_OPERATIONS, *(f"{name} (reads)" for name in STATEMENT_OPERATIONS)])
+    assert left_out == ({table: reads for table in tables} if writes_only else {})
+    assert unlogged_calls([], properties["AdvancedEventSelectors"], arns, reads=False).keys() == {"Other"}
 
 
 def test_every_bucket_is_encrypted_versioned_public_blocked_and_tls_only(merged: dict[str, Any]) -> None:
@@ -752,8 +769,8 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
     assert variables["TRAIL_PREFIX"] == {"Fn::Sub": "AWSLogs/${AWS::AccountId}/CloudTrail/"}
     assert variables["TRAIL_ARN"] == {"Fn::GetAtt": ["Trail", "Arn"]}  # whose status each run reads, and nothing else
     (policy,) = translated["Resources"]["ReconcileFunctionRole"]["Properties"]["Policies"]
-    trail = [s for s in policy["PolicyDocument"]["Statement"] if str(s["Action"]).startswith("cloudtrail:")]
-    assert trail == [{"Effect": "Allow", "Action": "cloudtrail:GetTrailStatus", "Resource": variables["TRAIL_ARN"]}]
+    trail = [s for s in policy["PolicyDocument"]["Statement"] if "cloudtrail:" in str(s["Action"])]
+    assert trail == [{"Effect": "Allow", "Action": TRAIL_READS, "Resource": variables["TRAIL_ARN"]}]
     resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
     grants = _s3_grants(resolver, translated["Resources"]["ReconcileFunctionRole"])
     assert grants == {
@@ -843,6 +860,7 @@ def test_the_trail_is_watched_every_5_minutes_by_a_role_that_reads_its_status_an
         for action in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
     )
     assert actions == [
+        "cloudtrail:GetEventSelectors",
         "cloudtrail:GetTrailStatus",
         "kms:GenerateDataKey",
         "logs:CreateLogGroup",
@@ -851,7 +869,7 @@ def test_the_trail_is_watched_every_5_minutes_by_a_role_that_reads_its_status_an
         "s3:PutObject",
     ]
     statements = {str(s["Action"]): s["Resource"] for s in policy["PolicyDocument"]["Statement"]}
-    trail = {"Resource": statements["cloudtrail:GetTrailStatus"]}
+    trail = {"Resource": statements[str(TRAIL_READS)]}
     assert trail["Resource"] == {"Fn::GetAtt": ["Trail", "Arn"]}
     # It writes only where it keeps the times the trail did not log, for reconciliation.
     assert statements["s3:PutObject"] == {"Fn::Sub": "${AuditBucket.Arn}/reports/trail/*"}
@@ -861,7 +879,7 @@ def test_the_trail_is_watched_every_5_minutes_by_a_role_that_reads_its_status_an
     assert api["Environment"]["Variables"]["TRAIL_ARN"] == {"Fn::GetAtt": ["Trail", "Arn"]}
     (policy,) = translated["Resources"]["ApiFunctionRole"]["Properties"]["Policies"]
     trail_grants = [s for s in policy["PolicyDocument"]["Statement"] if "cloudtrail:" in str(s["Action"])]
-    assert trail_grants == [{"Effect": "Allow", "Action": "cloudtrail:GetTrailStatus", "Resource": trail["Resource"]}]
+    assert trail_grants == [{"Effect": "Allow", "Action": TRAIL_READS, "Resource": trail["Resource"]}]
 
 
 def test_an_alarm_fires_when_calls_stay_missing_files_unread_or_audited_calls_are_not_in_the_trail(

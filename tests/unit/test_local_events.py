@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chalicelib.cloudtrail import build_audit_records
-from deutzia_local.selectors import TrailSettings, trail_logs
+from chalicelib.selectors import TrailSettings, trail_logs
 from deutzia_local.trail_events import DynamoDBCall, build_cloudtrail_event, error_of, is_data_operation
 
 ALICE = {

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from chalicelib.selectors import TrailSettings
 from deutzia_local import moto_state
 from deutzia_local.delivery import trail_file_key
 from deutzia_local.recorder import CloudTrailRecorder
-from deutzia_local.selectors import TrailSettings
 
 AUTHORIZATION = (
     "AWS4-HMAC-SHA256 Credential=AKIAALICE/20240501/eu-west-1/{service}/aws4_request, "

@@ -22,6 +22,7 @@ from chalicelib.trail_status import (
     GAPS_PREFIX,
     TRAIL_STATUS_REUSE_SECONDS,
     WATCH_LATE_AFTER,
+    AuditedCalls,
     RecentTrailCheck,
     TrailCheck,
     check_trail,
@@ -113,6 +114,68 @@ def test_the_status_is_read_once_by_the_trails_arn() -> None:
     with stubber:
         assert check_trail(client, TRAIL, NOW) == TrailCheck([], [])
     stubber.assert_no_pending_responses()
+
+
+_NO_DELETES = [
+    {
+        "Name": "writes but deletes",
+        "FieldSelectors": [
+            {"Field": "eventCategory", "Equals": ["Data"]},
+            {"Field": "resources.type", "Equals": ["AWS::DynamoDB::Table"]},
+            {"Field": "eventName", "NotEquals": ["DeleteItem"]},
+            {"Field": "readOnly", "Equals": ["false"]},
+        ],
+    }
+]
+
+
+def _stubbed(selectors: dict[str, Any] | Exception) -> tuple[Any, Stubber]:
+    client = boto3.client("cloudtrail", region_name="eu-west-1")
+    stubber = Stubber(client)
+    stubber.add_response("get_trail_status", {"IsLogging": True, "StartLoggingTime": STARTED}, {"Name": TRAIL})
+    if isinstance(selectors, Exception):
+        stubber.add_client_error(
+            "get_event_selectors", service_error_code=str(selectors), expected_params={"TrailName": TRAIL}
+        )
+    else:
+        stubber.add_response("get_event_selectors", selectors, {"TrailName": TRAIL})
+    return client, stubber
+
+
+def test_a_trail_that_logs_is_checked_for_the_audited_calls_its_selectors_leave_out() -> None:
+    client, stubber = _stubbed({"TrailARN": TRAIL, "AdvancedEventSelectors": _NO_DELETES})
+    with stubber:
+        check = check_trail(client, TRAIL, NOW, AuditedCalls(frozenset({"Orders", "Users"}), reads=False))
+    assert check.problems == [
+        f"the trail's event selectors do not log DeleteItem on {table} for every caller: those calls are recorded "
+        "nowhere, neither in GET /audit nor in the trail's files, until the selectors log them again"
+        for table in ("Orders", "Users")
+    ]
+    client, stubber = _stubbed({"TrailARN": TRAIL, "AdvancedEventSelectors": _NO_DELETES})
+    with stubber:  # reads audited too: every read is left out as well, on any table under `*`
+        (problem,) = check_trail(client, TRAIL, NOW, AuditedCalls(None, reads=True)).problems
+    assert problem.startswith("the trail's event selectors do not log BatchExecuteStatement (reads), BatchGetItem, ")
+    assert "DeleteItem, " in problem
+    assert "on every table (AUDITED_TABLES is *) for every caller" in problem
+    client, stubber = _stubbed(Exception("AccessDeniedException"))
+    with stubber:
+        (problem,) = check_trail(client, TRAIL, NOW, AuditedCalls(frozenset({"Orders"}), reads=True)).problems
+    assert problem == (
+        "the trail's event selectors cannot be read (AccessDeniedException): whether they log every audited call is "
+        "unknown"
+    )
+    stubber.assert_no_pending_responses()
+
+
+def test_the_environment_says_which_calls_the_trail_must_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, stubber = _stubbed({"TrailARN": TRAIL, "AdvancedEventSelectors": _NO_DELETES})
+    monkeypatch.setattr(trail_status.boto3, "client", lambda *_, **__: client)
+    monkeypatch.setenv("TRAIL_ARN", TRAIL)
+    monkeypatch.setenv("AUDITED_TABLES", "Orders")
+    monkeypatch.setenv("AUDIT_READS", "false")
+    with stubber:
+        (problem,) = check_trail_of_environment().problems
+    assert problem.startswith("the trail's event selectors do not log DeleteItem on Orders for every caller")
 
 
 def test_when_the_trail_did_not_log_is_its_latest_stop_to_its_restart_or_to_now() -> None:
@@ -213,12 +276,14 @@ def test_a_cloudtrail_that_does_not_answer_leaves_the_status_unknown_within_the_
 ) -> None:
     deployed = trail_status.STATUS_CLIENT_CONFIG
     tries = deployed.retries["total_max_attempts"]  # the first try included (`max_attempts` would not count it)
-    # The deployed bound: at most two tries of 2 s to connect and 4 s to answer, well within the API's 25 s.
-    assert (deployed.connect_timeout + deployed.read_timeout) * tries <= 12
+    # The deployed bound: two calls (the status, the selectors), each at most two tries of 1 s to connect and 3 s to
+    # answer, well within the API's 25 s.
+    assert 2 * (deployed.connect_timeout + deployed.read_timeout) * tries <= 16
     silent = socket.create_server(("127.0.0.1", 0))  # takes the connection, never answers
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDTRAIL", f"http://127.0.0.1:{silent.getsockname()[1]}")
         monkeypatch.setenv("TRAIL_ARN", "arn:aws:cloudtrail:us-east-1:123456789012:trail/audit")
+        monkeypatch.setenv("AUDITED_TABLES", "Orders")
         quick = Config(connect_timeout=1, read_timeout=0.5, retries={"mode": "standard", "total_max_attempts": 1})
         monkeypatch.setattr(trail_status, "STATUS_CLIENT_CONFIG", quick)
         started = time.monotonic()
