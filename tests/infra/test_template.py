@@ -492,9 +492,9 @@ def test_an_alarm_fires_when_the_stream_takes_records_and_ingest_is_not_invoked(
 
 
 def test_a_fast_path_that_stops_before_ingest_raises_an_alarm() -> None:
-    """The subscription failing to deliver, or the stream refusing writes for want of shards, leaves ingest idle, so
-    neither its errors nor its iterator age say so: two alarms of the stack itself (on the `chalice deploy` path too)
-    watch the delivery."""
+    """The subscription failing to deliver, gone, or the stream refusing writes for want of shards, leaves ingest idle,
+    so neither its errors nor its iterator age say so: three alarms of the stack itself (on the `chalice deploy` path
+    too) watch the delivery."""
     standalone = render_infrastructure(load_template())
     alarms = standalone["Resources"]
     delivery = alarms["TrailDeliveryErrorsAlarm"]["Properties"]
@@ -517,8 +517,24 @@ def test_a_fast_path_that_stops_before_ingest_raises_an_alarm() -> None:
         [{"Name": "StreamName", "Value": {"Ref": "AuditStream"}}],
     )
     assert throttled["Period"] * throttled["EvaluationPeriods"] == 900  # sustained, not one burst
+    # Events reach the log group and none the stream, two periods on end: the subscription deleted or replaced.
+    cut = alarms["TrailEventsNotForwardedAlarm"]["Properties"]
+    watched = {query["Id"]: query["MetricStat"] for query in cut["Metrics"] if "MetricStat" in query}
+    assert watched["logged"]["Metric"] == {
+        "Namespace": "AWS/Logs",
+        "MetricName": "IncomingLogEvents",
+        "Dimensions": [{"Name": "LogGroupName", "Value": {"Ref": "TrailLogGroup"}}],
+    }
+    assert watched["streamed"]["Metric"] == {
+        "Namespace": "AWS/Kinesis",
+        "MetricName": "IncomingRecords",
+        "Dimensions": [{"Name": "StreamName", "Value": {"Ref": "AuditStream"}}],
+    }
+    (expression,) = [query for query in cut["Metrics"] if query.get("ReturnData")]
+    assert expression["Expression"] == "IF(FILL(logged, 0) > 0, IF(FILL(streamed, 0) == 0, 1, 0), 0)"
+    assert (cut["EvaluationPeriods"], cut["DatapointsToAlarm"], cut["Threshold"]) == (2, 2, 0)
     topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
-    for alarm in (delivery, throttled):
+    for alarm in (delivery, throttled, cut):
         assert (alarm["TreatMissingData"], alarm["AlarmActions"]) == ("notBreaching", topic)
 
 
