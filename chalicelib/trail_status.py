@@ -4,9 +4,11 @@ A trail that stops records no call anywhere: the fast path and the trail's files
 files reads like a quiet day, so no count of reconciliation's can tell. The scheduled `watch_trail` therefore asks
 CloudTrail (GetTrailStatus) every few minutes and names what it finds, for the log, a metric and its alarm; each
 reconcile run asks too, for the days the trail did not log in; and GET /audit/coverage names it to whoever reads a
-history (asking at most once a minute). A trail that logs may still leave calls out: its event selectors decide which
-tables, calls and callers it logs, so each check also reads them (GetEventSelectors) and names the audited calls they
-leave out (chalicelib/selectors.py). `trail_problems` is pure; `check_trail` makes the two calls.
+history (asking at most once a minute). A trail that logs may still undo the audit: its settings may stop signing its
+files or send them and its events elsewhere (GetTrail), and its event selectors decide which tables, calls and
+callers it logs (GetEventSelectors), so each check reads both and names what they leave undone
+(chalicelib/selectors.py for the selectors). `trail_problems` and `trail_settings_problems` are pure; `check_trail`
+makes the three calls.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ logger = Logger(service="deutzia-trail")
 GAP_NAMED_FOR = timedelta(days=2)
 # How long the API reuses CloudTrail's answer: a stop shows in its answers within this many seconds.
 TRAIL_STATUS_REUSE_SECONDS = 60.0
-# GetTrailStatus and GetEventSelectors are small answers: one that takes longer is no answer (what it would tell is
-# then unknown, and said so); both, each tried twice, within 16 s, well within the API's 25 s for GET /audit/coverage.
-STATUS_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=3, retries={"mode": "standard", "total_max_attempts": 2})
+# GetTrailStatus, GetTrail and GetEventSelectors are small answers: one that takes longer is no answer (what it would
+# tell is then unknown, and said so); the three, each tried twice, within 18 s, within the API's 25 s for GET
+# /audit/coverage (a CloudTrail that does not answer the first is not asked the others).
+STATUS_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 2})
 # Where the watch keeps each time the trail did not log, under each day it overlaps (`dt=<day>/<start>.json`):
 # CloudTrail tells only its latest stop, and a day is reconciled two days on, when a later stop would have hidden an
 # earlier one.
@@ -104,60 +107,103 @@ def trail_problems(status: Mapping[str, object], now: datetime) -> list[str]:
 
 
 @dataclass(frozen=True)
-class AuditedCalls:
-    """The calls the trail must log: on these tables (None: on any table, AUDITED_TABLES `*`), and reads too when
-    `reads` (AUDIT_READS)."""
+class TrailDuties:
+    """What the trail must do for the audit: log the calls on `tables` (None: on any table, AUDITED_TABLES `*`), reads
+    too when `reads` (AUDIT_READS); sign its files (log file validation); deliver them to `bucket` (TRAIL_BUCKET) and
+    its events to the log group `log_group` (TRAIL_LOG_GROUP), each checked where known."""
 
     tables: frozenset[str] | None
     reads: bool
+    bucket: str | None = None
+    log_group: str | None = None
 
 
-def check_trail(
-    client: Any, trail: str, now: datetime | None = None, audited: AuditedCalls | None = None
-) -> TrailCheck:
-    """The problems and the time not logging of the trail named (or ARN'd) `trail`, and, for `audited`, the calls its
-    event selectors leave out; a trail that cannot be read is a problem too (its time not logging then unknown)."""
+def check_trail(client: Any, trail: str, now: datetime | None = None, duties: TrailDuties | None = None) -> TrailCheck:
+    """The problems and the time not logging of the trail named (or ARN'd) `trail`, and, for `duties`, what its
+    settings and event selectors leave undone; a trail that cannot be read is a problem too (its time not logging
+    then unknown)."""
     try:
         status = client.get_trail_status(Name=trail)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "Unknown")
+    except (ClientError, BotoCoreError) as exc:
+        code = _error_code(exc)
         if code == "TrailNotFoundException":
             return TrailCheck(
                 [f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"]
             )
         return TrailCheck([f"the trail's status cannot be read ({code}): whether it logs is unknown"])
-    except BotoCoreError as exc:
-        return TrailCheck([f"the trail's status cannot be read ({type(exc).__name__}): whether it logs is unknown"])
     moment = now or datetime.now(UTC)
     problems = trail_problems(status, moment)
-    if audited is not None:
-        problems += selectors_problems(client, trail, audited)
+    if duties is not None:
+        problems += settings_problems(client, trail, duties) + selectors_problems(client, trail, duties)
     return TrailCheck(problems, not_logging(status, moment))
 
 
-def selectors_problems(client: Any, trail: str, audited: AuditedCalls) -> list[str]:
+def trail_settings_problems(settings: Mapping[str, object], duties: TrailDuties) -> list[str]:
+    """What the trail's settings (GetTrail) undo of the audit, for people: files no longer signed, events sent to no
+    log group or another, files delivered to another bucket. A trail so changed still logs and delivers."""
+    problems = []
+    if settings.get("LogFileValidationEnabled") is not True:
+        problems.append(
+            "the trail's log file validation is off: CloudTrail writes no digest files, so `aws cloudtrail "
+            "validate-logs` cannot prove its files (nor the days `deutzia evidence` hands over) from then on"
+        )
+    cut = "the fast path is cut, and calls reach GET /audit only when reconciliation backfills them, two days later"
+    group_arn = settings.get("CloudWatchLogsLogGroupArn")
+    group = str(group_arn).split(":log-group:", 1)[-1].removesuffix(":*") if group_arn else None
+    if group is None:
+        problems.append(f"the trail sends its events to no log group: {cut}")
+    elif duties.log_group is not None and group != duties.log_group:
+        problems.append(
+            f"the trail sends its events to the log group {group[:_MAX_ERROR_CHARS]}, not {duties.log_group}: {cut}"
+        )
+    bucket = settings.get("S3BucketName")
+    if duties.bucket is not None and bucket != duties.bucket:
+        problems.append(
+            f"the trail delivers its files to the bucket {str(bucket)[:_MAX_ERROR_CHARS]}, not {duties.bucket} "
+            "(TRAIL_BUCKET): reconciliation reads none of them, so no day is verified and no missed call backfilled"
+        )
+    return problems
+
+
+def settings_problems(client: Any, trail: str, duties: TrailDuties) -> list[str]:
+    """`trail_settings_problems` of the trail's GetTrail answer; settings that cannot be read are a problem too."""
+    try:
+        settings = client.get_trail(Name=trail).get("Trail") or {}
+    except (ClientError, BotoCoreError) as exc:
+        code = _error_code(exc)
+        if code == "TrailNotFoundException":
+            return []  # named already, by its status
+        return [f"the trail's settings cannot be read ({code}): whether it signs and sends its events is unknown"]
+    return trail_settings_problems(settings, duties)
+
+
+def _error_code(exc: ClientError | BotoCoreError) -> str:
+    """An AWS error's code, or a client-side failure's kind (ReadTimeoutError)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+    return type(exc).__name__
+
+
+def selectors_problems(client: Any, trail: str, duties: TrailDuties) -> list[str]:
     """The audited calls the trail's event selectors leave out (GetEventSelectors), for people; selectors that cannot
     be read are a problem too."""
     try:
         answer = client.get_event_selectors(TrailName=trail)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "Unknown")
+    except (ClientError, BotoCoreError) as exc:
+        code = _error_code(exc)
         if code == "TrailNotFoundException":
             return []  # named already, by its status
         return [f"the trail's event selectors cannot be read ({code}): whether they log every audited call is unknown"]
-    except BotoCoreError as exc:
-        name = type(exc).__name__
-        return [f"the trail's event selectors cannot be read ({name}): whether they log every audited call is unknown"]
     trail_arn = str(answer.get("TrailARN") or trail)
-    tables = sorted(audited.tables) if audited.tables is not None else [ANY_TABLE]
+    tables = sorted(duties.tables) if duties.tables is not None else [ANY_TABLE]
     arns = {table: arn for table in tables if (arn := table_arn(trail_arn, table)) is not None}
     if len(arns) < len(tables):
         shown = trail_arn[:_MAX_ERROR_CHARS]
         return [f"the trail's ARN {shown} names no region and account: its selectors are not checked"]
     left_out = unlogged_calls(
-        answer.get("EventSelectors") or [], answer.get("AdvancedEventSelectors") or [], arns, audited.reads
+        answer.get("EventSelectors") or [], answer.get("AdvancedEventSelectors") or [], arns, duties.reads
     )
-    return selector_problems(left_out, any_table=audited.tables is None)
+    return selector_problems(left_out, any_table=duties.tables is None)
 
 
 def watch_heartbeat(now: datetime) -> bytes:
@@ -262,13 +308,19 @@ class RecentTrailCheck:
 
 def check_trail_of_environment() -> TrailCheck:
     """`check_trail` of TRAIL_ARN (the stack sets it) for the calls on AUDITED_TABLES (reads too when AUDIT_READS),
-    each problem logged as an error; none checked without it."""
+    delivered to TRAIL_BUCKET and TRAIL_LOG_GROUP (where set), each problem logged as an error; none checked
+    without it."""
     trail = os.environ.get("TRAIL_ARN", "").strip()
     if not trail:
         logger.warning("TRAIL_ARN is not set: whether the trail logs is not checked")
         return TrailCheck()
-    audited = AuditedCalls(audited_tables(), flag("AUDIT_READS"))
-    check = check_trail(boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG), trail, audited=audited)
+    duties = TrailDuties(
+        audited_tables(),
+        flag("AUDIT_READS"),
+        os.environ.get("TRAIL_BUCKET", "").strip() or None,
+        os.environ.get("TRAIL_LOG_GROUP", "").strip() or None,
+    )
+    check = check_trail(boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG), trail, duties=duties)
     for problem in check.problems:
         logger.error("trail %s: %s", trail, problem)
     return check

@@ -105,6 +105,7 @@ class LocalSettings:
             TRAIL_BUCKET=self.trail_bucket,
             TRAIL_PREFIX=f"AWSLogs/{ACCOUNT_ID}/CloudTrail/",
             TRAIL_ARN=self.trail,
+            TRAIL_LOG_GROUP=self.log_group,
             AUDIT_STREAM=self.stream,
             INGEST_FAILURE_QUEUE=self.failure_queue,
             AUDITED_TABLES="*",

@@ -108,10 +108,11 @@ def local_trail_check(settings: LocalSettings) -> TrailCheck:
     """What is wrong with the local trail (stopped with `aws cloudtrail stop-logging`, deleted, its selectors changed
     with `aws cloudtrail put-event-selectors` to leave calls out), and when it did not log, as a reconcile run in AWS
     finds them for its own."""
-    from chalicelib.trail_status import AuditedCalls, check_trail
+    from chalicelib.trail_status import TrailDuties, check_trail
 
-    # Every table, reads and writes: what the local trail logs unless someone changes its selectors.
-    return check_trail(client("cloudtrail", settings), settings.trail, audited=AuditedCalls(None, reads=True))
+    # Every table, reads and writes, to the stack's bucket and log group: what the local trail does unless changed.
+    duties = TrailDuties(None, reads=True, bucket=settings.trail_bucket, log_group=settings.log_group)
+    return check_trail(client("cloudtrail", settings), settings.trail, duties=duties)
 
 
 class LocalStack:

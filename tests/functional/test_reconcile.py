@@ -944,6 +944,7 @@ def _put(item_id: str) -> dict[str, Any]:
     return {"tableName": "Music", "key": {"id": item_id}, "item": ["id"]}
 
 
+TRAIL_LOG_GROUP = "/deutzia/test/cloudtrail"
 EVERY_CALL = [
     {
         "Name": "DynamoDB item calls on the audited tables",
@@ -963,11 +964,18 @@ def deployed(
     monkeypatch.setenv("TRAIL_BUCKET", trail_bucket)
     monkeypatch.setenv("TRAIL_PREFIX", TRAIL_PREFIX)
     cloudtrail = boto3.client("cloudtrail")
-    trail = cloudtrail.create_trail(Name=f"{trail_bucket}-dynamodb", S3BucketName=trail_bucket)["TrailARN"]
+    trail = cloudtrail.create_trail(  # as the template makes it: files signed, events to the stack's log group
+        Name=f"{trail_bucket}-dynamodb",
+        S3BucketName=trail_bucket,
+        EnableLogFileValidation=True,
+        CloudWatchLogsLogGroupArn=f"arn:aws:logs:us-east-1:123456789012:log-group:{TRAIL_LOG_GROUP}:*",
+        CloudWatchLogsRoleArn="arn:aws:iam::123456789012:role/trail-to-logs",
+    )["TrailARN"]
     cloudtrail.put_event_selectors(TrailName=trail, AdvancedEventSelectors=EVERY_CALL)  # as the template's, reads too
     cloudtrail.start_logging(Name=trail)
     monkeypatch.setenv("TRAIL_ARN", trail)
     monkeypatch.setenv("AUDIT_READS", "true")
+    monkeypatch.setenv("TRAIL_LOG_GROUP", TRAIL_LOG_GROUP)
     engine = AthenaTrailEngine(DuckDBAthenaClient(audit_bucket, moto_endpoint, trail_bucket), WORKGROUP, DATABASE)
     monkeypatch.setattr(deutzia_app, "get_trail_engine", lambda: engine)
     deutzia_app.get_coverage_reader.cache_clear()
@@ -1113,7 +1121,7 @@ def test_the_watch_and_each_run_ask_whether_the_trail_itself_logs_and_name_what_
     assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": [gone]}
 
 
-def test_selectors_changed_to_leave_audited_calls_out_are_named_by_the_watch_each_run_and_every_history(
+def test_selectors_and_settings_changed_to_undo_the_audit_are_named_by_the_watch_each_run_and_every_history(
     deployed: Client, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cloudtrail = boto3.client("cloudtrail")
@@ -1163,6 +1171,16 @@ def test_selectors_changed_to_leave_audited_calls_out_are_named_by_the_watch_eac
     monkeypatch.setenv("AUDIT_READS", "false")
     assert deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload == {"trail_problems": []}
     cloudtrail.put_event_selectors(TrailName=trail, AdvancedEventSelectors=EVERY_CALL)
+    # Its settings changed as quietly: files no longer signed, events sent to another log group.
+    cloudtrail.update_trail(
+        Name=trail,
+        EnableLogFileValidation=False,
+        CloudWatchLogsLogGroupArn="arn:aws:logs:us-east-1:123456789012:log-group:elsewhere:*",
+        CloudWatchLogsRoleArn="arn:aws:iam::123456789012:role/trail-to-logs",
+    )
+    unsigned, elsewhere = deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload["trail_problems"]
+    assert unsigned.startswith("the trail's log file validation is off: CloudTrail writes no digest files")
+    assert elsewhere.startswith(f"the trail sends its events to the log group elsewhere, not {TRAIL_LOG_GROUP}: ")
 
 
 def test_each_nightly_run_names_a_trail_watch_that_stopped_running(

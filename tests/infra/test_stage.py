@@ -24,6 +24,7 @@ OUTPUTS = {
     "AuditStreamName": "audit-AuditStream-1",
     "AuditedTables": "Orders,Users",
     "AuditReads": "true",
+    "TrailLogGroupName": "/deutzia/audit/cloudtrail",
     "AthenaWorkGroupName": "audit",
     "GlueDatabaseName": "deutzia",
     "IngestFunctionRoleArn": "arn:aws:iam::123456789012:role/audit-ingest",

@@ -40,8 +40,8 @@ from tests.infra.conftest import ROOT, run_command
 from tests.infra.intrinsics import Resolver
 
 AUDITOR = "arn:aws:iam::123456789012:role/auditor"
-# What the API, reconciliation and the trail watch may ask of the trail: its status and its selectors, nothing else.
-TRAIL_READS = ["cloudtrail:GetTrailStatus", "cloudtrail:GetEventSelectors"]
+# What the API, reconciliation and the trail watch may ask of the trail: its status, settings and selectors, no more.
+TRAIL_READS = ["cloudtrail:GetTrailStatus", "cloudtrail:GetTrail", "cloudtrail:GetEventSelectors"]
 
 
 def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
@@ -187,6 +187,15 @@ def test_trail_logs_data_events_of_exactly_the_audited_tables(
     for function in ("APIHandler", "ReconcileAuditTrail", "WatchTrail"):
         told = resolver.resolve(merged["Resources"][function]["Properties"]["Environment"]["Variables"])
         assert (told["AUDITED_TABLES"].split(","), told["AUDIT_READS"]) == (tables, str(not writes_only).lower())
+        # and where the trail must send its files and events, which the same checks hold it to
+        assert (told["TRAIL_BUCKET"], told["TRAIL_LOG_GROUP"]) == (
+            resolver.resolve({"Ref": "TrailBucket"}),
+            resolver.resolve({"Ref": "TrailLogGroup"}),
+        )
+        assert (properties["S3BucketName"], properties["CloudWatchLogsLogGroupArn"]) == (
+            told["TRAIL_BUCKET"],
+            resolver.resolve({"Fn::GetAtt": ["TrailLogGroup", "Arn"]}),
+        )
     arns = {table: f"arn:aws:dynamodb:eu-west-1:123456789012:table/{table}" for table in [*tables, "Other"]}
     left_out = unlogged_calls([], properties["AdvancedEventSelectors"], arns, reads=True)
     assert left_out.pop("Other") == sorted(
@@ -877,6 +886,7 @@ def test_the_trail_is_watched_every_5_minutes_by_a_role_that_reads_its_status_an
     )
     assert actions == [
         "cloudtrail:GetEventSelectors",
+        "cloudtrail:GetTrail",
         "cloudtrail:GetTrailStatus",
         "kms:GenerateDataKey",
         "logs:CreateLogGroup",

@@ -22,9 +22,9 @@ from chalicelib.trail_status import (
     GAPS_PREFIX,
     TRAIL_STATUS_REUSE_SECONDS,
     WATCH_LATE_AFTER,
-    AuditedCalls,
     RecentTrailCheck,
     TrailCheck,
+    TrailDuties,
     check_trail,
     check_trail_of_environment,
     gap_records,
@@ -32,6 +32,7 @@ from chalicelib.trail_status import (
     not_logging,
     read_gap,
     trail_problems,
+    trail_settings_problems,
     watch_heartbeat,
     watch_problem,
 )
@@ -129,10 +130,22 @@ _NO_DELETES = [
 ]
 
 
-def _stubbed(selectors: dict[str, Any] | Exception) -> tuple[Any, Stubber]:
+# The trail's settings as the stack makes them: files signed, sent to its bucket and events to its log group.
+_SETTINGS = {
+    "Name": "deutzia-dynamodb",
+    "TrailARN": TRAIL,
+    "S3BucketName": "deutzia-trailbucket-1",
+    "LogFileValidationEnabled": True,
+    "CloudWatchLogsLogGroupArn": "arn:aws:logs:eu-west-1:123456789012:log-group:/deutzia/audit/cloudtrail:*",
+}
+_DUTIES = TrailDuties(frozenset({"Orders"}), True, "deutzia-trailbucket-1", "/deutzia/audit/cloudtrail")
+
+
+def _stubbed(selectors: dict[str, Any] | Exception, trail: dict[str, Any] = _SETTINGS) -> tuple[Any, Stubber]:
     client = boto3.client("cloudtrail", region_name="eu-west-1")
     stubber = Stubber(client)
     stubber.add_response("get_trail_status", {"IsLogging": True, "StartLoggingTime": STARTED}, {"Name": TRAIL})
+    stubber.add_response("get_trail", {"Trail": trail}, {"Name": TRAIL})
     if isinstance(selectors, Exception):
         stubber.add_client_error(
             "get_event_selectors", service_error_code=str(selectors), expected_params={"TrailName": TRAIL}
@@ -145,7 +158,7 @@ def _stubbed(selectors: dict[str, Any] | Exception) -> tuple[Any, Stubber]:
 def test_a_trail_that_logs_is_checked_for_the_audited_calls_its_selectors_leave_out() -> None:
     client, stubber = _stubbed({"TrailARN": TRAIL, "AdvancedEventSelectors": _NO_DELETES})
     with stubber:
-        check = check_trail(client, TRAIL, NOW, AuditedCalls(frozenset({"Orders", "Users"}), reads=False))
+        check = check_trail(client, TRAIL, NOW, duties=TrailDuties(frozenset({"Orders", "Users"}), reads=False))
     assert check.problems == [
         f"the trail's event selectors do not log DeleteItem on {table} for every caller: those calls are recorded "
         "nowhere, neither in GET /audit nor in the trail's files, until the selectors log them again"
@@ -153,18 +166,50 @@ def test_a_trail_that_logs_is_checked_for_the_audited_calls_its_selectors_leave_
     ]
     client, stubber = _stubbed({"TrailARN": TRAIL, "AdvancedEventSelectors": _NO_DELETES})
     with stubber:  # reads audited too: every read is left out as well, on any table under `*`
-        (problem,) = check_trail(client, TRAIL, NOW, AuditedCalls(None, reads=True)).problems
+        (problem,) = check_trail(client, TRAIL, NOW, duties=TrailDuties(None, reads=True)).problems
     assert problem.startswith("the trail's event selectors do not log BatchExecuteStatement (reads), BatchGetItem, ")
     assert "DeleteItem, " in problem
     assert "on every table (AUDITED_TABLES is *) for every caller" in problem
     client, stubber = _stubbed(Exception("AccessDeniedException"))
     with stubber:
-        (problem,) = check_trail(client, TRAIL, NOW, AuditedCalls(frozenset({"Orders"}), reads=True)).problems
+        (problem,) = check_trail(client, TRAIL, NOW, duties=TrailDuties(frozenset({"Orders"}), reads=True)).problems
     assert problem == (
         "the trail's event selectors cannot be read (AccessDeniedException): whether they log every audited call is "
         "unknown"
     )
     stubber.assert_no_pending_responses()
+
+
+def test_a_trail_that_logs_is_checked_for_settings_that_undo_the_audit() -> None:
+    assert trail_settings_problems(_SETTINGS, _DUTIES) == []
+    unsigned = trail_settings_problems({**_SETTINGS, "LogFileValidationEnabled": False}, _DUTIES)
+    assert unsigned == [
+        "the trail's log file validation is off: CloudTrail writes no digest files, so `aws cloudtrail validate-logs` "
+        "cannot prove its files (nor the days `deutzia evidence` hands over) from then on"
+    ]
+    (unsent,) = trail_settings_problems({**_SETTINGS, "CloudWatchLogsLogGroupArn": None}, _DUTIES)
+    assert unsent.startswith("the trail sends its events to no log group: the fast path is cut, and calls reach GET ")
+    elsewhere = {**_SETTINGS, "CloudWatchLogsLogGroupArn": "arn:aws:logs:eu-west-1:1:log-group:quiet:*"}
+    (sent_elsewhere,) = trail_settings_problems(elsewhere, _DUTIES)
+    assert sent_elsewhere.startswith(
+        "the trail sends its events to the log group quiet, not /deutzia/audit/cloudtrail:"
+    )
+    (moved,) = trail_settings_problems({**_SETTINGS, "S3BucketName": "other"}, _DUTIES)
+    assert moved.startswith(
+        "the trail delivers its files to the bucket other, not deutzia-trailbucket-1 (TRAIL_BUCKET)"
+    )
+    # Where the stack does not say which bucket or log group, only that there is one.
+    assert trail_settings_problems({**elsewhere, "S3BucketName": "other"}, TrailDuties(None, reads=False)) == []
+    assert len(trail_settings_problems({}, _DUTIES)) == 3
+    client, stubber = _stubbed({"TrailARN": TRAIL, "AdvancedEventSelectors": _NO_DELETES}, elsewhere)
+    with stubber:  # the settings, then the selectors
+        problems = check_trail(client, TRAIL, NOW, duties=_DUTIES).problems
+    assert [problem.split(":")[0] for problem in problems] == [
+        "the trail sends its events to the log group quiet, not /deutzia/audit/cloudtrail",
+        "the trail's event selectors do not log BatchExecuteStatement (reads), BatchGetItem, DeleteItem, "
+        "ExecuteStatement (reads), ExecuteTransaction (reads), GetItem, Query, Scan, TransactGetItems on Orders for "
+        "every caller",
+    ]
 
 
 def test_the_environment_says_which_calls_the_trail_must_log(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,9 +321,9 @@ def test_a_cloudtrail_that_does_not_answer_leaves_the_status_unknown_within_the_
 ) -> None:
     deployed = trail_status.STATUS_CLIENT_CONFIG
     tries = deployed.retries["total_max_attempts"]  # the first try included (`max_attempts` would not count it)
-    # The deployed bound: two calls (the status, the selectors), each at most two tries of 1 s to connect and 3 s to
-    # answer, well within the API's 25 s.
-    assert 2 * (deployed.connect_timeout + deployed.read_timeout) * tries <= 16
+    # The deployed bound: three calls (the status, the settings, the selectors), each at most two tries of 1 s to
+    # connect and 2 s to answer, within the API's 25 s.
+    assert 3 * (deployed.connect_timeout + deployed.read_timeout) * tries <= 18
     silent = socket.create_server(("127.0.0.1", 0))  # takes the connection, never answers
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDTRAIL", f"http://127.0.0.1:{silent.getsockname()[1]}")
