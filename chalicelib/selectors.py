@@ -194,6 +194,12 @@ def _basic_matches(selector: Mapping[str, Any], event: Mapping[str, Any]) -> boo
     for resource in selector.get("DataResources", []):
         if resource.get("Type") != "AWS::DynamoDB::Table":
             continue
-        if any(arn.startswith(str(value)) for value in resource.get("Values", []) for arn in arns):
+        if any(_basic_value_matches(str(value), arn) for value in resource.get("Values", []) for arn in arns):
             return True
     return False
+
+
+def _basic_value_matches(value: str, arn: str) -> bool:
+    """A basic selector's DynamoDB value names one table by its ARN, or every table as `arn:<partition>:dynamodb`
+    (not a prefix: `.../table/Music` is not `.../table/MusicArchive`)."""
+    return value == arn or value == ":".join(arn.split(":", 3)[:3])

@@ -72,6 +72,9 @@ def test_each_way_of_leaving_calls_out_is_found() -> None:
         {"ReadWriteType": "WriteOnly", "DataResources": [{"Type": "AWS::DynamoDB::Table", "Values": [ARNS["Orders"]]}]}
     ]
     assert unlogged_calls(basic_writes, [], ARNS, reads=True) == {"Orders": READS, "Users": sorted([*WRITES, *READS])}
+    # A basic selector names a table by its ARN, not a prefix of others': Orders is not OrdersArchive.
+    archive = {"OrdersArchive": ARNS["Orders"] + "Archive"}
+    assert unlogged_calls(basic_writes, [], archive, reads=False) == {"OrdersArchive": WRITES}
     management_only = [{"IncludeManagementEvents": True, "ReadWriteType": "All", "DataResources": []}]
     assert unlogged_calls(management_only, [], ARNS, reads=False) == dict.fromkeys(ARNS, WRITES)
     assert unlogged_calls([], [], ARNS, reads=False) == dict.fromkeys(ARNS, WRITES)  # no data selector at all
