@@ -955,6 +955,15 @@ def test_the_bundle_every_function_shares_fits_lambdas_250_mb(package_dir: Path)
     assert unzipped > 100 * 1000 * 1000  # pyarrow, for compaction, is in it
 
 
+def test_the_readme_says_what_each_alarm_means_as_the_alarm_itself_does(merged: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### When an alarm fires", 1)[1].split("\n#", 1)[0]
+    rows = [line.split(" | ", 1) for line in section.splitlines() if line.startswith("| `")]
+    documented = {name.strip("| `"): meaning.removesuffix(" |").replace("\\|", "|") for name, meaning in rows}
+    alarms = _resources(merged, "AWS::CloudWatch::Alarm")
+    assert documented == {name: alarm["Properties"]["AlarmDescription"] for name, alarm in alarms.items()}
+
+
 def test_the_readme_documents_every_parameter_of_the_stack(merged: dict[str, Any]) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Parameters", 1)[1].split("\n#", 1)[0]
