@@ -237,3 +237,15 @@ def test_trail_selection_follows_selectors_regions_and_logging() -> None:
     assert trail_logs(_trail(advanced_event_selectors=[], event_selectors=basic), put)
     assert not trail_logs(_trail(advanced_event_selectors=[], event_selectors=basic), get)
     assert not trail_logs(_trail(advanced_event_selectors=[], event_selectors=[]), put)
+    # One caller left out by the ARN CloudTrail's selectors filter on: alice's calls go unrecorded, others' do not.
+    not_alice = [
+        {
+            "FieldSelectors": [
+                *ALL_TABLES[0]["FieldSelectors"],
+                {"Field": "userIdentity.arn", "NotEquals": [ALICE["arn"]]},
+            ]
+        }
+    ]
+    assert not trail_logs(_trail(advanced_event_selectors=not_alice), put)
+    bob = {**put, "userIdentity": {**ALICE, "arn": "arn:aws:iam::123456789012:user/bob"}}
+    assert trail_logs(_trail(advanced_event_selectors=not_alice), bob)
