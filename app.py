@@ -292,15 +292,18 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
 # alarm within minutes, not the next night.
 @app.schedule(Rate(WATCH_INTERVAL_MINUTES, unit=Rate.MINUTES), name="watch_trail")
 def watch_trail(event: CloudWatchEvent) -> dict[str, Any]:
-    """Ask CloudTrail whether the trail logs and delivers (GetTrailStatus on TRAIL_ARN); publish how many problems it
-    has (`TrailProblems`, for TrailProblemsAlarm), name them, and keep the time it did not log under each recent day
-    it overlaps, for reconciliation (CloudTrail forgets a stop once another follows); and when it ran, so that the
-    nightly run names a watch that stopped running."""
+    """Ask CloudTrail whether the trail logs and delivers (GetTrailStatus on TRAIL_ARN), and does what the audit
+    needs of it; publish how many problems it has (`TrailProblems`, for TrailProblemsAlarm), name them and who made
+    the changes behind them (the event history's latest StopLogging, UpdateTrail, PutEventSelectors or DeleteTrail on
+    the trail), and keep the time it did not log under each recent day it overlaps, for reconciliation (CloudTrail
+    forgets a stop once another follows); and when it ran, so that the nightly run names a watch that stopped
+    running."""
     from datetime import UTC, datetime
 
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
+    from chalicelib.trail_changes import who_changed_of_environment
     from chalicelib.trail_status import WATCH_HEARTBEAT_KEY, check_trail_of_environment, gap_records, watch_heartbeat
 
     trail = check_trail_of_environment()
@@ -312,4 +315,5 @@ def watch_trail(event: CloudWatchEvent) -> dict[str, Any]:
     for key, body in gap_records(trail.not_logging, now).items():  # for the days' reconciliation
         store.put_json(key, body)
     store.put_json(WATCH_HEARTBEAT_KEY, watch_heartbeat(now))
-    return {"trail_problems": trail.problems}
+    changes = who_changed_of_environment(trail.causes, now)
+    return {"trail_problems": trail.problems, **({"trail_changes": changes} if changes else {})}

@@ -4,11 +4,11 @@ A trail that stops records no call anywhere: the fast path and the trail's files
 files reads like a quiet day, so no count of reconciliation's can tell. The scheduled `watch_trail` therefore asks
 CloudTrail (GetTrailStatus) every few minutes and names what it finds, for the log, a metric and its alarm; each
 reconcile run asks too, for the days the trail did not log in; and GET /audit/coverage names it to whoever reads a
-history (asking at most once a minute). A trail that logs may still undo the audit: its settings may stop signing its
-files or send them and its events elsewhere (GetTrail), and its event selectors decide which tables, calls and
-callers it logs (GetEventSelectors), so each check reads both and names what they leave undone
-(chalicelib/selectors.py for the selectors). `trail_problems` and `trail_settings_problems` are pure; `check_trail`
-makes the three calls.
+history (asking at most once a minute; the watch also asks who made the changes behind them,
+chalicelib/trail_changes.py). A trail that logs may still undo the audit: its settings may stop signing its files or
+send them and its events elsewhere (GetTrail), and its event selectors decide which tables, calls and callers it logs
+(GetEventSelectors), so each check reads both and names what they leave undone (chalicelib/selectors.py for the
+selectors). `trail_problems` and `trail_settings_problems` are pure; `check_trail` makes the three calls.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ class TrailCheck:
 
     problems: list[str] = field(default_factory=list)
     not_logging: list[tuple[datetime, datetime]] = field(default_factory=list)
+    # The calls that would have made these problems (StopLogging, UpdateTrail, PutEventSelectors, DeleteTrail), for
+    # the watch to ask the event history who made them (chalicelib/trail_changes.py).
+    causes: list[str] = field(default_factory=list)
 
 
 def not_logging(status: Mapping[str, object], now: datetime) -> list[tuple[datetime, datetime]]:
@@ -128,14 +131,19 @@ def check_trail(client: Any, trail: str, now: datetime | None = None, duties: Tr
         code = _error_code(exc)
         if code == "TrailNotFoundException":
             return TrailCheck(
-                [f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"]
+                [f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"],
+                causes=["DeleteTrail"],
             )
         return TrailCheck([f"the trail's status cannot be read ({code}): whether it logs is unknown"])
     moment = now or datetime.now(UTC)
+    gaps = not_logging(status, moment)
     problems = trail_problems(status, moment)
+    causes = ["StopLogging"] if any(moment <= end + GAP_NAMED_FOR for _, end in gaps) else []
     if duties is not None:
-        problems += settings_problems(client, trail, duties) + selectors_problems(client, trail, duties)
-    return TrailCheck(problems, not_logging(status, moment))
+        settings, selectors = settings_problems(client, trail, duties), selectors_problems(client, trail, duties)
+        problems += settings + selectors
+        causes += ["UpdateTrail"] * bool(settings) + ["PutEventSelectors"] * bool(selectors)
+    return TrailCheck(problems, gaps, causes)
 
 
 def trail_settings_problems(settings: Mapping[str, object], duties: TrailDuties) -> list[str]:

@@ -1183,6 +1183,44 @@ def test_selectors_and_settings_changed_to_undo_the_audit_are_named_by_the_watch
     assert elsewhere.startswith(f"the trail sends its events to the log group elsewhere, not {TRAIL_LOG_GROUP}: ")
 
 
+def test_the_watch_names_who_made_the_change_behind_a_problem_from_the_event_history(
+    deployed: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from botocore.stub import ANY, Stubber
+
+    from chalicelib import trail_changes
+
+    trail = os.environ["TRAIL_ARN"]
+    history = boto3.client("cloudtrail")  # moto keeps no event history: CloudTrail's answer, as Stubber plays it
+    stubber = Stubber(history)
+    stop = {
+        "eventName": "StopLogging",
+        "eventTime": "2026-11-29T07:00:00Z",
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/mallory"},
+        "sourceIPAddress": "203.0.113.7",
+        "requestParameters": {"name": trail},
+    }
+    stubber.add_response("lookup_events", {"Events": [{"CloudTrailEvent": json.dumps(stop)}]}, {
+        "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "StopLogging"}],
+        "StartTime": ANY, "EndTime": ANY, "MaxResults": 50,
+    })  # fmt: skip
+    monkeypatch.setattr(trail_changes, "boto3", SimpleNamespace(client=lambda *_, **__: history))
+    assert "trail_changes" not in deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload  # no problem
+    boto3.client("cloudtrail").stop_logging(Name=trail)
+
+    with stubber:
+        answer = deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload
+
+    (problem,) = answer["trail_problems"]
+    assert problem.startswith("the trail is not logging since ")
+    assert answer["trail_changes"] == [
+        "StopLogging was last called on the trail by arn:aws:iam::123456789012:user/mallory from 203.0.113.7 at "
+        "2026-11-29T07:00:00Z"
+    ]
+
+
 def test_each_nightly_run_names_a_trail_watch_that_stopped_running(
     deployed: Client, s3: Any, audit_bucket: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

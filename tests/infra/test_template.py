@@ -344,10 +344,13 @@ def test_no_iam_statement_allows_wildcard_actions(translated: dict[str, Any]) ->
                 continue
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert not [action for action in actions if "*" in action], statement
-    for role in _resources(translated, "AWS::IAM::Role").values():
+    # Every grant names its resources, but for the one action IAM gives no resource type: reading CloudTrail's event
+    # history, which only the trail watch does (who made the change behind a problem).
+    for name, role in _resources(translated, "AWS::IAM::Role").items():
         for policy in role["Properties"]["Policies"]:
             for statement in policy["PolicyDocument"]["Statement"]:
-                assert statement["Resource"] != "*", statement
+                unnamed = (name, statement["Action"]) == ("TrailWatchFunctionRole", "cloudtrail:LookupEvents")
+                assert (statement["Resource"] == "*") == unnamed, statement
 
 
 def test_glue_columns_are_the_code_record_schema(merged: dict[str, Any]) -> None:
@@ -888,6 +891,7 @@ def test_the_trail_is_watched_every_5_minutes_by_a_role_that_reads_its_status_an
         "cloudtrail:GetEventSelectors",
         "cloudtrail:GetTrail",
         "cloudtrail:GetTrailStatus",
+        "cloudtrail:LookupEvents",
         "kms:GenerateDataKey",
         "logs:CreateLogGroup",
         "logs:CreateLogStream",
@@ -896,6 +900,7 @@ def test_the_trail_is_watched_every_5_minutes_by_a_role_that_reads_its_status_an
     ]
     statements = {str(s["Action"]): s["Resource"] for s in policy["PolicyDocument"]["Statement"]}
     trail = {"Resource": statements[str(TRAIL_READS)]}
+    assert statements["cloudtrail:LookupEvents"] == "*"  # the event history has no resource; only the watch reads it
     assert trail["Resource"] == {"Fn::GetAtt": ["Trail", "Arn"]}
     # It writes only where it keeps the times the trail did not log, for reconciliation.
     assert statements["s3:PutObject"] == {"Fn::Sub": "${AuditBucket.Arn}/reports/trail/*"}

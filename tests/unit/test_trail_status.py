@@ -106,6 +106,7 @@ def test_a_trail_that_cannot_be_read_is_a_problem_too(code: str, says: str) -> N
     (problem,) = check.problems
     assert problem.startswith(says)
     assert check.not_logging == []  # since when is unknown
+    assert check.causes == (["DeleteTrail"] if code == "TrailNotFoundException" else [])
 
 
 def test_the_status_is_read_once_by_the_trails_arn() -> None:
@@ -115,6 +116,17 @@ def test_the_status_is_read_once_by_the_trails_arn() -> None:
     with stubber:
         assert check_trail(client, TRAIL, NOW) == TrailCheck([], [])
     stubber.assert_no_pending_responses()
+    stopped = {"IsLogging": False, "StopLoggingTime": NOW, "StartLoggingTime": STARTED}
+    restarted = {"IsLogging": True, "StopLoggingTime": NOW - timedelta(days=1), "StartLoggingTime": NOW}
+    long_ago = {
+        "IsLogging": True,
+        "StopLoggingTime": NOW - timedelta(days=9),
+        "StartLoggingTime": NOW - timedelta(days=8),
+    }
+    for status, causes in ((stopped, ["StopLogging"]), (restarted, ["StopLogging"]), (long_ago, [])):
+        stubber.add_response("get_trail_status", status, {"Name": TRAIL})
+        with stubber:
+            assert check_trail(client, TRAIL, NOW).causes == causes
 
 
 _NO_DELETES = [
@@ -204,6 +216,9 @@ def test_a_trail_that_logs_is_checked_for_settings_that_undo_the_audit() -> None
     client, stubber = _stubbed({"TrailARN": TRAIL, "AdvancedEventSelectors": _NO_DELETES}, elsewhere)
     with stubber:  # the settings, then the selectors
         problems = check_trail(client, TRAIL, NOW, duties=_DUTIES).problems
+    client, stubber = _stubbed({"TrailARN": TRAIL, "AdvancedEventSelectors": _NO_DELETES}, elsewhere)
+    with stubber:  # and the calls that would have made them, for the watch to ask who made them
+        assert check_trail(client, TRAIL, NOW, duties=_DUTIES).causes == ["UpdateTrail", "PutEventSelectors"]
     assert [problem.split(":")[0] for problem in problems] == [
         "the trail sends its events to the log group quiet, not /deutzia/audit/cloudtrail",
         "the trail's event selectors do not log BatchExecuteStatement (reads), BatchGetItem, DeleteItem, "
