@@ -293,27 +293,28 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
 @app.schedule(Rate(WATCH_INTERVAL_MINUTES, unit=Rate.MINUTES), name="watch_trail")
 def watch_trail(event: CloudWatchEvent) -> dict[str, Any]:
     """Ask CloudTrail whether the trail logs and delivers (GetTrailStatus on TRAIL_ARN), and does what the audit
-    needs of it; publish how many problems it has (`TrailProblems`, for TrailProblemsAlarm), name them and who made
-    the changes behind them (the event history's latest StopLogging, UpdateTrail, PutEventSelectors or DeleteTrail on
-    the trail), and keep the time it did not log under each recent day it overlaps, for reconciliation (CloudTrail
-    forgets a stop once another follows); and when it ran, so that the nightly run names a watch that stopped
-    running."""
+    needs of it, and its event history whether its selectors left audited calls out between two runs; publish how
+    many problems it has (`TrailProblems`, for TrailProblemsAlarm), name them and who made the changes behind them
+    (the history's latest StopLogging, UpdateTrail, PutEventSelectors or DeleteTrail on the trail), and keep the
+    time it did not log under each recent day it overlaps, for reconciliation (CloudTrail forgets a stop once
+    another follows); and when it ran, so that the nightly run names a watch that stopped running."""
     from datetime import UTC, datetime
 
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
-    from chalicelib.trail_changes import who_changed_of_environment
+    from chalicelib.trail_changes import trail_history_of_environment
     from chalicelib.trail_status import WATCH_HEARTBEAT_KEY, check_trail_of_environment, gap_records, watch_heartbeat
 
     trail = check_trail_of_environment()
+    now = datetime.now(UTC)
+    history = trail_history_of_environment(trail.causes, now)
+    problems = trail.problems + history.windows
     metrics = Metrics(namespace="Deutzia", service="deutzia-trail")
-    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(trail.problems))
+    metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(problems))
     metrics.flush_metrics()
     store = get_audit_store()
-    now = datetime.now(UTC)
     for key, body in gap_records(trail.not_logging, now).items():  # for the days' reconciliation
         store.put_json(key, body)
     store.put_json(WATCH_HEARTBEAT_KEY, watch_heartbeat(now))
-    changes = who_changed_of_environment(trail.causes, now)
-    return {"trail_problems": trail.problems, **({"trail_changes": changes} if changes else {})}
+    return {"trail_problems": problems, **({"trail_changes": history.changes} if history.changes else {})}

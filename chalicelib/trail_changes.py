@@ -1,12 +1,15 @@
-"""Who made the change behind a trail's problem: the latest management event CloudTrail keeps for it in the account's
-event history (LookupEvents, 90 days), named by the trail watch beside the problems it finds ("StopLogging was last
-called on the trail by arn:aws:iam::...:user/mallory from 203.0.113.7 at ...").
+"""What CloudTrail's event history (LookupEvents, 90 days) tells of the changes made to the trail, for the trail
+watch: who made the change behind each problem it finds ("StopLogging was last called on the trail by
+arn:aws:iam::...:user/mallory from 203.0.113.7 at ..."), and the times the trail's event selectors left audited calls
+out and were set again before a watch could see them.
 
 The trail itself logs only the audited tables' data events; CloudTrail logs every call that changes a trail
-(StopLogging, UpdateTrail, PutEventSelectors, DeleteTrail) as a management event, whatever trails exist. LookupEvents
-answers at most two requests a second an account, so only the watch asks, and only for the kinds of change its
-problems point to. `last_change` is pure; `who_changed` makes the calls, and says nothing when the history cannot be
-read (the problems stand without it).
+(StopLogging, UpdateTrail, PutEventSelectors, DeleteTrail) as a management event, whatever trails exist, with the
+selectors a PutEventSelectors call set in its request parameters. The watch reads the trail as it is every few
+minutes, so selectors narrowed and set back between two runs leave no trace there: only the history has them.
+LookupEvents answers at most two requests a second an account, so only the watch asks. `last_change` and
+`narrowed_windows` are pure; `who_changed` and `selector_history` make the calls, and an unreadable history changes
+no problem (it is logged).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,11 +26,18 @@ import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.trail_status import STATUS_CLIENT_CONFIG
+from chalicelib.selectors import MAX_TABLES_NAMED, unlogged_calls
+from chalicelib.trail_status import (
+    GAP_NAMED_FOR,
+    STATUS_CLIENT_CONFIG,
+    TrailDuties,
+    audited_table_arns,
+    duties_of_environment,
+)
 
 logger = Logger(service="deutzia-trail")
 
-# How far back the event history goes, and how much of it one kind of change reads (newest first).
+# How far back the event history goes, and how much of it one question reads (newest first).
 HISTORY = timedelta(days=90)
 MAX_PAGES = 3
 PAGE_EVENTS = 50
@@ -35,24 +45,45 @@ PAGE_EVENTS = 50
 SECONDS_BETWEEN_CALLS = 0.5
 # What a logged value may take in the text (a caller chooses its own session name).
 _MAX_SHOWN_CHARS = 300
+# The names of selectors as the API spells them, for request parameters logged in another case.
+_SELECTOR_NAMES = {
+    name.lower(): name
+    for name in (
+        "Name",
+        "FieldSelectors",
+        "Field",
+        "Equals",
+        "StartsWith",
+        "EndsWith",
+        "NotEquals",
+        "NotStartsWith",
+        "NotEndsWith",
+        "ReadWriteType",
+        "IncludeManagementEvents",
+        "DataResources",
+        "Type",
+        "Values",
+    )
+}
 
 
 @dataclass(frozen=True)
 class TrailChange:
-    """One call that changed the trail, as its management event tells it."""
+    """One successful call that changed the trail, as its management event tells it."""
 
     event_name: str
     at: str
     who: str
     source_ip: str
+    parameters: Mapping[str, Any]
 
     def text(self) -> str:
         return f"{self.event_name} was last called on the trail by {self.who} from {self.source_ip} at {self.at}"
 
 
-def last_change(events: Iterable[Mapping[str, Any]], event_name: str, trail_arn: str) -> TrailChange | None:
-    """The newest successful `event_name` call on the trail (by its ARN or its name) among LookupEvents' `Events`;
-    None when none is. Events for other trails, refused calls and events that cannot be read are passed over."""
+def changes(events: Iterable[Mapping[str, Any]], event_name: str, trail_arn: str) -> list[TrailChange]:
+    """The successful `event_name` calls on the trail (named by its ARN or its name) among LookupEvents' `Events`,
+    oldest first. Events for other trails, refused calls and events that cannot be read are passed over."""
     names = {trail_arn, trail_arn.rsplit("/", 1)[-1]}
     found: list[TrailChange] = []
     for event in events:
@@ -75,9 +106,107 @@ def last_change(events: Iterable[Mapping[str, Any]], event_name: str, trail_arn:
                 str(record.get("eventTime") or "an unknown time")[:_MAX_SHOWN_CHARS],
                 str(who)[:_MAX_SHOWN_CHARS],
                 str(record.get("sourceIPAddress") or "an unknown address")[:_MAX_SHOWN_CHARS],
+                parameters,
             )
         )
-    return max(found, key=lambda change: change.at, default=None)
+    return sorted(found, key=lambda change: change.at)
+
+
+def last_change(events: Iterable[Mapping[str, Any]], event_name: str, trail_arn: str) -> TrailChange | None:
+    """The newest of `changes`; None when there is none."""
+    found = changes(events, event_name, trail_arn)
+    return found[-1] if found else None
+
+
+def logged_selectors(parameters: Mapping[str, Any]) -> tuple[list[Any], list[Any]] | None:
+    """The (basic, advanced) selectors a PutEventSelectors call set, from its request parameters as logged (names in
+    any case); None when they hold neither list."""
+    found = {str(name).lower(): value for name, value in parameters.items()}
+    basic, advanced = found.get("eventselectors"), found.get("advancedeventselectors")
+    if not isinstance(basic, list) and not isinstance(advanced, list):
+        return None
+    return (
+        _as_api(basic) if isinstance(basic, list) else [],
+        _as_api(advanced) if isinstance(advanced, list) else [],
+    )
+
+
+def _as_api(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_SELECTOR_NAMES.get(str(name).lower(), name): _as_api(inner) for name, inner in value.items()}
+    if isinstance(value, list):
+        return [_as_api(inner) for inner in value]
+    return value
+
+
+def narrowed_windows(
+    history: Sequence[TrailChange],
+    table_arns: Mapping[str, str],
+    reads: bool,
+    since: str = "",
+    any_table: bool = False,
+) -> list[str]:
+    """Each time the trail's event selectors, as a PutEventSelectors call of `history` (oldest first) set them, left
+    out audited calls that the selectors before them logged, until the next call set them again, that time ending at
+    `since` or later (`YYYY-MM-DDTHH:MM:SSZ`), for people. What was logged before and then left out, not all that
+    was left out: a table added to the stack was logged by no selectors before it, and is no window. The first
+    call's selectors are no window (what came before is unknown), nor the last's (the trail's now, which the check
+    itself names); selectors that cannot be read from their event are passed over (logged)."""
+    left_out: list[dict[str, list[str]] | None] = []
+    for change in history:
+        selectors = logged_selectors(change.parameters)
+        if selectors is None:
+            logger.warning("the event selectors set at %s cannot be read from their event", change.at)
+        left_out.append(None if selectors is None else unlogged_calls(*selectors, table_arns, reads))
+    windows = []
+    for index in range(1, len(history) - 1):
+        before, during = left_out[index - 1], left_out[index]
+        if before is None or during is None or history[index + 1].at < since:
+            continue
+        dip = {
+            table: dropped
+            for table, calls in sorted(during.items())
+            if (dropped := [call for call in calls if call not in before.get(table, [])])
+        }
+        if not dip:
+            continue
+        tables = list(dip)
+        what = "; ".join(
+            f"{', '.join(dip[table])} on {'every table' if any_table else table}" for table in tables[:MAX_TABLES_NAMED]
+        )
+        if len(tables) > MAX_TABLES_NAMED:
+            what += f"; and calls on {len(tables) - MAX_TABLES_NAMED} more audited tables"
+        windows.append(
+            f"from {history[index].at} to {history[index + 1].at} the trail's event selectors, set by "
+            f"{history[index].who}, did not log {what} for every caller: calls in between were recorded nowhere, and "
+            "no backfill can find them"
+        )
+    return windows
+
+
+def _pages(
+    client: Any, event_name: str, start: datetime, end: datetime, sleep: Callable[[float], None], calls: list[int]
+) -> Iterator[list[Mapping[str, Any]]]:
+    """LookupEvents' pages of `event_name` calls between `start` and `end`, newest first, at most MAX_PAGES, paced
+    SECONDS_BETWEEN_CALLS apart across every call of the run (`calls` counts them)."""
+    token: str | None = None
+    for _ in range(MAX_PAGES):
+        if calls:
+            sleep(SECONDS_BETWEEN_CALLS)
+        calls.append(1)
+        asked: dict[str, Any] = {
+            "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": event_name}],
+            "StartTime": start,
+            "EndTime": end,
+            "MaxResults": PAGE_EVENTS,
+        }
+        if token:
+            asked["NextToken"] = token
+        answer = client.lookup_events(**asked)
+        yield answer.get("Events") or []
+        token = answer.get("NextToken")
+        if not token:
+            return
 
 
 def who_changed(
@@ -86,48 +215,69 @@ def who_changed(
     event_names: Sequence[str],
     now: datetime,
     sleep: Callable[[float], None] = time.sleep,
+    calls: list[int] | None = None,
 ) -> list[str]:
     """For each kind of change (`event_names`, as TrailCheck's `causes`), who last made it on the trail, for people;
     a kind the history holds no call of, within MAX_PAGES pages, is left out, and so is everything when the history
     cannot be read (logged as a warning)."""
     said: list[str] = []
-    calls = 0
+    calls = [] if calls is None else calls
     for event_name in dict.fromkeys(event_names):
-        token: str | None = None
-        for _ in range(MAX_PAGES):
-            if calls:
-                sleep(SECONDS_BETWEEN_CALLS)
-            calls += 1
-            asked: dict[str, Any] = {
-                "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": event_name}],
-                "StartTime": now - HISTORY,
-                "EndTime": now,
-                "MaxResults": PAGE_EVENTS,
-            }
-            if token:
-                asked["NextToken"] = token
-            try:
-                answer = client.lookup_events(**asked)
-            except (ClientError, BotoCoreError) as exc:
-                logger.warning("who changed the trail is unknown: its event history cannot be read (%s)", exc)
-                return said
-            change = last_change(answer.get("Events") or [], event_name, trail_arn)
-            if change is not None:
-                said.append(change.text())
-                break
-            token = answer.get("NextToken")
-            if not token:
-                break
+        try:
+            for page in _pages(client, event_name, now - HISTORY, now, sleep, calls):
+                change = last_change(page, event_name, trail_arn)
+                if change is not None:
+                    said.append(change.text())
+                    break
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("who changed the trail is unknown: its event history cannot be read (%s)", exc)
+            return said
     return said
 
 
-def who_changed_of_environment(event_names: Sequence[str], now: datetime) -> list[str]:
-    """`who_changed` on TRAIL_ARN, each change logged as an error beside the problem it explains; none asked for no
-    cause."""
-    trail = os.environ.get("TRAIL_ARN", "").strip()
-    if not event_names or not trail:
+def selector_history(
+    client: Any,
+    trail_arn: str,
+    now: datetime,
+    sleep: Callable[[float], None] = time.sleep,
+    calls: list[int] | None = None,
+) -> list[TrailChange]:
+    """The PutEventSelectors calls on the trail in the event history (90 days), oldest first (the newest MAX_PAGES
+    pages of them); none when the history cannot be read (logged as a warning)."""
+    events: list[Mapping[str, Any]] = []
+    calls = [] if calls is None else calls
+    try:
+        for page in _pages(client, "PutEventSelectors", now - HISTORY, now, sleep, calls):
+            events += page
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("the trail's past event selectors are unknown: its event history cannot be read (%s)", exc)
         return []
-    changes = who_changed(boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG), trail, event_names, now)
-    for change in changes:
-        logger.error("trail %s: %s", trail, change)
-    return changes
+    return changes(events, "PutEventSelectors", trail_arn)
+
+
+@dataclass(frozen=True)
+class TrailHistory:
+    """What the watch learns from the event history: the times selectors left audited calls out (problems, for the
+    alarm), and who made the changes behind the check's problems (beside them)."""
+
+    windows: list[str]
+    changes: list[str]
+
+
+def trail_history_of_environment(causes: Sequence[str], now: datetime) -> TrailHistory:
+    """`narrowed_windows` and `who_changed` for TRAIL_ARN and the calls the environment audits, each logged as an
+    error; nothing without TRAIL_ARN."""
+    trail = os.environ.get("TRAIL_ARN", "").strip()
+    duties: TrailDuties = duties_of_environment()
+    arns = audited_table_arns(trail, duties)
+    if not trail or arns is None:
+        return TrailHistory([], [])
+    client = boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG)
+    calls: list[int] = []
+    since = (now - GAP_NAMED_FOR).strftime("%Y-%m-%dT%H:%M:%SZ")  # named as long as a stop the status tells
+    history = selector_history(client, trail, now, calls=calls)
+    windows = narrowed_windows(history, arns, duties.reads, since, any_table=duties.tables is None)
+    said = who_changed(client, trail, causes, now, calls=calls)
+    for text in [*windows, *said]:
+        logger.error("trail %s: %s", trail, text)
+    return TrailHistory(windows, said)

@@ -203,9 +203,8 @@ def selectors_problems(client: Any, trail: str, duties: TrailDuties) -> list[str
             return []  # named already, by its status
         return [f"the trail's event selectors cannot be read ({code}): whether they log every audited call is unknown"]
     trail_arn = str(answer.get("TrailARN") or trail)
-    tables = sorted(duties.tables) if duties.tables is not None else [ANY_TABLE]
-    arns = {table: arn for table in tables if (arn := table_arn(trail_arn, table)) is not None}
-    if len(arns) < len(tables):
+    arns = audited_table_arns(trail_arn, duties)
+    if arns is None:
         shown = trail_arn[:_MAX_ERROR_CHARS]
         return [f"the trail's ARN {shown} names no region and account: its selectors are not checked"]
     left_out = unlogged_calls(
@@ -314,6 +313,25 @@ class RecentTrailCheck:
             return list(self._problems)
 
 
+def audited_table_arns(trail_arn: str, duties: TrailDuties) -> dict[str, str] | None:
+    """The ARN of each table the trail must log calls on (under `*`, of a table that stands for any), in the trail's
+    partition, region and account; None when `trail_arn` is no trail ARN."""
+    tables = sorted(duties.tables) if duties.tables is not None else [ANY_TABLE]
+    arns = {table: arn for table in tables if (arn := table_arn(trail_arn, table)) is not None}
+    return arns if len(arns) == len(tables) else None
+
+
+def duties_of_environment() -> TrailDuties:
+    """What the environment says the trail must do: log the calls on AUDITED_TABLES (reads too when AUDIT_READS),
+    deliver to TRAIL_BUCKET and TRAIL_LOG_GROUP (where set)."""
+    return TrailDuties(
+        audited_tables(),
+        flag("AUDIT_READS"),
+        os.environ.get("TRAIL_BUCKET", "").strip() or None,
+        os.environ.get("TRAIL_LOG_GROUP", "").strip() or None,
+    )
+
+
 def check_trail_of_environment() -> TrailCheck:
     """`check_trail` of TRAIL_ARN (the stack sets it) for the calls on AUDITED_TABLES (reads too when AUDIT_READS),
     delivered to TRAIL_BUCKET and TRAIL_LOG_GROUP (where set), each problem logged as an error; none checked
@@ -322,13 +340,7 @@ def check_trail_of_environment() -> TrailCheck:
     if not trail:
         logger.warning("TRAIL_ARN is not set: whether the trail logs is not checked")
         return TrailCheck()
-    duties = TrailDuties(
-        audited_tables(),
-        flag("AUDIT_READS"),
-        os.environ.get("TRAIL_BUCKET", "").strip() or None,
-        os.environ.get("TRAIL_LOG_GROUP", "").strip() or None,
-    )
-    check = check_trail(boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG), trail, duties=duties)
+    check = check_trail(boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG), trail, duties=duties_of_environment())
     for problem in check.problems:
         logger.error("trail %s: %s", trail, problem)
     return check

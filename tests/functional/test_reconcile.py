@@ -1183,7 +1183,7 @@ def test_selectors_and_settings_changed_to_undo_the_audit_are_named_by_the_watch
     assert elsewhere.startswith(f"the trail sends its events to the log group elsewhere, not {TRAIL_LOG_GROUP}: ")
 
 
-def test_the_watch_names_who_made_the_change_behind_a_problem_from_the_event_history(
+def test_the_watch_names_who_made_a_change_and_selectors_narrowed_between_two_runs_from_the_event_history(
     deployed: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from types import SimpleNamespace
@@ -1195,30 +1195,57 @@ def test_the_watch_names_who_made_the_change_behind_a_problem_from_the_event_his
     trail = os.environ["TRAIL_ARN"]
     history = boto3.client("cloudtrail")  # moto keeps no event history: CloudTrail's answer, as Stubber plays it
     stubber = Stubber(history)
+    hours_ago = {hours: f"{datetime.now(UTC) - timedelta(hours=hours):%Y-%m-%dT%H:%M:%SZ}" for hours in (1, 2, 3, 9)}
     stop = {
         "eventName": "StopLogging",
-        "eventTime": "2026-11-29T07:00:00Z",
+        "eventTime": hours_ago[1],
         "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/mallory"},
         "sourceIPAddress": "203.0.113.7",
         "requestParameters": {"name": trail},
     }
+    # Between two runs of the watch, mallory narrowed the selectors to hide every delete, then set them back.
+    (selector,) = EVERY_CALL
+    hiding = {
+        **selector,
+        "FieldSelectors": [*selector["FieldSelectors"], {"Field": "eventName", "NotEquals": ["DeleteItem"]}],
+    }
+    narrowed = [
+        {
+            **stop,
+            "eventName": "PutEventSelectors",
+            "eventTime": at,
+            "requestParameters": {"trailName": trail, "advancedEventSelectors": chosen},
+        }
+        for at, chosen in ((hours_ago[2], EVERY_CALL), (hours_ago[3], [hiding]), (hours_ago[9], EVERY_CALL))
+    ]
+    asked = {"StartTime": ANY, "EndTime": ANY, "MaxResults": 50}
+    stubber.add_response("lookup_events", {"Events": [{"CloudTrailEvent": json.dumps(event)} for event in narrowed]}, {
+        "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "PutEventSelectors"}], **asked
+    })  # fmt: skip
     stubber.add_response("lookup_events", {"Events": [{"CloudTrailEvent": json.dumps(stop)}]}, {
-        "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "StopLogging"}],
-        "StartTime": ANY, "EndTime": ANY, "MaxResults": 50,
+        "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "StopLogging"}], **asked
     })  # fmt: skip
     monkeypatch.setattr(trail_changes, "boto3", SimpleNamespace(client=lambda *_, **__: history))
-    assert "trail_changes" not in deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload  # no problem
+    monkeypatch.setattr(trail_changes, "SECONDS_BETWEEN_CALLS", 0)
+    quiet = deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload  # moto has no history: as before
+    assert quiet == {"trail_problems": []}
     boto3.client("cloudtrail").stop_logging(Name=trail)
 
     with stubber:
         answer = deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload
 
-    (problem,) = answer["trail_problems"]
-    assert problem.startswith("the trail is not logging since ")
+    stopped, window = answer["trail_problems"]
+    assert stopped.startswith("the trail is not logging since ")
+    assert window == (
+        f"from {hours_ago[3]} to {hours_ago[2]} the trail's event selectors, set by "
+        "arn:aws:iam::123456789012:user/mallory, did not log DeleteItem on Books; DeleteItem on Music; DeleteItem on "
+        "Tä'ble for every caller: calls in between were recorded nowhere, and no backfill can find them"
+    )
     assert answer["trail_changes"] == [
         "StopLogging was last called on the trail by arn:aws:iam::123456789012:user/mallory from 203.0.113.7 at "
-        "2026-11-29T07:00:00Z"
+        f"{hours_ago[1]}"
     ]
+    stubber.assert_no_pending_responses()
 
 
 def test_each_nightly_run_names_a_trail_watch_that_stopped_running(

@@ -345,7 +345,7 @@ def test_no_iam_statement_allows_wildcard_actions(translated: dict[str, Any]) ->
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert not [action for action in actions if "*" in action], statement
     # Every grant names its resources, but for the one action IAM gives no resource type: reading CloudTrail's event
-    # history, which only the trail watch does (who made the change behind a problem).
+    # history, which only the trail watch does (the selectors set between two runs, who made a change).
     for name, role in _resources(translated, "AWS::IAM::Role").items():
         for policy in role["Properties"]["Policies"]:
             for statement in policy["PolicyDocument"]["Statement"]:

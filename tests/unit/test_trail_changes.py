@@ -1,6 +1,7 @@
-"""Who made the change behind a trail's problem, from CloudTrail's event history (botocore's Stubber plays
-LookupEvents): the newest successful call of that kind on this trail, whoever's other trails and refused attempts
-aside, read page by page within a bound and within LookupEvents' rate; nothing said when the history cannot be read."""
+"""What CloudTrail's event history tells the trail watch (botocore's Stubber plays LookupEvents): who made the change
+behind a problem (the newest successful call of that kind on this trail, other trails and refused attempts aside), and
+each time the trail's selectors left audited calls out before being set again; read page by page within a bound and
+within LookupEvents' rate; nothing said when the history cannot be read."""
 
 from __future__ import annotations
 
@@ -13,14 +14,26 @@ from botocore.stub import ANY, Stubber
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.trail_changes import MAX_PAGES, SECONDS_BETWEEN_CALLS, last_change, who_changed
+from chalicelib.selectors import READ_OPERATIONS, STATEMENT_OPERATIONS
+from chalicelib.trail_changes import (
+    MAX_PAGES,
+    SECONDS_BETWEEN_CALLS,
+    changes,
+    last_change,
+    logged_selectors,
+    narrowed_windows,
+    selector_history,
+    who_changed,
+)
 
 TRAIL = "arn:aws:cloudtrail:eu-west-1:123456789012:trail/deutzia-dynamodb"
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 MALLORY = "arn:aws:iam::123456789012:user/mallory"
 
 
-def _event(name: str, at: str, trail: str = TRAIL, who: str = MALLORY, **fields: Any) -> dict[str, Any]:
+def _event(
+    name: str, at: str, trail: str = TRAIL, who: str = MALLORY, parameters: dict[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
     record = {
         "eventVersion": "1.09",
         "userIdentity": {"type": "IAMUser", "arn": who, "accountId": "123456789012"},
@@ -29,7 +42,7 @@ def _event(name: str, at: str, trail: str = TRAIL, who: str = MALLORY, **fields:
         "eventName": name,
         "awsRegion": "eu-west-1",
         "sourceIPAddress": "203.0.113.7",
-        "requestParameters": {"trailName" if name == "PutEventSelectors" else "name": trail},
+        "requestParameters": {"trailName" if name == "PutEventSelectors" else "name": trail, **(parameters or {})},
         "responseElements": None,
         **fields,
     }
@@ -106,3 +119,114 @@ def test_an_event_history_that_cannot_be_read_says_nothing() -> None:
     with stubber:
         assert who_changed(client, TRAIL, ["UpdateTrail", "DeleteTrail"], NOW, lambda _: None) == []
     assert who_changed(client, TRAIL, [], NOW) == []
+
+
+# Selectors as a PutEventSelectors event logs them (CloudTrail writes request parameters in lower camel case).
+_DATA = [
+    {"field": "eventCategory", "equals": ["Data"]},
+    {"field": "resources.type", "equals": ["AWS::DynamoDB::Table"]},
+]
+EVERY_CALL = {"advancedEventSelectors": [{"name": "every call", "fieldSelectors": _DATA}]}
+NO_BOOKS_DELETES = {
+    "advancedEventSelectors": [
+        {"name": "not Books", "fieldSelectors": [*_DATA, {"field": "resources.ARN", "notEndsWith": ["/Books"]}]},
+        {
+            "name": "Books but deletes",
+            "fieldSelectors": [
+                *_DATA,
+                {"field": "resources.ARN", "endsWith": ["/Books"]},
+                {"field": "eventName", "notEquals": ["DeleteItem"]},
+            ],
+        },
+    ]
+}
+ARNS = {name: f"arn:aws:dynamodb:eu-west-1:123456789012:table/{name}" for name in ("Books", "Music")}
+
+
+def test_selectors_are_read_from_their_event_in_either_case() -> None:
+    logged = logged_selectors({"trailName": TRAIL, **NO_BOOKS_DELETES})
+    assert logged is not None
+    basic, advanced = logged
+    assert basic == []
+    assert advanced[1]["FieldSelectors"][3] == {"Field": "eventName", "NotEquals": ["DeleteItem"]}
+    as_api = {"TrailName": TRAIL, "AdvancedEventSelectors": [{"Name": "x", "FieldSelectors": []}]}
+    assert logged_selectors(as_api) == ([], [{"Name": "x", "FieldSelectors": []}])
+    basic_only = {
+        "eventSelectors": [
+            {
+                "readWriteType": "All",
+                "dataResources": [{"type": "AWS::DynamoDB::Table", "values": ["arn:aws:dynamodb"]}],
+            }
+        ]
+    }
+    assert logged_selectors(basic_only) == (
+        [{"ReadWriteType": "All", "DataResources": [{"Type": "AWS::DynamoDB::Table", "Values": ["arn:aws:dynamodb"]}]}],
+        [],
+    )
+    assert logged_selectors({"trailName": TRAIL}) is None
+
+
+def test_selectors_that_left_calls_out_until_set_again_are_named_with_who_and_when() -> None:
+    events = [
+        _event("PutEventSelectors", "2026-11-29T09:04:00Z", parameters=EVERY_CALL, who="arn:aws:iam::1:role/deploy"),
+        _event("PutEventSelectors", "2026-11-29T09:01:00Z", parameters=NO_BOOKS_DELETES),
+        _event("PutEventSelectors", "2026-11-29T09:00:00Z", parameters=EVERY_CALL, who="arn:aws:iam::1:role/deploy"),
+        _event("PutEventSelectors", "2026-11-29T09:02:00Z", parameters={"odd": 1}),  # unreadable: passed over
+        _event("PutEventSelectors", "2026-11-29T09:03:00Z", parameters=NO_BOOKS_DELETES, errorCode="AccessDenied"),
+    ]
+    history = changes(events, "PutEventSelectors", TRAIL)
+    assert [change.at[-9:] for change in history] == ["09:00:00Z", "09:01:00Z", "09:02:00Z", "09:04:00Z"]
+    assert narrowed_windows(history, ARNS, reads=False) == [
+        f"from 2026-11-29T09:01:00Z to 2026-11-29T09:02:00Z the trail's event selectors, set by {MALLORY}, did not "
+        "log DeleteItem on Books for every caller: calls in between were recorded nowhere, and no backfill can find "
+        "them"
+    ]
+    # Selectors that leave calls out now: named by the check itself, not as a past window; and a window that ended
+    # before `since` is no longer named.
+    assert narrowed_windows(history[:2], ARNS, reads=False) == []
+    assert narrowed_windows(history, ARNS, reads=False, since="2026-11-29T09:02:01Z") == []
+    writes_only = {"advancedEventSelectors": [{"fieldSelectors": [*_DATA, {"field": "readOnly", "equals": ["false"]}]}]}
+    then_back = changes(
+        [events[2], _event("PutEventSelectors", "2026-11-29T09:03:00Z", parameters=writes_only), events[0]],
+        "PutEventSelectors",
+        TRAIL,
+    )
+    reads = sorted([*READ_OPERATIONS, *(f"{name} (reads)" for name in STATEMENT_OPERATIONS)])
+    (window,) = narrowed_windows(then_back, ARNS, reads=True, any_table=True)
+    assert window.startswith("from 2026-11-29T09:03:00Z to 2026-11-29T09:04:00Z the trail's event selectors, set by ")
+    assert f"did not log {', '.join(reads)} on every table; " in window
+    assert narrowed_windows(then_back, ARNS, reads=False) == []  # reads are not audited: nothing was left out
+
+
+def test_a_table_added_to_the_stack_is_no_window_though_the_selectors_before_left_it_out() -> None:
+    only_music = {
+        "advancedEventSelectors": [{"fieldSelectors": [*_DATA, {"field": "resources.ARN", "endsWith": ["/Music"]}]}]
+    }
+    both = {
+        "advancedEventSelectors": [
+            {"fieldSelectors": [*_DATA, {"field": "resources.ARN", "endsWith": ["/Music", "/Books"]}]}
+        ]
+    }
+    deploy = "arn:aws:iam::123456789012:role/cloudformation"
+    events = [
+        _event("PutEventSelectors", "2026-11-20T00:00:00Z", parameters=only_music, who=deploy),
+        _event("PutEventSelectors", "2026-11-29T08:00:00Z", parameters=only_music, who=deploy),
+        _event("PutEventSelectors", "2026-11-29T09:00:00Z", parameters=both, who=deploy),
+    ]
+    assert narrowed_windows(changes(events, "PutEventSelectors", TRAIL), ARNS, reads=True) == []
+
+
+def test_the_selectors_history_is_read_page_by_page_since_two_days_ago() -> None:
+    client, stubber = _client()
+    page = [_event("PutEventSelectors", "2026-11-29T09:01:00Z", parameters=NO_BOOKS_DELETES)]
+    stubber.add_response("lookup_events", {"Events": page, "NextToken": "p2"}, _asked("PutEventSelectors"))
+    older = [_event("PutEventSelectors", "2026-11-29T09:00:00Z", parameters=EVERY_CALL)]
+    stubber.add_response("lookup_events", {"Events": older}, _asked("PutEventSelectors", "p2"))
+    waits: list[float] = []
+    with stubber:
+        history = selector_history(client, TRAIL, NOW, waits.append)
+    assert [change.at for change in history] == ["2026-11-29T09:00:00Z", "2026-11-29T09:01:00Z"]
+    assert waits == [SECONDS_BETWEEN_CALLS]
+    stubber.add_client_error("lookup_events", service_error_code="ThrottlingException")
+    with stubber:
+        assert selector_history(client, TRAIL, NOW, lambda _: None) == []
