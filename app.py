@@ -265,7 +265,8 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
     from aws_lambda_powertools.metrics import MetricUnit
 
     from chalicelib.compactor import time_left_of
-    from chalicelib.reconciler import reconcile_day_seconds
+    from chalicelib.reconciler import NotLogging, reconcile_day_seconds
+    from chalicelib.trail_changes import narrowed_times_of_environment
     from chalicelib.trail_status import check_trail_of_environment
 
     day_seconds = reconcile_day_seconds()
@@ -283,7 +284,9 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
         metrics.flush_metrics()
 
-    done, left = reconciler.run_days(days, time_left_of(event.context), day_seconds, trail.not_logging, publish)
+    # The times the selectors left audited calls out count as the trail's stops do: the days they overlap lack calls.
+    not_logging: list[NotLogging] = [*trail.not_logging, *narrowed_times_of_environment(datetime.now(UTC))]
+    done, left = reconciler.run_days(days, time_left_of(event.context), day_seconds, not_logging, publish)
     next_since = left[0] if left else None
     return {"days": done, "not_reached": left, "next_since": next_since, "trail_problems": problems}
 

@@ -533,7 +533,7 @@ DEFAULT_COVERAGE_DAYS = 30
 MAX_COVERAGE_UNCONFIRMED_IDS = 20_000
 # A day's times without logging, as stored and answered: a few at most (each run learns of one).
 MAX_GAPS = 10
-MAX_GAP_CHARS = 100
+MAX_GAP_CHARS = 200
 
 
 def coverage_of(

@@ -76,6 +76,9 @@ from chalicelib.trail_status import (
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+# A time the trail did not log: (start, end), or (start, end, what it left out) when it logged only some audited calls.
+NotLogging = tuple[datetime, datetime] | tuple[datetime, datetime, str]
+
 logger = Logger(service="deutzia-reconcile")
 
 # Days one on-demand run may cover (a catch-up of a month takes a few runs, each within Lambda's 15 minutes).
@@ -238,12 +241,13 @@ class Reconciler:
         day: str,
         until: str | None = None,
         time_left: Callable[[], float] | None = None,
-        not_logging: Sequence[tuple[datetime, datetime]] = (),
+        not_logging: Sequence[NotLogging] = (),
     ) -> DayReport:
         """Reconcile `day` (up to `until` when the day is still going); ReconcileError when it cannot be done. With
         `time_left` (seconds), backfill stops starting trail files BACKFILL_RESERVE_SECONDS before the end, and what
         it did not reach is deferred (DayReport.deferred) to the next daily runs. `not_logging`: when the trail did
-        not log (trail_status), kept in the day's summary where it overlaps the day, with what earlier runs kept."""
+        not log (trail_status), or logged only some audited calls (a note saying which: trail_changes), kept in the
+        day's summary where it overlaps the day, with what earlier runs kept."""
         window = ReconcileWindow.of_day(day, None if self._tables is None else sorted(self._tables), until)
         by_region = self._list_trail_files(window)
         files = [path for paths in by_region.values() for path in paths]
@@ -290,7 +294,7 @@ class Reconciler:
         days: Sequence[str],
         time_left: Callable[[], float],
         day_seconds: float,
-        not_logging: Sequence[tuple[datetime, datetime]] = (),
+        not_logging: Sequence[NotLogging] = (),
         done_with: Callable[[DayReport], None] = lambda report: None,
     ) -> tuple[dict[str, str], list[str]]:
         """Reconcile `days` in order while a day's time (`day_seconds`) is left, handing each report to `done_with`:
@@ -476,13 +480,17 @@ class Reconciler:
             > 0
         ]
 
-    def _not_logging(self, day: str, gaps: Sequence[tuple[datetime, datetime]]) -> list[str]:
-        """The times the trail did not log during `day`: those an earlier run stored, those the trail watch kept under
-        the day, and those of `gaps` that overlap it (CloudTrail tells only its latest stop, so what was once learnt
-        is kept)."""
+    def _not_logging(self, day: str, gaps: Sequence[NotLogging]) -> list[str]:
+        """The times the trail did not log during `day`, or logged only some audited calls (with a note saying
+        which): those an earlier run stored, those the trail watch kept under the day, and those of `gaps` that
+        overlap it (CloudTrail tells only its latest stop, so what was once learnt is kept)."""
         start = datetime.combine(parse_day(day), datetime.min.time(), UTC)
-        overlapping = [*self._watched_gaps(day), *gaps]
-        found = [logging_gap(b, e) for b, e in overlapping if b < start + timedelta(days=1) and e > start]
+        overlapping: list[NotLogging] = [*self._watched_gaps(day), *gaps]
+        found = [
+            logging_gap(gap[0], gap[1]) + (f" ({gap[2]})" if len(gap) > 2 else "")
+            for gap in overlapping
+            if gap[0] < start + timedelta(days=1) and gap[1] > start
+        ]
         earlier = (self._summary(day) or {}).get("not_logging")
         kept = [str(gap) for gap in earlier] if isinstance(earlier, list) else []
         by_start = {gap.split(" to ", 1)[0]: gap for gap in [*kept, *found]}  # one stop, its latest end

@@ -92,11 +92,7 @@ def unlogged_calls(
     # trail with advanced selectors uses no basic ones, whichever of its advanced ones count).
     if advanced:
         basic, advanced = [], [selector for selector in advanced if _fields(selector) <= _KNOWN_FIELDS]
-    # (as named, the call, read only): a PartiQL call that reads is named apart from one that writes.
-    calls = [(name, name, False) for name in WRITE_OPERATIONS | STATEMENT_OPERATIONS]
-    if reads:
-        calls += [(name, name, True) for name in READ_OPERATIONS]
-        calls += [(f"{name} (reads)", name, True) for name in STATEMENT_OPERATIONS]
+    calls = audited_calls(reads)
     left_out: dict[str, list[str]] = {}
     for table, arn in table_arns.items():
         named = [
@@ -107,6 +103,16 @@ def unlogged_calls(
         if named:
             left_out[table] = sorted(named)
     return left_out
+
+
+def audited_calls(reads: bool) -> list[tuple[str, str, bool]]:
+    """Each data call the trail must log, as (named, the call, read only): the writes, and the reads too when `reads`;
+    a PartiQL call that reads is named apart from one that writes (`ExecuteStatement (reads)`)."""
+    calls = [(name, name, False) for name in WRITE_OPERATIONS | STATEMENT_OPERATIONS]
+    if reads:
+        calls += [(name, name, True) for name in READ_OPERATIONS]
+        calls += [(f"{name} (reads)", name, True) for name in STATEMENT_OPERATIONS]
+    return calls
 
 
 def selector_problems(left_out: Mapping[str, Sequence[str]], any_table: bool = False) -> list[str]:

@@ -26,13 +26,14 @@ import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.selectors import MAX_TABLES_NAMED, unlogged_calls
+from chalicelib.selectors import MAX_TABLES_NAMED, audited_calls, unlogged_calls
 from chalicelib.trail_status import (
     GAP_NAMED_FOR,
     STATUS_CLIENT_CONFIG,
     TrailDuties,
     audited_table_arns,
     duties_of_environment,
+    parse_moment,
 )
 
 logger = Logger(service="deutzia-trail")
@@ -139,26 +140,56 @@ def _as_api(value: Any) -> Any:
     return value
 
 
-def narrowed_windows(
-    history: Sequence[TrailChange],
-    table_arns: Mapping[str, str],
-    reads: bool,
-    since: str = "",
-    any_table: bool = False,
-) -> list[str]:
+@dataclass(frozen=True)
+class Narrowing:
+    """A time the trail's event selectors left audited calls out (`left_out`: the calls of each table), from the call
+    that set them (`start`, `who`) to the next (`end`, or the time of asking while they still do)."""
+
+    start: str
+    end: str
+    who: str
+    left_out: Mapping[str, Sequence[str]]
+
+    def what(self, any_table: bool = False) -> str:
+        tables = sorted(self.left_out)
+        what = "; ".join(
+            f"{_calls(self.left_out[table])} on {'every table' if any_table else table}"
+            for table in tables[:MAX_TABLES_NAMED]
+        )
+        if len(tables) > MAX_TABLES_NAMED:
+            what += f"; and calls on {len(tables) - MAX_TABLES_NAMED} more audited tables"
+        return what
+
+    def text(self, any_table: bool = False) -> str:
+        """The narrowing as the watch names it."""
+        return (
+            f"from {self.start} to {self.end} the trail's event selectors, set by {self.who}, did not log "
+            f"{self.what(any_table)} for every caller: calls in between were recorded nowhere, and no backfill can "
+            "find them"
+        )
+
+    def note(self, any_table: bool = False) -> str:
+        """What a day's `not_logging` says of it, after the time (`from ... to ...`); who set them, the watch says."""
+        return f"its selectors left out {self.what(any_table)}"
+
+
+def _calls(names: Sequence[str]) -> str:
+    """The calls left out of a table, or `every call` when none of its data calls was logged."""
+    every = {named for named, _, _ in audited_calls(reads=True)}
+    return "every call" if set(names) >= every else ", ".join(names)
+
+
+def narrowings(
+    history: Sequence[TrailChange], table_arns: Mapping[str, str], reads: bool, since: str = ""
+) -> list[Narrowing]:
     """Each time the trail's event selectors, as a PutEventSelectors call of `history` (oldest first) set them, left
     out audited calls that the selectors before them logged, until the next call set them again, that time ending at
-    `since` or later (`YYYY-MM-DDTHH:MM:SSZ`), for people. What was logged before and then left out, not all that
-    was left out: a table added to the stack was logged by no selectors before it, and is no window. The first
-    call's selectors are no window (what came before is unknown), nor the last's (the trail's now, which the check
-    itself names); selectors that cannot be read from their event are passed over (logged)."""
-    left_out: list[dict[str, list[str]] | None] = []
-    for change in history:
-        selectors = logged_selectors(change.parameters)
-        if selectors is None:
-            logger.warning("the event selectors set at %s cannot be read from their event", change.at)
-        left_out.append(None if selectors is None else unlogged_calls(*selectors, table_arns, reads))
-    windows = []
+    `since` or later (`YYYY-MM-DDTHH:MM:SSZ`). What was logged before and then left out, not all that was left out: a
+    table added to the stack was logged by no selectors before it, and is no narrowing. The first call's selectors
+    are none (what came before is unknown), nor the last's (the trail's now: `current_narrowing`); selectors that
+    cannot be read from their event are passed over (logged)."""
+    left_out = [_left_out(change, table_arns, reads) for change in history]
+    found = []
     for index in range(1, len(history) - 1):
         before, during = left_out[index - 1], left_out[index]
         if before is None or during is None or history[index + 1].at < since:
@@ -168,20 +199,39 @@ def narrowed_windows(
             for table, calls in sorted(during.items())
             if (dropped := [call for call in calls if call not in before.get(table, [])])
         }
-        if not dip:
-            continue
-        tables = list(dip)
-        what = "; ".join(
-            f"{', '.join(dip[table])} on {'every table' if any_table else table}" for table in tables[:MAX_TABLES_NAMED]
-        )
-        if len(tables) > MAX_TABLES_NAMED:
-            what += f"; and calls on {len(tables) - MAX_TABLES_NAMED} more audited tables"
-        windows.append(
-            f"from {history[index].at} to {history[index + 1].at} the trail's event selectors, set by "
-            f"{history[index].who}, did not log {what} for every caller: calls in between were recorded nowhere, and "
-            "no backfill can find them"
-        )
-    return windows
+        if dip:
+            found.append(Narrowing(history[index].at, history[index + 1].at, history[index].who, dip))
+    return found
+
+
+def current_narrowing(
+    history: Sequence[TrailChange], table_arns: Mapping[str, str], reads: bool, now: str
+) -> Narrowing | None:
+    """The audited calls the selectors the last call of `history` set leave out, from that call to `now`; None when
+    they leave none out, or cannot be read, or no call is in the history (since when is then unknown)."""
+    if not history:
+        return None
+    left_out = _left_out(history[-1], table_arns, reads)
+    return Narrowing(history[-1].at, now, history[-1].who, left_out) if left_out else None
+
+
+def narrowed_windows(
+    history: Sequence[TrailChange],
+    table_arns: Mapping[str, str],
+    reads: bool,
+    since: str = "",
+    any_table: bool = False,
+) -> list[str]:
+    """`narrowings` as the watch names them, for people."""
+    return [narrowing.text(any_table) for narrowing in narrowings(history, table_arns, reads, since)]
+
+
+def _left_out(change: TrailChange, table_arns: Mapping[str, str], reads: bool) -> dict[str, list[str]] | None:
+    selectors = logged_selectors(change.parameters)
+    if selectors is None:
+        logger.warning("the event selectors set at %s cannot be read from their event", change.at)
+        return None
+    return unlogged_calls(*selectors, table_arns, reads)
 
 
 def _pages(
@@ -281,3 +331,26 @@ def trail_history_of_environment(causes: Sequence[str], now: datetime) -> TrailH
     for text in [*windows, *said]:
         logger.error("trail %s: %s", trail, text)
     return TrailHistory(windows, said)
+
+
+def narrowed_times_of_environment(now: datetime) -> list[tuple[datetime, datetime, str]]:
+    """For reconciliation, each time in the event history (90 days) that the trail's selectors left audited calls out,
+    past and current, as (start, end, what a day's `not_logging` says of it): a day they overlap cannot be verified
+    complete, though its trail files and records agree (both lack those calls). None without TRAIL_ARN, or when the
+    history cannot be read (logged)."""
+    trail = os.environ.get("TRAIL_ARN", "").strip()
+    duties = duties_of_environment()
+    arns = audited_table_arns(trail, duties)
+    if not trail or arns is None:
+        return []
+    client = boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG)
+    history = selector_history(client, trail, now)
+    shown_now = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    found = narrowings(history, arns, duties.reads)
+    current = current_narrowing(history, arns, duties.reads, shown_now)
+    times = []
+    for narrowing in [*found, *([current] if current else [])]:
+        start, end = parse_moment(narrowing.start), parse_moment(narrowing.end)
+        if start is not None and end is not None:
+            times.append((start, end, narrowing.note(any_table=duties.tables is None)))
+    return times

@@ -1248,6 +1248,58 @@ def test_the_watch_names_who_made_a_change_and_selectors_narrowed_between_two_ru
     stubber.assert_no_pending_responses()
 
 
+def test_a_day_the_selectors_left_calls_out_on_is_incomplete_though_its_files_and_records_agree(
+    deployed: Client, monkeypatch: pytest.MonkeyPatch, s3: Any, trail_bucket: str
+) -> None:
+    from types import SimpleNamespace
+
+    from botocore.stub import ANY, Stubber
+
+    from chalicelib import trail_changes
+
+    trail = os.environ["TRAIL_ARN"]
+    day = "2024-05-02"
+    put_trail_file(s3, trail_bucket, [], date="2024/05/02")
+    put_trail_file(s3, trail_bucket, [], date="2024/05/03")
+
+    def reconcile() -> dict[str, Any]:
+        run = deutzia_app.reconcile_audit_trail(
+            _scheduled(deployed, {"since": day, "until": day}), LambdaContext("reconcile_audit_trail", 900_000)
+        )
+        return dict(run)
+
+    assert reconcile()["days"] == {day: "verified"}  # moto keeps no history: nothing said of the selectors
+    history = boto3.client("cloudtrail")  # CloudTrail's answer, as Stubber plays it
+    stubber = Stubber(history)
+    at = {"before": "2024-05-01T09:00:00Z", "narrowed": "2024-05-02T10:00:00Z", "restored": "2024-05-02T10:03:00Z"}
+    (selector,) = EVERY_CALL
+    hiding = {
+        **selector,
+        "FieldSelectors": [*selector["FieldSelectors"], {"Field": "resources.ARN", "NotEndsWith": ["/Books"]}],
+    }
+    mallory = {"arn": "arn:aws:iam::123456789012:user/mallory"}
+    events = [
+        {"eventName": "PutEventSelectors", "eventTime": at[name], "userIdentity": mallory,
+         "requestParameters": {"trailName": trail, "advancedEventSelectors": chosen}}
+        for name, chosen in (("restored", EVERY_CALL), ("narrowed", [hiding]), ("before", EVERY_CALL))
+    ]  # fmt: skip
+    stubber.add_response("lookup_events", {"Events": [{"CloudTrailEvent": json.dumps(event)} for event in events]}, {
+        "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "PutEventSelectors"}],
+        "StartTime": ANY, "EndTime": ANY, "MaxResults": 50,
+    })  # fmt: skip
+    monkeypatch.setattr(trail_changes, "boto3", SimpleNamespace(client=lambda *_, **__: history))
+
+    with stubber:
+        payload = reconcile()
+
+    assert payload.get("days") == {day: "incomplete"}, payload  # Books' calls for three minutes were recorded nowhere
+    (covered,) = json.loads(deployed.http.get(f"/audit/coverage?table=Music&since={day}&until=2024-05-03").body)["days"]
+    assert covered["status"] == "incomplete"  # the day, for every table: what is named says which calls
+    assert covered["not_logging"] == [
+        f"from {at['narrowed']} to {at['restored']} (its selectors left out every call on Books)"
+    ]
+
+
 def test_each_nightly_run_names_a_trail_watch_that_stopped_running(
     deployed: Client, s3: Any, audit_bucket: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

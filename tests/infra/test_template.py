@@ -345,11 +345,13 @@ def test_no_iam_statement_allows_wildcard_actions(translated: dict[str, Any]) ->
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert not [action for action in actions if "*" in action], statement
     # Every grant names its resources, but for the one action IAM gives no resource type: reading CloudTrail's event
-    # history, which only the trail watch does (the selectors set between two runs, who made a change).
+    # history, which the trail watch (the selectors set between two runs, who made a change) and reconciliation (the
+    # days they overlap) do, and no other role.
+    readers = {"TrailWatchFunctionRole", "ReconcileFunctionRole"}
     for name, role in _resources(translated, "AWS::IAM::Role").items():
         for policy in role["Properties"]["Policies"]:
             for statement in policy["PolicyDocument"]["Statement"]:
-                unnamed = (name, statement["Action"]) == ("TrailWatchFunctionRole", "cloudtrail:LookupEvents")
+                unnamed = name in readers and statement["Action"] == "cloudtrail:LookupEvents"
                 assert (statement["Resource"] == "*") == unnamed, statement
 
 
@@ -798,7 +800,10 @@ def test_reconciliation_runs_daily_one_at_a_time_with_a_role_that_never_deletes(
     assert variables["TRAIL_ARN"] == {"Fn::GetAtt": ["Trail", "Arn"]}  # whose status each run reads, and nothing else
     (policy,) = translated["Resources"]["ReconcileFunctionRole"]["Properties"]["Policies"]
     trail = [s for s in policy["PolicyDocument"]["Statement"] if "cloudtrail:" in str(s["Action"])]
-    assert trail == [{"Effect": "Allow", "Action": TRAIL_READS, "Resource": variables["TRAIL_ARN"]}]
+    assert trail == [
+        {"Effect": "Allow", "Action": TRAIL_READS, "Resource": variables["TRAIL_ARN"]},
+        {"Effect": "Allow", "Action": "cloudtrail:LookupEvents", "Resource": "*"},
+    ]
     resolver = Resolver(merged, {"AuditedTableNames": "Orders"})
     grants = _s3_grants(resolver, translated["Resources"]["ReconcileFunctionRole"])
     assert grants == {

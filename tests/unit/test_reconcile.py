@@ -20,6 +20,8 @@ from chalicelib.errors import ConfigError, InvalidRequestError, UnknownTableErro
 from chalicelib.reconcile import (
     DEFERRED_REASON,
     MAX_COVERAGE_DAYS,
+    MAX_GAP_CHARS,
+    MAX_GAPS,
     CorruptTrailFileError,
     DayReport,
     ReconcileRelations,
@@ -258,7 +260,8 @@ def test_a_day_the_trail_did_not_log_in_is_incomplete_whatever_its_counts_say() 
     uncalled = coverage_of(DAY, "Books", summary, None)
     assert (uncalled["status"], uncalled["not_logging"]) == ("incomplete", [gap])
     hostile = coverage_of(DAY, "Music", {**summary, "not_logging": ["x" * 5000] * 50}, None)
-    assert (len(hostile["not_logging"]), max(map(len, hostile["not_logging"]))) == (10, 100)
+    assert (len(hostile["not_logging"]), max(map(len, hostile["not_logging"]))) == (MAX_GAPS, MAX_GAP_CHARS)
+    assert len(f"{gap} (its selectors left out BatchWriteItem, DeleteItem on {'t' * 40})") <= MAX_GAP_CHARS
 
 
 def test_makes_reconcile_line_says_what_was_gone_and_when_the_trail_did_not_log() -> None:

@@ -19,6 +19,7 @@ from chalicelib.trail_changes import (
     MAX_PAGES,
     SECONDS_BETWEEN_CALLS,
     changes,
+    current_narrowing,
     last_change,
     logged_selectors,
     narrowed_windows,
@@ -230,3 +231,30 @@ def test_the_selectors_history_is_read_page_by_page_since_two_days_ago() -> None
     stubber.add_client_error("lookup_events", service_error_code="ThrottlingException")
     with stubber:
         assert selector_history(client, TRAIL, NOW, lambda _: None) == []
+
+
+def test_the_selectors_now_are_a_narrowing_from_when_they_were_set_until_now() -> None:
+    set_now = changes(
+        [_event("PutEventSelectors", "2026-11-29T09:01:00Z", parameters=NO_BOOKS_DELETES)], "PutEventSelectors", TRAIL
+    )
+    narrowing = current_narrowing(set_now, ARNS, reads=True, now="2026-11-29T12:00:00Z")
+    assert narrowing is not None
+    assert (narrowing.start, narrowing.end, narrowing.who) == ("2026-11-29T09:01:00Z", "2026-11-29T12:00:00Z", MALLORY)
+    assert narrowing.note() == "its selectors left out DeleteItem on Books"
+    every = changes(
+        [_event("PutEventSelectors", "2026-11-29T09:00:00Z", parameters=EVERY_CALL)], "PutEventSelectors", TRAIL
+    )
+    assert current_narrowing(every, ARNS, reads=True, now="2026-11-29T12:00:00Z") is None
+    assert current_narrowing([], ARNS, reads=True, now="2026-11-29T12:00:00Z") is None  # since when: unknown
+    no_books = {
+        "advancedEventSelectors": [{"fieldSelectors": [*_DATA, {"field": "resources.ARN", "notEndsWith": ["/Books"]}]}]
+    }
+    whole = current_narrowing(
+        changes([_event("PutEventSelectors", "2026-11-29T09:00:00Z", parameters=no_books)], "PutEventSelectors", TRAIL),
+        ARNS,
+        reads=True,
+        now="2026-11-29T12:00:00Z",
+    )
+    assert whole is not None
+    assert whole.note() == "its selectors left out every call on Books"
+    assert whole.note(any_table=True) == "its selectors left out every call on every table"
