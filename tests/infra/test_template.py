@@ -485,22 +485,35 @@ def test_the_apis_stage_takes_a_bounded_rate_of_requests_on_every_route(translat
     assert (parameters["ApiRequestsPerSecond"]["Default"], parameters["ApiBurstRequests"]["Default"]) == (10, 20)
 
 
+def _metric(namespace: str, name: str, dimension: str, resource: str) -> dict[str, Any]:
+    """A CloudWatch metric of one dimension naming one of the stack's resources, as the template writes it."""
+    return {"Namespace": namespace, "MetricName": name, "Dimensions": [{"Name": dimension, "Value": {"Ref": resource}}]}
+
+
+# The records reaching the stream, which two alarms watch.
+STREAM_RECORDS = _metric("AWS/Kinesis", "IncomingRecords", "StreamName", "AuditStream")
+
+
+def _watched_metrics(alarm: dict[str, Any]) -> dict[str, Any]:
+    """A metric-math alarm's metrics by id."""
+    return {query["Id"]: query["MetricStat"] for query in alarm["Metrics"] if "MetricStat" in query}
+
+
+def _expression(alarm: dict[str, Any]) -> str:
+    """The expression a metric-math alarm fires on."""
+    (expression,) = [query for query in alarm["Metrics"] if query.get("ReturnData")]
+    return str(expression["Expression"])
+
+
 def test_an_alarm_fires_when_the_stream_takes_records_and_ingest_is_not_invoked(merged: dict[str, Any]) -> None:
     alarm = merged["Resources"]["IngestStalledAlarm"]["Properties"]
-    watched = {query["Id"]: query["MetricStat"] for query in alarm["Metrics"] if "MetricStat" in query}
-    assert watched["incoming"]["Metric"] == {
-        "Namespace": "AWS/Kinesis",
-        "MetricName": "IncomingRecords",
-        "Dimensions": [{"Name": "StreamName", "Value": {"Ref": "AuditStream"}}],
-    }
-    assert watched["invocations"]["Metric"] == {
-        "Namespace": "AWS/Lambda",
-        "MetricName": "Invocations",
-        "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": "IngestAuditEvents"}}],
+    watched = _watched_metrics(alarm)
+    assert {name: stat["Metric"] for name, stat in watched.items()} == {
+        "incoming": STREAM_RECORDS,
+        "invocations": _metric("AWS/Lambda", "Invocations", "FunctionName", "IngestAuditEvents"),
     }
     assert {stat["Period"] for stat in watched.values()} == {900}
-    (expression,) = [query for query in alarm["Metrics"] if query.get("ReturnData")]
-    assert expression["Expression"] == "IF(FILL(incoming, 0) > 0, IF(FILL(invocations, 0) == 0, 1, 0), 0)"
+    assert _expression(alarm) == "IF(FILL(incoming, 0) > 0, IF(FILL(invocations, 0) == 0, 1, 0), 0)"
     # On the `chalice deploy` path the stack has no ingest function to watch.
     assert "IngestStalledAlarm" not in render_infrastructure(load_template())["Resources"]
 
@@ -533,19 +546,11 @@ def test_a_fast_path_that_stops_before_ingest_raises_an_alarm() -> None:
     assert throttled["Period"] * throttled["EvaluationPeriods"] == 900  # sustained, not one burst
     # Events reach the log group and none the stream, two periods on end: the subscription deleted or replaced.
     cut = alarms["TrailEventsNotForwardedAlarm"]["Properties"]
-    watched = {query["Id"]: query["MetricStat"] for query in cut["Metrics"] if "MetricStat" in query}
-    assert watched["logged"]["Metric"] == {
-        "Namespace": "AWS/Logs",
-        "MetricName": "IncomingLogEvents",
-        "Dimensions": [{"Name": "LogGroupName", "Value": {"Ref": "TrailLogGroup"}}],
+    assert {name: stat["Metric"] for name, stat in _watched_metrics(cut).items()} == {
+        "logged": _metric("AWS/Logs", "IncomingLogEvents", "LogGroupName", "TrailLogGroup"),
+        "streamed": STREAM_RECORDS,
     }
-    assert watched["streamed"]["Metric"] == {
-        "Namespace": "AWS/Kinesis",
-        "MetricName": "IncomingRecords",
-        "Dimensions": [{"Name": "StreamName", "Value": {"Ref": "AuditStream"}}],
-    }
-    (expression,) = [query for query in cut["Metrics"] if query.get("ReturnData")]
-    assert expression["Expression"] == "IF(FILL(logged, 0) > 0, IF(FILL(streamed, 0) == 0, 1, 0), 0)"
+    assert _expression(cut) == "IF(FILL(logged, 0) > 0, IF(FILL(streamed, 0) == 0, 1, 0), 0)"
     assert (cut["EvaluationPeriods"], cut["DatapointsToAlarm"], cut["Threshold"]) == (2, 2, 0)
     topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
     for alarm in (delivery, throttled, cut):
