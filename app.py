@@ -45,6 +45,7 @@ from chalicelib.store import S3AuditStore
 from chalicelib.trail_status import WATCH_INTERVAL_MINUTES
 
 if TYPE_CHECKING:
+    from chalicelib.table_notes import RecentTableNotes
     from chalicelib.trail_status import RecentTrailCheck
 
 app = Chalice(app_name="deutzia")
@@ -128,6 +129,13 @@ def get_coverage_reader() -> CoverageReader:
 
 
 @cache
+def get_table_notes() -> RecentTableNotes:
+    from chalicelib.table_notes import table_notes_of_environment
+
+    return table_notes_of_environment()
+
+
+@cache
 def get_trail_check() -> RecentTrailCheck:
     from chalicelib.trail_status import RecentTrailCheck, check_trail_of_environment
 
@@ -187,7 +195,9 @@ def get_tables() -> dict[str, Any]:
 
 @app.route("/audit/coverage", methods=["GET"], authorizer=IAMAuthorizer())
 def get_audit_coverage() -> dict[str, Any]:
-    """Per day: whether the table's history is verified complete against the trail, backfilled, or not checked."""
+    """Per day: whether the table's history is verified complete against the trail, backfilled, or not checked; the
+    trail's problems now; and what DynamoDB says of the table that no call made (Time to Live, replicas, created)."""
+    from concurrent.futures import ThreadPoolExecutor
     from datetime import UTC, datetime
 
     try:
@@ -195,8 +205,18 @@ def get_audit_coverage() -> dict[str, Any]:
         covered = get_coverage_reader().read(table, days)
     except DeutziaError as exc:
         raise _http_error(exc) from exc
-    trail_problems = get_trail_check().problems()  # now, whatever the days: calls since a stop are recorded nowhere
-    return {"table": table, "since": days[0], "until": days[-1], "days": covered, "trail_problems": trail_problems}
+    with ThreadPoolExecutor(max_workers=1) as pool:  # DynamoDB and CloudTrail at once: each has its own time
+        table_notes = pool.submit(get_table_notes().notes, table)
+        trail_problems = get_trail_check().problems()  # now, whatever the days: calls since a stop are recorded nowhere
+        notes = table_notes.result()
+    return {
+        "table": table,
+        "since": days[0],
+        "until": days[-1],
+        "days": covered,
+        "trail_problems": trail_problems,
+        "table_notes": notes,
+    }
 
 
 @app.on_kinesis_record(

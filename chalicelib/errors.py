@@ -5,6 +5,8 @@ Messages name the thing that is wrong (a parameter, a variable, a reason) and ne
 
 from __future__ import annotations
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 
 class DeutziaError(Exception):
     """Base of every error this package raises on purpose."""
@@ -64,3 +66,11 @@ class MalformedEventError(DeutziaError):
 
 class InexactNumberError(DeutziaError):
     """An event holds a float where a record keeps the number as written: read it again with the exact parser."""
+
+
+def aws_error_code(exc: ClientError | BotoCoreError) -> str:
+    """An AWS error's code, or a client-side failure's kind (ReadTimeoutError); never its message, which may name
+    internals."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "Unknown")[:100]
+    return type(exc).__name__

@@ -74,7 +74,7 @@ def attributes_text(entry: Mapping[str, object]) -> str:
     if operation == "Update" and isinstance(update, str) and update:
         parts.append(named(update))
     elif operation in ("Put", "Update") and isinstance(names, list) and names:
-        parts.append(", ".join(_shown_name(str(name)) for name in names))
+        parts.append(", ".join(shown_name(str(name)) for name in names))
     elif operation == "Statement" and isinstance(entry.get("statement"), str):
         parts.append(str(entry["statement"]))
     if operation in _CONDITIONED and isinstance(condition, str) and condition:
@@ -101,10 +101,10 @@ def _expression_names(parameters: object) -> dict[str, str]:
         found = next(spelled, None)
     if not isinstance(found, dict):
         return {}
-    return {placeholder: _shown_name(name) for placeholder, name in found.items() if isinstance(name, str)}
+    return {placeholder: shown_name(name) for placeholder, name in found.items() if isinstance(name, str)}
 
 
-def _shown_name(name: str) -> str:
+def shown_name(name: str) -> str:
     return name if _BARE_NAME.fullmatch(name) else json.dumps(name, ensure_ascii=False)
 
 

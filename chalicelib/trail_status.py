@@ -28,6 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import audited_tables, flag
+from chalicelib.errors import aws_error_code
 from chalicelib.selectors import ANY_TABLE, selector_problems, table_arn, unlogged_calls
 
 logger = Logger(service="deutzia-trail")
@@ -128,7 +129,7 @@ def check_trail(client: Any, trail: str, now: datetime | None = None, duties: Tr
     try:
         status = client.get_trail_status(Name=trail)
     except (ClientError, BotoCoreError) as exc:
-        code = _error_code(exc)
+        code = aws_error_code(exc)
         if code == "TrailNotFoundException":
             return TrailCheck(
                 [f"the trail {trail} does not exist: no call is recorded until a trail logs the tables again"],
@@ -178,18 +179,11 @@ def settings_problems(client: Any, trail: str, duties: TrailDuties) -> list[str]
     try:
         settings = client.get_trail(Name=trail).get("Trail") or {}
     except (ClientError, BotoCoreError) as exc:
-        code = _error_code(exc)
+        code = aws_error_code(exc)
         if code == "TrailNotFoundException":
             return []  # named already, by its status
         return [f"the trail's settings cannot be read ({code}): whether it signs and sends its events is unknown"]
     return trail_settings_problems(settings, duties)
-
-
-def _error_code(exc: ClientError | BotoCoreError) -> str:
-    """An AWS error's code, or a client-side failure's kind (ReadTimeoutError)."""
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "Unknown"))
-    return type(exc).__name__
 
 
 def selectors_problems(client: Any, trail: str, duties: TrailDuties) -> list[str]:
@@ -198,7 +192,7 @@ def selectors_problems(client: Any, trail: str, duties: TrailDuties) -> list[str
     try:
         answer = client.get_event_selectors(TrailName=trail)
     except (ClientError, BotoCoreError) as exc:
-        code = _error_code(exc)
+        code = aws_error_code(exc)
         if code == "TrailNotFoundException":
             return []  # named already, by its status
         return [f"the trail's event selectors cannot be read ({code}): whether they log every audited call is unknown"]

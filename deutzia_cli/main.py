@@ -184,7 +184,7 @@ def history(
         if answer is None or unavailable is not None:
             Console(stderr=True, highlight=False).print(_plain(f"coverage unavailable: {unavailable}"))
         else:
-            _print_coverage_line(answer, cut)
+            _print_coverage_line(answer, cut, str(rows[-1].get("event_time")) if rows else None)
 
 
 @cli.command()
@@ -303,6 +303,8 @@ COVERAGE_LABELS = {
 MAX_COVERAGE_DAYS = 366
 # How many of the trail's problems a coverage line names (there are at most five kinds).
 MAX_TRAIL_PROBLEMS = 5
+# How many of the table's notes (GET /audit/coverage's `table_notes`: at most three) a coverage line names.
+MAX_TABLE_NOTES = 3
 
 
 def coverage_days(since: str | None, until: str | None, today: date) -> tuple[dict[str, str], bool]:
@@ -326,8 +328,10 @@ def _day_of(text: str | None) -> date | None:
         return None
 
 
-def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
-    """One line saying how complete the history is over the answer's days, and whether calls are missing."""
+def coverage_line(answer: dict[str, Any], cut: bool, oldest: str | None = None) -> tuple[str, bool]:
+    """One line saying how complete the history is over the answer's days, and whether calls are missing; then what
+    DynamoDB says of the table that no call made. When the table was created is said only where it splits what is
+    shown: before the `oldest` entry's time (else before the answer's first day), entries are of an earlier table."""
     counts: dict[str, int] = {}
     missing, strangers, deleted, restored = [], [], [], []
     for day in answer["days"]:
@@ -368,7 +372,22 @@ def coverage_line(answer: dict[str, Any], cut: bool) -> tuple[str, bool]:
     problems = [str(problem) for problem in problems[:MAX_TRAIL_PROBLEMS]] if isinstance(problems, list) else []
     for problem in problems:  # now, whatever the days: what the trail does not log is recorded nowhere
         line += f" The trail: {problem}."
+    for note in table_notes(answer, oldest if oldest is not None else str(answer.get("since"))):
+        line += f" The table: {note}."
     return line, bool(missing or strangers or deleted or restored or problems)
+
+
+def table_notes(answer: dict[str, Any], oldest: str) -> list[str]:
+    """The texts of a coverage answer's `table_notes`, but a `created` note whose time is not after `oldest` (an
+    ISO 8601 time or day: both compare as text)."""
+    notes = answer.get("table_notes")
+    return [
+        note["text"]
+        for note in (notes[:MAX_TABLE_NOTES] if isinstance(notes, list) else [])
+        if isinstance(note, dict)
+        and isinstance(note.get("text"), str)
+        and (note.get("kind") != "created" or (isinstance(note.get("time"), str) and note["time"] > oldest))
+    ]
 
 
 # Beside a record reconciliation found the trail's own files lack or contradict, and beside one it restored from those
@@ -392,8 +411,8 @@ def _count(day: dict[str, Any], name: str) -> int:
     return value if type(value) is int else 0
 
 
-def _print_coverage_line(answer: dict[str, Any], cut: bool) -> None:
-    line, missing = coverage_line(answer, cut)
+def _print_coverage_line(answer: dict[str, Any], cut: bool, oldest: str | None = None) -> None:
+    line, missing = coverage_line(answer, cut, oldest)
     Console(stderr=True, highlight=False).print(_plain(line), style="red" if missing else None)
 
 

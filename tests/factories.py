@@ -56,6 +56,22 @@ INCOMPLETE_COVERAGE = {
     ],
 }
 
+# GET /audit/coverage's `table_notes` as chalicelib/table_notes.py writes them: Time to Live, and a table created again.
+TABLE_NOTES = [
+    {
+        "kind": "expiry",
+        "time": None,
+        "text": "DynamoDB's Time to Live deletes items of Music once the time in expires_at has passed, by itself: no "
+        "call makes those deletions, so no trail logs them, and an item's history can end without its Delete",
+    },
+    {
+        "kind": "created",
+        "time": "2026-11-25T12:00:00Z",
+        "text": "Music as it is now was created at 2026-11-25T12:00:00Z (or imported); entries before then are of an "
+        "earlier table named Music, deleted since",
+    },
+]
+
 _sequence = itertools.count(49_600_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000)
 
 

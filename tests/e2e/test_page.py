@@ -26,7 +26,7 @@ from deutzia_cli.api import Target
 from deutzia_cli.main import CSV_COLUMNS, RESTORED_NOTE, UNCONFIRMED_NOTE, coverage_line
 from deutzia_cli.ui import serve
 from tests.e2e.conftest import ROOT, Stack
-from tests.factories import INCOMPLETE_COVERAGE
+from tests.factories import INCOMPLETE_COVERAGE, TABLE_NOTES
 
 TABLE = "E2ePage"
 HOSTILE = "<script>window.pwned=1</script><img src=x onerror=window.pwned=1>"
@@ -91,6 +91,8 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     stack.create_table(TABLE)
     dynamodb = stack.client("dynamodb")
+    # Time to Live deletes items with no call: the line says so, from what the stack's DynamoDB says of the table.
+    dynamodb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
     for n in range(4):
         dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "page-1"}, "n": {"N": str(n)}})
     # A caller picks its own user agent: as a CSV cell it must not become a formula.
@@ -131,6 +133,12 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             )
             counted = re.findall(rf"(\d+) days? ({_STATUSES})", coverage)
             assert sum(int(count) for count, _ in counted) == 30
+            assert coverage.endswith(
+                f" The table: DynamoDB's Time to Live deletes items of {TABLE} once the time in ttl has passed, by "
+                "itself: no call makes those deletions, so no trail logs them, and an item's history can end without "
+                "its Delete."
+            )
+            assert "created at" not in coverage  # no entry shown is of an earlier table of its name
             assert times == [entry["event_time"] for entry in entries[:3]]
             # One item's history: its key is in the form, not repeated on every line.
             assert page.locator("#history th.key").is_hidden()
@@ -215,6 +223,32 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
                 in shown_coverage
             )
             assert missing.locator("#coverage").get_attribute("class") == "error"
+            # When the table was created again is said once an entry shown is older (loading more can make it so).
+            split = browser.new_page()
+            noted = {**INCOMPLETE_COVERAGE, "table_notes": TABLE_NOTES}
+            split.route("**/audit/coverage?*", lambda route: route.fulfill(json=noted))
+            created = TABLE_NOTES[1]["time"]
+            newer = [{**_SESSION, "event_id": f"c0ffee00-0000-4000-8000-00000000000{n}",
+                      "event_time": f"{created[:-3]}0{n}Z"} for n in (2, 1)]  # fmt: skip
+            older = {**_SESSION, "event_id": "c0ffee00-0000-4000-8000-000000000009",
+                     "event_time": "2026-11-24T08:00:00Z"}  # fmt: skip
+
+            def entries_page(route: Any) -> None:
+                token = urllib.parse.parse_qs(urllib.parse.urlparse(route.request.url).query).get("next_token")
+                entries = [older] if token else newer
+                answer = {"table": TABLE, "key": None, "entries": entries, "next_token": None if token else "t"}
+                route.fulfill(json=answer)
+
+            split.route(lambda url: urllib.parse.urlparse(url).path.endswith("/audit"), entries_page)
+            split.goto(shared)
+            _wait_for_entries(split, 2)
+            split.locator("#coverage", has_text="The table:").wait_for()
+            assert split.locator("#coverage").text_content() == coverage_line(noted, False, newer[-1]["event_time"])[0]
+            assert "created at" not in (split.locator("#coverage").text_content() or "")
+            split.click("#more")
+            _wait_for_entries(split, 3)
+            assert split.locator("#coverage").text_content() == coverage_line(noted, False, older["event_time"])[0]
+            assert f"created at {created}" in (split.locator("#coverage").text_content() or "")
             (request,) = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in asked]
             end = today + timedelta(days=1)  # until's day is included
             assert (request["since"], request["until"]) == ([str(end - timedelta(days=366))], [str(end)])

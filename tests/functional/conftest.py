@@ -35,6 +35,7 @@ def audit_bucket(s3: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     deutzia_app.get_audit_store.cache_clear()
     deutzia_app.get_query_engine.cache_clear()
     deutzia_app.get_trail_check.cache_clear()
+    deutzia_app.get_table_notes.cache_clear()
     return bucket
 
 

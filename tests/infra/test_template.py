@@ -773,6 +773,31 @@ def test_the_api_may_read_both_tiers_and_the_reports_and_nothing_else_of_the_buc
     ]
 
 
+@pytest.mark.parametrize(
+    ("parameters", "tables"),
+    [
+        ({"AuditedTableNames": "Orders"}, ["Orders"]),
+        ({"AuditedTableNames": "Orders,Books", "CreateDemoTable": "true"}, ["Orders", "Books", "audit-demo"]),
+        ({"CreateDemoTable": "true"}, ["audit-demo"]),
+    ],
+)
+def test_the_api_may_describe_each_audited_table_in_its_region_and_no_other(
+    translated: dict[str, Any], parameters: dict[str, str], tables: list[str]
+) -> None:
+    (policy,) = translated["Resources"]["ApiFunctionRole"]["Properties"]["Policies"]
+    statements = Resolver(translated, parameters).resolve(policy["PolicyDocument"]["Statement"])
+    (described,) = [s for s in statements if "dynamodb:" in str(s["Action"])]
+    assert described["Action"] == ["dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive"]
+    assert described["Condition"] == {"StringEquals": {"aws:RequestedRegion": "eu-west-1"}}
+    arns = described["Resource"]
+    assert arns == [f"arn:*:dynamodb:*:*:table/{table}" for table in tables]
+    granted = [
+        any(fnmatch.fnmatchcase(f"arn:aws:dynamodb:eu-west-1:123456789012:table/{name}", arn) for arn in arns)
+        for name in [*tables, "Other", f"{tables[0]}x", f"x{tables[0]}"]
+    ]
+    assert granted == [True] * len(tables) + [False] * 3
+
+
 def _s3_grants(resolver: Resolver, role: dict[str, Any]) -> dict[str, set[str]]:
     (policy,) = role["Properties"]["Policies"]
     grants: dict[str, set[str]] = {}

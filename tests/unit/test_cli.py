@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from chalicelib.schema import COLUMN_NAMES
 from deutzia_cli.api import CliError, Target, sign
 from deutzia_cli.main import COVERAGE_LABELS, CSV_COLUMNS, cli, coverage_days, coverage_line, main
-from tests.factories import INCOMPLETE_COVERAGE
+from tests.factories import INCOMPLETE_COVERAGE, TABLE_NOTES
 
 CLOCK = datetime(2015, 8, 30, 12, 36, 0, tzinfo=UTC)
 EXAMPLE = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
@@ -448,6 +448,23 @@ def test_the_coverage_line_counts_each_status_and_names_the_days_with_calls_miss
     )
 
 
+def test_the_coverage_line_ends_with_what_dynamodb_says_of_the_table_and_when_it_was_created_where_it_splits() -> None:
+    verified = {**INCOMPLETE_COVERAGE, "days": [{"day": "2026-11-25", "status": "verified"}], "trail_problems": []}
+    expiry, created = (f" The table: {note['text']}." for note in TABLE_NOTES)
+    noted = {**verified, "table_notes": TABLE_NOTES}
+    first = "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 1 day verified complete."
+    # No entry shown: created within the answer's days, before which entries would be of an earlier table.
+    assert coverage_line(noted, False) == (first + expiry + created, False)
+    # An entry shown from before the table was created: it is of an earlier table. None: nothing to split.
+    assert coverage_line(noted, False, "2026-11-25T11:59:59Z")[0] == first + expiry + created
+    assert coverage_line(noted, False, "2026-11-25T12:00:00Z")[0] == first + expiry
+    assert coverage_line({**noted, "since": "2026-11-26"}, False)[0].endswith(expiry)
+    # What an endpoint says beyond the notes' shape, or beyond three of them, is left out.
+    hostile = [*TABLE_NOTES, "text", {"kind": "created", "time": None, "text": "no time"}, {"text": "fourth"}]
+    assert coverage_line({**verified, "table_notes": hostile}, False) == (first + expiry + created, False)
+    assert coverage_line({**verified, "table_notes": {"text": "x"}}, False) == (first, False)
+
+
 def test_coverage_is_a_table_of_each_days_counts_ending_with_the_line(
     api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -499,6 +516,24 @@ def test_a_history_says_how_complete_it_is_on_stderr_and_carries_on_when_that_is
         _run_main(["history", "--table", "Music", "--endpoint", api])
     assert exit_.value.code == 0
     assert "coverage unavailable: the API's answer holds no days" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_history_says_the_table_was_created_again_only_when_it_shows_entries_from_before(
+    api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    newer = {"event_time": "2026-11-26T12:00:00Z", "principal_name": "alice", "operation": "Put", "success": True}
+    older = {**newer, "event_time": "2026-11-24T08:00:00Z", "principal_name": "bob"}
+    _Answers.coverage = {**INCOMPLETE_COVERAGE, "table_notes": TABLE_NOTES}
+    said = []
+    for entries in ([newer], [newer, older]):
+        _Answers.status, _Answers.body = 200, {"entries": entries, "next_token": None}
+        with pytest.raises(SystemExit) as exit_:
+            _run_main(["history", "--table", "Music", "--endpoint", api, "--since", "2026-11-20"])
+        assert exit_.value.code == 0
+        said.append(" ".join(capsys.readouterr().err.split()))
+    expiry, created = (f"The table: {note['text']}." for note in TABLE_NOTES)
+    assert [expiry in line for line in said] == [True, True]
+    assert [created in line for line in said] == [False, True]
 
 
 def test_a_record_the_trail_does_not_confirm_is_marked_in_the_history_table(
