@@ -41,6 +41,9 @@ MAX_LIMIT = 1000
 MAX_PAGE_BYTES = 2 * 1024 * 1024
 TABLE_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,255}$"
 OPERATIONS = ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan", "Statement")
+# What `principal` matches: the caller's ARN, the role a session was assumed from, the caller's principal id (as
+# CloudTrail logs it: `AIDA...`, `AROA...:session`), or the access key it signed with (a leaked key's calls).
+PRINCIPAL_COLUMNS = ("principal_arn", "session_issuer_arn", "principal_id", "access_key_id")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _LIMIT = re.compile(r"[0-9]{1,4}")
@@ -458,9 +461,9 @@ def build_audit_sql(
             found.append(compare("event_time", ">=", query.since))
         if query.until is not None:
             found.append(compare("event_time", "<", query.until))
-        if query.principal is not None:
-            by_caller = compare("principal_arn", "=", query.principal)
-            found.append(f"({by_caller} OR {compare('session_issuer_arn', '=', query.principal)})")
+        if query.principal is not None:  # the caller's ARN or id, the role behind a session, or an access key
+            callers = [compare(column, "=", query.principal) for column in PRINCIPAL_COLUMNS]
+            found.append(f"({' OR '.join(callers)})")
         if query.operation is not None:
             found.append(compare("operation", "=", query.operation))
         return found

@@ -86,7 +86,10 @@ def _history_filters(function: Any) -> Any:
         ),
         click.option("--since", help="From this time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC), included."),
         click.option("--until", help="Up to this time, excluded."),
-        click.option("--principal", help="Only calls by this IAM ARN (or the role behind a session)."),
+        click.option(
+            "--principal",
+            help="Only calls by this IAM ARN (or the role behind a session), principal id, or access key id.",
+        ),
         click.option(
             "--operation", help="Only this operation: Put, Update, Delete, Get, ConditionCheck, Query, Scan, Statement."
         ),

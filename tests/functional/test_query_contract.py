@@ -184,7 +184,9 @@ def test_since_is_inclusive_and_until_exclusive(client: Client, history: dict[st
     assert [e["operation"] for e in body["entries"]] == ["Put", "Delete"]
 
 
-def test_principal_matches_the_caller_or_the_role_behind_a_session(client: Client, history: dict[str, Any]) -> None:
+def test_principal_matches_the_caller_its_key_or_id_or_the_role_behind_a_session(
+    client: Client, history: dict[str, Any]
+) -> None:
     _, body = get_audit(client, table="Music", principal=BOB)
     assert _ids(body) == [
         (history["transaction"]["eventID"], 1),
@@ -193,6 +195,13 @@ def test_principal_matches_the_caller_or_the_role_behind_a_session(client: Clien
     ]
     _, body = get_audit(client, table="Music", principal=CI_ROLE)
     assert _ids(body) == [(history["delete"]["eventID"], 0)]
+    # Or by what CloudTrail logs of it beside the ARN: the access key it signed with, or its principal id.
+    _, by_key = get_audit(client, table="Music", principal="AKIABOB")
+    _, by_id = get_audit(client, table="Music", principal="AIDABOB")
+    assert _ids(by_key) == _ids(by_id) == _ids(get_audit(client, table="Music", principal=BOB)[1])
+    _, body = get_audit(client, table="Music", principal="AROACI:deploy")
+    assert _ids(body) == [(history["delete"]["eventID"], 0)]
+    assert get_audit(client, table="Music", principal="AKIA")[1]["entries"] == []  # whole values only
 
 
 def test_operation_filters_entries(client: Client, history: dict[str, Any]) -> None:

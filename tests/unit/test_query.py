@@ -127,7 +127,7 @@ def test_sql_carries_every_value_as_a_parameter() -> None:
     assert hostile not in sql
     assert "'" not in sql
     assert sql.count("?") == len(parameters)
-    rows = [hostile, "2024-05-01T00:00:00Z", hostile, hostile, "Put"]
+    rows = [hostile, "2024-05-01T00:00:00Z", *[hostile] * 4, "Put"]  # principal: its ARN, role, id or key
     assert parameters == [
         *["Music", "2024-05", "2024-05-01", *rows],
         FROM_TRAIL_PATH,
