@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import heapq
+import itertools
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,7 +27,10 @@ from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
 
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
-HISTORY_COLUMNS = ("time", "who", "operation", "key", "attributes", "result", "from")
+HISTORY_COLUMNS = ("time", "table", "who", "operation", "key", "attributes", "result", "from")
+# `--table '*'`: every audited table's history, merged newest first; at most this many tables (each a query a page).
+EVERY_TABLE = "*"
+MAX_EVERY_TABLE = 50
 # GET /audit's filters, each an option of every command that reads a history.
 HISTORY_FILTERS = ("table", "key", "since", "until", "principal", "operation")
 # What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
@@ -78,7 +83,11 @@ def _with_target(function: Any) -> Any:
 def _history_filters(function: Any) -> Any:
     """GET /audit's filters as options, for every command that reads a history."""
     options = [
-        click.option("--table", required=True, help="The audited table."),
+        click.option(
+            "--table",
+            required=True,
+            help="The audited table; for history, '*' reads every audited table's, merged newest first.",
+        ),
         click.option(
             "--key",
             help="The item's key as JSON, e.g. '{\"id\": \"42\"}'; without it, the table's calls of its last 7 days "
@@ -102,6 +111,8 @@ def _history_filters(function: Any) -> Any:
         from chalicelib.query import parse_audit_request
 
         filters = _query(**{name: kwargs[name] for name in HISTORY_FILTERS})
+        if filters["table"] == EVERY_TABLE:  # each audited table's name, checked by the API
+            filters["table"] = "any"
         try:
             parse_audit_request(filters, None)
         except InvalidRequestError as exc:
@@ -139,10 +150,11 @@ def history(
     page_size: int,
     target: Target,
 ) -> None:
-    """An item's history (or a table's recent calls), newest first."""
+    """An item's history (or a table's recent calls), newest first; with --table '*', every audited table's."""
     since = _recent_since(key, since, until)
     parameters = _query(table=table, key=key, since=since, until=until, principal=principal, operation=operation)
-    entries = _entries(target, parameters, None if everything else limit, page_size)
+    tables = _every_table(target) if table == EVERY_TABLE else [table]
+    entries = _merged_entries(target, parameters, tables, None if everything else limit, page_size)
     if output == "json":
         _write_json(entries)
     elif output == "csv":
@@ -150,18 +162,20 @@ def history(
     else:
         rows = list(entries)
         days, cut = coverage_days(since, until, datetime.now(UTC).date())
-        answer: dict[str, Any] | None = None
-        unavailable: CliError | None = None
-        try:
-            answer = target.get("/audit/coverage", {"table": table, **days})
-            if not isinstance(answer, dict) or not isinstance(answer.get("days"), list):
-                raise CliError("the API's answer holds no days", UNAVAILABLE)
-        except CliError as exc:  # the history stands; only whether it is complete is unknown
-            answer, unavailable = None, exc
-        unconfirmed = marked_ids(answer, "unconfirmed_ids") if answer is not None else frozenset()
-        restored = marked_ids(answer, "restored_ids") - unconfirmed if answer is not None else frozenset()
-        view = Table(title=_plain(f"{table} {key or '(recent calls)'}, newest first"), title_justify="left")
-        columns = [name for name in HISTORY_COLUMNS if key is None or name != "key"]  # one item's: in the title
+        answers = {
+            name: _coverage_or_error(target, name, days)
+            for name in tables
+            if len(tables) == 1 or any(entry.get("table_name") == name for entry in rows)
+        }  # every table's: the tables a merged history shows
+        found = [answer for answer in answers.values() if isinstance(answer, dict)]
+        unconfirmed = frozenset().union(*(marked_ids(answer, "unconfirmed_ids") for answer in found))
+        restored = frozenset().union(*(marked_ids(answer, "restored_ids") for answer in found)) - unconfirmed
+        merged = table == EVERY_TABLE
+        title = f"{f'every audited table ({len(tables)})' if merged else table} {key or '(recent calls)'}, newest first"
+        view = Table(title=_plain(title), title_justify="left")
+        columns = [  # one item's key is in the title; a merged history names each line's table
+            name for name in HISTORY_COLUMNS if (key is None or name != "key") and (merged or name != "table")
+        ]
         for name in columns:
             view.add_column(name, overflow="fold")  # a key is never cut short: it wraps
         for entry in rows:
@@ -174,6 +188,7 @@ def history(
                 result += f"\n[blue]{RESTORED_NOTE}[/blue]"
             cells = {
                 "time": _plain(entry.get("event_time")),
+                "table": _plain(entry.get("table_name") or ""),
                 "who": _plain(who(entry)),
                 "operation": _plain(operation_text(entry)),
                 "key": _plain(entry.get("item_key") or "-"),
@@ -184,10 +199,39 @@ def history(
             view.add_row(*(cells[name] for name in columns))
         Console(highlight=False).print(view)
         Console(stderr=True).print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
-        if answer is None or unavailable is not None:
-            Console(stderr=True, highlight=False).print(_plain(f"coverage unavailable: {unavailable}"))
-        else:
-            _print_coverage_line(answer, cut, str(rows[-1].get("event_time")) if rows else None)
+        for name, answer in answers.items():
+            shown = [entry for entry in rows if not merged or entry.get("table_name") == name]
+            prefix = f"{name}: " if merged else ""
+            if isinstance(answer, CliError):
+                Console(stderr=True, highlight=False).print(_plain(f"{prefix}coverage unavailable: {answer}"))
+            else:
+                _print_coverage_line(answer, cut, str(shown[-1].get("event_time")) if shown else None, prefix)
+
+
+def _coverage_or_error(target: Target, table: str, days: dict[str, str]) -> dict[str, Any] | CliError:
+    """GET /audit/coverage's answer for the table, or why it is unknown: the history stands without it."""
+    try:
+        answer = target.get("/audit/coverage", {"table": table, **days})
+    except CliError as exc:
+        return exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("days"), list):
+        return CliError("the API's answer holds no days", UNAVAILABLE)
+    return answer
+
+
+def _every_table(target: Target) -> list[str]:
+    """The audited tables (GET /tables), at most MAX_EVERY_TABLE of them: each is one query per page."""
+    answer = target.get("/tables", {})
+    tables = answer.get("tables") if isinstance(answer, dict) else None
+    if not isinstance(tables, list) or not all(isinstance(name, str) for name in tables):
+        raise CliError("the API's answer to GET /tables holds no list of tables", UNAVAILABLE)
+    if len(tables) > MAX_EVERY_TABLE:
+        raise CliError(
+            f"--table '*' reads at most {MAX_EVERY_TABLE} tables and {len(tables)} are audited: name one, or ask"
+            " `deutzia sql` (one query over every table)",
+            USAGE,
+        )
+    return [str(name) for name in tables]
 
 
 @cli.command()
@@ -414,9 +458,9 @@ def _count(day: dict[str, Any], name: str) -> int:
     return value if type(value) is int else 0
 
 
-def _print_coverage_line(answer: dict[str, Any], cut: bool, oldest: str | None = None) -> None:
+def _print_coverage_line(answer: dict[str, Any], cut: bool, oldest: str | None = None, prefix: str = "") -> None:
     line, missing = coverage_line(answer, cut, oldest)
-    Console(stderr=True, highlight=False).print(_plain(line), style="red" if missing else None)
+    Console(stderr=True, highlight=False).print(_plain(prefix + line), style="red" if missing else None)
 
 
 @cli.command()
@@ -429,6 +473,8 @@ def evidence(out: Path, target: Target, **filters: str | None) -> None:
     """An item's whole history and the coverage of its days in one zip, with checksums, for an auditor to keep."""
     from deutzia_cli.evidence import write_bundle
 
+    if filters["table"] == EVERY_TABLE:
+        raise CliError("--table: evidence is one table's history; name the table", USAGE)
     filters["since"] = _recent_since(filters["key"], filters["since"], filters["until"])
     parameters = _query(**filters)
     table, key, since, until = parameters["table"], filters["key"], filters["since"], filters["until"]
@@ -455,7 +501,7 @@ def evidence(out: Path, target: Target, **filters: str | None) -> None:
     try:
         bundle = write_bundle(
             out,
-            _entries(target, parameters, None),
+            _merged_entries(target, parameters, [table], None),
             CSV_COLUMNS,
             lambda entry: [_spreadsheet_safe(entry.get(name)) for name in CSV_COLUMNS],
             coverage,
@@ -618,27 +664,44 @@ def _spreadsheet_safe(cell: object) -> object:
     return cell
 
 
+def _merged_entries(
+    target: Target, parameters: dict[str, str], tables: Sequence[str], limit: int | None, page_size: int = PAGE
+) -> Iterator[dict[str, Any]]:
+    """Each table's entries newest first, merged newest first, until `limit` (None: all), with progress on stderr.
+    Each table's pages are read as the merge reaches them, so `limit` entries read at most `limit` of each."""
+    status = Console(stderr=True).status("reading the history...")
+    shown = [0]
+
+    def counted(entries: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for entry in entries:
+            shown[0] += 1
+            status.update(f"reading the history... {shown[0]} entries")
+            yield entry
+
+    status.start()
+    try:
+        streams = [counted(_entries(target, {**parameters, "table": name}, limit, page_size)) for name in tables]
+        merged = heapq.merge(*streams, key=lambda entry: str(entry.get("event_time")), reverse=True)
+        yield from itertools.islice(merged, limit)
+    finally:
+        status.stop()
+
+
 def _entries(
     target: Target, parameters: dict[str, str], limit: int | None, page_size: int = PAGE
 ) -> Iterator[dict[str, Any]]:
-    """Entries newest first, following `next_token` until `limit` (None: all), with progress on stderr."""
+    """Entries newest first, following `next_token` until `limit` (None: all)."""
     shown = 0
     token: str | None = None
-    status = Console(stderr=True).status("reading the history...")
-    status.start()
-    try:
-        while limit is None or shown < limit:
-            size = page_size if limit is None else min(page_size, limit - shown)
-            page = target.get("/audit", {**parameters, "limit": str(size), **({"next_token": token} if token else {})})
-            for entry in page["entries"]:
-                yield entry
-                shown += 1
-            status.update(f"reading the history... {shown} entries")
-            token = page.get("next_token")
-            if not token or not page["entries"]:
-                return
-    finally:
-        status.stop()
+    while limit is None or shown < limit:
+        size = page_size if limit is None else min(page_size, limit - shown)
+        page = target.get("/audit", {**parameters, "limit": str(size), **({"next_token": token} if token else {})})
+        for entry in page["entries"]:
+            yield entry
+            shown += 1
+        token = page.get("next_token")
+        if not token or not page["entries"]:
+            return
 
 
 def _write_json(entries: Iterator[dict[str, Any]]) -> None:

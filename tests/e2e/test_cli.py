@@ -73,6 +73,36 @@ def test_history_in_every_format_with_paging_and_refusals(stack: Stack) -> None:
     assert len(json.loads(coverage.stdout)["days"]) == 30
 
 
+def test_a_leaked_keys_calls_on_every_table_in_one_history(stack: Stack) -> None:
+    leaked = "AKIAE2ELEAKED0000001"  # an access key the stack does not know: its calls name it as caller and key
+    tables = ["E2eLeakA", "E2eLeakB"]
+    for table in tables:
+        stack.create_table(table)
+    thief = stack.client("dynamodb", {"AccessKeyId": leaked, "SecretAccessKey": "x"})
+    owner = stack.client("dynamodb")
+    for n in range(3):
+        for table in tables:
+            thief.put_item(TableName=table, Item={"id": {"S": f"stolen-{n}"}})
+            owner.put_item(TableName=table, Item={"id": {"S": f"kept-{n}"}})
+    for table in tables:
+        stack.wait_for(lambda entries: len(entries) >= 6, table=table)
+
+    found = deutzia(stack, "history", "--table", "*", "--principal", leaked, "--format", "json")
+
+    assert found.returncode == 0, found.stderr
+    entries = json.loads(found.stdout)
+    assert sorted((entry["table_name"], entry["item_key"]) for entry in entries) == sorted(
+        (table, f'{{"id":"stolen-{n}"}}') for table in tables for n in range(3)
+    )
+    assert {entry["access_key_id"] for entry in entries} == {leaked}
+    assert [e["event_time"] for e in entries] == sorted((e["event_time"] for e in entries), reverse=True)
+    as_table = deutzia(stack, "history", "--table", "*", "--principal", leaked)
+    assert as_table.returncode == 0, as_table.stderr
+    assert "6 entries" in as_table.stderr
+    said = " ".join(as_table.stderr.split())
+    assert all(f"{table}: Checked against CloudTrail's own files" in said for table in tables)
+
+
 def test_evidence_for_an_auditor_checks_out_with_sha256sum(stack: Stack, tmp_path: Path) -> None:
     table = "E2eEvidence"
     stack.create_table(table)

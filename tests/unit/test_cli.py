@@ -12,7 +12,7 @@ import re
 import threading
 import urllib.parse
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -66,12 +66,18 @@ class _Answers(BaseHTTPRequestHandler):
     body: ClassVar[Any] = None
     coverage: ClassVar[Any] = None  # GET /audit/coverage's answer, when a test gives one
     heard: ClassVar[list[tuple[str, str | None]]] = []
+    # Each route's answer from its path and query, when a test gives one: (status, body).
+    routes: ClassVar[Callable[[str, dict[str, list[str]]], tuple[int, Any]] | None] = None
 
     def do_GET(self) -> None:
         type(self).heard.append((self.path, self.headers.get("Authorization")))
         covered = self.coverage is not None and self.path.split("?")[0].endswith("/audit/coverage")
-        payload = json.dumps(self.coverage if covered else self.body).encode()
-        self.send_response(200 if covered else self.status)
+        status, body = (200, self.coverage) if covered else (self.status, self.body)
+        if type(self).routes is not None and not covered:
+            parsed = urllib.parse.urlparse(self.path)
+            status, body = type(self).routes(parsed.path, urllib.parse.parse_qs(parsed.query))  # type: ignore[misc]
+        payload = json.dumps(body).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -84,7 +90,7 @@ class _Answers(BaseHTTPRequestHandler):
 @pytest.fixture
 def api() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
-    _Answers.coverage = None
+    _Answers.coverage = _Answers.routes = None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
@@ -642,3 +648,79 @@ def test_evidence_that_could_not_be_read_whole_leaves_no_file(api: str, tmp_path
     assert exit_.value.code == 5
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def _tables_api(histories: dict[str, list[dict[str, Any]]]) -> Callable[[str, dict[str, list[str]]], tuple[int, Any]]:
+    """GET /tables and GET /audit over each table's history (newest first), in pages of `limit` with a token."""
+
+    def answer(path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        if path.endswith("/tables"):
+            return 200, {"tables": list(histories)}
+        table, limit = query["table"][0], int(query["limit"][0])
+        start = int(query.get("next_token", ["0"])[0])
+        entries = histories[table][start : start + limit]
+        more = start + limit < len(histories[table])
+        return 200, {"table": table, "entries": entries, "next_token": str(start + limit) if more else None}
+
+    return answer
+
+
+def test_every_tables_history_is_merged_newest_first_reading_no_more_than_it_shows(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+
+    def calls(table: str, hours: list[int]) -> list[dict[str, Any]]:
+        return [
+            {"event_time": f"2026-11-28T{hour:02d}:00:00Z", "table_name": table, "principal_name": f"{table}-{hour}",
+             "operation": "Put", "success": True, "event_id": f"{table}-{hour}", "item_key": '{"id":"1"}'}
+            for hour in sorted(hours, reverse=True)
+        ]  # fmt: skip
+
+    histories = {"Music": calls("Music", [1, 5, 9, 13]), "Books": calls("Books", [3, 4, 20]), "Empty": []}
+    _Answers.routes, _Answers.heard = _tables_api(histories), []
+    _Answers.coverage = {**INCOMPLETE_COVERAGE, "trail_problems": []}
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "*", "--principal", "AKIABOB", "--endpoint", api, "--format", "json",
+                   "--since", "2026-11-28", "--all", "--page-size", "2"])  # fmt: skip
+    assert exit_.value.code == 0
+    merged = json.loads(capsys.readouterr().out)
+    assert [entry["event_id"] for entry in merged] == [
+        "Books-20", "Music-13", "Music-9", "Music-5", "Books-4", "Books-3", "Music-1",
+    ]  # fmt: skip
+    asked = [
+        urllib.parse.parse_qs(urllib.parse.urlparse(path).query) for path, _ in _Answers.heard if "/audit?" in path
+    ]
+    assert {query["principal"][0] for query in asked} == {"AKIABOB"}  # each table asked with the same filters
+    # With a limit, each table is read only as far as the merge reaches: 3 entries need at most 3 of each.
+    _Answers.heard = []
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "*", "--endpoint", api, "--since", "2026-11-28", "--limit", "3"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 0
+    heading = next(line for line in out.splitlines() if "who" in line)
+    assert [cell.strip() for cell in heading.split("┃")[1:-1]][:3] == ["time", "table", "who"]
+    shown = [line.split("│")[2].strip() for line in out.splitlines() if "2026-11-28T" in line]
+    assert shown == ["Books", "Music", "Music"]
+    assert "every audited table (3) (recent calls), newest first" in out
+    limits = [query["limit"][0] for query in (urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+              for path, _ in _Answers.heard if "/audit?" in path)]  # fmt: skip
+    assert sorted(limits) == ["3", "3", "3"]
+    # The coverage of each table shown, named; none of a table with nothing shown.
+    said = " ".join(err.split())
+    assert "Books: Checked against CloudTrail's own files" in said
+    assert "Music: Checked against CloudTrail's own files" in said
+    assert "Empty:" not in said
+
+
+def test_every_table_is_bounded_and_evidence_takes_one(api: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _Answers.routes = _tables_api({f"T{number:03d}": [] for number in range(51)})
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "*", "--endpoint", api])
+    assert exit_.value.code == 2
+    assert "--table '*' reads at most 50 tables and 51 are audited" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["evidence", "--table", "*", "--endpoint", api, "--out", "never.zip"])
+    assert exit_.value.code == 2
+    assert "--table: evidence is one table's history" in capsys.readouterr().err
+    assert not Path("never.zip").exists()
