@@ -229,7 +229,7 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             split.route("**/audit/coverage?*", lambda route: route.fulfill(json=noted))
             created = TABLE_NOTES[1]["time"]
             newer = [{**_SESSION, "event_id": f"c0ffee00-0000-4000-8000-00000000000{n}",
-                      "event_time": f"{created[:-3]}0{n}Z"} for n in (2, 1)]  # fmt: skip
+                      "event_time": f"{created[:-3]}0{n}Z"} for n in (3, 2, 1)]  # fmt: skip  # a page: 3
             older = {**_SESSION, "event_id": "c0ffee00-0000-4000-8000-000000000009",
                      "event_time": "2026-11-24T08:00:00Z"}  # fmt: skip
 
@@ -241,12 +241,12 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
 
             split.route(lambda url: urllib.parse.urlparse(url).path.endswith("/audit"), entries_page)
             split.goto(shared)
-            _wait_for_entries(split, 2)
+            _wait_for_entries(split, 3)
             split.locator("#coverage", has_text="The table:").wait_for()
             assert split.locator("#coverage").text_content() == coverage_line(noted, False, newer[-1]["event_time"])[0]
             assert "created at" not in (split.locator("#coverage").text_content() or "")
             split.click("#more")
-            _wait_for_entries(split, 3)
+            _wait_for_entries(split, 4)
             assert split.locator("#coverage").text_content() == coverage_line(noted, False, older["event_time"])[0]
             assert f"created at {created}" in (split.locator("#coverage").text_content() or "")
             (request,) = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in asked]
@@ -296,16 +296,16 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             )
             session.goto(shared)
             _wait_for_entries(session, 2)
-            assert session.locator("#history tr.entry td:nth-child(2)").first.text_content() == who(_SESSION)
+            assert session.locator("#history tr.entry td.who").first.text_content() == who(_SESSION)
             assert who(_SESSION) == "bob (admin-role)"
             session.locator("#history tr.entry.unconfirmed").wait_for()
             marked = session.locator("#history tr.entry.unconfirmed")
             assert marked.count() == 1
-            assert marked.locator("td:nth-child(2)").text_content() == "bob (admin-role)"
+            assert marked.locator("td.who").text_content() == "bob (admin-role)"
             assert marked.locator(".unconfirmed-note").text_content() == UNCONFIRMED_NOTE
             restored = session.locator("#history tr.entry.restored")
             assert restored.count() == 1
-            assert restored.locator("td:nth-child(2)").text_content() == "alice (admin-role)"
+            assert restored.locator("td.who").text_content() == "alice (admin-role)"
             assert restored.locator(".restored-note").text_content() == RESTORED_NOTE
             assert "Records CloudTrail's own files lack or contradict on 2026-11-28 (1)." in (
                 session.locator("#coverage").text_content() or ""
@@ -318,9 +318,10 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
                 lambda url: urllib.parse.urlparse(url).path.endswith("/audit"),
                 lambda route: route.fulfill(json={"table": TABLE, "key": None, "entries": lines, "next_token": None}),
             )
-            named.goto(shared)
+            named.goto(shared.replace("limit=3", f"limit={len(lines)}"))  # one page of them all
             _wait_for_entries(named, len(lines))
-            assert named.locator("#history th").all_text_contents()[4] == "Attributes"
+            headings = named.locator("#history th").all_text_contents()
+            assert headings[headings.index("Key") + 1] == "Attributes"
             assert named.locator("#history tr.entry td.attributes").all_text_contents() == [
                 visible_text(attributes_text(line)) for line in lines
             ]
@@ -364,14 +365,14 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
                 f"{stack.api_url}/?" + urllib.parse.urlencode({"table": TABLE, "key": f'{{"id": "{HOSTILE}"}}'})
             )
             _wait_for_entries(hostile, 1)
-            assert HOSTILE in (hostile.locator("#history tr.entry td:nth-child(4)").text_content() or "")
+            assert HOSTILE in (hostile.locator("#history tr.entry td.key").text_content() or "")
             hostile.locator("#history tr.entry button.toggle").first.click()
             assert HOSTILE in (hostile.locator("#history tr.details").first.text_content() or "")
             assert hostile.evaluate("window.pwned") is None
             assert hostile.locator("#history script, #history img").count() == 0
             hostile.goto(f"{stack.api_url}/?" + urllib.parse.urlencode({"table": TABLE, "key": reordered_key}))
             _wait_for_entries(hostile, 1)
-            shown = hostile.locator("#history tr.entry td:nth-child(4)").text_content() or ""
+            shown = hostile.locator("#history tr.entry td.key").text_content() or ""
             assert shown == '{"id":"invoice\\u202egpj.exe\\u001b[2K"}'  # shown, not obeyed
 
             proxy = serve(Target(stack.api_url))  # `deutzia ui`, here in front of the local stack
@@ -384,5 +385,58 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             finally:
                 proxy.shutdown()
                 proxy.server_close()
+        finally:
+            browser.close()
+
+
+def test_every_tables_history_on_one_page_a_leaked_keys_calls(stack: Stack) -> None:
+    """Table "every audited table": each table's history merged newest first, a page at a time, with each table's
+    coverage line; `deutzia history --table '*'` shows the same."""
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    leaked = "AKIAE2EPAGELEAKED001"
+    tables = ["E2ePageLeakA", "E2ePageLeakB"]
+    for table in tables:
+        stack.create_table(table)
+    thief = stack.client("dynamodb", {"AccessKeyId": leaked, "SecretAccessKey": "x"})
+    for n in range(2):
+        for table in tables:
+            thief.put_item(TableName=table, Item={"id": {"S": f"stolen-{n}"}})
+            stack.client("dynamodb").put_item(TableName=table, Item={"id": {"S": f"kept-{n}"}})
+    stolen = []
+    for table in tables:
+        stolen += stack.wait_for(lambda found: len(found) == 2, table=table, principal=leaked)
+    expected = sorted(stolen, key=lambda entry: str(entry["event_time"]), reverse=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"{stack.api_url}/?" + urllib.parse.urlencode({"table": "*", "principal": leaked, "limit": 3}))
+            _wait_for_entries(page, 3)
+            assert (page.locator("#table option[value='*']").text_content() or "").startswith("every audited table (")
+            assert page.locator("#history th.table-name").is_visible()
+            shown = page.locator("#history tr.entry td.table-name").all_text_contents()
+            assert shown == [entry["table_name"] for entry in expected[:3]]
+            assert (page.locator("#status").text_content() or "").startswith("3 entries so far since ")
+            page.click("#more")
+            _wait_for_entries(page, 4)
+            assert page.locator("#more").is_hidden()
+            assert page.locator("#history tr.entry td.time").all_text_contents() == [e["event_time"] for e in expected]
+            lines = page.locator("#coverage p")
+            page.locator("#coverage p", has_text="Checked against").nth(1).wait_for()
+            said = sorted(lines.all_text_contents())
+            assert [line.split(": ")[0] for line in said] == tables
+            assert all(": Checked against CloudTrail's own files" in line for line in said)
+            with page.expect_download() as download:
+                page.click("#csv")
+            with open(download.value.path(), encoding="utf-8") as written:
+                rows = list(csv.DictReader(written))
+            assert [(row["table_name"], row["access_key_id"]) for row in rows] == [
+                (entry["table_name"], leaked) for entry in expected
+            ]
+            # One table's page keeps its columns: no table on each line.
+            page.goto(f"{stack.api_url}/?" + urllib.parse.urlencode({"table": tables[0], "principal": leaked}))
+            _wait_for_entries(page, 2)
+            assert page.locator("#history th.table-name").is_hidden()
         finally:
             browser.close()
