@@ -151,7 +151,7 @@ def history(
     target: Target,
 ) -> None:
     """An item's history (or a table's recent calls), newest first; with --table '*', every audited table's."""
-    since = _recent_since(key, since, until)
+    since = _recent_since(key, since, until, "every table's" if table == EVERY_TABLE else "the table's")
     parameters = _query(table=table, key=key, since=since, until=until, principal=principal, operation=operation)
     tables = _every_table(target) if table == EVERY_TABLE else [table]
     entries = _merged_entries(target, parameters, tables, None if everything else limit, page_size)
@@ -550,13 +550,13 @@ def _validate_logs_command(target: Target, first: object, after: str) -> str:
 RECENT_DAYS = 7
 
 
-def _recent_since(key: str | None, since: str | None, until: str | None) -> str | None:
+def _recent_since(key: str | None, since: str | None, until: str | None, whose: str = "the table's") -> str | None:
     """`since`, or for a table's calls without one, the first of its RECENT_DAYS last days (said on stderr)."""
     if key or since:
         return since
     end = (_day_of(until) or datetime.now(UTC).date()) + (timedelta(days=1) if not until else timedelta())
     first = (end - timedelta(days=RECENT_DAYS)).isoformat()
-    Console(stderr=True, highlight=False).print(f"the table's calls since {first} (--since for earlier ones)")
+    Console(stderr=True, highlight=False).print(f"{whose} calls since {first} (--since for earlier ones)")
     return first
 
 

@@ -718,7 +718,9 @@ def test_every_table_is_bounded_and_evidence_takes_one(api: str, capsys: pytest.
     with pytest.raises(SystemExit) as exit_:
         _run_main(["history", "--table", "*", "--endpoint", api])
     assert exit_.value.code == 2
-    assert "--table '*' reads at most 50 tables and 51 are audited" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "every table's calls since " in err  # without --since, the last 7 days of each
+    assert "--table '*' reads at most 50 tables and 51 are audited" in err
     with pytest.raises(SystemExit) as exit_:
         _run_main(["evidence", "--table", "*", "--endpoint", api, "--out", "never.zip"])
     assert exit_.value.code == 2
