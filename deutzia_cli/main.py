@@ -470,55 +470,66 @@ def _print_coverage_line(answer: dict[str, Any], cut: bool, oldest: str | None =
 )
 @_with_target
 def evidence(out: Path, target: Target, **filters: str | None) -> None:
-    """An item's whole history and the coverage of its days in one zip, with checksums, for an auditor to keep."""
+    """An item's whole history and the coverage of its days in one zip, with checksums, for an auditor to keep; with
+    --table '*', every audited table's, and each table's coverage."""
     from deutzia_cli.evidence import write_bundle
 
-    if filters["table"] == EVERY_TABLE:
-        raise CliError("--table: evidence is one table's history; name the table", USAGE)
-    filters["since"] = _recent_since(filters["key"], filters["since"], filters["until"])
+    merged = filters["table"] == EVERY_TABLE
+    filters["since"] = _recent_since(
+        filters["key"], filters["since"], filters["until"], "every table's" if merged else "the table's"
+    )
     parameters = _query(**filters)
     table, key, since, until = parameters["table"], filters["key"], filters["since"], filters["until"]
     if out.exists():  # before reading the whole history
         raise _exists(out)
+    tables = _every_table(target) if merged else [table]
     days, cut = coverage_days(since, until, datetime.now(UTC).date())
-    coverage = target.get("/audit/coverage", {"table": table, **days})
-    if not isinstance(coverage, dict) or not isinstance(coverage.get("days"), list):
-        raise CliError("the API's coverage answer holds no days", UNAVAILABLE)
-    line, _ = coverage_line(coverage, cut)
+    covered: dict[str, dict[str, Any]] = {}
+    for name in tables:  # every table's, those without an entry too: that they hold none is evidence as well
+        answer = _coverage_or_error(target, name, days)
+        if isinstance(answer, CliError):
+            raise CliError(f"the coverage of {name}: {answer}", UNAVAILABLE)
+        covered[name] = answer
+    lines = {name: coverage_line(answer, cut)[0] for name, answer in covered.items()}
     generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    manifest = {"generated_at": generated, "api": target.url, "query": parameters, "coverage": line}
+    manifest: dict[str, Any] = {"generated_at": generated, "api": target.url, "query": parameters}
+    manifest.update({"tables": tables, "coverage": lines} if merged else {"coverage": lines[table]})
     if target.trail_arn:
         manifest["trail_arn"] = target.trail_arn
-    what = f"the item {key}" if key else "every item"
+    first = next(iter(covered.values()), {"since": days.get("since"), "until": days.get("until")})
     readme = EVIDENCE_README.format(
-        what=what,
-        table=table,
+        what=f"the item {key}" if key else "every item",
+        where=f"every audited DynamoDB table ({len(tables)}: {', '.join(tables)})"
+        if merged
+        else f"the DynamoDB table {table}",
+        per="per table and day" if merged else "per day",
         generated=generated,
         api=target.url,
-        coverage=line,
-        validate=_validate_logs_command(target, coverage.get("since"), _day_after(coverage.get("until"))),
+        coverage="\n".join(f"{name}: {line}" for name, line in lines.items()) if merged else lines[table],
+        validate=_validate_logs_command(target, first.get("since"), _day_after(first.get("until"))),
     )
     try:
         bundle = write_bundle(
             out,
-            _merged_entries(target, parameters, [table], None),
+            _merged_entries(target, parameters, tables, None),
             CSV_COLUMNS,
             lambda entry: [_spreadsheet_safe(entry.get(name)) for name in CSV_COLUMNS],
-            coverage,
+            {"tables": covered} if merged else covered[table],
             manifest,
             readme,
         )
     except FileExistsError:  # made meanwhile
         raise _exists(out) from None
-    Console(stderr=True, highlight=False).print(_plain(f"wrote {out}: {bundle.entries} entries. {line}"))
+    said = " ".join(f"{name}: {line}" for name, line in lines.items()) if merged else lines[table]
+    Console(stderr=True, highlight=False).print(_plain(f"wrote {out}: {bundle.entries} entries. {said}"))
 
 
-EVIDENCE_README = """Deutzia evidence: the history of {what} in the DynamoDB table {table}, as GET /audit answered it
-on {generated} ({api}).
+EVIDENCE_README = """Deutzia evidence: the history of {what} in {where}, as GET /audit answered it on
+{generated} ({api}).
 
 history.json   every entry, exactly as the API answered it, newest first
 history.csv    the same entries as CSV (a text cell a spreadsheet would run as a formula starts with ')
-coverage.json  per day, whether the table's history is complete against CloudTrail's own files, the records
+coverage.json  {per}, whether the history is complete against CloudTrail's own files, the records
                those files lack or contradict (unconfirmed_ids), and those restored from them (restored_ids)
 manifest.json  the query, when it ran, how many entries it gave, and the SHA-256 of the three files above
 SHA256SUMS     the SHA-256 of the four files above: `sha256sum -c SHA256SUMS` checks them

@@ -73,7 +73,7 @@ def test_history_in_every_format_with_paging_and_refusals(stack: Stack) -> None:
     assert len(json.loads(coverage.stdout)["days"]) == 30
 
 
-def test_a_leaked_keys_calls_on_every_table_in_one_history(stack: Stack) -> None:
+def test_a_leaked_keys_calls_on_every_table_in_one_history_and_one_bundle(stack: Stack, tmp_path: Path) -> None:
     leaked = "AKIAE2ELEAKED0000001"  # an access key the stack does not know: its calls name it as caller and key
     tables = ["E2eLeakA", "E2eLeakB"]
     for table in tables:
@@ -101,6 +101,18 @@ def test_a_leaked_keys_calls_on_every_table_in_one_history(stack: Stack) -> None
     assert "6 entries" in as_table.stderr
     said = " ".join(as_table.stderr.split())
     assert all(f"{table}: Checked against CloudTrail's own files" in said for table in tables)
+    out = tmp_path / "leaked.zip"
+    bundle = deutzia(stack, "evidence", "--table", "*", "--principal", leaked, "--out", str(out))
+    assert bundle.returncode == 0, bundle.stderr
+    with zipfile.ZipFile(out) as written:
+        written.extractall(tmp_path / "leaked")
+    checked = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path / "leaked", capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout
+    assert json.loads((tmp_path / "leaked" / "history.json").read_text(encoding="utf-8")) == entries
+    covered = json.loads((tmp_path / "leaked" / "coverage.json").read_text(encoding="utf-8"))["tables"]
+    assert set(tables) <= set(covered)  # every audited table's days, those the key never touched too
 
 
 def test_evidence_for_an_auditor_checks_out_with_sha256sum(stack: Stack, tmp_path: Path) -> None:

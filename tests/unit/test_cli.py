@@ -713,7 +713,7 @@ def test_every_tables_history_is_merged_newest_first_reading_no_more_than_it_sho
     assert "Empty:" not in said
 
 
-def test_every_table_is_bounded_and_evidence_takes_one(api: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_table_is_bounded_for_history_and_evidence(api: str, capsys: pytest.CaptureFixture[str]) -> None:
     _Answers.routes = _tables_api({f"T{number:03d}": [] for number in range(51)})
     with pytest.raises(SystemExit) as exit_:
         _run_main(["history", "--table", "*", "--endpoint", api])
@@ -724,5 +724,37 @@ def test_every_table_is_bounded_and_evidence_takes_one(api: str, capsys: pytest.
     with pytest.raises(SystemExit) as exit_:
         _run_main(["evidence", "--table", "*", "--endpoint", api, "--out", "never.zip"])
     assert exit_.value.code == 2
-    assert "--table: evidence is one table's history" in capsys.readouterr().err
+    assert "--table '*' reads at most 50 tables" in capsys.readouterr().err
     assert not Path("never.zip").exists()
+
+
+def test_evidence_of_every_table_holds_the_merged_history_and_each_tables_coverage(
+    api: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def put(table: str, second: int) -> dict[str, Any]:
+        return {"event_id": f"{table}-{second}", "item_index": 0, "event_time": f"2026-11-26T12:00:0{second}Z",
+                "operation": "Put", "success": True, "table_name": table, "access_key_id": "AKIALEAKED"}  # fmt: skip
+
+    histories = {"Music": [put("Music", 5), put("Music", 1)], "Books": [put("Books", 3)], "Quiet": []}
+    _Answers.routes = _tables_api(histories)
+    _Answers.coverage = {**INCOMPLETE_COVERAGE, "trail_problems": []}
+    out = tmp_path / "leaked.zip"
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["evidence", "--table", "*", "--principal", "AKIALEAKED", "--since", "2026-11-20", "--endpoint", api,
+                   "--out", str(out)])  # fmt: skip
+    assert exit_.value.code == 0
+    with zipfile.ZipFile(out) as bundle:
+        files = {name: bundle.read(name) for name in bundle.namelist()}
+    assert [entry["event_id"] for entry in json.loads(files["history.json"])] == ["Music-5", "Books-3", "Music-1"]
+    # Each table's coverage, the one without an entry too: that the key did nothing there is evidence as well.
+    assert json.loads(files["coverage.json"]) == {"tables": {name: _Answers.coverage for name in histories}}
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["tables"] == list(histories)
+    line = coverage_line(_Answers.coverage, False)[0]
+    assert manifest["coverage"] == {name: line for name in histories}
+    readme = files["README.txt"].decode()
+    assert "in every audited DynamoDB table (3: Music, Books, Quiet)" in " ".join(readme.split())
+    assert f"Quiet: {line}" in readme
+    sums = dict(reversed(line.split("  ")) for line in files["SHA256SUMS"].decode().splitlines())
+    assert sums == {name: hashlib.sha256(files[name]).hexdigest() for name in sums}
+    assert f"wrote {out}: 3 entries. Music: Checked" in " ".join(capsys.readouterr().err.split())
