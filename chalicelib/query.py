@@ -44,6 +44,10 @@ OPERATIONS = ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan
 # What `principal` matches: the caller's ARN, the role a session was assumed from, the caller's principal id (as
 # CloudTrail logs it: `AIDA...`, `AROA...:session`), or the access key it signed with (a leaked key's calls).
 PRINCIPAL_COLUMNS = ("principal_arn", "session_issuer_arn", "principal_id", "access_key_id")
+# What `result` takes: every call that worked (`ok`), or that failed (`failed`), or that failed with one error code
+# (`AccessDenied`: whoever tried what they may not).
+RESULTS = ("ok", "failed")
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9.:_-]{0,127}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _LIMIT = re.compile(r"[0-9]{1,4}")
@@ -81,10 +85,11 @@ class AuditQuery:
     principal: str | None = None
     operation: str | None = None
     limit: int = DEFAULT_LIMIT
+    result: str | None = None
 
     def fingerprint(self) -> str:
         """What a page token is bound to: every filter, not the page size."""
-        filters = [self.table, self.key, self.since, self.until, self.principal, self.operation]
+        filters = [self.table, self.key, self.since, self.until, self.principal, self.operation, self.result]
         return hashlib.sha256(json.dumps(filters).encode()).hexdigest()[:16]
 
 
@@ -124,6 +129,7 @@ class _AuditParameters(BaseModel):
     until: str | None = None
     principal: str | None = Field(default=None, min_length=1, max_length=2048)
     operation: str | None = None
+    result: str | None = None
     limit: str = str(DEFAULT_LIMIT)
     next_token: str | None = Field(default=None, min_length=1, max_length=8192)
 
@@ -153,6 +159,15 @@ class _AuditParameters(BaseModel):
             if operation.lower() == value.lower():
                 return operation
         raise ValueError(f"must be one of {', '.join(OPERATIONS)}")
+
+    @field_validator("result")
+    @classmethod
+    def _result(cls, value: str | None) -> str | None:
+        if value is None or value.lower() in RESULTS:
+            return None if value is None else value.lower()
+        if _ERROR_CODE.fullmatch(value):
+            return value
+        raise ValueError("must be ok, failed, or an error code such as AccessDenied (letters, digits, . : _ -)")
 
 
 def parse_key(text: str) -> str:
@@ -254,6 +269,7 @@ def parse_audit_request(
         principal=fields.principal,
         operation=fields.operation,
         limit=int(fields.limit),
+        result=fields.result,
     )
     token = decode_page_token(fields.next_token, query) if fields.next_token else None
     return query, token
@@ -466,6 +482,10 @@ def build_audit_sql(
             found.append(f"({' OR '.join(callers)})")
         if query.operation is not None:
             found.append(compare("operation", "=", query.operation))
+        if query.result in RESULTS:  # fixed text, no value: Athena binds parameters as text, not as booleans
+            found.append("success" if query.result == "ok" else "NOT success")
+        elif query.result is not None:
+            found.append(compare("error_code", "=", query.result))
         return found
 
     def fresh() -> str:

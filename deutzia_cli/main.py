@@ -32,7 +32,7 @@ HISTORY_COLUMNS = ("time", "table", "who", "operation", "key", "attributes", "re
 EVERY_TABLE = "*"
 MAX_EVERY_TABLE = 50
 # GET /audit's filters, each an option of every command that reads a history.
-HISTORY_FILTERS = ("table", "key", "since", "until", "principal", "operation")
+HISTORY_FILTERS = ("table", "key", "since", "until", "principal", "operation", "result")
 # What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Every column of the record and its table: the most asked first, in the order they always had, then the rest in
@@ -102,6 +102,11 @@ def _history_filters(function: Any) -> Any:
         click.option(
             "--operation", help="Only this operation: Put, Update, Delete, Get, ConditionCheck, Query, Scan, Statement."
         ),
+        click.option(
+            "--result",
+            help="Only the calls that worked (ok), that failed (failed), or that failed with this error code "
+            "(e.g. AccessDenied).",
+        ),
     ]
 
     @functools.wraps(function)
@@ -144,6 +149,7 @@ def history(
     until: str | None,
     principal: str | None,
     operation: str | None,
+    result: str | None,
     limit: int,
     everything: bool,
     output: str,
@@ -152,7 +158,9 @@ def history(
 ) -> None:
     """An item's history (or a table's recent calls), newest first; with --table '*', every audited table's."""
     since = _recent_since(key, since, until, "every table's" if table == EVERY_TABLE else "the table's")
-    parameters = _query(table=table, key=key, since=since, until=until, principal=principal, operation=operation)
+    parameters = _query(
+        table=table, key=key, since=since, until=until, principal=principal, operation=operation, result=result
+    )
     tables = _every_table(target) if table == EVERY_TABLE else [table]
     entries = _merged_entries(target, parameters, tables, None if everything else limit, page_size)
     if output == "json":

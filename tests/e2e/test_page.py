@@ -434,6 +434,17 @@ def test_every_tables_history_on_one_page_a_leaked_keys_calls(stack: Stack) -> N
             assert [(row["table_name"], row["access_key_id"]) for row in rows] == [
                 (entry["table_name"], leaked) for entry in expected
             ]
+            # Only the calls that worked: all of them here; none failed with AccessDenied.
+            heard: list[str] = []
+            page.on("request", lambda request: heard.append(request.url))
+            page.fill("#result", "ok")
+            page.click("#go")
+            page.locator("#status", has_text="3 entries so far").wait_for()  # a page of 3, as the link asks
+            assert "result=ok" in page.url
+            assert all("result=ok" in url for url in heard if "/audit?" in url)
+            page.fill("#result", "AccessDenied")
+            page.click("#go")
+            page.locator("#status", has_text="0 entries").wait_for()
             # One table's page keeps its columns: no table on each line.
             page.goto(f"{stack.api_url}/?" + urllib.parse.urlencode({"table": tables[0], "principal": leaked}))
             _wait_for_entries(page, 2)

@@ -204,6 +204,21 @@ def test_principal_matches_the_caller_its_key_or_id_or_the_role_behind_a_session
     assert get_audit(client, table="Music", principal="AKIA")[1]["entries"] == []  # whole values only
 
 
+def test_result_filters_the_calls_that_worked_failed_or_failed_with_one_code(
+    client: Client, history: dict[str, Any]
+) -> None:
+    everything = _ids(get_audit(client, table="Music", key=json.dumps(SONG_1))[1])
+    _, failed = get_audit(client, table="Music", key=json.dumps(SONG_1), result="failed")
+    assert _ids(failed) == [(history["update"]["eventID"], 0)]
+    _, worked = get_audit(client, table="Music", key=json.dumps(SONG_1), result="OK")
+    assert _ids(worked) == [entry for entry in everything if entry not in _ids(failed)]
+    _, coded = get_audit(client, table="Music", result="ConditionalCheckFailedException")
+    assert _ids(coded) == _ids(failed)
+    assert get_audit(client, table="Music", result="AccessDenied")[1]["entries"] == []
+    status, body = get_audit(client, table="Music", result="' OR 1=1 --")
+    assert (status, body["Message"].split(":")[0]) == (400, "result")
+
+
 def test_operation_filters_entries(client: Client, history: dict[str, Any]) -> None:
     _, body = get_audit(client, table="Music", key=json.dumps(SONG_1), operation="put")
     assert _ids(body) == [(history["transaction"]["eventID"], 0), (history["put"]["eventID"], 0)]

@@ -758,3 +758,20 @@ def test_evidence_of_every_table_holds_the_merged_history_and_each_tables_covera
     sums = dict(reversed(line.split("  ")) for line in files["SHA256SUMS"].decode().splitlines())
     assert sums == {name: hashlib.sha256(files[name]).hexdigest() for name in sums}
     assert f"wrote {out}: 3 entries. Music: Checked" in " ".join(capsys.readouterr().err.split())
+
+
+def test_result_filters_as_the_api_does_and_a_bad_one_is_named_first(
+    api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _Answers.status, _Answers.body, _Answers.heard = 200, {"entries": [], "next_token": None}, []
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--result", "AccessDenied", "--endpoint", api, "--format", "json"])
+    assert exit_.value.code == 0
+    (asked,) = [urllib.parse.urlparse(path).query for path, _ in _Answers.heard if "/audit?" in path]
+    assert urllib.parse.parse_qs(asked)["result"] == ["AccessDenied"]
+    _Answers.heard = []
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--result", "Access Denied", "--endpoint", api])
+    assert exit_.value.code == 2
+    assert "bad request: --result: must be ok, failed, or an error code" in capsys.readouterr().err
+    assert _Answers.heard == []

@@ -89,6 +89,12 @@ def test_full_request_is_parsed_and_normalised() -> None:
         ({"table": "Music", "key": '{"a":"\ud800"}'}, "key"),
         ({"table": "Music", "key": '{"a":"\\ud800"}'}, "key"),
         ({"table": "Music", "principal": "arn:\ud800"}, "principal"),
+        ({"table": "Music", "result": ""}, "result"),
+        ({"table": "Music", "result": "1x"}, "result"),
+        ({"table": "Music", "result": "Access Denied"}, "result"),
+        ({"table": "Music", "result": "A" * 129}, "result"),
+        ({"table": "Music", "result": "ok\n"}, "result"),
+        ({"table": "Music", "result": "\u0130k"}, "result"),
         ({"table": "Music", "limit": "5.0"}, "limit"),
         ({"table": "Music", "limit": " 5 "}, "limit"),
         ({"table": "Music", "limit": "+5"}, "limit"),
@@ -105,6 +111,15 @@ def test_malformed_parameters_are_refused_by_name(parameters: dict[str, str], na
         parse_audit_request(parameters, None)
     assert caught.value.parameter == named
     assert str(caught.value).startswith(f"{named}: ")
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [("ok", "ok"), ("OK", "ok"), ("Failed", "failed"), ("AccessDenied", "AccessDenied"), ("A" * 128, "A" * 128)],
+)
+def test_result_is_ok_failed_or_an_error_code(given: str, read: str) -> None:
+    query, _ = parse_audit_request({"table": "Music", "result": given}, None)
+    assert query.result == read
 
 
 def test_table_outside_the_audited_tables_is_unknown() -> None:
