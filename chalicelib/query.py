@@ -44,9 +44,11 @@ OPERATIONS = ("Put", "Update", "Delete", "Get", "ConditionCheck", "Query", "Scan
 # What `principal` matches: the caller's ARN, the role a session was assumed from, the caller's principal id (as
 # CloudTrail logs it: `AIDA...`, `AROA...:session`), or the access key it signed with (a leaked key's calls).
 PRINCIPAL_COLUMNS = ("principal_arn", "session_issuer_arn", "principal_id", "access_key_id")
-# What `result` takes: every call that worked (`ok`), or that failed (`failed`), or that failed with one error code
-# (`AccessDenied`: whoever tried what they may not).
-RESULTS = ("ok", "failed")
+# What `result` takes: every call that worked (`ok`), that failed (`failed`), that was refused its permission
+# (`denied`: whoever tried what they may not, with any of DENIED_CODES, as the stack's DeniedCallsAlarm counts them),
+# or that failed with one error code.
+RESULTS = ("ok", "failed", "denied")
+DENIED_CODES = ("AccessDenied%", "%UnauthorizedOperation")  # SQL LIKE patterns; the metric filter's, in its syntax
 _ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9.:_-]{0,127}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -167,7 +169,7 @@ class _AuditParameters(BaseModel):
             return None if value is None else value.lower()
         if _ERROR_CODE.fullmatch(value):
             return value
-        raise ValueError("must be ok, failed, or an error code such as AccessDenied (letters, digits, . : _ -)")
+        raise ValueError("must be ok, failed, denied, or an error code such as AccessDenied (letters, digits, . : _ -)")
 
 
 def parse_key(text: str) -> str:
@@ -482,8 +484,10 @@ def build_audit_sql(
             found.append(f"({' OR '.join(callers)})")
         if query.operation is not None:
             found.append(compare("operation", "=", query.operation))
-        if query.result in RESULTS:  # fixed text, no value: Athena binds parameters as text, not as booleans
+        if query.result in ("ok", "failed"):  # fixed text, no value: Athena binds parameters as text, not booleans
             found.append("success" if query.result == "ok" else "NOT success")
+        elif query.result == "denied":
+            found.append(f"({' OR '.join(compare('error_code', 'LIKE', code) for code in DENIED_CODES)})")
         elif query.result is not None:
             found.append(compare("error_code", "=", query.result))
         return found

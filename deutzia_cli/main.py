@@ -104,8 +104,8 @@ def _history_filters(function: Any) -> Any:
         ),
         click.option(
             "--result",
-            help="Only the calls that worked (ok), that failed (failed), or that failed with this error code "
-            "(e.g. AccessDenied).",
+            help="Only the calls that worked (ok), that failed (failed), that were refused their permission (denied), "
+            "or that failed with this error code (e.g. ConditionalCheckFailedException).",
         ),
     ]
 

@@ -204,6 +204,20 @@ def test_principal_matches_the_caller_its_key_or_id_or_the_role_behind_a_session
     assert get_audit(client, table="Music", principal="AKIA")[1]["entries"] == []  # whole values only
 
 
+def test_denied_calls_are_those_refused_their_permission_whichever_code_names_it(
+    client: Client, ingest: Callable[..., Any], engine: str
+) -> None:
+    def refused(code: str, second: int) -> dict[str, Any]:
+        parameters = {"tableName": "Books", "key": {"id": code}}
+        at = f"2024-06-01T10:00:0{second}Z"
+        return cloudtrail_event("GetItem", parameters, table="Books", event_time=at, errorCode=code, errorMessage="no")
+
+    codes = ["AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation", "ValidationException"]
+    ingest([refused(code, second) for second, code in enumerate(codes)])
+    _, body = get_audit(client, table="Books", since="2024-06-01", result="denied")
+    assert [entry["error_code"] for entry in body["entries"]] == codes[2::-1]  # newest first; not a bad request
+
+
 def test_result_filters_the_calls_that_worked_failed_or_failed_with_one_code(
     client: Client, history: dict[str, Any]
 ) -> None:
@@ -215,6 +229,7 @@ def test_result_filters_the_calls_that_worked_failed_or_failed_with_one_code(
     _, coded = get_audit(client, table="Music", result="ConditionalCheckFailedException")
     assert _ids(coded) == _ids(failed)
     assert get_audit(client, table="Music", result="AccessDenied")[1]["entries"] == []
+    assert get_audit(client, table="Music", result="denied")[1]["entries"] == []
     status, body = get_audit(client, table="Music", result="' OR 1=1 --")
     assert (status, body["Message"].split(":")[0]) == (400, "result")
 

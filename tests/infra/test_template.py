@@ -6,6 +6,7 @@ import base64
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -21,6 +22,7 @@ import pytest
 from chalicelib.columnar import COMPACTED_FILE_SCHEMA
 from chalicelib.compaction import contested_objects
 from chalicelib.ingest import BATCH_SIZE, MAXIMUM_BATCHING_WINDOW_SECONDS
+from chalicelib.query import DENIED_CODES
 from chalicelib.reconcile import DayReport, backfill_object_key
 from chalicelib.records import build_object_key
 from chalicelib.schema import AUDIT_COLUMNS
@@ -466,9 +468,32 @@ def test_alarms_watch_iterator_age_failure_queue_and_errors(merged: dict[str, An
         "Errors",
         "WriteProvisionedThroughputExceeded",
         "ContestedCopies",
+        "DeniedCalls",
     }
-    watched = {str(body["Properties"]["Dimensions"][0]["Value"]) for body in alarms}
+    watched = {
+        str(body["Properties"]["Dimensions"][0]["Value"]) for body in alarms if "Dimensions" in body["Properties"]
+    }
     assert {"{'Ref': 'ReplayFailedBatches'}", "{'Fn::GetAtt': ['ReplayDeadLetterQueue', 'QueueName']}"} <= watched
+
+
+def test_an_alarm_fires_when_calls_on_the_audited_tables_are_refused_their_permission(merged: dict[str, Any]) -> None:
+    counted = merged["Resources"]["DeniedCallsMetricFilter"]["Properties"]
+    assert counted["LogGroupName"] == {"Ref": "TrailLogGroup"}  # the trail's events, as they reach the stream
+    (metric,) = counted["MetricTransformations"]
+    assert (metric["MetricNamespace"], metric["MetricName"], metric["MetricValue"]) == ("Deutzia", "DeniedCalls", "1")
+    # The codes it counts are those GET /audit's result=denied finds (CloudWatch's `*` is SQL's `%`).
+    globs = re.findall(r'\$\.errorCode = "([^"]+)"', counted["FilterPattern"])
+    assert globs == [code.replace("%", "*") for code in DENIED_CODES]
+    assert counted["FilterPattern"] == "{ " + " || ".join(f'($.errorCode = "{glob}")' for glob in globs) + " }"
+    alarm = merged["Resources"]["DeniedCallsAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"], "Dimensions" in alarm) == ("Deutzia", "DeniedCalls", False)
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 300, 1)
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        {"Ref": "DeniedCallsAlarmThreshold"},
+        "GreaterThanThreshold",
+    )
+    assert merged["Parameters"]["DeniedCallsAlarmThreshold"]["Default"] == 0  # any
+    assert "--result denied" in alarm["AlarmDescription"]  # where to look: who, what and from where
 
 
 def test_the_apis_stage_takes_a_bounded_rate_of_requests_on_every_route(translated: dict[str, Any]) -> None:

@@ -773,5 +773,5 @@ def test_result_filters_as_the_api_does_and_a_bad_one_is_named_first(
     with pytest.raises(SystemExit) as exit_:
         _run_main(["history", "--table", "Music", "--result", "Access Denied", "--endpoint", api])
     assert exit_.value.code == 2
-    assert "bad request: --result: must be ok, failed, or an error code" in capsys.readouterr().err
+    assert "bad request: --result: must be ok, failed, denied, or an error code" in capsys.readouterr().err
     assert _Answers.heard == []

@@ -115,7 +115,14 @@ def test_malformed_parameters_are_refused_by_name(parameters: dict[str, str], na
 
 @pytest.mark.parametrize(
     ("given", "read"),
-    [("ok", "ok"), ("OK", "ok"), ("Failed", "failed"), ("AccessDenied", "AccessDenied"), ("A" * 128, "A" * 128)],
+    [
+        ("ok", "ok"),
+        ("OK", "ok"),
+        ("Failed", "failed"),
+        ("DENIED", "denied"),
+        ("AccessDenied", "AccessDenied"),
+        ("A" * 128, "A" * 128),
+    ],
 )
 def test_result_is_ok_failed_or_an_error_code(given: str, read: str) -> None:
     query, _ = parse_audit_request({"table": "Music", "result": given}, None)
