@@ -243,7 +243,7 @@ def _every_table(target: Target) -> list[str]:
 
 
 @cli.command()
-@click.option("--table", required=True, help="The audited table.")
+@click.option("--table", required=True, help="The audited table, or '*': each audited table's days, side by side.")
 @click.option("--since", help="The first day (YYYY-MM-DD); default: 30 days ago.")
 @click.option("--until", help="The day after the last (YYYY-MM-DD); default: tomorrow.")
 @click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -255,9 +255,13 @@ def coverage(
     output: str,
     target: Target,
 ) -> None:
-    """Per day, whether the table's history is verified complete against the trail's own files."""
-    parameters = {name: value for name, value in (("table", table), ("since", since), ("until", until)) if value}
-    answer = target.get("/audit/coverage", parameters)
+    """Per day, whether the table's history is verified complete against the trail's own files; with --table '*',
+    how many days of each audited table are in each state, and each table's line."""
+    days = {name: value for name, value in (("since", since), ("until", until)) if value}
+    if table == EVERY_TABLE:
+        _every_tables_coverage(target, days, output)
+        return
+    answer = target.get("/audit/coverage", {"table": table, **days})
     if output == "json":
         click.echo(json.dumps(answer, indent=1))
         return
@@ -277,6 +281,32 @@ def coverage(
         view.add_row(_plain(day["day"]), _plain(day["status"]), *counts)
     Console(highlight=False).print(view)
     _print_coverage_line(answer, False)
+
+
+def _every_tables_coverage(target: Target, days: dict[str, str], output: str) -> None:
+    """Each audited table's coverage: as JSON, `{"tables": {<table>: <its answer>}}`; else a table of how many days of
+    each are in each state (a table whose coverage could not be read says why), then each table's line."""
+    answers = {name: _coverage_or_error(target, name, days) for name in _every_table(target)}
+    if output == "json":
+        found = {name: answer for name, answer in answers.items() if isinstance(answer, dict)}
+        click.echo(json.dumps({"tables": found}, indent=1))
+        failed = [f"{name}: {answer}" for name, answer in answers.items() if isinstance(answer, CliError)]
+        if failed:
+            raise CliError(f"the coverage of {'; '.join(failed)}", UNAVAILABLE)
+        return
+    view = Table("table", *COVERAGE_LABELS.values(), "trail problems", title="every audited table: days by status")
+    for name, answer in answers.items():
+        if isinstance(answer, CliError):
+            view.add_row(_plain(name), f"[red]{_plain(answer)}[/red]", *[""] * len(COVERAGE_LABELS))
+            continue
+        counted = [sum(day.get("status") == status for day in answer["days"]) for status in COVERAGE_LABELS]
+        problems = answer.get("trail_problems")
+        cells = [str(count) if count else "" for count in counted]
+        view.add_row(_plain(name), *cells, str(len(problems)) if isinstance(problems, list) and problems else "")
+    Console(highlight=False).print(view)
+    for name, answer in answers.items():
+        if isinstance(answer, dict):
+            _print_coverage_line(answer, False, None, f"{name}: ")
 
 
 @cli.command()

@@ -775,3 +775,30 @@ def test_result_filters_as_the_api_does_and_a_bad_one_is_named_first(
     assert exit_.value.code == 2
     assert "bad request: --result: must be ok, failed, denied, or an error code" in capsys.readouterr().err
     assert _Answers.heard == []
+
+
+def test_every_tables_coverage_side_by_side_then_each_tables_line(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    _Answers.routes = _tables_api({"Music": [], "Books": []})
+    _Answers.coverage = INCOMPLETE_COVERAGE
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["coverage", "--table", "*", "--endpoint", api])
+    assert exit_.value.code == 0
+    out, err = capsys.readouterr()
+    heading = next(line for line in out.splitlines() if "table" in line and "┃" in line)
+    assert [cell.strip() for cell in heading.split("┃")[1:-1]] == ["table", *COVERAGE_LABELS.values(), "trail problems"]
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()
+            if line.startswith("│"))}  # fmt: skip
+    # INCOMPLETE_COVERAGE: 2 days incomplete, 1 unconfirmed, 1 not checked, and the trail not logging.
+    assert rows == {name: ["", "", "2", "1", "", "1", "1"] for name in ("Music", "Books")}
+    said = " ".join(err.split())
+    assert f"Music: {coverage_line(INCOMPLETE_COVERAGE, False)[0]}" in said
+    assert f"Books: {coverage_line(INCOMPLETE_COVERAGE, False)[0]}" in said
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["coverage", "--table", "*", "--endpoint", api, "--format", "json"])
+    assert exit_.value.code == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "tables": {"Music": INCOMPLETE_COVERAGE, "Books": INCOMPLETE_COVERAGE}
+    }
