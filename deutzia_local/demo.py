@@ -201,6 +201,8 @@ def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
             f"  {audit} --data-urlencode {shlex.quote('key=' + json.dumps(KEY))}",
             f"  {credentials} {aws} dynamodb put-item --table-name {TABLE} --item {shlex.quote(item)}",
             f"  {audit} --data-urlencode principal={ALICE_ARN}",
+            f"  {api_port}.venv/bin/deutzia history --table '*' --principal {alice['AccessKeyId']}"
+            "   # everything alice's key did, on every table",
             f"  {_port_setting(settings)}make sql Q={shlex.quote(sql)}",
             f"  {_port_setting(settings)}make compact   # fresh records into key-sorted Parquet "
             f"(the stack does it every {settings.compact_interval:g} s)",

@@ -325,11 +325,17 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
     pasted = stack.run(sql_line.strip(), env=env)  # the line alone must find this stack
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
     assert "principal_name" in pasted.stdout
-    (history_line,) = [line for line in lines if "deutzia history" in line]
+    (history_line,) = [line for line in lines if "deutzia history" in line and "--key" in line]
     pasted = stack.run(history_line.strip(), env={**env, "COLUMNS": "200"})  # a terminal's width
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
     assert "ConditionalCheckFailedException" in pasted.stdout
     assert f"DEUTZIA_API_PORT={stack.api_url.rsplit(':', 1)[1]}" in history_line
+    (keyed_line,) = [line for line in lines if "deutzia history --table '*' --principal " in line]
+    pasted = stack.run(keyed_line.split("   #")[0].strip(), env={**env, "COLUMNS": "200"})  # alice's key's calls
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    shown = [line.split("│") for line in pasted.stdout.splitlines() if line.startswith("│")]
+    assert {cells[2].strip() for cells in shown} == {"Music"}  # every table's, with each line's table
+    assert {cells[3].strip() for cells in shown} == {"alice"}  # the demo's calls by alice's key, and only those
     (compact_line,) = [line for line in lines if "make compact" in line]
     pasted = stack.run(compact_line.strip(), env=env)
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
