@@ -483,15 +483,18 @@ class DayReport:
     # When the trail did not log during the day (`from ... to ...`, as CloudTrail said at a run): its calls then were
     # recorded nowhere, so the day is incomplete whatever the counts say.
     not_logging: list[str] = field(default_factory=list)
+    # When the trail's event selectors left out some audited calls of some tables (each such table's times, each with
+    # a note saying which calls): those tables' calls then were recorded nowhere, the other tables' were.
+    narrowed: dict[str, list[str]] = field(default_factory=dict)
     tables: dict[str, TableReport] = field(default_factory=dict)
 
     def settle(self) -> None:
-        for report in self.tables.values():
+        for report in self.tables.values():  # each as the trail logged it; the summary says when it did not
             report.unreadable_trail_files = len(self.unreadable_trail_files)
             report.settle()
         self.restored_now = sum(report.restored_now for report in self.tables.values())
         statuses = {report.status for report in self.tables.values()}
-        if self.not_logging:
+        if self.not_logging or self.narrowed:  # the day's status is its least complete table's
             self.status = INCOMPLETE
         elif not self.day_trail_files:
             self.status = NO_TRAIL_FILES
@@ -547,8 +550,11 @@ def coverage_of(
         "checked_at": summary.get("checked_at"),
         "checked_until": summary.get("checked_until"),
     }
-    gaps = summary.get("not_logging")
-    if isinstance(gaps, list) and gaps:  # the trail itself did not log for a while: whatever the counts, incomplete
+    gaps = _stored_list(summary.get("not_logging"))
+    narrowed = summary.get("narrowed")
+    if isinstance(narrowed, Mapping):  # the selectors left out some of this table's calls
+        gaps += _stored_list(narrowed.get(table))
+    if gaps:  # the trail did not log this table's calls for a while: whatever the counts, incomplete
         entry["not_logging"] = [str(gap)[:MAX_GAP_CHARS] for gap in gaps[:MAX_GAPS]]
     elif summary.get("status") == NO_TRAIL_FILES:
         return {**entry, "status": NO_TRAIL_FILES}
@@ -578,6 +584,11 @@ def coverage_of(
     if restored:
         covered["restored_ids"] = sorted(restored)[:MAX_LISTED]
     return covered
+
+
+def _stored_list(value: object) -> list[object]:
+    """A stored list; empty for anything that is not one."""
+    return list(value) if isinstance(value, list) else []
 
 
 def _deferred(reasons: object) -> int:

@@ -76,8 +76,9 @@ from chalicelib.trail_status import (
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-# A time the trail did not log: (start, end), or (start, end, what it left out) when it logged only some audited calls.
-NotLogging = tuple[datetime, datetime] | tuple[datetime, datetime, str]
+# A time the trail did not log: (start, end); or, when it logged only some audited calls, (start, end, what it left out,
+# the tables it left them out of: None for every table).
+NotLogging = tuple[datetime, datetime] | tuple[datetime, datetime, str, tuple[str, ...] | None]
 
 logger = Logger(service="deutzia-reconcile")
 
@@ -260,8 +261,8 @@ class Reconciler:
             day_trail_files=sum(f"/{window.trail_dates()[0]}/" in path for path in files),
             trail_files_by_region={region: len(paths) for region, paths in sorted(by_region.items())},
             next_day_delivered=any(f"/{window.trail_dates()[-1]}/" in path for path in files),
-            not_logging=self._not_logging(day, not_logging),
         )
+        day_report.not_logging, day_report.narrowed = self._not_logging(day, not_logging)
         running = self._running_query(day)
         try:
             result = self._engine.tally(window, files, running[0] if running else None)
@@ -480,21 +481,34 @@ class Reconciler:
             > 0
         ]
 
-    def _not_logging(self, day: str, gaps: Sequence[NotLogging]) -> list[str]:
-        """The times the trail did not log during `day`, or logged only some audited calls (with a note saying
-        which): those an earlier run stored, those the trail watch kept under the day, and those of `gaps` that
-        overlap it (CloudTrail tells only its latest stop, so what was once learnt is kept)."""
+    def _not_logging(self, day: str, gaps: Sequence[NotLogging]) -> tuple[list[str], dict[str, list[str]]]:
+        """The times the trail did not log during `day` (for every table), and those it logged only some audited calls
+        of some tables (with a note saying which, under each of those tables): those an earlier run stored, those the
+        trail watch kept under the day, and those of `gaps` that overlap it (CloudTrail tells only its latest stop, so
+        what was once learnt is kept)."""
         start = datetime.combine(parse_day(day), datetime.min.time(), UTC)
         overlapping: list[NotLogging] = [*self._watched_gaps(day), *gaps]
-        found = [
-            logging_gap(gap[0], gap[1]) + (f" ({gap[2]})" if len(gap) > 2 else "")
-            for gap in overlapping
-            if gap[0] < start + timedelta(days=1) and gap[1] > start
-        ]
-        earlier = (self._summary(day) or {}).get("not_logging")
-        kept = [str(gap) for gap in earlier] if isinstance(earlier, list) else []
-        by_start = {gap.split(" to ", 1)[0]: gap for gap in [*kept, *found]}  # one stop, its latest end
-        return list(by_start.values())[:MAX_GAPS]
+        found: list[str] = []
+        narrowed: dict[str, list[str]] = {}
+        for gap in overlapping:
+            if not (gap[0] < start + timedelta(days=1) and gap[1] > start):
+                continue
+            if len(gap) == 2:
+                found.append(logging_gap(gap[0], gap[1]))
+                continue
+            text = f"{logging_gap(gap[0], gap[1])} ({gap[2]})"
+            if gap[3] is None:  # every table's calls
+                found.append(text)
+            for table in gap[3] or ():
+                narrowed.setdefault(table, []).append(text)
+        summary = self._summary(day) or {}
+        earlier, earlier_narrowed = summary.get("not_logging"), summary.get("narrowed")
+        whole = _latest_ends([str(gap) for gap in earlier] if isinstance(earlier, list) else [], found)
+        for table, kept in earlier_narrowed.items() if isinstance(earlier_narrowed, dict) else ():
+            if isinstance(kept, list) and (self._tables is None or table in self._tables):
+                narrowed[str(table)] = [*map(str, kept), *narrowed.get(str(table), [])]
+        by_table = {table: _latest_ends([], texts) for table, texts in sorted(narrowed.items())[:MAX_GAPS]}
+        return whole, by_table
 
     def _watched_gaps(self, day: str) -> list[tuple[datetime, datetime]]:
         """The times the trail watch saw the trail not logging, kept under `day` (at most MAX_GAPS of them)."""
@@ -721,6 +735,12 @@ class CoverageReader:
             logger.error("the report %s is not a report", key)
             return None
         return document if isinstance(document, dict) else None
+
+
+def _latest_ends(kept: Sequence[str], found: Sequence[str]) -> list[str]:
+    """Each time once, by its start, with the end learnt last (one stop, its latest end); at most MAX_GAPS."""
+    by_start = {gap.split(" to ", 1)[0]: gap for gap in [*kept, *found]}
+    return list(by_start.values())[:MAX_GAPS]
 
 
 def _count(value: object) -> int:

@@ -26,7 +26,7 @@ import boto3
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.selectors import MAX_TABLES_NAMED, audited_calls, unlogged_calls
+from chalicelib.selectors import ANY_TABLE, MAX_TABLES_NAMED, audited_calls, unlogged_calls
 from chalicelib.trail_status import (
     GAP_NAMED_FOR,
     STATUS_CLIENT_CONFIG,
@@ -333,11 +333,12 @@ def trail_history_of_environment(causes: Sequence[str], now: datetime) -> TrailH
     return TrailHistory(windows, said)
 
 
-def narrowed_times_of_environment(now: datetime) -> list[tuple[datetime, datetime, str]]:
+def narrowed_times_of_environment(now: datetime) -> list[tuple[datetime, datetime, str, tuple[str, ...] | None]]:
     """For reconciliation, each time in the event history (90 days) that the trail's selectors left audited calls out,
-    past and current, as (start, end, what a day's `not_logging` says of it): a day they overlap cannot be verified
-    complete, though its trail files and records agree (both lack those calls). None without TRAIL_ARN, or when the
-    history cannot be read (logged)."""
+    past and current, as (start, end, what a day's `not_logging` says of it, the tables whose calls they left out, or
+    None for every table under `*`): those tables' days they overlap cannot be verified complete, though their trail
+    files and records agree (both lack those calls). None without TRAIL_ARN, or when the history cannot be read
+    (logged)."""
     trail = os.environ.get("TRAIL_ARN", "").strip()
     duties = duties_of_environment()
     arns = audited_table_arns(trail, duties)
@@ -352,5 +353,6 @@ def narrowed_times_of_environment(now: datetime) -> list[tuple[datetime, datetim
     for narrowing in [*found, *([current] if current else [])]:
         start, end = parse_moment(narrowing.start), parse_moment(narrowing.end)
         if start is not None and end is not None:
-            times.append((start, end, narrowing.note(any_table=duties.tables is None)))
+            tables = None if ANY_TABLE in narrowing.left_out else tuple(sorted(narrowing.left_out))
+            times.append((start, end, narrowing.note(any_table=duties.tables is None), tables))
     return times

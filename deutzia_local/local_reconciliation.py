@@ -101,4 +101,9 @@ def describe(report: DayReport) -> str:
     for path, reason in sorted(report.unreadable_trail_files.items()):
         lines.append(f"  unreadable trail file {path}: {reason}")
     lines.extend(f"  the trail did not log {gap}: calls then were recorded nowhere" for gap in report.not_logging)
+    lines.extend(
+        f"  {table}: the trail did not log {gap}: those calls then were recorded nowhere"
+        for table, gaps in report.narrowed.items()
+        for gap in gaps
+    )
     return "\n".join(lines)

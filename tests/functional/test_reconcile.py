@@ -1248,7 +1248,7 @@ def test_the_watch_names_who_made_a_change_and_selectors_narrowed_between_two_ru
     stubber.assert_no_pending_responses()
 
 
-def test_a_day_the_selectors_left_calls_out_on_is_incomplete_though_its_files_and_records_agree(
+def test_a_day_the_selectors_left_a_tables_calls_out_on_is_incomplete_for_that_table_though_its_files_agree(
     deployed: Client, monkeypatch: pytest.MonkeyPatch, s3: Any, trail_bucket: str
 ) -> None:
     from types import SimpleNamespace
@@ -1293,11 +1293,22 @@ def test_a_day_the_selectors_left_calls_out_on_is_incomplete_though_its_files_an
         payload = reconcile()
 
     assert payload.get("days") == {day: "incomplete"}, payload  # Books' calls for three minutes were recorded nowhere
-    (covered,) = json.loads(deployed.http.get(f"/audit/coverage?table=Music&since={day}&until=2024-05-03").body)["days"]
-    assert covered["status"] == "incomplete"  # the day, for every table: what is named says which calls
-    assert covered["not_logging"] == [
+
+    def covered(table: str) -> dict[str, Any]:
+        answer = deployed.http.get(f"/audit/coverage?table={table}&since={day}&until=2024-05-03")
+        (covered_day,) = json.loads(answer.body)["days"]
+        return dict(covered_day)
+
+    books = covered("Books")
+    assert books["status"] == "incomplete"
+    assert books["not_logging"] == [
         f"from {at['narrowed']} to {at['restored']} (its selectors left out every call on Books)"
     ]
+    # Only Books: the selectors logged every other table's calls all along.
+    assert (covered("Music")["status"], "not_logging" in covered("Music")) == ("verified", False)
+    # A later run that cannot read the history (moto has none) keeps what the day's runs learnt.
+    assert reconcile()["days"] == {day: "incomplete"}
+    assert (covered("Books")["not_logging"], covered("Music")["status"]) == (books["not_logging"], "verified")
 
 
 def test_each_nightly_run_names_a_trail_watch_that_stopped_running(

@@ -264,6 +264,24 @@ def test_a_day_the_trail_did_not_log_in_is_incomplete_whatever_its_counts_say() 
     assert len(f"{gap} (its selectors left out BatchWriteItem, DeleteItem on {'t' * 40})") <= MAX_GAP_CHARS
 
 
+def test_a_day_the_selectors_left_a_tables_calls_out_on_is_incomplete_for_that_table_only() -> None:
+    left_out = "from 2024-05-01T01:00:00Z to 2024-05-01T01:03:00Z (its selectors left out DeleteItem on Books)"
+    day = DayReport(DAY, "t", "u", "athena", trail_file_count=1, day_trail_files=1, narrowed={"Books": [left_out]})
+    day.tables["Music"] = TableReport(DAY, "Music", trail_events=3)
+    day.settle()
+    assert day.status == "incomplete"  # the day's least complete table's
+    summary = day.summary()
+    music = coverage_of(DAY, "Music", summary, json.loads(day.tables["Music"].to_json()))
+    assert (music["status"], "not_logging" in music) == ("verified", False)
+    books = coverage_of(DAY, "Books", summary, None)  # no call of Books in the trail's files: they left them all out
+    assert (books["status"], books["not_logging"]) == ("incomplete", [left_out])
+    stopped = {**summary, "not_logging": ["from 2024-05-01T05:00:00Z to 2024-05-01T06:00:00Z"]}
+    assert coverage_of(DAY, "Books", stopped, None)["not_logging"] == [*stopped["not_logging"], left_out]
+    for hostile in ({"Books": "not a list"}, ["Books"], {"Books": [{"x": 1}] * 50}):
+        covered = coverage_of(DAY, "Books", {**summary, "narrowed": hostile}, None)
+        assert len(covered.get("not_logging", [])) <= MAX_GAPS
+
+
 def test_makes_reconcile_line_says_what_was_gone_and_when_the_trail_did_not_log() -> None:
     gap = "from 2024-05-01T01:00:00Z to 2024-05-01T04:00:00Z"
     day = DayReport(DAY, "t", "u", "duckdb", trail_file_count=3, day_trail_files=1, not_logging=[gap])
@@ -277,6 +295,10 @@ def test_makes_reconcile_line_says_what_was_gone_and_when_the_trail_did_not_log(
     assert "; 2 records gone since the day's last run, written again" in said
     assert "; 1 too big for the log group, their records written again from the trail's files" in said
     assert f"  the trail did not log {gap}: calls then were recorded nowhere" in said
+    left_out = f"{gap} (its selectors left out DeleteItem on Books)"
+    day.narrowed = {"Books": [left_out]}
+    said = describe(day)
+    assert f"  Books: the trail did not log {left_out}: those calls then were recorded nowhere" in said
 
 
 def test_every_trail_column_type_is_an_arrow_type_and_bad_types_are_refused() -> None:
