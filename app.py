@@ -286,7 +286,7 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
 
     from chalicelib.compactor import time_left_of
     from chalicelib.reconciler import NotLogging, reconcile_day_seconds
-    from chalicelib.trail_changes import narrowed_times_of_environment
+    from chalicelib.trail_changes import unlogged_times_of_environment
     from chalicelib.trail_status import check_trail_of_environment
 
     day_seconds = reconcile_day_seconds()
@@ -304,8 +304,9 @@ def reconcile_audit_trail(event: CloudWatchEvent) -> dict[str, Any]:
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
         metrics.flush_metrics()
 
-    # The times the selectors left audited calls out count as the trail's stops do: the days they overlap lack calls.
-    not_logging: list[NotLogging] = [*trail.not_logging, *narrowed_times_of_environment(datetime.now(UTC))]
+    # The times the selectors left audited calls out count as the trail's stops do: the days they overlap lack calls;
+    # and so do stops the status no longer tells (only the latest), from the event history.
+    not_logging: list[NotLogging] = [*trail.not_logging, *unlogged_times_of_environment(datetime.now(UTC))]
     done, left = reconciler.run_days(days, time_left_of(event.context), day_seconds, not_logging, publish)
     next_since = left[0] if left else None
     return {"days": done, "not_reached": left, "next_since": next_since, "trail_problems": problems}

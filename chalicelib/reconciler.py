@@ -484,17 +484,15 @@ class Reconciler:
     def _not_logging(self, day: str, gaps: Sequence[NotLogging]) -> tuple[list[str], dict[str, list[str]]]:
         """The times the trail did not log during `day` (for every table), and those it logged only some audited calls
         of some tables (with a note saying which, under each of those tables): those an earlier run stored, those the
-        trail watch kept under the day, and those of `gaps` that overlap it (CloudTrail tells only its latest stop, so
-        what was once learnt is kept)."""
+        trail watch kept under the day, and those of `gaps` that overlap it (CloudTrail's status tells only its latest
+        stop, so what was once learnt is kept; a stop the status, the watch and the event history each tell is one)."""
         start = datetime.combine(parse_day(day), datetime.min.time(), UTC)
-        overlapping: list[NotLogging] = [*self._watched_gaps(day), *gaps]
-        found: list[str] = []
+        end = start + timedelta(days=1)
+        overlapping = [gap for gap in [*self._watched_gaps(day), *gaps] if gap[0] < end and gap[1] > start]
+        found = [logging_gap(since, to) for since, to in join_stops(overlapping)]  # a stop told twice, once
         narrowed: dict[str, list[str]] = {}
         for gap in overlapping:
-            if not (gap[0] < start + timedelta(days=1) and gap[1] > start):
-                continue
             if len(gap) == 2:
-                found.append(logging_gap(gap[0], gap[1]))
                 continue
             text = f"{logging_gap(gap[0], gap[1])} ({gap[2]})"
             if gap[3] is None:  # every table's calls
@@ -735,6 +733,18 @@ class CoverageReader:
             logger.error("the report %s is not a report", key)
             return None
         return document if isinstance(document, dict) else None
+
+
+def join_stops(gaps: Sequence[NotLogging]) -> list[tuple[datetime, datetime]]:
+    """The stops among `gaps` (those that name no calls), those that overlap joined into one: the trail's status, the
+    watch and the event history each tell a stop, at times a second apart."""
+    joined: list[tuple[datetime, datetime]] = []
+    for since, to in sorted((gap[0], gap[1]) for gap in gaps if len(gap) == 2):
+        if joined and since <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], to))
+        else:
+            joined.append((since, to))
+    return joined
 
 
 def _latest_ends(kept: Sequence[str], found: Sequence[str]) -> list[str]:

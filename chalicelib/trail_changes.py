@@ -1,15 +1,16 @@
 """What CloudTrail's event history (LookupEvents, 90 days) tells of the changes made to the trail, for the trail
 watch: who made the change behind each problem it finds ("StopLogging was last called on the trail by
 arn:aws:iam::...:user/mallory from 203.0.113.7 at ..."), and the times the trail's event selectors left audited calls
-out and were set again before a watch could see them.
+out and were set again before a watch could see them; for reconciliation, those times and every time the trail was
+stopped (its status tells only the latest stop).
 
 The trail itself logs only the audited tables' data events; CloudTrail logs every call that changes a trail
 (StopLogging, UpdateTrail, PutEventSelectors, DeleteTrail) as a management event, whatever trails exist, with the
 selectors a PutEventSelectors call set in its request parameters. The watch reads the trail as it is every few
 minutes, so selectors narrowed and set back between two runs leave no trace there: only the history has them.
-LookupEvents answers at most two requests a second an account, so only the watch asks. `last_change` and
-`narrowed_windows` are pure; `who_changed` and `selector_history` make the calls, and an unreadable history changes
-no problem (it is logged).
+LookupEvents answers at most two requests a second an account, so only the watch and reconciliation ask.
+`last_change`, `narrowed_windows` and `stopped_times` are pure; `who_changed`, `selector_history` and
+`logging_history` make the calls, and an unreadable history changes no problem (it is logged).
 """
 
 from __future__ import annotations
@@ -285,6 +286,26 @@ def who_changed(
     return said
 
 
+def calls_on_trail(
+    client: Any,
+    event_name: str,
+    trail_arn: str,
+    now: datetime,
+    sleep: Callable[[float], None] = time.sleep,
+    calls: list[int] | None = None,
+) -> list[TrailChange] | None:
+    """The `event_name` calls on the trail in the event history (90 days), oldest first (the newest MAX_PAGES pages of
+    them); None when the history cannot be read (logged as a warning)."""
+    events: list[Mapping[str, Any]] = []
+    try:
+        for page in _pages(client, event_name, now - HISTORY, now, sleep, [] if calls is None else calls):
+            events += page
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("the trail's past %s calls are unknown: its event history cannot be read (%s)", event_name, exc)
+        return None
+    return changes(events, event_name, trail_arn)
+
+
 def selector_history(
     client: Any,
     trail_arn: str,
@@ -292,17 +313,8 @@ def selector_history(
     sleep: Callable[[float], None] = time.sleep,
     calls: list[int] | None = None,
 ) -> list[TrailChange]:
-    """The PutEventSelectors calls on the trail in the event history (90 days), oldest first (the newest MAX_PAGES
-    pages of them); none when the history cannot be read (logged as a warning)."""
-    events: list[Mapping[str, Any]] = []
-    calls = [] if calls is None else calls
-    try:
-        for page in _pages(client, "PutEventSelectors", now - HISTORY, now, sleep, calls):
-            events += page
-    except (ClientError, BotoCoreError) as exc:
-        logger.warning("the trail's past event selectors are unknown: its event history cannot be read (%s)", exc)
-        return []
-    return changes(events, "PutEventSelectors", trail_arn)
+    """The PutEventSelectors calls on the trail (`calls_on_trail`); none when the history cannot be read."""
+    return calls_on_trail(client, "PutEventSelectors", trail_arn, now, sleep, calls) or []
 
 
 @dataclass(frozen=True)
@@ -333,26 +345,67 @@ def trail_history_of_environment(causes: Sequence[str], now: datetime) -> TrailH
     return TrailHistory(windows, said)
 
 
-def narrowed_times_of_environment(now: datetime) -> list[tuple[datetime, datetime, str, tuple[str, ...] | None]]:
+def stopped_times(stops: Sequence[TrailChange], starts: Sequence[TrailChange], now: str) -> list[tuple[str, str, str]]:
+    """Each time the trail was stopped, from a StopLogging call of `stops` to the next StartLogging call of `starts`
+    (or `now`, when none followed), with who stopped it, oldest first; a stop while stopped adds no time."""
+    times: list[tuple[str, str, str]] = []
+    for stop in stops:
+        if times and stop.at < times[-1][1]:
+            continue
+        after = [start.at for start in starts if start.at > stop.at]
+        times.append((stop.at, min(after) if after else now, stop.who))
+    return times
+
+
+def logging_history(
+    client: Any,
+    trail_arn: str,
+    now: datetime,
+    sleep: Callable[[float], None] = time.sleep,
+    calls: list[int] | None = None,
+) -> tuple[list[TrailChange], list[TrailChange]] | None:
+    """The StopLogging and the StartLogging calls on the trail (`calls_on_trail`); None when the history cannot be
+    read."""
+    calls = [] if calls is None else calls
+    stops = calls_on_trail(client, "StopLogging", trail_arn, now, sleep, calls)
+    starts = calls_on_trail(client, "StartLogging", trail_arn, now, sleep, calls) if stops is not None else None
+    return None if stops is None or starts is None else (stops, starts)
+
+
+# A time the trail did not log: (start, end) when stopped; (start, end, what it left out, the tables it left it out
+# of, None for every table) when its selectors left audited calls out.
+UnloggedTime = tuple[datetime, datetime] | tuple[datetime, datetime, str, tuple[str, ...] | None]
+
+
+def unlogged_times_of_environment(now: datetime) -> list[UnloggedTime]:
     """For reconciliation, each time in the event history (90 days) that the trail's selectors left audited calls out,
-    past and current, as (start, end, what a day's `not_logging` says of it, the tables whose calls they left out, or
-    None for every table under `*`): those tables' days they overlap cannot be verified complete, though their trail
-    files and records agree (both lack those calls). None without TRAIL_ARN, or when the history cannot be read
-    (logged)."""
+    past and current, as (start, end, what a day's `not_logging` says of it, the tables whose calls they left out:
+    None for every table), and each time it was stopped, as (start, end): those tables' days it overlaps cannot be
+    verified complete, though their trail files and records agree (both lack those calls). The trail's status tells
+    only its latest stop, so two stops between two watches leave the first in the history only. None without
+    TRAIL_ARN, or when the history cannot be read (logged)."""
     trail = os.environ.get("TRAIL_ARN", "").strip()
     duties = duties_of_environment()
     arns = audited_table_arns(trail, duties)
     if not trail or arns is None:
         return []
     client = boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG)
-    history = selector_history(client, trail, now)
+    calls: list[int] = []
+    history = calls_on_trail(client, "PutEventSelectors", trail, now, calls=calls)
+    if history is None:  # no history to read (logged): the stops are not asked for either
+        return []
     shown_now = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     found = narrowings(history, arns, duties.reads)
     current = current_narrowing(history, arns, duties.reads, shown_now)
-    times = []
+    times: list[UnloggedTime] = []
     for narrowing in [*found, *([current] if current else [])]:
         start, end = parse_moment(narrowing.start), parse_moment(narrowing.end)
         if start is not None and end is not None:
             tables = None if ANY_TABLE in narrowing.left_out else tuple(sorted(narrowing.left_out))
             times.append((start, end, narrowing.note(any_table=duties.tables is None), tables))
+    logged = logging_history(client, trail, now, calls=calls)
+    for stopped_at, started_at, _ in stopped_times(*logged, shown_now) if logged else []:
+        start, end = parse_moment(stopped_at), parse_moment(started_at)
+        if start is not None and end is not None:
+            times.append((start, end))
     return times

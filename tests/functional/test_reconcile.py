@@ -1248,29 +1248,47 @@ def test_the_watch_names_who_made_a_change_and_selectors_narrowed_between_two_ru
     stubber.assert_no_pending_responses()
 
 
-def test_a_day_the_selectors_left_a_tables_calls_out_on_is_incomplete_for_that_table_though_its_files_agree(
-    deployed: Client, monkeypatch: pytest.MonkeyPatch, s3: Any, trail_bucket: str
-) -> None:
-    from types import SimpleNamespace
+HISTORY_DAY = "2024-05-02"
 
-    from botocore.stub import ANY, Stubber
 
-    from chalicelib import trail_changes
-
-    trail = os.environ["TRAIL_ARN"]
-    day = "2024-05-02"
+@pytest.fixture
+def quiet_day(deployed: Client, s3: Any, trail_bucket: str) -> Callable[[], dict[str, Any]]:
+    """HISTORY_DAY, whose trail files hold no call, and how to reconcile it (on its own)."""
     put_trail_file(s3, trail_bucket, [], date="2024/05/02")
     put_trail_file(s3, trail_bucket, [], date="2024/05/03")
 
     def reconcile() -> dict[str, Any]:
         run = deutzia_app.reconcile_audit_trail(
-            _scheduled(deployed, {"since": day, "until": day}), LambdaContext("reconcile_audit_trail", 900_000)
+            _scheduled(deployed, {"since": HISTORY_DAY, "until": HISTORY_DAY}),
+            LambdaContext("reconcile_audit_trail", 900_000),
         )
         return dict(run)
 
+    return reconcile
+
+
+def _history_played(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A Stubber playing CloudTrail's event history (moto has none) for what reads it."""
+    from types import SimpleNamespace
+
+    from botocore.stub import Stubber
+
+    from chalicelib import trail_changes
+
+    history = boto3.client("cloudtrail")
+    monkeypatch.setattr(trail_changes, "boto3", SimpleNamespace(client=lambda *_, **__: history))
+    monkeypatch.setattr(trail_changes, "SECONDS_BETWEEN_CALLS", 0)
+    return Stubber(history)
+
+
+def test_a_day_the_selectors_left_a_tables_calls_out_on_is_incomplete_for_that_table_though_its_files_agree(
+    deployed: Client, monkeypatch: pytest.MonkeyPatch, quiet_day: Callable[[], dict[str, Any]]
+) -> None:
+    from botocore.stub import ANY
+
+    trail, day, reconcile = os.environ["TRAIL_ARN"], HISTORY_DAY, quiet_day
     assert reconcile()["days"] == {day: "verified"}  # moto keeps no history: nothing said of the selectors
-    history = boto3.client("cloudtrail")  # CloudTrail's answer, as Stubber plays it
-    stubber = Stubber(history)
+    stubber = _history_played(monkeypatch)
     at = {"before": "2024-05-01T09:00:00Z", "narrowed": "2024-05-02T10:00:00Z", "restored": "2024-05-02T10:03:00Z"}
     (selector,) = EVERY_CALL
     hiding = {
@@ -1287,11 +1305,13 @@ def test_a_day_the_selectors_left_a_tables_calls_out_on_is_incomplete_for_that_t
         "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "PutEventSelectors"}],
         "StartTime": ANY, "EndTime": ANY, "MaxResults": 50,
     })  # fmt: skip
-    monkeypatch.setattr(trail_changes, "boto3", SimpleNamespace(client=lambda *_, **__: history))
+    for never in ("StopLogging", "StartLogging"):  # the trail was never stopped
+        stubber.add_response("lookup_events", {"Events": []}, _looked_up(never))
 
     with stubber:
         payload = reconcile()
 
+    stubber.assert_no_pending_responses()
     assert payload.get("days") == {day: "incomplete"}, payload  # Books' calls for three minutes were recorded nowhere
 
     def covered(table: str) -> dict[str, Any]:
@@ -1309,6 +1329,42 @@ def test_a_day_the_selectors_left_a_tables_calls_out_on_is_incomplete_for_that_t
     # A later run that cannot read the history (moto has none) keeps what the day's runs learnt.
     assert reconcile()["days"] == {day: "incomplete"}
     assert (covered("Books")["not_logging"], covered("Music")["status"]) == (books["not_logging"], "verified")
+
+
+def _looked_up(event_name: str) -> dict[str, Any]:
+    """The LookupEvents request for `event_name`'s calls over the history, as Stubber expects it."""
+    from botocore.stub import ANY
+
+    lookup = [{"AttributeKey": "EventName", "AttributeValue": event_name}]
+    return {"LookupAttributes": lookup, "StartTime": ANY, "EndTime": ANY, "MaxResults": 50}
+
+
+def test_a_stop_the_trails_status_no_longer_tells_still_makes_its_day_incomplete(
+    deployed: Client, monkeypatch: pytest.MonkeyPatch, quiet_day: Callable[[], dict[str, Any]]
+) -> None:
+    trail, day = os.environ["TRAIL_ARN"], HISTORY_DAY
+    stubber = _history_played(monkeypatch)
+    stubber.add_response("lookup_events", {"Events": []}, _looked_up("PutEventSelectors"))
+    # Stopped and started twice within minutes: the status tells the latest stop only, the history both.
+    mallory = {"arn": "arn:aws:iam::123456789012:user/mallory"}
+    calls = {"StopLogging": ["2024-05-02T10:00:00Z", "2024-05-02T10:04:00Z"],
+             "StartLogging": ["2024-05-02T10:02:00Z", "2024-05-02T10:04:30Z"]}  # fmt: skip
+    for name, times in calls.items():
+        events = [{"eventName": name, "eventTime": at, "userIdentity": mallory, "requestParameters": {"name": trail}}
+                  for at in times]  # fmt: skip
+        answer = {"Events": [{"CloudTrailEvent": json.dumps(event)} for event in events]}
+        stubber.add_response("lookup_events", answer, _looked_up(name))
+
+    with stubber:
+        run = quiet_day()
+
+    stubber.assert_no_pending_responses()
+    assert run["days"] == {day: "incomplete"}  # its files and records agree: both lack the calls of those minutes
+    (covered,) = json.loads(deployed.http.get(f"/audit/coverage?table=Music&since={day}&until=2024-05-03").body)["days"]
+    assert covered["not_logging"] == [
+        "from 2024-05-02T10:00:00Z to 2024-05-02T10:02:00Z",
+        "from 2024-05-02T10:04:00Z to 2024-05-02T10:04:30Z",
+    ]
 
 
 def test_each_nightly_run_names_a_trail_watch_that_stopped_running(

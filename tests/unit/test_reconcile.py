@@ -38,7 +38,7 @@ from chalicelib.reconcile import (
     report_key,
     running_query_key,
 )
-from chalicelib.reconciler import reconcile_day_seconds
+from chalicelib.reconciler import join_stops, reconcile_day_seconds
 from chalicelib.schema import TRAIL_COLUMNS
 from chalicelib.trail_status import TrailCheck
 from deutzia_local.local_reconciliation import LocalReconciliation, describe
@@ -405,3 +405,17 @@ def test_no_table_reports_where_the_days_summary_or_its_running_query_is_kept(ta
     day = "2024-05-01"
     assert report_key(day, table) not in (report_key(day), running_query_key(day))
     assert report_key(day, table).startswith(f"reports/reconcile/dt={day}/")
+
+
+def test_a_stop_told_by_the_status_the_watch_and_the_history_is_one_stop() -> None:
+    at = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    told = [
+        (at + timedelta(seconds=1), at + timedelta(minutes=3)),  # the status
+        (at, at + timedelta(minutes=3, seconds=1)),  # the history
+        (at + timedelta(hours=2), at + timedelta(hours=3)),  # another stop
+        (at, at + timedelta(hours=5), "its selectors left out DeleteItem on Books", ("Books",)),  # no stop: a narrowing
+    ]
+    assert join_stops(told) == [
+        (at, at + timedelta(minutes=3, seconds=1)),
+        (at + timedelta(hours=2), at + timedelta(hours=3)),
+    ]

@@ -18,12 +18,15 @@ from chalicelib.selectors import READ_OPERATIONS, STATEMENT_OPERATIONS
 from chalicelib.trail_changes import (
     MAX_PAGES,
     SECONDS_BETWEEN_CALLS,
+    TrailChange,
     changes,
     current_narrowing,
     last_change,
     logged_selectors,
+    logging_history,
     narrowed_windows,
     selector_history,
+    stopped_times,
     who_changed,
 )
 
@@ -258,3 +261,38 @@ def test_the_selectors_now_are_a_narrowing_from_when_they_were_set_until_now() -
     assert whole is not None
     assert whole.note() == "its selectors left out every call on Books"
     assert whole.note(any_table=True) == "its selectors left out every call on every table"
+
+
+def _change(name: str, at: str, who: str = MALLORY) -> TrailChange:
+    return TrailChange(name, at, who, "203.0.113.7", {"name": TRAIL})
+
+
+def test_each_stop_lasts_until_the_next_start_and_one_still_going_until_now() -> None:
+    stops = [
+        _change("StopLogging", at) for at in ("2026-11-29T08:00:00Z", "2026-11-29T08:01:00Z", "2026-11-29T09:30:00Z")
+    ]
+    starts = [_change("StartLogging", at) for at in ("2026-11-29T07:00:00Z", "2026-11-29T08:02:00Z")]
+    assert stopped_times(stops, starts, "2026-11-29T12:00:00Z") == [
+        ("2026-11-29T08:00:00Z", "2026-11-29T08:02:00Z", MALLORY),  # a second stop while stopped adds no time
+        ("2026-11-29T09:30:00Z", "2026-11-29T12:00:00Z", MALLORY),  # not started again since
+    ]
+    assert stopped_times([], starts, "2026-11-29T12:00:00Z") == []
+
+
+def test_the_stops_and_starts_are_read_from_the_history_and_nothing_when_it_cannot_be() -> None:
+    client, stubber = _client()
+    stubber.add_response(
+        "lookup_events", {"Events": [_event("StopLogging", "2026-11-29T08:00:00Z")]}, _asked("StopLogging")
+    )
+    started = [_event("StartLogging", "2026-11-29T08:03:00Z"), _event("StartLogging", "2026-11-29T08:04:00Z", "other")]
+    stubber.add_response("lookup_events", {"Events": started}, _asked("StartLogging"))
+    waits: list[float] = []
+    with stubber:
+        history = logging_history(client, TRAIL, NOW, waits.append)
+    assert history is not None
+    stops, starts = history
+    assert ([c.at for c in stops], [c.at for c in starts]) == (["2026-11-29T08:00:00Z"], ["2026-11-29T08:03:00Z"])
+    assert waits == [SECONDS_BETWEEN_CALLS]
+    stubber.add_client_error("lookup_events", service_error_code="ThrottlingException")
+    with stubber:
+        assert logging_history(client, TRAIL, NOW, lambda _: None) is None
