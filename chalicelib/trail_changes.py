@@ -364,12 +364,18 @@ def logging_history(
     sleep: Callable[[float], None] = time.sleep,
     calls: list[int] | None = None,
 ) -> tuple[list[TrailChange], list[TrailChange]] | None:
-    """The StopLogging and the StartLogging calls on the trail (`calls_on_trail`); None when the history cannot be
-    read."""
+    """The calls that stopped the trail (StopLogging, and DeleteTrail: a trail deleted and made again under its name
+    logged nothing between) and the StartLogging calls on it (`calls_on_trail`), each oldest first; None when the
+    history cannot be read."""
     calls = [] if calls is None else calls
-    stops = calls_on_trail(client, "StopLogging", trail_arn, now, sleep, calls)
-    starts = calls_on_trail(client, "StartLogging", trail_arn, now, sleep, calls) if stops is not None else None
-    return None if stops is None or starts is None else (stops, starts)
+    found: list[list[TrailChange]] = []
+    for event_name in ("StopLogging", "DeleteTrail", "StartLogging"):
+        read = calls_on_trail(client, event_name, trail_arn, now, sleep, calls)
+        if read is None:
+            return None
+        found.append(read)
+    stops, deletions, starts = found
+    return sorted([*stops, *deletions], key=lambda change: change.at), starts
 
 
 # A time the trail did not log: (start, end) when stopped; (start, end, what it left out, the tables it left it out

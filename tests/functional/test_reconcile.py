@@ -1305,7 +1305,7 @@ def test_a_day_the_selectors_left_a_tables_calls_out_on_is_incomplete_for_that_t
         "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "PutEventSelectors"}],
         "StartTime": ANY, "EndTime": ANY, "MaxResults": 50,
     })  # fmt: skip
-    for never in ("StopLogging", "StartLogging"):  # the trail was never stopped
+    for never in ("StopLogging", "DeleteTrail", "StartLogging"):  # the trail was never stopped
         stubber.add_response("lookup_events", {"Events": []}, _looked_up(never))
 
     with stubber:
@@ -1347,8 +1347,9 @@ def test_a_stop_the_trails_status_no_longer_tells_still_makes_its_day_incomplete
     stubber.add_response("lookup_events", {"Events": []}, _looked_up("PutEventSelectors"))
     # Stopped and started twice within minutes: the status tells the latest stop only, the history both.
     mallory = {"arn": "arn:aws:iam::123456789012:user/mallory"}
-    calls = {"StopLogging": ["2024-05-02T10:00:00Z", "2024-05-02T10:04:00Z"],
-             "StartLogging": ["2024-05-02T10:02:00Z", "2024-05-02T10:04:30Z"]}  # fmt: skip
+    # Deleted and made again under its name: nothing logged between, and the new trail's status has no stop.
+    calls = {"StopLogging": ["2024-05-02T10:00:00Z", "2024-05-02T10:04:00Z"], "DeleteTrail": ["2024-05-02T11:00:00Z"],
+             "StartLogging": ["2024-05-02T10:02:00Z", "2024-05-02T10:04:30Z", "2024-05-02T11:01:00Z"]}  # fmt: skip
     for name, times in calls.items():
         events = [{"eventName": name, "eventTime": at, "userIdentity": mallory, "requestParameters": {"name": trail}}
                   for at in times]  # fmt: skip
@@ -1364,6 +1365,7 @@ def test_a_stop_the_trails_status_no_longer_tells_still_makes_its_day_incomplete
     assert covered["not_logging"] == [
         "from 2024-05-02T10:00:00Z to 2024-05-02T10:02:00Z",
         "from 2024-05-02T10:04:00Z to 2024-05-02T10:04:30Z",
+        "from 2024-05-02T11:00:00Z to 2024-05-02T11:01:00Z",
     ]
 
 

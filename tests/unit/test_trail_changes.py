@@ -284,6 +284,9 @@ def test_the_stops_and_starts_are_read_from_the_history_and_nothing_when_it_cann
     stubber.add_response(
         "lookup_events", {"Events": [_event("StopLogging", "2026-11-29T08:00:00Z")]}, _asked("StopLogging")
     )
+    deleted = [_event("DeleteTrail", "2026-11-29T07:00:00Z")]  # deleted, then made again under its name
+    stubber.add_response("lookup_events", {"Events": deleted}, _asked("DeleteTrail"))
+
     started = [_event("StartLogging", "2026-11-29T08:03:00Z"), _event("StartLogging", "2026-11-29T08:04:00Z", "other")]
     stubber.add_response("lookup_events", {"Events": started}, _asked("StartLogging"))
     waits: list[float] = []
@@ -291,8 +294,9 @@ def test_the_stops_and_starts_are_read_from_the_history_and_nothing_when_it_cann
         history = logging_history(client, TRAIL, NOW, waits.append)
     assert history is not None
     stops, starts = history
-    assert ([c.at for c in stops], [c.at for c in starts]) == (["2026-11-29T08:00:00Z"], ["2026-11-29T08:03:00Z"])
-    assert waits == [SECONDS_BETWEEN_CALLS]
+    stopped = ["2026-11-29T07:00:00Z", "2026-11-29T08:00:00Z"]
+    assert ([c.at for c in stops], [c.at for c in starts]) == (stopped, ["2026-11-29T08:03:00Z"])
+    assert waits == [SECONDS_BETWEEN_CALLS] * 2
     stubber.add_client_error("lookup_events", service_error_code="ThrottlingException")
     with stubber:
         assert logging_history(client, TRAIL, NOW, lambda _: None) is None
