@@ -332,7 +332,7 @@ def watch_trail(event: CloudWatchEvent) -> dict[str, Any]:
 
     trail = check_trail_of_environment()
     now = datetime.now(UTC)
-    history = trail_history_of_environment(trail.causes, now)
+    history = trail_history_of_environment(trail.causes, now, trail.not_logging)
     problems = trail.problems + history.windows
     metrics = Metrics(namespace="Deutzia", service="deutzia-trail")
     metrics.add_metric(name="TrailProblems", unit=MetricUnit.Count, value=len(problems))

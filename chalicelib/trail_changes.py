@@ -326,9 +326,12 @@ class TrailHistory:
     changes: list[str]
 
 
-def trail_history_of_environment(causes: Sequence[str], now: datetime) -> TrailHistory:
-    """`narrowed_windows` and `who_changed` for TRAIL_ARN and the calls the environment audits, each logged as an
-    error; nothing without TRAIL_ARN."""
+def trail_history_of_environment(
+    causes: Sequence[str], now: datetime, known: Sequence[tuple[datetime, datetime]] = ()
+) -> TrailHistory:
+    """`narrowed_windows`, the stops the trail's status does not tell (`known` are those it does: it tells only the
+    latest) and `who_changed` for TRAIL_ARN and the calls the environment audits, each logged as an error; nothing
+    without TRAIL_ARN, and no time when the history cannot be read."""
     trail = os.environ.get("TRAIL_ARN", "").strip()
     duties: TrailDuties = duties_of_environment()
     arns = audited_table_arns(trail, duties)
@@ -337,24 +340,46 @@ def trail_history_of_environment(causes: Sequence[str], now: datetime) -> TrailH
     client = boto3.client("cloudtrail", config=STATUS_CLIENT_CONFIG)
     calls: list[int] = []
     since = (now - GAP_NAMED_FOR).strftime("%Y-%m-%dT%H:%M:%SZ")  # named as long as a stop the status tells
-    history = selector_history(client, trail, now, calls=calls)
-    windows = narrowed_windows(history, arns, duties.reads, since, any_table=duties.tables is None)
+    history = calls_on_trail(client, "PutEventSelectors", trail, now, calls=calls)
+    windows = narrowed_windows(history or [], arns, duties.reads, since, any_table=duties.tables is None)
+    logged = logging_history(client, trail, now, calls=calls) if history is not None else None
+    if logged is not None:
+        windows += unseen_stops(stopped_times(*logged, now.strftime("%Y-%m-%dT%H:%M:%SZ")), known, since)
     said = who_changed(client, trail, causes, now, calls=calls)
     for text in [*windows, *said]:
         logger.error("trail %s: %s", trail, text)
     return TrailHistory(windows, said)
 
 
-def stopped_times(stops: Sequence[TrailChange], starts: Sequence[TrailChange], now: str) -> list[tuple[str, str, str]]:
-    """Each time the trail was stopped, from a StopLogging call of `stops` to the next StartLogging call of `starts`
-    (or `now`, when none followed), with who stopped it, oldest first; a stop while stopped adds no time."""
-    times: list[tuple[str, str, str]] = []
+def stopped_times(
+    stops: Sequence[TrailChange], starts: Sequence[TrailChange], now: str
+) -> list[tuple[str, str, TrailChange]]:
+    """Each time the trail was stopped, from a call of `stops` to the next StartLogging call of `starts` (or `now`,
+    when none followed), with the call that stopped it, oldest first; a stop while stopped adds no time."""
+    times: list[tuple[str, str, TrailChange]] = []
     for stop in stops:
         if times and stop.at < times[-1][1]:
             continue
         after = [start.at for start in starts if start.at > stop.at]
-        times.append((stop.at, min(after) if after else now, stop.who))
+        times.append((stop.at, min(after) if after else now, stop))
     return times
+
+
+def unseen_stops(
+    stopped: Sequence[tuple[str, str, TrailChange]], known: Sequence[tuple[datetime, datetime]], since: str
+) -> list[str]:
+    """The times of `stopped` ending at `since` or later that no time of `known` (the stops the trail's status tells)
+    overlaps, as the watch names them, for people."""
+    said = []
+    for stopped_at, started_at, change in stopped:
+        start, end = parse_moment(stopped_at), parse_moment(started_at)
+        if started_at < since or start is None or end is None or any(start < to and end > fr for fr, to in known):
+            continue
+        said.append(
+            f"from {stopped_at} to {started_at} the trail was stopped ({change.event_name} by {change.who}): calls in "
+            "between were recorded nowhere, and no backfill can find them"
+        )
+    return said
 
 
 def logging_history(
@@ -410,7 +435,7 @@ def unlogged_times_of_environment(now: datetime) -> list[UnloggedTime]:
             tables = None if ANY_TABLE in narrowing.left_out else tuple(sorted(narrowing.left_out))
             times.append((start, end, narrowing.note(any_table=duties.tables is None), tables))
     logged = logging_history(client, trail, now, calls=calls)
-    for stopped_at, started_at, _ in stopped_times(*logged, shown_now) if logged else []:
+    for stopped_at, started_at, _ in stopped_times(*logged, shown_now) if logged is not None else []:
         start, end = parse_moment(stopped_at), parse_moment(started_at)
         if start is not None and end is not None:
             times.append((start, end))

@@ -1195,7 +1195,9 @@ def test_the_watch_names_who_made_a_change_and_selectors_narrowed_between_two_ru
     trail = os.environ["TRAIL_ARN"]
     history = boto3.client("cloudtrail")  # moto keeps no event history: CloudTrail's answer, as Stubber plays it
     stubber = Stubber(history)
-    hours_ago = {hours: f"{datetime.now(UTC) - timedelta(hours=hours):%Y-%m-%dT%H:%M:%SZ}" for hours in (1, 2, 3, 9)}
+    hours_ago = {
+        hours: f"{datetime.now(UTC) - timedelta(hours=hours):%Y-%m-%dT%H:%M:%SZ}" for hours in (1, 2, 3, 4, 5, 9)
+    }
     stop = {
         "eventName": "StopLogging",
         "eventTime": hours_ago[1],
@@ -1222,6 +1224,11 @@ def test_the_watch_names_who_made_a_change_and_selectors_narrowed_between_two_ru
     stubber.add_response("lookup_events", {"Events": [{"CloudTrailEvent": json.dumps(event)} for event in narrowed]}, {
         "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "PutEventSelectors"}], **asked
     })  # fmt: skip
+    # Stopped five hours ago and started an hour later: a stop the status no longer tells (it tells the latest).
+    for name, at in (("StopLogging", hours_ago[5]), ("DeleteTrail", None), ("StartLogging", hours_ago[4])):
+        logged = [{**stop, "eventName": name, "eventTime": at}] if at else []
+        answer = {"Events": [{"CloudTrailEvent": json.dumps(event)} for event in logged]}
+        stubber.add_response("lookup_events", answer, _looked_up(name))
     stubber.add_response("lookup_events", {"Events": [{"CloudTrailEvent": json.dumps(stop)}]}, {
         "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "StopLogging"}], **asked
     })  # fmt: skip
@@ -1234,8 +1241,12 @@ def test_the_watch_names_who_made_a_change_and_selectors_narrowed_between_two_ru
     with stubber:
         answer = deployed.lambda_.invoke("watch_trail", _scheduled(deployed)).payload
 
-    stopped, window = answer["trail_problems"]
+    stopped, window, hidden = answer["trail_problems"]
     assert stopped.startswith("the trail is not logging since ")
+    assert hidden == (
+        f"from {hours_ago[5]} to {hours_ago[4]} the trail was stopped (StopLogging by "
+        "arn:aws:iam::123456789012:user/mallory): calls in between were recorded nowhere, and no backfill can find them"
+    )
     assert window == (
         f"from {hours_ago[3]} to {hours_ago[2]} the trail's event selectors, set by "
         "arn:aws:iam::123456789012:user/mallory, did not log DeleteItem on Books; DeleteItem on Music; DeleteItem on "

@@ -27,6 +27,7 @@ from chalicelib.trail_changes import (
     narrowed_windows,
     selector_history,
     stopped_times,
+    unseen_stops,
     who_changed,
 )
 
@@ -272,10 +273,18 @@ def test_each_stop_lasts_until_the_next_start_and_one_still_going_until_now() ->
         _change("StopLogging", at) for at in ("2026-11-29T08:00:00Z", "2026-11-29T08:01:00Z", "2026-11-29T09:30:00Z")
     ]
     starts = [_change("StartLogging", at) for at in ("2026-11-29T07:00:00Z", "2026-11-29T08:02:00Z")]
-    assert stopped_times(stops, starts, "2026-11-29T12:00:00Z") == [
-        ("2026-11-29T08:00:00Z", "2026-11-29T08:02:00Z", MALLORY),  # a second stop while stopped adds no time
-        ("2026-11-29T09:30:00Z", "2026-11-29T12:00:00Z", MALLORY),  # not started again since
+    stopped = stopped_times(stops, starts, "2026-11-29T12:00:00Z")
+    assert stopped == [
+        ("2026-11-29T08:00:00Z", "2026-11-29T08:02:00Z", stops[0]),  # a second stop while stopped adds no time
+        ("2026-11-29T09:30:00Z", "2026-11-29T12:00:00Z", stops[2]),  # not started again since
     ]
+    # The watch names those the trail's status does not tell (it tells the latest), that ended two days ago or since.
+    status = [(datetime(2026, 11, 29, 9, 30, 1, tzinfo=UTC), datetime(2026, 11, 29, 12, 0, tzinfo=UTC))]
+    assert unseen_stops(stopped, status, "2026-11-27T12:00:00Z") == [
+        f"from 2026-11-29T08:00:00Z to 2026-11-29T08:02:00Z the trail was stopped (StopLogging by {MALLORY}): calls "
+        "in between were recorded nowhere, and no backfill can find them"
+    ]
+    assert unseen_stops(stopped, status, "2026-11-29T08:03:00Z") == []
     assert stopped_times([], starts, "2026-11-29T12:00:00Z") == []
 
 
