@@ -245,8 +245,14 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             split.locator("#coverage", has_text="The table:").wait_for()
             assert split.locator("#coverage").text_content() == coverage_line(noted, False, newer[-1]["event_time"])[0]
             assert "created at" not in (split.locator("#coverage").text_content() or "")
+            assert split.locator("#history tr.earlier").count() == 0
             split.click("#more")
             _wait_for_entries(split, 4)
+            # Where the history reaches back before the table was created, a row says so, above the older entries.
+            split.locator("#history tr.earlier").wait_for()
+            assert split.locator("#history tr.earlier").text_content() == TABLE_NOTES[1]["text"] + "."
+            after = split.locator("#history tr.earlier + tr.entry td.time").text_content()
+            assert after == older["event_time"]
             assert split.locator("#coverage").text_content() == coverage_line(noted, False, older["event_time"])[0]
             assert f"created at {created}" in (split.locator("#coverage").text_content() or "")
             (request,) = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in asked]
