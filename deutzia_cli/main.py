@@ -12,7 +12,7 @@ import heapq
 import itertools
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from rich.table import Table
 from chalicelib.schema import COLUMN_NAMES
 from chalicelib.shown import attributes_text, operation_text, visible_text, who
 from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
+from deutzia_cli.follow import DEFAULT_FOLLOW_INTERVAL, MIN_FOLLOW_INTERVAL
 
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
@@ -141,6 +142,14 @@ def cli() -> None:
 @click.option("--all", "everything", is_flag=True, help="Every entry, following the pages.")
 @click.option("--format", "output", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--page-size", type=click.IntRange(1, PAGE), default=PAGE, hidden=True)
+@click.option("--follow", is_flag=True, help="Then show new calls as they reach the audit, oldest first, until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(MIN_FOLLOW_INTERVAL),
+    default=DEFAULT_FOLLOW_INTERVAL,
+    show_default=True,
+    help="Seconds between two reads with --follow (each is a query for every table followed).",
+)
 @_with_target
 def history(
     table: str,
@@ -154,16 +163,23 @@ def history(
     everything: bool,
     output: str,
     page_size: int,
+    follow: bool,
+    interval: float,
     target: Target,
 ) -> None:
-    """An item's history (or a table's recent calls), newest first; with --table '*', every audited table's."""
+    """An item's history (or a table's recent calls), newest first; with --table '*', every audited table's; with
+    --follow, its last entries, then new ones as they come."""
+    if follow and (until or everything or output == "csv"):
+        raise CliError("--follow shows calls as they come: it takes no --until, --all or --format csv", USAGE)
     since = _recent_since(key, since, until, "every table's" if table == EVERY_TABLE else "the table's")
     parameters = _query(
         table=table, key=key, since=since, until=until, principal=principal, operation=operation, result=result
     )
     tables = _every_table(target) if table == EVERY_TABLE else [table]
     entries = _merged_entries(target, parameters, tables, None if everything else limit, page_size)
-    if output == "json":
+    if follow:
+        _follow(target, parameters, tables, list(entries), output, interval, page_size)
+    elif output == "json":
         _write_json(entries)
     elif output == "csv":
         _write_csv(CSV_COLUMNS, ([entry.get(name) for name in CSV_COLUMNS] for entry in entries))
@@ -214,6 +230,50 @@ def history(
                 Console(stderr=True, highlight=False).print(_plain(f"{prefix}coverage unavailable: {answer}"))
             else:
                 _print_coverage_line(answer, cut, str(shown[-1].get("event_time")) if shown else None, prefix)
+
+
+def _follow(
+    target: Target,
+    parameters: dict[str, str],
+    tables: Sequence[str],
+    last: list[dict[str, Any]],
+    output: str,
+    interval: float,
+    page_size: int,
+) -> None:
+    """The history's `last` entries, oldest first, then each new one as it comes (`deutzia_cli.follow`): as JSON Lines,
+    or as one line each, its table first when every table's is followed."""
+    from deutzia_cli.follow import follow
+
+    console = Console(highlight=False, soft_wrap=True)
+
+    def show(entry: Mapping[str, Any]) -> None:
+        if output == "json":
+            sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            return
+        failed = not entry.get("success")
+        cells = [
+            entry.get("event_time"),
+            *([entry.get("table_name")] if len(tables) > 1 or parameters["table"] == EVERY_TABLE else []),
+            who(entry),
+            operation_text(entry),
+            entry.get("item_key") or "-",
+            attributes_text(entry),
+            f"failed: {entry.get('error_code') or 'error'}" if failed else "ok",
+            entry.get("source_ip") or "",
+        ]
+        console.print("  ".join(_plain(cell) for cell in cells), style="red" if failed else None)
+
+    for entry in reversed(last):
+        show(entry)
+    Console(stderr=True, highlight=False).print(f"following: new calls every {interval:g} s (Ctrl-C ends)")
+
+    def read(since: str) -> Iterator[dict[str, Any]]:
+        return _merged_entries(target, {**parameters, "since": since}, tables, None, page_size, progress=False)
+
+    start = parameters.get("since") or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    follow(read, show, last, start, interval)
 
 
 def _coverage_or_error(target: Target, table: str, days: dict[str, str]) -> dict[str, Any] | CliError:
@@ -714,11 +774,17 @@ def _spreadsheet_safe(cell: object) -> object:
 
 
 def _merged_entries(
-    target: Target, parameters: dict[str, str], tables: Sequence[str], limit: int | None, page_size: int = PAGE
+    target: Target,
+    parameters: dict[str, str],
+    tables: Sequence[str],
+    limit: int | None,
+    page_size: int = PAGE,
+    progress: bool = True,
 ) -> Iterator[dict[str, Any]]:
-    """Each table's entries newest first, merged newest first, until `limit` (None: all), with progress on stderr.
-    Each table's pages are read as the merge reaches them, so `limit` entries read at most `limit` of each."""
-    status = Console(stderr=True).status("reading the history...")
+    """Each table's entries newest first, merged newest first, until `limit` (None: all), with progress on stderr
+    (unless not). Each table's pages are read as the merge reaches them, so `limit` entries read at most `limit` of
+    each."""
+    status = Console(stderr=True, quiet=not progress).status("reading the history...")
     shown = [0]
 
     def counted(entries: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -149,3 +149,31 @@ def test_sql_on_the_local_stack_as_a_table_and_as_csv(stack: Stack) -> None:
     wrong = deutzia(stack, "sql", "select nope from audit")
     assert (wrong.returncode, wrong.stdout) == (2, "")
     assert wrong.stderr.startswith("error: SQL failed:")
+
+
+def test_follow_shows_a_call_as_it_reaches_the_audit_and_ctrl_c_ends_it(stack: Stack) -> None:
+    import signal
+    import time
+
+    table = "E2eFollow"
+    stack.create_table(table)
+    stack.client("dynamodb").put_item(TableName=table, Item={"id": {"S": "before"}})
+    stack.wait_for(lambda entries: len(entries) == 1, table=table)
+    command = [str(Path(sys.executable).parent / "deutzia"), "history", "--table", table, "--follow", "--interval", "2",
+               "--format", "json"]  # fmt: skip
+    following = subprocess.Popen(
+        command, env={**stack.env, "COLUMNS": "250"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert following.stdout is not None
+        first = json.loads(following.stdout.readline())  # the history's last entry
+        assert first["item_key"] == '{"id":"before"}'
+        time.sleep(1)
+        stack.client("dynamodb").put_item(TableName=table, Item={"id": {"S": "after"}})
+        came = json.loads(following.stdout.readline())  # within a poll or two of reaching the audit
+        assert (came["item_key"], came["operation"]) == ('{"id":"after"}', "Put")
+    finally:
+        following.send_signal(signal.SIGINT)
+        _, err = following.communicate(timeout=30)
+    assert following.returncode == 0, err
+    assert "following: new calls every 2 s (Ctrl-C ends)" in err

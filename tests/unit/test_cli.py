@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import botocore.auth
@@ -658,8 +659,10 @@ def _tables_api(histories: dict[str, list[dict[str, Any]]]) -> Callable[[str, di
             return 200, {"tables": list(histories)}
         table, limit = query["table"][0], int(query["limit"][0])
         start = int(query.get("next_token", ["0"])[0])
-        entries = histories[table][start : start + limit]
-        more = start + limit < len(histories[table])
+        since = query.get("since", [""])[0]
+        found = [entry for entry in histories[table] if str(entry.get("event_time", "")) >= since]
+        entries = found[start : start + limit]
+        more = start + limit < len(found)
         return 200, {"table": table, "entries": entries, "next_token": str(start + limit) if more else None}
 
     return answer
@@ -802,3 +805,85 @@ def test_every_tables_coverage_side_by_side_then_each_tables_line(
     assert json.loads(capsys.readouterr().out) == {
         "tables": {"Music": INCOMPLETE_COVERAGE, "Books": INCOMPLETE_COVERAGE}
     }
+
+
+def test_follow_shows_the_last_entries_then_each_new_one_once_oldest_first_until_interrupted(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deutzia_cli.follow
+
+    def put(second: int, table: str = "Music") -> dict[str, Any]:
+        return {"event_id": f"{table}-{second}", "item_index": 0, "event_time": f"2026-11-28T12:00:{second:02d}Z",
+                "operation": "Put", "success": True, "table_name": table, "principal_name": "alice"}  # fmt: skip
+
+    histories: dict[str, list[dict[str, Any]]] = {"Music": [put(5), put(3)], "Books": [put(4, "Books")]}
+    _Answers.routes, _Answers.heard = _tables_api(histories), []
+    arrivals = [
+        [put(9), put(7)],  # two new calls
+        [put(9), put(8), put(6, "Books")],  # again the newest, one more, and one that arrived late
+        [],
+    ]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # between polls, calls reach the audit; the third poll's wait is Ctrl-C
+        waits.append(seconds)
+        if not arrivals:
+            raise KeyboardInterrupt
+        for entry in arrivals.pop(0):
+            table = histories[entry["table_name"]]
+            if entry not in table:
+                table.insert(0, entry)
+                table.sort(key=lambda found: found["event_time"], reverse=True)
+
+    monkeypatch.setattr(deutzia_cli.follow, "time", SimpleNamespace(sleep=sleep))  # the follow's own waits only
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "*", "--endpoint", api, "--since", "2026-11-28", "--limit", "2", "--follow",
+                   "--interval", "2", "--format", "json"])  # fmt: skip
+    assert exit_.value.code == 0
+    shown = [json.loads(line)["event_id"] for line in capsys.readouterr().out.splitlines()]
+    # The last two, oldest first; then what came, oldest first, each once (the one that came late too).
+    assert shown == ["Books-4", "Music-5", "Music-7", "Music-9", "Books-6", "Music-8"]
+    assert waits == [2.0] * 4
+    asked = [urllib.parse.urlparse(path).query for path, _ in _Answers.heard if "/audit?" in path]
+    sinces = {urllib.parse.parse_qs(query)["since"][0] for query in asked}
+    assert "2026-11-28T11:55:09Z" in sinces  # the newest shown, less five minutes: late arrivals are read again
+
+
+def test_follow_takes_no_end_and_no_csv(api: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for extra in (["--until", "2026-11-29"], ["--all"], ["--format", "csv"]):
+        with pytest.raises(SystemExit) as exit_:
+            _run_main(["history", "--table", "Music", "--endpoint", api, "--follow", *extra])
+        assert exit_.value.code == 2
+        assert "--follow shows calls as they come" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--endpoint", api, "--follow", "--interval", "0.5"])
+    assert exit_.value.code == 2
+
+
+def test_follow_as_a_table_is_one_line_a_call_a_failed_one_in_red(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deutzia_cli.follow
+
+    failed = {"event_id": "e2", "item_index": 0, "event_time": "2026-11-28T12:00:02Z", "operation": "Update",
+              "event_name": "UpdateItem", "success": False, "error_code": "AccessDenied",
+              "principal_name": "[red]mallory", "item_key": '{"id":"1"}', "source_ip": "203.0.113.7",
+              "table_name": "Music"}  # fmt: skip
+    histories: dict[str, list[dict[str, Any]]] = {"Music": []}
+    _Answers.routes = _tables_api(histories)
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) > 1:
+            raise KeyboardInterrupt
+        histories["Music"].append(failed)
+
+    monkeypatch.setattr(deutzia_cli.follow, "time", SimpleNamespace(sleep=sleep))
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--endpoint", api, "--since", "2026-11-28", "--follow"])
+    assert exit_.value.code == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.split("  ") == [
+        "2026-11-28T12:00:02Z", "[red]mallory", "Update", '{"id":"1"}', "", "failed: AccessDenied", "203.0.113.7",
+    ]  # fmt: skip  # one table's: no table on the line; a caller's markup shown as text
