@@ -212,7 +212,8 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
                 route.fulfill(json=INCOMPLETE_COVERAGE)
 
             missing.route("**/audit/coverage?*", fake_coverage)
-            missing.goto(shared + f"&since=2020-01-01&until={today}T23:00:00Z")
+            tomorrow = today + timedelta(days=1)  # an until past every entry, at whatever time of day the test runs
+            missing.goto(shared + f"&since=2020-01-01&until={tomorrow}T01:00:00Z")
             _wait_for_entries(missing, 1)
             missing.locator("#coverage", has_text="Checked against").wait_for()
             shown_coverage = missing.locator("#coverage").text_content() or ""
@@ -256,7 +257,7 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert split.locator("#coverage").text_content() == coverage_line(noted, False, older["event_time"])[0]
             assert f"created at {created}" in (split.locator("#coverage").text_content() or "")
             (request,) = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in asked]
-            end = today + timedelta(days=1)  # until's day is included
+            end = tomorrow + timedelta(days=1)  # until's day is included
             assert (request["since"], request["until"]) == ([str(end - timedelta(days=366))], [str(end)])
             # Without a key, the table's calls of its last 7 days, unless Since says otherwise; a key typed next
             # searches the item's whole history, as the form and the link hold no default.
