@@ -9,7 +9,7 @@ The trail itself logs only the audited tables' data events; CloudTrail logs ever
 selectors a PutEventSelectors call set in its request parameters. The watch reads the trail as it is every few
 minutes, so selectors narrowed and set back between two runs leave no trace there: only the history has them.
 LookupEvents answers at most two requests a second an account, so only the watch and reconciliation ask.
-`last_change`, `narrowed_windows` and `stopped_times` are pure; `who_changed`, `selector_history` and
+`last_change`, `narrowed_windows` and `stopped_times` are pure; `who_changed`, `calls_on_trail` and
 `logging_history` make the calls, and an unreadable history changes no problem (it is logged).
 """
 
@@ -304,17 +304,6 @@ def calls_on_trail(
         logger.warning("the trail's past %s calls are unknown: its event history cannot be read (%s)", event_name, exc)
         return None
     return changes(events, event_name, trail_arn)
-
-
-def selector_history(
-    client: Any,
-    trail_arn: str,
-    now: datetime,
-    sleep: Callable[[float], None] = time.sleep,
-    calls: list[int] | None = None,
-) -> list[TrailChange]:
-    """The PutEventSelectors calls on the trail (`calls_on_trail`); none when the history cannot be read."""
-    return calls_on_trail(client, "PutEventSelectors", trail_arn, now, sleep, calls) or []
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from chalicelib.trail_changes import (
     MAX_PAGES,
     SECONDS_BETWEEN_CALLS,
     TrailChange,
+    calls_on_trail,
     changes,
     current_narrowing,
     last_change,
     logged_selectors,
     logging_history,
     narrowed_windows,
-    selector_history,
     stopped_times,
     unseen_stops,
     who_changed,
@@ -229,12 +229,13 @@ def test_the_selectors_history_is_read_page_by_page_since_two_days_ago() -> None
     stubber.add_response("lookup_events", {"Events": older}, _asked("PutEventSelectors", "p2"))
     waits: list[float] = []
     with stubber:
-        history = selector_history(client, TRAIL, NOW, waits.append)
+        history = calls_on_trail(client, "PutEventSelectors", TRAIL, NOW, waits.append)
+    assert history is not None
     assert [change.at for change in history] == ["2026-11-29T09:00:00Z", "2026-11-29T09:01:00Z"]
     assert waits == [SECONDS_BETWEEN_CALLS]
     stubber.add_client_error("lookup_events", service_error_code="ThrottlingException")
     with stubber:
-        assert selector_history(client, TRAIL, NOW, lambda _: None) == []
+        assert calls_on_trail(client, "PutEventSelectors", TRAIL, NOW, lambda _: None) is None  # unknown, not none
 
 
 def test_the_selectors_now_are_a_narrowing_from_when_they_were_set_until_now() -> None:
