@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deutzia_cli.api import DENIED, NOT_FOUND, UNAVAILABLE, CliError
+from deutzia_cli.api import DENIED, NOT_FOUND, UNAVAILABLE, USAGE, CliError
 
 # A run lasts at most Lambda's 15 minutes; an invocation waits that long for its answer, and is never retried (a run
 # repeated at once would only redo the same days).
@@ -72,11 +72,16 @@ def reconcile_locally(days: list[str]) -> Reconciled:
         require_running(settings, api=False)
         settings.apply_to_environment()
         reconciliation = new_reconciliation(settings)
+        chosen = [parse_day(day) for day in days]
+        for day in chosen:  # before any is checked: a day not begun yet stops the whole run
+            reconciliation.until(day)
         check = local_trail_check(settings)
-        statuses = {day: reconciliation.run_day(parse_day(day), check.not_logging).status for day in days}
+        statuses = {day.isoformat(): reconciliation.run_day(day, check.not_logging).status for day in chosen}
         return Reconciled(statuses, check.problems)
     except DeutziaError as exc:
         raise CliError(str(exc), UNAVAILABLE) from None
+    except ValueError as exc:
+        raise CliError(f"bad request: --since, --until: {exc}", USAGE) from None
 
 
 def _event(since: str, until: str, now: datetime, client: Any) -> dict[str, Any]:

@@ -49,19 +49,35 @@ class LocalReconciliation:
 
     def run_recent(self) -> list[DayReport]:
         """Yesterday and today (today up to the settle time ago)."""
-        now = self._clock()
-        today = now.date()
-        started = datetime.combine(today, datetime.min.time(), UTC) + self._settle
-        days = [today - timedelta(days=1)] + ([today] if now > started else [])
+        today = self._clock().date()
+        days = [today - timedelta(days=1)] + ([today] if self._begun(today) else [])
         not_logging = self._trail_check().not_logging
         return [self.run_day(day, not_logging) for day in days]
 
+    def until(self, day: date) -> str | None:
+        """How far `day` can be checked now: None when it has ended (settle time included), else the settle time
+        ago; ValueError naming the day and when it can be, for a day that has not begun that long ago."""
+        checked_until = (self._clock() - self._settle).replace(microsecond=0)  # as the window states it
+        start = datetime.combine(day, datetime.min.time(), UTC)
+        if checked_until <= start:
+            settle = f"{self._settle.total_seconds():g} s"
+            raise ValueError(
+                f"{day.isoformat()} cannot be checked before {(start + self._settle).strftime('%Y-%m-%dT%H:%M:%SZ')} "
+                f"(a day is checked up to {settle} ago, the settle time: DEUTZIA_RECONCILE_SETTLE_SECONDS)"
+            )
+        return None if checked_until >= start + timedelta(days=1) else checked_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _begun(self, day: date) -> bool:
+        try:
+            self.until(day)
+        except ValueError:
+            return False
+        return True
+
     def run_day(self, day: date, not_logging: Sequence[tuple[datetime, datetime]] | None = None) -> DayReport:
-        """One day, whole when it has ended (settle time included), else up to the settle time ago; ValueError for a
-        day that has not begun that long ago. `not_logging`: when the trail did not log (by default, asked now)."""
-        checked_until = self._clock() - self._settle
-        end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-        until = None if checked_until >= end else checked_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        """One day, up to `until(day)` (ValueError for a day not begun the settle time ago). `not_logging`: when the
+        trail did not log (by default, asked now)."""
+        until = self.until(day)
         gaps = self._trail_check().not_logging if not_logging is None else not_logging
         with self._lock:
             report = self._reconciler.run(day.isoformat(), until, not_logging=gaps)

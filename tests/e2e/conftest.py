@@ -12,6 +12,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,16 @@ from deutzia_local.child import StackProcess, create_keyed_table, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60.0
+
+
+def settled_today(settle_seconds: float = 10.0) -> str:
+    """Today (UTC), once it began more than `settle_seconds` ago (DEUTZIA_RECONCILE_SETTLE_SECONDS): a reconciliation
+    of today refuses it before that, so a test that reconciles today waits out the first seconds after midnight."""
+    now = datetime.now(UTC)
+    begun = (now - datetime.combine(now.date(), datetime.min.time(), UTC)).total_seconds()
+    if begun <= settle_seconds + 1:
+        time.sleep(settle_seconds + 1 - begun)
+    return datetime.now(UTC).date().isoformat()
 
 
 class Stack:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from deutzia_local.child import create_keyed_table
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, settled_today
 
 ACCOUNT = "123456789012"
 
@@ -119,7 +119,7 @@ def test_reads_are_audited_only_while_the_trail_includes_them(stack: Stack) -> N
         dynamodb.delete_item(TableName="E2eReads", Key=key)
         entries = stack.wait_for(lambda e: "Delete" in {x["operation"] for x in e}, table="E2eReads", key=_key("r-1"))
         # The stack audits reads: a check names the reads the trail now leaves out, on every table.
-        today = datetime.now(UTC).date().isoformat()
+        today = settled_today()
         checked = stack.run(["make", "--no-print-directory", "reconcile", f"DATE={today}"], timeout=120)
         said = " ".join(checked.stdout.split())
         assert "the trail: the trail's event selectors do not log BatchExecuteStatement (reads), BatchGetItem," in said

@@ -14,13 +14,13 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack, running_stack
+from tests.e2e.conftest import Stack, running_stack, settled_today
 
 TABLE = "E2eLedger"
 CALLS = 30
@@ -244,7 +244,7 @@ def test_a_trail_stopped_with_the_aws_cli_is_named_by_every_reconciliation_until
     with running_stack() as own:  # its trail stops: no other test's calls go unrecorded
         own.create_table(TABLE)
         keys = {"AccessKeyId": "testing", "SecretAccessKey": "testing"}
-        today = datetime.now(UTC).date().isoformat()
+        today = settled_today()
         deutzia = str(Path(sys.executable).parent / "deutzia")
         stopped = own.aws_cli(keys, "cloudtrail", "stop-logging", "--name", "deutzia-local")
         assert stopped.returncode == 0, stopped.stderr
@@ -278,3 +278,13 @@ def test_a_trail_stopped_with_the_aws_cli_is_named_by_every_reconciliation_until
         assert day["status"] == "incomplete"
         (gap,) = day["not_logging"]  # the stop the first run saw, now with its end
         assert gap.startswith(f"from {today}T")
+        # A day not begun yet is refused by name before any day is read, whatever the days before it.
+        tomorrow = (date.fromisoformat(today) + timedelta(days=1)).isoformat()
+        early = own.run([deutzia, "reconcile", "--since", today, "--until", tomorrow], {**own.env, "COLUMNS": "200"})
+        assert early.returncode == 2, early.stdout + early.stderr
+        said = " ".join(early.stderr.split())
+        assert f"bad request: --since, --until: {tomorrow} cannot be checked before {tomorrow}T00:00:10Z" in said
+        assert "Traceback" not in early.stderr
+        assert early.stdout == ""
+        made_early = own.run(["make", "--no-print-directory", "reconcile", f"DATE={tomorrow}"], timeout=120)
+        assert f"error: DATE: {tomorrow} cannot be checked before" in made_early.stderr

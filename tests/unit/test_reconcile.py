@@ -346,8 +346,21 @@ def test_the_local_schedule_takes_yesterday_whole_and_today_up_to_its_settle_tim
     just_after_midnight = datetime(2026, 11, 28, 0, 0, 5, tzinfo=UTC)
     LocalReconciliation(recorder, 30, 10, clock=lambda: just_after_midnight).run_recent()  # type: ignore[arg-type]
     assert recorder.windows == [("2026-11-27", "2026-11-27T23:59:55Z")]
+    recorder.windows.clear()
+    within_its_first_second = datetime(2026, 11, 28, 0, 0, 10, 999999, tzinfo=UTC)  # the window counts in seconds
+    LocalReconciliation(recorder, 30, 10, clock=lambda: within_its_first_second).run_recent()  # type: ignore[arg-type]
+    assert recorder.windows == [("2026-11-27", None)]
     with pytest.raises(ValueError, match="not within"):
         ReconcileWindow.of_day((now.date() + timedelta(days=1)).isoformat(), until="2026-11-28T11:59:50Z")
+    # A day not begun the settle time ago (today just after midnight, or any later day) is refused by name, unread.
+    for day, when in [(now.date(), "2026-11-28T00:00:10Z"), (now.date() + timedelta(days=1), "2026-11-29T00:00:10Z")]:
+        with pytest.raises(ValueError, match=f"^{day} cannot be checked before {when} .*DEUTZIA_RECONCILE_SETTLE"):
+            LocalReconciliation(recorder, 30, 10, clock=lambda: just_after_midnight).run_day(day)  # type: ignore[arg-type]
+    assert recorder.windows == [("2026-11-27", None)]  # neither was read
+    with pytest.raises(ValueError, match="cannot be checked before"):
+        LocalReconciliation(recorder, 30, 10, clock=lambda: within_its_first_second).until(now.date())  # type: ignore[arg-type]
+    settled = datetime(2026, 11, 28, 0, 0, 11, tzinfo=UTC)
+    assert LocalReconciliation(recorder, 30, 10, clock=lambda: settled).until(now.date()) == "2026-11-28T00:00:01Z"  # type: ignore[arg-type]
 
     # The trail's status is asked once a run, and each day hears when the trail did not log.
     gap = [(now - timedelta(hours=3), now - timedelta(hours=1))]
