@@ -458,3 +458,43 @@ def test_every_tables_history_on_one_page_a_leaked_keys_calls(stack: Stack) -> N
             assert page.locator("#history th.table-name").is_hidden()
         finally:
             browser.close()
+
+
+def test_the_form_and_the_entries_fit_the_screen_they_are_read_on(stack: Stack) -> None:
+    """On a laptop the form takes two rows, the key the widest field; on a phone an entry is a block of labelled
+    lines, none of them empty (a Get or a Delete names no attributes)."""
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    table = "E2ePageLayout"
+    stack.create_table(table)
+    dynamodb = stack.client("dynamodb")
+    dynamodb.put_item(TableName=table, Item={"id": {"S": "l-1"}, "n": {"N": "1"}})
+    dynamodb.get_item(TableName=table, Key={"id": {"S": "l-1"}})
+    dynamodb.delete_item(TableName=table, Key={"id": {"S": "l-1"}})
+    stack.wait_for(lambda found: len(found) == 3, table=table, key='{"id": "l-1"}')
+    link = f"{stack.api_url}/?" + urllib.parse.urlencode({"table": table, "key": '{"id": "l-1"}'})
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            wide = browser.new_page(viewport={"width": 1280, "height": 900})
+            wide.goto(link)
+            _wait_for_entries(wide, 3)
+            boxes = {
+                name: wide.locator(f"#{name}").bounding_box()
+                for name in ("table", "key", "since", "until", "principal", "operation", "result", "go")
+            }
+            assert len({round(box["y"] + box["height"]) for box in boxes.values() if box}) == 2  # two rows, aligned
+            key, since = boxes["key"], boxes["since"]
+            assert key is not None
+            assert since is not None
+            assert key["width"] > 2 * since["width"]
+            narrow = browser.new_page(viewport={"width": 390, "height": 800})
+            narrow.goto(link)
+            _wait_for_entries(narrow, 3)
+            cells = narrow.locator("#history tr.entry td[data-label]")
+            shown = [cells.nth(n) for n in range(cells.count()) if cells.nth(n).is_visible()]
+            assert {cell.get_attribute("data-label") for cell in shown} >= {"Time", "Who", "Operation", "Result"}
+            assert all((cell.text_content() or "").strip() for cell in shown)
+            assert len(shown) < cells.count()  # the Get's and the Delete's attributes, at least
+        finally:
+            browser.close()
