@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from chalicelib.schema import COLUMN_NAMES
-from chalicelib.shown import attributes_text, operation_text, visible_text, who
+from chalicelib.shown import attributes_text, operation_text, who
 from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
 from deutzia_cli.follow import DEFAULT_FOLLOW_INTERVAL, MIN_FOLLOW_INTERVAL
+from deutzia_cli.views import HISTORY_COLUMNS, plain, print_coverage, print_history
 
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
-HISTORY_COLUMNS = ("time", "table", "who", "operation", "key", "attributes", "result", "from")
 # `--table '*'`: every audited table's history, merged newest first; at most this many tables (each a query a page).
 EVERY_TABLE = "*"
 MAX_EVERY_TABLE = 50
@@ -196,38 +196,34 @@ def history(
         restored = frozenset().union(*(marked_ids(answer, "restored_ids") for answer in found)) - unconfirmed
         merged = table == EVERY_TABLE
         title = f"{f'every audited table ({len(tables)})' if merged else table} {key or '(recent calls)'}, newest first"
-        view = Table(title=_plain(title), title_justify="left")
         columns = [  # one item's key is in the title; a merged history names each line's table
             name for name in HISTORY_COLUMNS if (key is None or name != "key") and (merged or name != "table")
         ]
-        for name in columns:
-            view.add_column(name, overflow="fold")  # a key is never cut short: it wraps
+        lines = []
         for entry in rows:
-            result = (
-                "ok" if entry.get("success") else f"[red]failed: {_plain(entry.get('error_code') or 'error')}[/red]"
-            )
+            result = "ok" if entry.get("success") else f"[red]failed: {plain(entry.get('error_code') or 'error')}[/red]"
             if entry.get("event_id") in unconfirmed:
                 result += f"\n[yellow]{UNCONFIRMED_NOTE}[/yellow]"
             elif entry.get("event_id") in restored:
                 result += f"\n[blue]{RESTORED_NOTE}[/blue]"
             cells = {
-                "time": _plain(entry.get("event_time")),
-                "table": _plain(entry.get("table_name") or ""),
-                "who": _plain(who(entry)),
-                "operation": _plain(operation_text(entry)),
-                "key": _plain(entry.get("item_key") or "-"),
-                "attributes": _plain(attributes_text(entry)),
+                "time": plain(entry.get("event_time")),
+                "table": plain(entry.get("table_name") or ""),
+                "who": plain(who(entry)),
+                "operation": plain(operation_text(entry)),
+                "key": plain(entry.get("item_key") or "-"),
+                "attributes": plain(attributes_text(entry)),
                 "result": result,
-                "from": _plain(entry.get("source_ip") or ""),
+                "from": plain(entry.get("source_ip") or ""),
             }
-            view.add_row(*(cells[name] for name in columns))
-        Console(highlight=False).print(view)
+            lines.append(cells)
+        print_history(Console(highlight=False), plain(title), columns, lines)
         Console(stderr=True).print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
         for name, answer in answers.items():
             shown = [entry for entry in rows if not merged or entry.get("table_name") == name]
             prefix = f"{name}: " if merged else ""
             if isinstance(answer, CliError):
-                Console(stderr=True, highlight=False).print(_plain(f"{prefix}coverage unavailable: {answer}"))
+                Console(stderr=True, highlight=False).print(plain(f"{prefix}coverage unavailable: {answer}"))
             else:
                 _print_coverage_line(answer, cut, str(shown[-1].get("event_time")) if shown else None, prefix)
 
@@ -263,7 +259,7 @@ def _follow(
             f"failed: {entry.get('error_code') or 'error'}" if failed else "ok",
             entry.get("source_ip") or "",
         ]
-        console.print("  ".join(_plain(cell) for cell in cells), style="red" if failed else None)
+        console.print("  ".join(plain(cell) for cell in cells), style="red" if failed else None)
 
     for entry in reversed(last):
         show(entry)
@@ -325,21 +321,7 @@ def coverage(
     if output == "json":
         click.echo(json.dumps(answer, indent=1))
         return
-    columns = (
-        "calls in the trail",
-        "backfilled",
-        "missing",
-        "not in the trail",
-        "contradicting it",
-        "deleted",
-        "restored",
-    )
-    view = Table("day", "status", *columns, title=_plain(f"{table}: coverage"))
-    for day in answer["days"]:
-        names = ("trail_events", "backfilled", "still_missing", "not_in_trail", "altered", "gone", "restored")
-        counts = [_plain(day[name]) if name in day else "" for name in names]
-        view.add_row(_plain(day["day"]), _plain(day["status"]), *counts)
-    Console(highlight=False).print(view)
+    print_coverage(Console(highlight=False), f"{table}: coverage", answer["days"])
     _print_coverage_line(answer, False)
 
 
@@ -357,12 +339,12 @@ def _every_tables_coverage(target: Target, days: dict[str, str], output: str) ->
     view = Table("table", *COVERAGE_LABELS.values(), "trail problems", title="every audited table: days by status")
     for name, answer in answers.items():
         if isinstance(answer, CliError):
-            view.add_row(_plain(name), f"[red]{_plain(answer)}[/red]", *[""] * len(COVERAGE_LABELS))
+            view.add_row(plain(name), f"[red]{plain(answer)}[/red]", *[""] * len(COVERAGE_LABELS))
             continue
         counted = [sum(day.get("status") == status for day in answer["days"]) for status in COVERAGE_LABELS]
         problems = answer.get("trail_problems")
         cells = [str(count) if count else "" for count in counted]
-        view.add_row(_plain(name), *cells, str(len(problems)) if isinstance(problems, list) and problems else "")
+        view.add_row(plain(name), *cells, str(len(problems)) if isinstance(problems, list) and problems else "")
     Console(highlight=False).print(view)
     for name, answer in answers.items():
         if isinstance(answer, dict):
@@ -423,7 +405,7 @@ def reconcile(
     else:
         view = Table("day", "status")
         for day, day_status in statuses.items():
-            view.add_row(day, _plain(day_status))
+            view.add_row(day, plain(day_status))
         Console(highlight=False).print(view)
     answer = {
         "since": days[0],
@@ -476,7 +458,8 @@ def _day_of(text: str | None) -> date | None:
 def coverage_line(answer: dict[str, Any], cut: bool, oldest: str | None = None) -> tuple[str, bool]:
     """One line saying how complete the history is over the answer's days, and whether calls are missing; then what
     DynamoDB says of the table that no call made. When the table was created is said only where it splits what is
-    shown: before the `oldest` entry's time (else before the answer's first day), entries are of an earlier table."""
+    shown: after the `oldest` entry's time (with no entry shown, after a day the trail holds calls of), those entries
+    or calls are of an earlier table."""
     counts: dict[str, int] = {}
     missing, strangers, deleted, restored = [], [], [], []
     for day in answer["days"]:
@@ -517,9 +500,16 @@ def coverage_line(answer: dict[str, Any], cut: bool, oldest: str | None = None) 
     problems = [str(problem) for problem in problems[:MAX_TRAIL_PROBLEMS]] if isinstance(problems, list) else []
     for problem in problems:  # now, whatever the days: what the trail does not log is recorded nowhere
         line += f" The trail: {problem}."
-    for note in table_notes(answer, oldest if oldest is not None else str(answer.get("since"))):
+    for note in table_notes(answer, oldest if oldest is not None else _end_of_first_called_day(answer)):
         line += f" The table: {note}."
     return line, bool(missing or strangers or deleted or restored or problems)
+
+
+def _end_of_first_called_day(answer: dict[str, Any]) -> str:
+    """With no entry shown, where a creation splits the days: after the first day whose calls the trail holds (those
+    are of an earlier table when it was created on a later day); `~`, after any time, when no day has calls."""
+    called = [str(day.get("day")) for day in answer["days"] if isinstance(day, dict) and _count(day, "trail_events")]
+    return f"{min(called)}T23:59:59Z" if called else "~"
 
 
 def table_notes(answer: dict[str, Any], oldest: str) -> list[str]:
@@ -558,7 +548,7 @@ def _count(day: dict[str, Any], name: str) -> int:
 
 def _print_coverage_line(answer: dict[str, Any], cut: bool, oldest: str | None = None, prefix: str = "") -> None:
     line, missing = coverage_line(answer, cut, oldest)
-    Console(stderr=True, highlight=False).print(_plain(prefix + line), style="red" if missing else None)
+    Console(stderr=True, highlight=False).print(plain(prefix + line), style="red" if missing else None)
 
 
 @cli.command()
@@ -619,7 +609,7 @@ def evidence(out: Path, target: Target, **filters: str | None) -> None:
     except FileExistsError:  # made meanwhile
         raise _exists(out) from None
     said = " ".join(f"{name}: {line}" for name, line in lines.items()) if merged else lines[table]
-    Console(stderr=True, highlight=False).print(_plain(f"wrote {out}: {bundle.entries} entries. {said}"))
+    Console(stderr=True, highlight=False).print(plain(f"wrote {out}: {bundle.entries} entries. {said}"))
 
 
 EVIDENCE_README = """Deutzia evidence: the history of {what} in {where}, as GET /audit answered it on
@@ -743,9 +733,9 @@ def sql(
     if output == "csv":
         _write_csv(answer.columns, answer.rows)
     else:
-        view = Table(*[_plain(column) for column in answer.columns])
+        view = Table(*[plain(column) for column in answer.columns])
         for row in answer.rows:
-            view.add_row(*["NULL" if cell is None else _plain(cell) for cell in row])
+            view.add_row(*["NULL" if cell is None else plain(cell) for cell in row])
         Console(highlight=False).print(view)
     scanned = "" if answer.scanned_bytes is None else f", {answer.scanned_bytes:,} bytes scanned"
     Console(stderr=True).print(f"{len(answer.rows)} row{'' if len(answer.rows) == 1 else 's'}{scanned}")
@@ -825,15 +815,6 @@ def _write_json(entries: Iterator[dict[str, Any]]) -> None:
     for number, entry in enumerate(entries):
         sys.stdout.write(("," if number else "") + "\n" + json.dumps(entry, ensure_ascii=False))
     sys.stdout.write("\n]\n")
-
-
-def _plain(value: object) -> str:
-    """A value shown as text, never as Rich markup (a key may hold `[red]` or anything else), with every character
-    that would move the cursor, hide text or reorder it (a user agent may hold escape sequences that erase lines)
-    written visibly as `\\uXXXX`."""
-    from rich.markup import escape
-
-    return escape(visible_text(value))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ agent made inert) and the whole history too (bounded), follow a shared link (on 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -80,6 +81,10 @@ _NAMING = [
     {"operation": "Get", "event_name": "GetItem", "condition_expression": "x"},
 ]  # fmt: skip
 _STATUSES = "verified complete|complete after backfill|incomplete|without trail files|not checked yet"
+
+
+def _fulfil(answer: object, route: Any) -> None:
+    route.fulfill(json=answer)
 
 
 def _wait_for_entries(page: Any, count: int) -> None:
@@ -256,6 +261,23 @@ def test_the_page_searches_pages_shares_and_escapes(stack: Stack) -> None:
             assert after == older["event_time"]
             assert split.locator("#coverage").text_content() == coverage_line(noted, False, older["event_time"])[0]
             assert f"created at {created}" in (split.locator("#coverage").text_content() or "")
+            # With no entry shown, it is said after a day whose calls the trail holds, as the command says it.
+            empty = browser.new_page()
+            uncalled = {
+                **noted,
+                "days": [{k: v for k, v in day.items() if k != "trail_events"} for day in noted["days"]],
+            }
+            for answer, said in ((noted, True), (uncalled, False)):
+                empty.route("**/audit/coverage?*", functools.partial(_fulfil, answer))
+                empty.route(
+                    lambda url: urllib.parse.urlparse(url).path.endswith("/audit"),
+                    lambda route: route.fulfill(json={"table": TABLE, "key": None, "entries": [], "next_token": None}),
+                )
+                empty.goto(shared)
+                empty.locator("#coverage", has_text="The table:").wait_for()
+                assert empty.locator("#coverage").text_content() == coverage_line(answer, False)[0]
+                assert ("created at" in (empty.locator("#coverage").text_content() or "")) is said
+                empty.unroute("**/audit/coverage?*")
             (request,) = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in asked]
             end = tomorrow + timedelta(days=1)  # until's day is included
             assert (request["since"], request["until"]) == ([str(end - timedelta(days=366))], [str(end)])

@@ -29,6 +29,7 @@ from click.testing import CliRunner
 from chalicelib.schema import COLUMN_NAMES
 from deutzia_cli.api import CliError, Target, sign
 from deutzia_cli.main import COVERAGE_LABELS, CSV_COLUMNS, cli, coverage_days, coverage_line, main
+from deutzia_cli.views import MIN_TABLE_WIDTH
 from tests.factories import INCOMPLETE_COVERAGE, TABLE_NOTES
 
 CLOCK = datetime(2015, 8, 30, 12, 36, 0, tzinfo=UTC)
@@ -460,15 +461,18 @@ def test_the_coverage_line_ends_with_what_dynamodb_says_of_the_table_and_when_it
     expiry, created = (f" The table: {note['text']}." for note in TABLE_NOTES)
     noted = {**verified, "table_notes": TABLE_NOTES}
     first = "Checked against CloudTrail's own files, 2026-11-24 to 2026-11-27: 1 day verified complete."
-    # No entry shown: created within the answer's days, before which entries would be of an earlier table.
-    assert coverage_line(noted, False) == (first + expiry + created, False)
+    # No entry shown: said only after a day the trail holds calls of, which are then of an earlier table.
+    assert coverage_line(noted, False) == (first + expiry, False)  # no day with calls: nothing to split
+    for calls_on, split in (("2026-11-24", True), ("2026-11-25", False), ("2026-11-26", False)):
+        days = [{"day": calls_on, "status": "verified", "trail_events": 3}, {"day": "2026-11-27", "status": "verified"}]
+        line = coverage_line({**noted, "days": days}, False)[0]
+        assert line.endswith(expiry + created if split else expiry), calls_on
     # An entry shown from before the table was created: it is of an earlier table. None: nothing to split.
     assert coverage_line(noted, False, "2026-11-25T11:59:59Z")[0] == first + expiry + created
     assert coverage_line(noted, False, "2026-11-25T12:00:00Z")[0] == first + expiry
-    assert coverage_line({**noted, "since": "2026-11-26"}, False)[0].endswith(expiry)
     # What an endpoint says beyond the notes' shape, or beyond three of them, is left out.
     hostile = [*TABLE_NOTES, "text", {"kind": "created", "time": None, "text": "no time"}, {"text": "fourth"}]
-    assert coverage_line({**verified, "table_notes": hostile}, False) == (first + expiry + created, False)
+    assert coverage_line({**verified, "table_notes": hostile}, False, "2024-01-01") == (first + expiry + created, False)
     assert coverage_line({**verified, "table_notes": {"text": "x"}}, False) == (first, False)
 
 
@@ -887,3 +891,58 @@ def test_follow_as_a_table_is_one_line_a_call_a_failed_one_in_red(
     assert line.split("  ") == [
         "2026-11-28T12:00:02Z", "[red]mallory", "Update", '{"id":"1"}', "", "failed: AccessDenied", "203.0.113.7",
     ]  # fmt: skip  # one table's: no table on the line; a caller's markup shown as text
+
+
+def test_on_a_narrow_terminal_each_entry_is_a_block_of_labelled_lines_none_cut_none_empty(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = {"event_time": "2024-05-01T12:00:00Z", "principal_name": "[red]alice", "operation": "Get", "success": True,
+             "event_name": "GetItem", "item_key": '{"id":"k-42"}', "source_ip": "192.0.2.1"}  # fmt: skip
+    failed = {
+        **entry,
+        "operation": "Delete",
+        "event_name": "DeleteItem",
+        "success": False,
+        "error_code": "AccessDenied",
+    }
+    _Answers.status, _Answers.body = 200, {"entries": [entry, failed], "next_token": None}
+    for width in (40, 80, MIN_TABLE_WIDTH - 1):
+        monkeypatch.setenv("COLUMNS", str(width))
+        with pytest.raises(SystemExit):
+            _run_main(["history", "--table", "Music", "--endpoint", api])
+        lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+        assert not any("┃" in line or "│" in line for line in lines)
+        assert all(len(line) <= width for line in lines)
+        labelled = [line.split(maxsplit=1) for line in lines[1:] if line]
+        assert labelled == [
+            ["time", "2024-05-01T12:00:00Z"], ["who", "[red]alice"], ["operation", "Get"], ["key", '{"id":"k-42"}'],
+            ["result", "ok"], ["from", "192.0.2.1"],
+            ["time", "2024-05-01T12:00:00Z"], ["who", "[red]alice"], ["operation", "Delete"],
+            ["key", '{"id":"k-42"}'], ["result", "failed: AccessDenied"], ["from", "192.0.2.1"],
+        ]  # fmt: skip  # no attributes: none named; a caller's markup shown as text
+        assert lines[1:].count("") == 1  # one blank line between two entries
+    monkeypatch.setenv("COLUMNS", str(MIN_TABLE_WIDTH))
+    with pytest.raises(SystemExit):
+        _run_main(["history", "--table", "Music", "--endpoint", api])
+    shown = capsys.readouterr().out
+    assert "┃ time                 ┃" in shown  # a table from there on, its times whole
+    assert "│ 2024-05-01T12:00:00Z │" in shown
+
+
+def test_a_coverage_table_keeps_each_day_and_status_whole_and_leaves_out_counts_no_day_has(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    unchecked = [{"day": "2026-11-27", "status": "no_trail_files"}, {"day": "2026-11-28", "status": "not_checked"}]
+    checked = {"day": "2026-11-29", "status": "verified", "trail_events": 4, "backfilled": 0, "still_missing": 0}
+    _Answers.coverage = {**INCOMPLETE_COVERAGE, "days": [*unchecked, checked]}
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["coverage", "--table", "Music", "--endpoint", api])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert rows == [["2026-11-27", "no_trail_files", "", "", ""], ["2026-11-28", "not_checked", "", "", ""],
+                    ["2026-11-29", "verified", "4", "0", "0"]]  # fmt: skip
+    heading = " ".join(line for line in out.splitlines() if line.startswith("┃"))
+    assert "deleted" not in heading
+    assert "restored" not in heading
