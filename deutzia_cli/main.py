@@ -25,7 +25,7 @@ from chalicelib.schema import COLUMN_NAMES
 from chalicelib.shown import attributes_text, operation_text, who
 from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
 from deutzia_cli.follow import DEFAULT_FOLLOW_INTERVAL, MIN_FOLLOW_INTERVAL
-from deutzia_cli.views import HISTORY_COLUMNS, plain, print_coverage, print_history
+from deutzia_cli.views import HISTORY_COLUMNS, plain, print_coverage, print_rows
 
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
@@ -216,8 +216,8 @@ def history(
                 "result": result,
                 "from": plain(entry.get("source_ip") or ""),
             }
-            lines.append(cells)
-        print_history(Console(highlight=False), plain(title), columns, lines)
+            lines.append([cells[name] for name in columns])
+        print_rows(Console(highlight=False), plain(title), columns, lines, whole=("time",))
         Console(stderr=True).print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
         for name, answer in answers.items():
             shown = [entry for entry in rows if not merged or entry.get("table_name") == name]
@@ -733,10 +733,8 @@ def sql(
     if output == "csv":
         _write_csv(answer.columns, answer.rows)
     else:
-        view = Table(*[plain(column) for column in answer.columns])
-        for row in answer.rows:
-            view.add_row(*["NULL" if cell is None else plain(cell) for cell in row])
-        Console(highlight=False).print(view)
+        rows = (["NULL" if cell is None else plain(cell) for cell in row] for row in answer.rows)
+        print_rows(Console(highlight=False), None, [plain(column) for column in answer.columns], rows)
     scanned = "" if answer.scanned_bytes is None else f", {answer.scanned_bytes:,} bytes scanned"
     Console(stderr=True).print(f"{len(answer.rows)} row{'' if len(answer.rows) == 1 else 's'}{scanned}")
 

@@ -1,22 +1,26 @@
-"""How a history and a table's coverage look in a terminal. A history is a table where the terminal is wide enough to
-read one (MIN_TABLE_WIDTH), else each entry is a block of labelled lines, as the page shows entries on a phone: at 80
-columns a table of seven cut every time and key into three lines. A coverage table never cuts a day or its status,
-and leaves out the counts no day has. Cells come as rich markup, escaped by the caller; pure but for printing.
+"""How a history, a query's rows and a table's coverage look in a terminal. Rows are a table where they fit, or where
+the terminal is wide enough to read one (MIN_TABLE_WIDTH), else each row is a block of labelled lines, as the page
+shows entries on a phone: at 80 columns a history's table of seven cut every time and key into three lines. No value
+is ever cut short (a long one wraps), and a coverage table never wraps a day or its status and leaves out the counts
+no day has. Cells come as rich markup, escaped by the caller (`plain`); pure but for printing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from chalicelib.shown import visible_text
 
 HISTORY_COLUMNS = ("time", "table", "who", "operation", "key", "attributes", "result", "from")
-# Below this many columns a history is shown as blocks, one an entry.
+# Below this many columns, a history or a query's rows too wide for the terminal are shown as blocks, one a row.
 MIN_TABLE_WIDTH = 100
+# The width a table is measured at, to know the width it needs.
+_UNBOUNDED = 1_000_000
 # A coverage day's counts: the answer's field, then its column's heading.
 COVERAGE_COUNTS = {
     "trail_events": "calls in the trail",
@@ -29,27 +33,37 @@ COVERAGE_COUNTS = {
 }
 
 
-def print_history(console: Console, title: str, columns: Sequence[str], rows: Sequence[Mapping[str, str]]) -> None:
-    """The entries' `columns` (of HISTORY_COLUMNS), newest first, under `title`: a table, or blocks on a narrow
-    terminal, where an entry's empty cells are left out."""
-    if console.width >= MIN_TABLE_WIDTH:
-        view = Table(title=title, title_justify="left")
-        for name in columns:  # a time is never cut; a key is never cut short: it wraps
-            view.add_column(name, no_wrap=name == "time", min_width=20 if name == "time" else None, overflow="fold")
-        for row in rows:
-            view.add_row(*(row[name] for name in columns))
+def print_rows(
+    console: Console,
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    whole: Sequence[str] = (),
+) -> None:
+    """`rows` (cells in `columns`' order, as markup) under `title`: a table, where a cell too long wraps (none is cut
+    short) but never one of the `whole` columns; or, when the table would not fit a terminal narrower than
+    MIN_TABLE_WIDTH, each row a block of lines, one a column, labelled, its empty cells left out."""
+    view = Table(title=title, title_justify="left")
+    for name in columns:
+        view.add_column(name, no_wrap=name in whole, overflow="fold")
+    rows = list(rows)
+    for row in rows:
+        view.add_row(*row)
+    natural = Measurement.get(console, console.options.update_width(_UNBOUNDED), view).maximum
+    if natural <= console.width or console.width >= MIN_TABLE_WIDTH:
         console.print(view)
         return
-    console.print(title)
+    if title is not None:
+        console.print(title)
     blocks = Table.grid(padding=(0, 1))
     blocks.add_column(style="dim", no_wrap=True)
     blocks.add_column(overflow="fold")
     for number, row in enumerate(rows):
         if number:
             blocks.add_row("", "")
-        for name in columns:
-            if row[name]:
-                blocks.add_row(name, row[name])
+        for name, cell in zip(columns, row, strict=True):
+            if cell:
+                blocks.add_row(name, cell)
     console.print(blocks)
 
 
