@@ -46,8 +46,10 @@ def follow(
     """Poll `read(since)` (the entries from `since` on, any order) every `interval` seconds, handing each entry that
     reached the audit since the follow began to `show`, oldest first. `shown` are the history's last entries, shown
     already; what else the audit held then (older entries past the history's limit) is not new, and is not shown.
-    `start` is the time to read from when the history showed nothing. Ends when interrupted (Ctrl-C); returns how many
-    entries it showed."""
+    `start` is the time to read from when the history showed nothing. A call newer than the history's newest that
+    reached the audit after it was read is shown at once. Ends when interrupted (Ctrl-C); returns how many entries it
+    showed."""
+    shown = list(shown)
     times = [moment for entry in shown if (moment := _moment(entry.get("event_time"))) is not None]
     newest = max(times, default=None) or _moment(start) or datetime.now(UTC)
     seen: dict[tuple[str, str], datetime] = {}
@@ -62,17 +64,25 @@ def follow(
             if entry_id(entry) not in seen and (moment := _moment(entry.get("event_time"))) is not None
         ]
 
-    try:
-        for moment, entry in poll():  # what the audit holds as the follow begins: shown, or older than the history
+    def reveal(found: list[tuple[datetime, Entry]]) -> None:
+        nonlocal newest, seen, count
+        for moment, entry in sorted(found, key=lambda pair: pair[0]):
+            show(entry)
             seen[entry_id(entry)] = moment
+            newest = max(newest, moment)
+            count += 1
+        # What is older than the next poll reads can never come back: forget it, so the set stays small.
+        seen = {key: moment for key, moment in seen.items() if moment >= newest - FOLLOW_LOOKBACK}
+
+    try:
+        # What the audit holds as the follow begins is new only where it is newer than the history shown (a call that
+        # reached the audit since it was read); older ones are shown, or past the history's limit.
+        found, shown_ids = poll(), {entry_id(entry) for entry in shown}
+        fresh = [(moment, entry) for moment, entry in found if moment > newest and entry_id(entry) not in shown_ids]
+        seen.update((entry_id(entry), moment) for moment, entry in found)
+        reveal(fresh)
         while True:
             wait(interval)
-            for moment, entry in sorted(poll(), key=lambda found: found[0]):
-                show(entry)
-                seen[entry_id(entry)] = moment
-                newest = max(newest, moment)
-                count += 1
-            # What is older than the next poll reads can never come back: forget it, so the set stays small.
-            seen = {key: moment for key, moment in seen.items() if moment >= newest - FOLLOW_LOOKBACK}
+            reveal(poll())
     except KeyboardInterrupt:
         return count

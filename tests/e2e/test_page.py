@@ -520,3 +520,68 @@ def test_the_form_and_the_entries_fit_the_screen_they_are_read_on(stack: Stack) 
             assert len(shown) < cells.count()  # the Get's and the Delete's attributes, at least
         finally:
             browser.close()
+
+
+def test_following_shows_each_new_call_once_at_the_top_until_turned_off(stack: Stack) -> None:
+    """Follow new calls (`follow=<seconds>` in a link), as `deutzia history --follow`: each call that reaches the audit
+    after the page opened appears at the top, once, however many reads see it; none after Follow is turned off."""
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    table, key = "E2ePageFollow", {"id": {"S": "f-1"}}
+    stack.create_table(table)
+    dynamodb = stack.client("dynamodb")
+    dynamodb.put_item(TableName=table, Item={**key, "n": {"N": "0"}})
+    stack.wait_for(lambda found: len(found) == 1, table=table, key='{"id": "f-1"}')
+    shown = {"table": table, "key": '{"id": "f-1"}'}
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            complaints: list[str] = []
+            page.on("console", lambda message: complaints.append(message.text) if message.type == "error" else None)
+            page.goto(f"{stack.api_url}/?" + urllib.parse.urlencode({**shown, "follow": "2"}))
+            page.locator("#status", has_text="following").wait_for()
+            assert page.locator("#follow").is_checked()
+            assert page.locator("#history tr.entry.new").count() == 0  # what was there is not new
+            for n in (1, 2):
+                dynamodb.update_item(
+                    TableName=table,
+                    Key=key,
+                    UpdateExpression="SET n = :n",
+                    ExpressionAttributeValues={":n": {"N": str(n)}},
+                )
+            page.locator("#history tr.entry.new").nth(1).wait_for()
+            page.wait_for_timeout(5000)  # two reads more, which see the same calls again
+            rows = page.locator("#history tr.entry")
+            assert rows.count() == 3
+            assert page.locator("#history tr.entry.new").count() == 2
+            times = rows.locator("td.time").all_text_contents()
+            assert times == sorted(times, reverse=True)  # newest at the top
+            assert (page.locator("#status").text_content() or "").startswith("3 entries; following: ")
+            assert "follow=2" in page.url  # a link to the page follows too
+
+            page.uncheck("#follow")
+            page.locator("#status", has_text="following").wait_for(state="detached")  # it says it stopped
+            assert "follow=" not in page.url
+            dynamodb.delete_item(TableName=table, Key=key)
+            stack.wait_for(lambda found: len(found) == 4, table=table, key='{"id": "f-1"}')
+            page.wait_for_timeout(4000)
+            assert page.locator("#history tr.entry").count() == 3  # turned off: no more reads
+
+            page.check("#follow")  # on again: from now on
+            page.locator("#history tr.entry.new").nth(2).wait_for()
+            assert page.locator("#history tr.entry").first.locator("td.result").text_content() == "ok"
+            assert page.locator("#history tr.entry").count() == 4
+            details = page.locator("#history tr.details")
+            ids = [details.nth(n).get_attribute("id") for n in range(details.count())]
+            assert len(set(ids)) == len(ids) == 4  # each entry's button opens its own details
+
+            # Calls after Until never come: Follow is refused with it, and the history shown as asked.
+            page.fill("#until", "2024-01-01")
+            page.click("#go")
+            page.locator("#status", has_text="clear Until to follow").wait_for()
+            assert not page.locator("#follow").is_checked()
+            assert "follow=" not in page.url
+            assert complaints == []
+        finally:
+            browser.close()
