@@ -48,6 +48,9 @@ PRINCIPAL_COLUMNS = ("principal_arn", "session_issuer_arn", "principal_id", "acc
 # (`denied`: whoever tried what they may not, with any of DENIED_CODES, as the stack's DeniedCallsAlarm counts them),
 # or that failed with one error code.
 RESULTS = ("ok", "failed", "denied")
+# What `source_ip` takes: where calls came from, as CloudTrail logs it (an IPv4 or IPv6 address, or the AWS service that
+# called, such as `dynamodb.application-autoscaling.amazonaws.com` or `AWS Internal`), matched whole.
+SOURCE_IP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.:_ -]{0,252}$"
 DENIED_CODES = ("AccessDenied%", "%UnauthorizedOperation")  # SQL LIKE patterns; the metric filter's, in its syntax
 _ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9.:_-]{0,127}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -88,10 +91,14 @@ class AuditQuery:
     operation: str | None = None
     limit: int = DEFAULT_LIMIT
     result: str | None = None
+    source_ip: str | None = None
 
     def fingerprint(self) -> str:
-        """What a page token is bound to: every filter, not the page size."""
+        """What a page token is bound to: every filter, not the page size (the filters added later only when given,
+        so that a token of a query without them stays what it was)."""
         filters = [self.table, self.key, self.since, self.until, self.principal, self.operation, self.result]
+        if self.source_ip is not None:
+            filters.append(self.source_ip)
         return hashlib.sha256(json.dumps(filters).encode()).hexdigest()[:16]
 
 
@@ -132,6 +139,7 @@ class _AuditParameters(BaseModel):
     principal: str | None = Field(default=None, min_length=1, max_length=2048)
     operation: str | None = None
     result: str | None = None
+    source_ip: str | None = Field(default=None, pattern=SOURCE_IP_PATTERN)
     limit: str = str(DEFAULT_LIMIT)
     next_token: str | None = Field(default=None, min_length=1, max_length=8192)
 
@@ -257,6 +265,10 @@ def parse_audit_request(
             raise InvalidRequestError(parameter, "is required") from None
         if parameter == "table" and error["type"] == "string_pattern_mismatch":
             raise InvalidRequestError("table", "is not a DynamoDB table name ([A-Za-z0-9_.-], 3 to 255)") from None
+        if parameter == "source_ip" and error["type"] == "string_pattern_mismatch":
+            raise InvalidRequestError(
+                "source_ip", "is not where a call came from: an IP address or an AWS service's name, 1 to 253"
+            ) from None
         message = error["msg"].removeprefix("Value error, ")
         raise InvalidRequestError(parameter, message) from None
     if fields.since and fields.until and fields.since >= fields.until:
@@ -272,6 +284,7 @@ def parse_audit_request(
         operation=fields.operation,
         limit=int(fields.limit),
         result=fields.result,
+        source_ip=fields.source_ip,
     )
     token = decode_page_token(fields.next_token, query) if fields.next_token else None
     return query, token
@@ -490,6 +503,8 @@ def build_audit_sql(
             found.append(f"({' OR '.join(compare('error_code', 'LIKE', code) for code in DENIED_CODES)})")
         elif query.result is not None:
             found.append(compare("error_code", "=", query.result))
+        if query.source_ip is not None:
+            found.append(compare("source_ip", "=", query.source_ip))
         return found
 
     def fresh() -> str:

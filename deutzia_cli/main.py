@@ -33,7 +33,7 @@ PAGE = 1000
 EVERY_TABLE = "*"
 MAX_EVERY_TABLE = 50
 # GET /audit's filters, each an option of every command that reads a history.
-HISTORY_FILTERS = ("table", "key", "since", "until", "principal", "operation", "result")
+HISTORY_FILTERS = ("table", "key", "since", "until", "principal", "operation", "result", "source_ip")
 # What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Every column of the record and its table: the most asked first, in the order they always had, then the rest in
@@ -108,6 +108,10 @@ def _history_filters(function: Any) -> Any:
             help="Only the calls that worked (ok), that failed (failed), that were refused their permission (denied), "
             "or that failed with this error code (e.g. ConditionalCheckFailedException).",
         ),
+        click.option(
+            "--source-ip",
+            help="Only calls from this IP address (or AWS service, as CloudTrail names it), e.g. a finding's.",
+        ),
     ]
 
     @functools.wraps(function)
@@ -121,8 +125,9 @@ def _history_filters(function: Any) -> Any:
             filters["table"] = "any"
         try:
             parse_audit_request(filters, None)
-        except InvalidRequestError as exc:
-            raise CliError(f"bad request: --{exc}", USAGE) from None
+        except InvalidRequestError as exc:  # named as the option is: --source-ip, not source_ip
+            option = exc.parameter.replace("_", "-")
+            raise CliError(f"bad request: --{option}{str(exc).removeprefix(exc.parameter)}", USAGE) from None
         return function(*args, **kwargs)
 
     wrapped: Any = checked
@@ -159,6 +164,7 @@ def history(
     principal: str | None,
     operation: str | None,
     result: str | None,
+    source_ip: str | None,
     limit: int,
     everything: bool,
     output: str,
@@ -173,7 +179,14 @@ def history(
         raise CliError("--follow shows calls as they come: it takes no --until, --all or --format csv", USAGE)
     since = _recent_since(key, since, until, "every table's" if table == EVERY_TABLE else "the table's")
     parameters = _query(
-        table=table, key=key, since=since, until=until, principal=principal, operation=operation, result=result
+        table=table,
+        key=key,
+        since=since,
+        until=until,
+        principal=principal,
+        operation=operation,
+        result=result,
+        source_ip=source_ip,
     )
     tables = _every_table(target) if table == EVERY_TABLE else [table]
     entries = _merged_entries(target, parameters, tables, None if everything else limit, page_size)

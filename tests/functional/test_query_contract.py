@@ -89,12 +89,18 @@ def history(
             {"tableName": "Music", "key": {"id": "song-2"}, "item": ["id"]},
             event_time="2024-05-01T12:00:00Z",
         ),
-        "get": cloudtrail_event("GetItem", {"tableName": "Music", "key": SONG_1}, event_time="2024-05-02T09:00:00Z"),
+        "get": cloudtrail_event(
+            "GetItem",
+            {"tableName": "Music", "key": SONG_1},
+            event_time="2024-05-02T09:00:00Z",
+            sourceIPAddress="AWS Internal",
+        ),
         "delete": cloudtrail_event(
             "DeleteItem",
             {"tableName": "Music", "key": SONG_1},
             event_time="2024-05-03T00:00:00Z",
             userIdentity=_ci_session(),
+            sourceIPAddress="2001:db8::7",
         ),
         "transaction": cloudtrail_event(
             "TransactWriteItems",
@@ -232,6 +238,28 @@ def test_result_filters_the_calls_that_worked_failed_or_failed_with_one_code(
     assert get_audit(client, table="Music", result="denied")[1]["entries"] == []
     status, body = get_audit(client, table="Music", result="' OR 1=1 --")
     assert (status, body["Message"].split(":")[0]) == (400, "result")
+
+
+def test_source_ip_filters_where_calls_came_from_whole_an_address_or_a_service(
+    client: Client, history: dict[str, Any]
+) -> None:
+    _, body = get_audit(client, table="Music", source_ip="2001:db8::7")
+    assert _ids(body) == [(history["delete"]["eventID"], 0)]
+    _, body = get_audit(client, table="Music", key=json.dumps(SONG_1), source_ip="AWS Internal")
+    assert _ids(body) == [(history["get"]["eventID"], 0)]
+    _, body = get_audit(client, table="Music", key=json.dumps(SONG_1), source_ip="192.0.2.10")
+    assert (history["get"]["eventID"], 0) not in _ids(body)
+    assert {entry["source_ip"] for entry in body["entries"]} == {"192.0.2.10"}
+    assert get_audit(client, table="Music", source_ip="2001:db8::")[1]["entries"] == []  # whole values only
+    for bad in ("' OR 1=1 --", "", " 192.0.2.10", "a" * 254, "192.0.2.10\n"):
+        status, answer = get_audit(client, table="Music", source_ip=bad)
+        assert (status, answer["Message"].split(":")[0]) == (400, "source_ip"), bad
+    # A page token holds to the query it was given for: another address cannot resume it.
+    _, first = get_audit(client, table="Music", source_ip="192.0.2.10", limit="1")
+    status, answer = get_audit(
+        client, table="Music", source_ip="2001:db8::7", limit="1", next_token=first["next_token"]
+    )
+    assert status == 400
 
 
 def test_operation_filters_entries(client: Client, history: dict[str, Any]) -> None:

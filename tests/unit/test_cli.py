@@ -767,21 +767,28 @@ def test_evidence_of_every_table_holds_the_merged_history_and_each_tables_covera
     assert f"wrote {out}: 3 entries. Music: Checked" in " ".join(capsys.readouterr().err.split())
 
 
-def test_result_filters_as_the_api_does_and_a_bad_one_is_named_first(
-    api: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("option", "value", "bad", "says"),
+    [
+        ("--result", "AccessDenied", "Access Denied", "--result: must be ok, failed, denied, or an error code"),
+        ("--source-ip", "203.0.113.7", "203.0.113.7; drop", "--source-ip: is not where a call came from: an IP"),
+    ],
+)
+def test_a_filter_asks_as_the_api_does_and_a_bad_one_is_named_as_the_option_first(
+    api: str, capsys: pytest.CaptureFixture[str], option: str, value: str, bad: str, says: str
 ) -> None:
     _Answers.status, _Answers.body, _Answers.heard = 200, {"entries": [], "next_token": None}, []
     with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--result", "AccessDenied", "--endpoint", api, "--format", "json"])
+        _run_main(["history", "--table", "Music", option, value, "--endpoint", api, "--format", "json"])
     assert exit_.value.code == 0
     (asked,) = [urllib.parse.urlparse(path).query for path, _ in _Answers.heard if "/audit?" in path]
-    assert urllib.parse.parse_qs(asked)["result"] == ["AccessDenied"]
+    assert urllib.parse.parse_qs(asked)[option.removeprefix("--").replace("-", "_")] == [value]
     _Answers.heard = []
     with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--result", "Access Denied", "--endpoint", api])
+        _run_main(["history", "--table", "Music", option, bad, "--endpoint", api])
     assert exit_.value.code == 2
-    assert "bad request: --result: must be ok, failed, denied, or an error code" in capsys.readouterr().err
-    assert _Answers.heard == []
+    assert f"bad request: {says}" in capsys.readouterr().err
+    assert _Answers.heard == []  # refused before any request
 
 
 def test_every_tables_coverage_side_by_side_then_each_tables_line(
