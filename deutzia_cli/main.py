@@ -604,6 +604,7 @@ def evidence(out: Path, target: Target, **filters: str | None) -> None:
         if merged
         else f"the DynamoDB table {table}",
         per="per table and day" if merged else "per day",
+        only=_only(parameters),
         generated=generated,
         api=target.url,
         coverage="\n".join(f"{name}: {line}" for name, line in lines.items()) if merged else lines[table],
@@ -626,7 +627,7 @@ def evidence(out: Path, target: Target, **filters: str | None) -> None:
 
 
 EVIDENCE_README = """Deutzia evidence: the history of {what} in {where}, as GET /audit answered it on
-{generated} ({api}).
+{generated} ({api}).{only}
 
 history.json   every entry, exactly as the API answered it, newest first
 history.csv    the same entries as CSV (a text cell a spreadsheet would run as a formula starts with ')
@@ -648,6 +649,27 @@ delivered it. It needs read access to the trail's bucket and to the stack's KMS 
 the stack's AuditorPrincipalArns parameter names who may decrypt them); the stack's AuditorPolicyArn output is the
 policy that allows the rest.
 """
+
+
+def _only(parameters: Mapping[str, str]) -> str:
+    """Which calls the bundle holds when the query's filters narrowed them, in words, for whoever reads it without its
+    manifest (empty when none did)."""
+    results = {"ok": "that worked", "failed": "that failed", "denied": "that were refused their permission"}
+    parts = [
+        text
+        for name, text in (
+            ("since", f"from {parameters.get('since')}"),
+            ("until", f"before {parameters.get('until')}"),
+            ("principal", f"by {parameters.get('principal')}"),
+            ("operation", f"of the operation {parameters.get('operation')}"),
+            ("source_ip", f"from the address {parameters.get('source_ip')}"),
+        )
+        if name in parameters
+    ]
+    result = parameters.get("result")
+    if result is not None:
+        parts.append(results.get(result.lower(), f"that failed with {result}"))
+    return f"\nIt holds only the calls {', '.join(parts)}: the query's filters (manifest.json)." if parts else ""
 
 
 def _validate_logs_command(target: Target, first: object, after: str) -> str:

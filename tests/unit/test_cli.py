@@ -600,6 +600,7 @@ def test_evidence_is_one_zip_of_the_history_its_coverage_and_checksums_never_ove
     assert (manifest["entries"], manifest["query"]) == (3, {"table": "Music", "key": '{"id": "42"}'})
     assert manifest["coverage"] == coverage_line(INCOMPLETE_COVERAGE, False)[0]
     assert manifest["coverage"] in files["README.txt"].decode()
+    assert "It holds only" not in files["README.txt"].decode()  # one item's whole history
     assert f"wrote {out}: 3 entries" in " ".join(capsys.readouterr().err.split())
 
     before = out.read_bytes()
@@ -608,6 +609,23 @@ def test_evidence_is_one_zip_of_the_history_its_coverage_and_checksums_never_ove
     assert exit_.value.code == 2
     assert "exists; choose another --out" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_evidence_says_in_words_which_calls_its_filters_kept(api: str, tmp_path: Path) -> None:
+    _Answers.status, _Answers.body, _Answers.coverage = 200, {"entries": [], "next_token": None}, INCOMPLETE_COVERAGE
+    out = tmp_path / "address.zip"
+    filters = ["--since", "2026-11-20", "--until", "2026-11-27", "--principal", "AKIAIOSFODNN7EXAMPLE", "--operation",
+               "Put", "--result", "DENIED", "--source-ip", "203.0.113.7"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["evidence", "--table", "Music", *filters, "--endpoint", api, "--out", str(out)])
+    assert exit_.value.code == 0
+    with zipfile.ZipFile(out) as bundle:
+        readme = " ".join(bundle.read("README.txt").decode().split())
+    assert (
+        "It holds only the calls from 2026-11-20, before 2026-11-27, by AKIAIOSFODNN7EXAMPLE, of the operation Put, "
+        "from the address 203.0.113.7, that were refused their permission: the query's filters (manifest.json)."
+    ) in readme
+    assert readme.startswith("Deutzia evidence: the history of every item in the DynamoDB table Music,")
 
 
 def test_evidence_from_a_stack_names_its_trail_in_the_command_that_validates_the_trail_files(
