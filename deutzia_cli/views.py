@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
+from rich.segment import Segment, Segments
 from rich.table import Table
 
 from chalicelib.shown import visible_text
@@ -64,7 +65,14 @@ def print_rows(
         for name, cell in zip(columns, row, strict=True):
             if cell:
                 blocks.add_row(name, cell)
-    console.print(blocks)
+    lines: list[Segment] = []
+    for line in console.render_lines(blocks, pad=False):  # a grid pads each cell to its column: not the lines' ends
+        while line and not line[-1].control and not line[-1].text.strip():
+            line.pop()
+        if line:
+            line[-1] = Segment(line[-1].text.rstrip(), line[-1].style, line[-1].control)
+        lines += [*line, Segment.line()]
+    console.print(Segments(lines), end="")
 
 
 def plain(value: object) -> str:
