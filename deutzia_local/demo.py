@@ -192,11 +192,12 @@ def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
     item = json.dumps({**TYPED_KEY, "Rating": {"N": "5"}})
     sql = "select event_time, principal_name, operation, item_key, success from audit order by event_time desc limit 10"
     api_port = "" if settings.api_port == DEFAULT_API_PORT else f"DEUTZIA_API_PORT={settings.api_port} "
+    page = {"table": TABLE, "key": json.dumps(KEY), "follow": 10}  # new calls appear as they come
     return "\n".join(
         [
             "try next:",
-            f"  open {settings.api_url}/?{urllib.parse.urlencode({'table': TABLE, 'key': json.dumps(KEY)})}"
-            "   # the item's history page",
+            f"  open {settings.api_url}/?{urllib.parse.urlencode(page)}"
+            "   # the item's history page, following: the put-item below shows up there",
             f"  {api_port}.venv/bin/deutzia history --table {TABLE} --key {shlex.quote(json.dumps(KEY))}",
             f"  {audit} --data-urlencode {shlex.quote('key=' + json.dumps(KEY))}",
             f"  {credentials} {aws} dynamodb put-item --table-name {TABLE} --item {shlex.quote(item)}",

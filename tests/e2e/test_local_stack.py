@@ -9,6 +9,7 @@ import re
 import statistics
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from deutzia_local.child import create_keyed_table
+from deutzia_local.demo import KEY as DEMO_KEY
 from tests.e2e.conftest import Stack, settled_today
 
 ACCOUNT = "123456789012"
@@ -317,6 +319,9 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
     assert "SET AlbumTitle = :a" in shown[4]
     assert "Artist, SongTitle, AlbumTitle, Year" in shown[5]
     assert all(row[-1] == "ok" for i, row in enumerate(rows) if i != 3)
+    (page_line,) = [line for line in lines if line.strip().startswith("open ")]
+    asked = urllib.parse.parse_qs(urllib.parse.urlparse(page_line.split()[1]).query)
+    assert asked == {"table": ["Music"], "key": [json.dumps(DEMO_KEY)], "follow": ["10"]}  # the item's page, following
     (put_line,) = [line for line in lines if "dynamodb put-item" in line]
     pasted = stack.run(put_line.strip())  # pasted into a shell, as a user would
     assert pasted.returncode == 0, pasted.stderr
