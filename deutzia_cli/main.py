@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from chalicelib.schema import COLUMN_NAMES
 from chalicelib.shown import attributes_text, operation_text, who
 from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
 from deutzia_cli.follow import DEFAULT_FOLLOW_INTERVAL, MIN_FOLLOW_INTERVAL
-from deutzia_cli.views import HISTORY_COLUMNS, plain, print_coverage, print_rows
+from deutzia_cli.views import HISTORY_COLUMNS, plain, print_coverage, print_rows, terminal
 
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
@@ -230,13 +228,13 @@ def history(
                 "from": plain(entry.get("source_ip") or ""),
             }
             lines.append([cells[name] for name in columns])
-        print_rows(Console(highlight=False), plain(title), columns, lines, whole=("time",))
-        Console(stderr=True).print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
+        print_rows(terminal(), plain(title), columns, lines, whole=("time",))
+        terminal(stderr=True).print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
         for name, answer in answers.items():
             shown = [entry for entry in rows if not merged or entry.get("table_name") == name]
             prefix = f"{name}: " if merged else ""
             if isinstance(answer, CliError):
-                Console(stderr=True, highlight=False).print(plain(f"{prefix}coverage unavailable: {answer}"))
+                terminal(stderr=True).print(plain(f"{prefix}coverage unavailable: {answer}"))
             else:
                 _print_coverage_line(answer, cut, str(shown[-1].get("event_time")) if shown else None, prefix)
 
@@ -254,7 +252,7 @@ def _follow(
     or as one line each, its table first when every table's is followed."""
     from deutzia_cli.follow import follow
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = terminal(soft_wrap=True)
 
     def show(entry: Mapping[str, Any]) -> None:
         if output == "json":
@@ -276,7 +274,7 @@ def _follow(
 
     for entry in reversed(last):
         show(entry)
-    Console(stderr=True, highlight=False).print(f"following: new calls every {interval:g} s (Ctrl-C ends)")
+    terminal(stderr=True).print(f"following: new calls every {interval:g} s (Ctrl-C ends)")
 
     def read(since: str) -> Iterator[dict[str, Any]]:
         return _merged_entries(target, {**parameters, "since": since}, tables, None, page_size, progress=False)
@@ -334,7 +332,7 @@ def coverage(
     if output == "json":
         click.echo(json.dumps(answer, indent=1))
         return
-    print_coverage(Console(highlight=False), f"{table}: coverage", answer["days"])
+    print_coverage(terminal(), f"{table}: coverage", answer["days"])
     _print_coverage_line(answer, False)
 
 
@@ -349,16 +347,17 @@ def _every_tables_coverage(target: Target, days: dict[str, str], output: str) ->
         if failed:
             raise CliError(f"the coverage of {'; '.join(failed)}", UNAVAILABLE)
         return
-    view = Table("table", *COVERAGE_LABELS.values(), "trail problems", title="every audited table: days by status")
+    rows = []
     for name, answer in answers.items():
         if isinstance(answer, CliError):
-            view.add_row(plain(name), f"[red]{plain(answer)}[/red]", *[""] * len(COVERAGE_LABELS))
+            rows.append([plain(name), f"[red]{plain(answer)}[/red]", *[""] * len(COVERAGE_LABELS)])
             continue
         counted = [sum(day.get("status") == status for day in answer["days"]) for status in COVERAGE_LABELS]
         problems = answer.get("trail_problems")
         cells = [str(count) if count else "" for count in counted]
-        view.add_row(plain(name), *cells, str(len(problems)) if isinstance(problems, list) and problems else "")
-    Console(highlight=False).print(view)
+        rows.append([plain(name), *cells, str(len(problems)) if isinstance(problems, list) and problems else ""])
+    columns = ["table", *COVERAGE_LABELS.values(), "trail problems"]
+    print_rows(terminal(), "every audited table: days by status", columns, rows, whole=("table",))
     for name, answer in answers.items():
         if isinstance(answer, dict):
             _print_coverage_line(answer, False, None, f"{name}: ")
@@ -404,7 +403,7 @@ def reconcile(
         if not function:
             raise CliError("give --function, or a --stack with a ReconcileFunctionName output", USAGE)
         config = Config(read_timeout=INVOKE_READ_TIMEOUT_SECONDS, retries={"mode": "standard", "max_attempts": 1})
-        status = Console(stderr=True).status("reconciling...")
+        status = terminal(stderr=True).status("reconciling...")
         status.start()
         try:
             reconciled = reconcile_in_aws(session.client("lambda", config=config), function, days, status.update)
@@ -416,10 +415,8 @@ def reconcile(
     if output == "json":
         click.echo(json.dumps({"days": statuses, "trail_problems": reconciled.trail_problems}, indent=1))
     else:
-        view = Table("day", "status")
-        for day, day_status in statuses.items():
-            view.add_row(day, plain(day_status))
-        Console(highlight=False).print(view)
+        rows = [[day, plain(day_status)] for day, day_status in statuses.items()]
+        print_rows(terminal(), None, ["day", "status"], rows, whole=("day",))
     answer = {
         "since": days[0],
         "until": days[-1],
@@ -561,7 +558,7 @@ def _count(day: dict[str, Any], name: str) -> int:
 
 def _print_coverage_line(answer: dict[str, Any], cut: bool, oldest: str | None = None, prefix: str = "") -> None:
     line, missing = coverage_line(answer, cut, oldest)
-    Console(stderr=True, highlight=False).print(plain(prefix + line), style="red" if missing else None)
+    terminal(stderr=True).print(plain(prefix + line), style="red" if missing else None)
 
 
 @cli.command()
@@ -623,7 +620,7 @@ def evidence(out: Path, target: Target, **filters: str | None) -> None:
     except FileExistsError:  # made meanwhile
         raise _exists(out) from None
     said = " ".join(f"{name}: {line}" for name, line in lines.items()) if merged else lines[table]
-    Console(stderr=True, highlight=False).print(plain(f"wrote {out}: {bundle.entries} entries. {said}"))
+    terminal(stderr=True).print(plain(f"wrote {out}: {bundle.entries} entries. {said}"))
 
 
 EVIDENCE_README = """Deutzia evidence: the history of {what} in {where}, as GET /audit answered it on
@@ -690,7 +687,7 @@ def _recent_since(key: str | None, since: str | None, until: str | None, whose: 
         return since
     end = (_day_of(until) or datetime.now(UTC).date()) + (timedelta(days=1) if not until else timedelta())
     first = (end - timedelta(days=RECENT_DAYS)).isoformat()
-    Console(stderr=True, highlight=False).print(f"{whose} calls since {first} (--since for earlier ones)")
+    terminal(stderr=True).print(f"{whose} calls since {first} (--since for earlier ones)")
     return first
 
 
@@ -751,7 +748,7 @@ def sql(
     from deutzia_cli.api import session_and_outputs
     from deutzia_cli.sql import athena_sql, local_sql
 
-    status = Console(stderr=True).status("running the query...")
+    status = terminal(stderr=True).status("running the query...")
     if stack or workgroup:
         session, outputs = session_and_outputs(stack, profile, region)
         workgroup = workgroup or outputs.get("AthenaWorkGroupName")
@@ -769,9 +766,9 @@ def sql(
         _write_csv(answer.columns, answer.rows)
     else:
         rows = (["NULL" if cell is None else plain(cell) for cell in row] for row in answer.rows)
-        print_rows(Console(highlight=False), None, [plain(column) for column in answer.columns], rows)
+        print_rows(terminal(), None, [plain(column) for column in answer.columns], rows)
     scanned = "" if answer.scanned_bytes is None else f", {answer.scanned_bytes:,} bytes scanned"
-    Console(stderr=True).print(f"{len(answer.rows)} row{'' if len(answer.rows) == 1 else 's'}{scanned}")
+    terminal(stderr=True).print(f"{len(answer.rows)} row{'' if len(answer.rows) == 1 else 's'}{scanned}")
 
 
 def _write_csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
@@ -807,7 +804,7 @@ def _merged_entries(
     """Each table's entries newest first, merged newest first, until `limit` (None: all), with progress on stderr
     (unless not). Each table's pages are read as the merge reaches them, so `limit` entries read at most `limit` of
     each."""
-    status = Console(stderr=True, quiet=not progress).status("reading the history...")
+    status = terminal(stderr=True, quiet=not progress).status("reading the history...")
     shown = [0]
 
     def counted(entries: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -29,7 +29,6 @@ from click.testing import CliRunner
 from chalicelib.schema import COLUMN_NAMES
 from deutzia_cli.api import CliError, Target, sign
 from deutzia_cli.main import COVERAGE_LABELS, CSV_COLUMNS, cli, coverage_days, coverage_line, main
-from deutzia_cli.views import MIN_TABLE_WIDTH
 from tests.factories import INCOMPLETE_COVERAGE, TABLE_NOTES
 
 CLOCK = datetime(2015, 8, 30, 12, 36, 0, tzinfo=UTC)
@@ -828,6 +827,15 @@ def test_every_tables_coverage_side_by_side_then_each_tables_line(
     said = " ".join(err.split())
     assert f"Music: {coverage_line(INCOMPLETE_COVERAGE, False)[0]}" in said
     assert f"Books: {coverage_line(INCOMPLETE_COVERAGE, False)[0]}" in said
+    monkeypatch.setenv("COLUMNS", "80")  # too narrow for the headings: a block of labelled counts a table, none cut
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["coverage", "--table", "*", "--endpoint", api])
+    narrow = capsys.readouterr().out.splitlines()
+    assert "…" not in "".join(narrow)
+    assert [line.rsplit(maxsplit=1) for line in narrow[1:6]] == [
+        ["table", "Music"], ["incomplete", "2"], ["with records the trail does not confirm", "1"], ["not checked yet", "1"],
+        ["trail problems", "1"],
+    ]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
         _run_main(["coverage", "--table", "*", "--endpoint", api, "--format", "json"])
     assert exit_.value.code == 0
@@ -931,7 +939,7 @@ def test_on_a_narrow_terminal_each_entry_is_a_block_of_labelled_lines_none_cut_n
         "error_code": "AccessDenied",
     }
     _Answers.status, _Answers.body = 200, {"entries": [entry, failed], "next_token": None}
-    for width in (40, 80, MIN_TABLE_WIDTH - 1):
+    for width in (40, 80):
         monkeypatch.setenv("COLUMNS", str(width))
         with pytest.raises(SystemExit):
             _run_main(["history", "--table", "Music", "--endpoint", api])
@@ -946,12 +954,31 @@ def test_on_a_narrow_terminal_each_entry_is_a_block_of_labelled_lines_none_cut_n
             ["key", '{"id":"k-42"}'], ["result", "failed: AccessDenied"], ["from", "192.0.2.1"],
         ]  # fmt: skip  # no attributes: none named; a caller's markup shown as text
         assert lines[1:].count("") == 1  # one blank line between two entries
-    monkeypatch.setenv("COLUMNS", str(MIN_TABLE_WIDTH))
+    monkeypatch.setenv("COLUMNS", "120")
     with pytest.raises(SystemExit):
         _run_main(["history", "--table", "Music", "--endpoint", api])
     shown = capsys.readouterr().out
-    assert "┃ time                 ┃" in shown  # a table from there on, its times whole
+    assert "┃ time                 ┃" in shown  # a table where it fits, its times whole
     assert "│ 2024-05-01T12:00:00Z │" in shown
+
+
+def test_emoji_codes_in_values_are_shown_as_written(
+    api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    entry = {"event_time": "2024-05-01T12:00:00Z", "principal_name": ":smile:", "operation": "Put", "success": True,
+             "event_name": "PutItem", "item_key": '{"id":":a:"}'}  # fmt: skip
+    _Answers.status, _Answers.body = 200, {"entries": [entry], "next_token": None}
+    note = {"kind": "expiry", "time": None, "text": "Time to Live deletes items once the time in :a: has passed"}
+    _Answers.coverage = {**INCOMPLETE_COVERAGE, "table_notes": [note]}
+    for width in ("200", "40"):  # a table, then blocks
+        monkeypatch.setenv("COLUMNS", width)
+        with pytest.raises(SystemExit):
+            _run_main(["history", "--table", "Music", "--key", '{"id": ":a:"}', "--endpoint", api])
+        out, err = capsys.readouterr()
+        assert ":smile:" in out
+        assert 'Music {"id": ":a:"}' in out  # the key, in the title
+        assert "once the time in :a: has passed" in " ".join(err.split())
 
 
 def test_a_coverage_table_keeps_each_day_and_status_whole_and_leaves_out_counts_no_day_has(
