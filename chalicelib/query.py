@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,8 +50,9 @@ PRINCIPAL_COLUMNS = ("principal_arn", "session_issuer_arn", "principal_id", "acc
 # or that failed with one error code.
 RESULTS = ("ok", "failed", "denied")
 # What `source_ip` takes: where calls came from, as CloudTrail logs it (an IPv4 or IPv6 address, or the AWS service that
-# called, such as `dynamodb.application-autoscaling.amazonaws.com` or `AWS Internal`), matched whole.
-SOURCE_IP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.:_ -]{0,252}$"
+# called, such as `dynamodb.application-autoscaling.amazonaws.com` or `AWS Internal`), matched whole; or a range of IPv4
+# addresses in CIDR notation (`203.0.113.0/24`), every address in it.
+SOURCE_IP_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.:_ /-]{0,252}$"
 DENIED_CODES = ("AccessDenied%", "%UnauthorizedOperation")  # SQL LIKE patterns; the metric filter's, in its syntax
 _ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9.:_-]{0,127}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -179,6 +181,18 @@ class _AuditParameters(BaseModel):
             return value
         raise ValueError("must be ok, failed, denied, or an error code such as AccessDenied (letters, digits, . : _ -)")
 
+    @field_validator("source_ip")
+    @classmethod
+    def _source_ip(cls, value: str | None) -> str | None:
+        if value is None or "/" not in value:
+            return value
+        try:  # a range: written as its network (`203.0.113.7/24` is 203.0.113.0/24)
+            return str(ipaddress.IPv4Network(value, strict=False))
+        except ValueError:
+            raise ValueError(
+                "is not a range of IPv4 addresses such as 203.0.113.0/24 (an IPv6 address is matched whole)"
+            ) from None
+
 
 def parse_key(text: str) -> str:
     """An item's key, given as a JSON object of one or two attributes, in canonical form; ValueError saying what is
@@ -267,7 +281,9 @@ def parse_audit_request(
             raise InvalidRequestError("table", "is not a DynamoDB table name ([A-Za-z0-9_.-], 3 to 255)") from None
         if parameter == "source_ip" and error["type"] == "string_pattern_mismatch":
             raise InvalidRequestError(
-                "source_ip", "is not where a call came from: an IP address or an AWS service's name, 1 to 253"
+                "source_ip",
+                "is not where a call came from: an IP address, an IPv4 range (203.0.113.0/24) or an AWS service's "
+                "name, 1 to 253",
             ) from None
         message = error["msg"].removeprefix("Value error, ")
         raise InvalidRequestError(parameter, message) from None
@@ -504,7 +520,7 @@ def build_audit_sql(
         elif query.result is not None:
             found.append(compare("error_code", "=", query.result))
         if query.source_ip is not None:
-            found.append(compare("source_ip", "=", query.source_ip))
+            found.append(source_ip_condition(query.source_ip, bind, parameters))
         return found
 
     def fresh() -> str:
@@ -553,6 +569,26 @@ def build_view_sql(relations: Relations) -> str:
         f"UNION ALL SELECT {columns}, 1 AS tier FROM {relations.fresh})"
         ") WHERE duplicate_rank = 1"
     )
+
+
+def source_ip_condition(source_ip: str, bind: Callable[[str], str], parameters: list[SqlValue]) -> str:
+    """The SQL condition for the calls from `source_ip` (validated): the address (or service) whole, or every address
+    of an IPv4 range, in SQL both engines share: the whole octets the range fixes as a LIKE prefix, and the octet it
+    splits between two numbers (`203.0.113.0/25`: `203.0.113.%` and the fourth octet from 0 to 127). Text values go
+    through `bind`, numbers onto `parameters`, in the order of their `?`."""
+    if "/" not in source_ip:
+        return f"source_ip = {bind(source_ip)}"
+    network = ipaddress.IPv4Network(source_ip)
+    octets = str(network.network_address).split(".")
+    whole, bits = divmod(network.prefixlen, 8)
+    if whole == len(octets):
+        return f"source_ip = {bind(str(network.network_address))}"
+    found = [f"source_ip LIKE {bind('.'.join([*octets[:whole], '%']) if whole else '%.%.%.%')}"]
+    if bits or not whole:  # the octet the range splits (the first, whatever it is, for 0.0.0.0/0)
+        first = int(octets[whole])
+        found.append(f"TRY_CAST(split_part(source_ip, {bind('.')}, ?) AS INTEGER) BETWEEN ? AND ?")
+        parameters += [whole + 1, first, first + 2 ** (8 - bits) - 1]
+    return f"({' AND '.join(found)})"
 
 
 def _placeholder(value: str) -> tuple[str, list[SqlValue]]:

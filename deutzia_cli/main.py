@@ -108,7 +108,8 @@ def _history_filters(function: Any) -> Any:
         ),
         click.option(
             "--source-ip",
-            help="Only calls from this IP address (or AWS service, as CloudTrail names it), e.g. a finding's.",
+            help="Only calls from this IP address (or AWS service, as CloudTrail names it), e.g. a finding's, or from "
+            "any address of an IPv4 range (203.0.113.0/24).",
         ),
     ]
 
@@ -652,6 +653,7 @@ def _only(parameters: Mapping[str, str]) -> str:
     """Which calls the bundle holds when the query's filters narrowed them, in words, for whoever reads it without its
     manifest (empty when none did)."""
     results = {"ok": "that worked", "failed": "that failed", "denied": "that were refused their permission"}
+    where = parameters.get("source_ip", "")
     parts = [
         text
         for name, text in (
@@ -659,7 +661,7 @@ def _only(parameters: Mapping[str, str]) -> str:
             ("until", f"before {parameters.get('until')}"),
             ("principal", f"by {parameters.get('principal')}"),
             ("operation", f"of the operation {parameters.get('operation')}"),
-            ("source_ip", f"from the address {parameters.get('source_ip')}"),
+            ("source_ip", f"from the address{'es of' if '/' in where else ''} {where}"),
         )
         if name in parameters
     ]

@@ -88,6 +88,7 @@ def history(
             "PutItem",
             {"tableName": "Music", "key": {"id": "song-2"}, "item": ["id"]},
             event_time="2024-05-01T12:00:00Z",
+            sourceIPAddress="192.0.2.200",
         ),
         "get": cloudtrail_event(
             "GetItem",
@@ -252,6 +253,29 @@ def test_source_ip_filters_where_calls_came_from_whole_an_address_or_a_service(
     assert {entry["source_ip"] for entry in body["entries"]} == {"192.0.2.10"}
     assert get_audit(client, table="Music", source_ip="2001:db8::")[1]["entries"] == []  # whole values only
     for bad in ("' OR 1=1 --", "", " 192.0.2.10", "a" * 254, "192.0.2.10\n"):
+        status, answer = get_audit(client, table="Music", source_ip=bad)
+        assert (status, answer["Message"].split(":")[0]) == (400, "source_ip"), bad
+    # An IPv4 range: every address in it, whatever the tier (192.0.2.10 and .200 in the history, and two others).
+    everything = _ids(get_audit(client, table="Music")[1])
+    whole = {ip: _ids(get_audit(client, table="Music", source_ip=ip)[1]) for ip in ("192.0.2.10", "192.0.2.200")}
+    for network, addresses in (
+        ("192.0.2.0/24", ["192.0.2.10", "192.0.2.200"]),
+        ("192.0.2.10/24", ["192.0.2.10", "192.0.2.200"]),  # its network
+        ("192.0.2.0/25", ["192.0.2.10"]),
+        ("192.0.2.128/25", ["192.0.2.200"]),
+        ("192.0.2.8/30", ["192.0.2.10"]),  # .8 to .11
+        ("192.0.2.0/29", []),  # .0 to .7
+        ("192.0.2.12/30", []),  # .12 to .15
+        ("192.0.2.10/32", ["192.0.2.10"]),
+        ("192.0.0.0/16", ["192.0.2.10", "192.0.2.200"]),
+        ("192.0.3.0/24", []),
+        ("0.0.0.0/0", ["192.0.2.10", "192.0.2.200"]),  # every IPv4 address: not IPv6, not a service
+    ):
+        _, body = get_audit(client, table="Music", source_ip=network)
+        assert sorted(_ids(body)) == sorted(entry for ip in addresses for entry in whole[ip]), network
+    assert all(whole.values())
+    assert len(everything) > sum(map(len, whole.values()))  # the others, from IPv6 and AWS Internal, left out
+    for bad in ("2001:db8::/32", "192.0.2.0/33", "AWS Internal/8"):
         status, answer = get_audit(client, table="Music", source_ip=bad)
         assert (status, answer["Message"].split(":")[0]) == (400, "source_ip"), bad
     # A page token holds to the query it was given for: another address cannot resume it.

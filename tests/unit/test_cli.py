@@ -625,6 +625,15 @@ def test_evidence_says_in_words_which_calls_its_filters_kept(api: str, tmp_path:
         "from the address 203.0.113.7, that were refused their permission: the query's filters (manifest.json)."
     ) in readme
     assert readme.startswith("Deutzia evidence: the history of every item in the DynamoDB table Music,")
+    ranged = tmp_path / "range.zip"
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(
+            ["evidence", "--table", "Music", "--source-ip", "203.0.113.0/24", "--endpoint", api, "--out", str(ranged)]
+        )
+    assert exit_.value.code == 0
+    with zipfile.ZipFile(ranged) as bundle:
+        said = " ".join(bundle.read("README.txt").decode().split())
+    assert ", from the addresses of 203.0.113.0/24: the query's filters" in said
 
 
 def test_evidence_from_a_stack_names_its_trail_in_the_command_that_validates_the_trail_files(
@@ -789,6 +798,7 @@ def test_evidence_of_every_table_holds_the_merged_history_and_each_tables_covera
     [
         ("--result", "AccessDenied", "Access Denied", "--result: must be ok, failed, denied, or an error code"),
         ("--source-ip", "203.0.113.7", "203.0.113.7; drop", "--source-ip: is not where a call came from: an IP"),
+        ("--source-ip", "203.0.113.0/24", "2001:db8::/32", "--source-ip: is not a range of IPv4 addresses"),
     ],
 )
 def test_a_filter_asks_as_the_api_does_and_a_bad_one_is_named_as_the_option_first(
@@ -833,8 +843,8 @@ def test_every_tables_coverage_side_by_side_then_each_tables_line(
     narrow = capsys.readouterr().out.splitlines()
     assert "…" not in "".join(narrow)
     assert [line.rsplit(maxsplit=1) for line in narrow[1:6]] == [
-        ["table", "Music"], ["incomplete", "2"], ["with records the trail does not confirm", "1"], ["not checked yet", "1"],
-        ["trail problems", "1"],
+        ["table", "Music"], ["incomplete", "2"], ["with records the trail does not confirm", "1"],
+        ["not checked yet", "1"], ["trail problems", "1"],
     ]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
         _run_main(["coverage", "--table", "*", "--endpoint", api, "--format", "json"])

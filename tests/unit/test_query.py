@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,12 +16,14 @@ from chalicelib.query import (
     AuditQuery,
     PageToken,
     Relations,
+    SqlValue,
     build_audit_sql,
     decode_page_token,
     encode_page_token,
     entries_that_fit,
     parse_audit_request,
     row_to_entry,
+    source_ip_condition,
     until_page_is_full,
 )
 
@@ -104,6 +109,14 @@ def test_full_request_is_parsed_and_normalised() -> None:
         ({"table": "Music", "since": "2024-05-01\n"}, "since"),
         ({"table": ["abc", "Music"]}, "table"),
         ({"table": "Music", "limit": ["5", "5"]}, "limit"),
+        ({"table": "Music", "source_ip": "2001:db8::/32"}, "source_ip"),
+        ({"table": "Music", "source_ip": "10.0.0.0/33"}, "source_ip"),
+        ({"table": "Music", "source_ip": "10.0.0.0/"}, "source_ip"),
+        ({"table": "Music", "source_ip": "10.0.0.0/-1"}, "source_ip"),
+        ({"table": "Music", "source_ip": "10.0.0/8"}, "source_ip"),
+        ({"table": "Music", "source_ip": "AWS Internal/8"}, "source_ip"),
+        ({"table": "Music", "source_ip": "10.0.0.0/8/8"}, "source_ip"),
+        ({"table": "Music", "source_ip": "10.0.0.0\\8"}, "source_ip"),
     ],
 )
 def test_malformed_parameters_are_refused_by_name(parameters: dict[str, str], named: str) -> None:
@@ -127,6 +140,65 @@ def test_malformed_parameters_are_refused_by_name(parameters: dict[str, str], na
 def test_result_is_ok_failed_or_an_error_code(given: str, read: str) -> None:
     query, _ = parse_audit_request({"table": "Music", "result": given}, None)
     assert query.result == read
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8::7", "2001:db8::7"),
+        ("AWS Internal", "AWS Internal"),
+        ("203.0.113.7/24", "203.0.113.0/24"),  # a range: its network
+        ("10.0.0.0/255.0.0.0", "10.0.0.0/8"),
+        ("0.0.0.0/0", "0.0.0.0/0"),
+        ("192.0.2.10/32", "192.0.2.10/32"),
+    ],
+)
+def test_source_ip_is_an_address_a_service_or_an_ipv4_range(given: str, read: str) -> None:
+    query, _ = parse_audit_request({"table": "Music", "source_ip": given}, None)
+    assert query.source_ip == read
+
+
+_OCTET = st.integers(min_value=0, max_value=255)
+_IPV4 = st.builds(lambda octets: ".".join(map(str, octets)), st.lists(_OCTET, min_size=4, max_size=4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    network=st.builds(lambda address, length: f"{address}/{length}", _IPV4, st.integers(min_value=0, max_value=32)),
+    addresses=st.lists(
+        _IPV4 | st.sampled_from(["AWS Internal", "2001:db8::7", "::ffff:192.0.2.1", "dynamodb.amazonaws.com", ""]),
+        min_size=1,
+        max_size=20,
+    ),
+    inside=st.lists(st.integers(min_value=0, max_value=2**32 - 1), max_size=5),
+)
+def test_an_ipv4_range_matches_exactly_its_addresses_in_the_engines_sql(
+    network: str, addresses: list[str], inside: list[int]
+) -> None:
+    query, _ = parse_audit_request({"table": "Music", "source_ip": network}, None)
+    assert query.source_ip is not None
+    parsed = ipaddress.IPv4Network(query.source_ip)
+    # Addresses in the range too: the network's own bits, any host bits.
+    addresses += [str(parsed.network_address + (offset % parsed.num_addresses)) for offset in inside]
+    parameters: list[SqlValue] = []
+
+    def bind(value: str) -> str:
+        parameters.append(value)
+        return "?"
+
+    condition = source_ip_condition(query.source_ip, bind, parameters)
+    assert "'" not in condition  # every value a parameter
+    with duckdb.connect() as connection:
+        connection.execute("CREATE TABLE calls (source_ip VARCHAR)")
+        connection.executemany("INSERT INTO calls VALUES (?)", [[address] for address in addresses])
+        rows = connection.execute(f"SELECT source_ip FROM calls WHERE {condition}", parameters).fetchall()
+    found = sorted(row[0] for row in rows)
+    expected = sorted(
+        address for address in addresses if "." in address and ":" not in address and " " not in address
+        and address.replace(".", "").isdigit() and ipaddress.IPv4Address(address) in parsed
+    )  # fmt: skip
+    assert found == expected
 
 
 def test_table_outside_the_audited_tables_is_unknown() -> None:
