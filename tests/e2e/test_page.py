@@ -478,6 +478,24 @@ def test_every_tables_history_on_one_page_a_leaked_keys_calls(stack: Stack) -> N
             page.goto(f"{stack.api_url}/?" + urllib.parse.urlencode({"table": tables[0], "principal": leaked}))
             _wait_for_entries(page, 2)
             assert page.locator("#history th.table-name").is_hidden()
+            # From one call of one table, further: its item's history, and everything its key did on every table.
+            page.goto(f"{stack.api_url}/?" + urllib.parse.urlencode({"table": tables[0]}))
+            _wait_for_entries(page, 4)
+            page.locator("#history tr.entry", has_text="stolen-1").get_by_role("button", name="details").click()
+            further = page.locator("#history tr.details:not([hidden]) dd.further a")
+            links = {
+                link.text_content(): urllib.parse.parse_qs(urllib.parse.urlparse(link.get_attribute("href")).query)
+                for link in further.all()
+            }
+            assert links == {
+                "this item's history": {"table": [tables[0]], "key": ['{"id":"stolen-1"}']},
+                "this access key's calls on every table": {"table": ["*"], "principal": [leaked]},
+                "the calls from this address on every table": {"table": ["*"], "source_ip": ["127.0.0.1"]},
+            }  # no caller's ARN: a key the stack does not know is recorded by its id alone
+            further.filter(has_text="this access key's calls").click()
+            _wait_for_entries(page, 4)
+            assert page.locator("#history tr.entry td.time").all_text_contents() == [e["event_time"] for e in expected]
+            assert page.locator("#principal").input_value() == leaked
         finally:
             browser.close()
 
