@@ -24,6 +24,7 @@ from chalicelib.shown import attributes_text, operation_text, who
 from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
 from deutzia_cli.follow import DEFAULT_FOLLOW_INTERVAL, MIN_FOLLOW_INTERVAL
 from deutzia_cli.views import HISTORY_COLUMNS, plain, print_coverage, print_rows, terminal
+from deutzia_cli.when import api_time
 
 # Entries per request when paging (the API's own maximum).
 PAGE = 1000
@@ -79,6 +80,16 @@ def _with_target(function: Any) -> Any:
     return wrapped
 
 
+def _api_time(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """An option's time as GET /audit takes it (`deutzia_cli.when`), read once, when the command starts."""
+    if value is None:
+        return None
+    try:
+        return api_time(value, datetime.now(UTC))
+    except ValueError as exc:
+        raise CliError(f"bad request: --{parameter.name}: {exc}", USAGE) from None
+
+
 def _history_filters(function: Any) -> Any:
     """GET /audit's filters as options, for every command that reads a history."""
     options = [
@@ -92,8 +103,13 @@ def _history_filters(function: Any) -> Any:
             help="The item's key as JSON, e.g. '{\"id\": \"42\"}'; without it, the table's calls of its last 7 days "
             "(unless --since).",
         ),
-        click.option("--since", help="From this time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC), included."),
-        click.option("--until", help="Up to this time, excluded."),
+        click.option(
+            "--since",
+            callback=_api_time,
+            help="From this time, included: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC), a time with its offset "
+            "(2026-11-30T09:00+01:00), or a span back from now (90m, 6h, 2d, 1w).",
+        ),
+        click.option("--until", callback=_api_time, help="Up to this time, excluded (written as --since)."),
         click.option(
             "--principal",
             help="Only calls by this IAM ARN (or the role behind a session), principal id, or access key id.",

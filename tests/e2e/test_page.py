@@ -542,6 +542,21 @@ def test_the_form_and_the_entries_fit_the_screen_they_are_read_on(stack: Stack) 
                 wide.click("#go")
                 wide.locator("#status", has_text=f"{count} entries").wait_for()
                 assert urllib.parse.urlencode({"source_ip": address}) in wide.url
+            # Since as a span back from now, as `deutzia --since 2h`: asked as a UTC time, kept as typed in the link.
+            heard: list[str] = []
+            wide.on("request", lambda request: heard.append(request.url))
+            wide.fill("#since", "2h")
+            wide.click("#go")
+            wide.locator("#status", has_text="3 entries").wait_for()
+            assert "since=2h" in wide.url
+            asked = [urllib.parse.parse_qs(urllib.parse.urlparse(url).query) for url in heard if "/audit?" in url]
+            assert asked
+            assert all(
+                re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", q["since"][0]) for q in asked
+            )
+            wide.fill("#since", "0s")  # now: no call yet
+            wide.click("#go")
+            wide.locator("#status", has_text="0 entries").wait_for()
         finally:
             browser.close()
 

@@ -818,6 +818,29 @@ def test_a_filter_asks_as_the_api_does_and_a_bad_one_is_named_as_the_option_firs
     assert _Answers.heard == []  # refused before any request
 
 
+def test_since_and_until_take_a_span_back_or_an_offset_and_ask_in_utc(
+    api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _Answers.status, _Answers.body, _Answers.heard = 200, {"entries": [], "next_token": None}, []
+    before = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--since", "6h", "--until", "2099-01-01T09:00+01:00",
+                   "--endpoint", api, "--format", "json"])  # fmt: skip
+    assert exit_.value.code == 0
+    (asked,) = [
+        urllib.parse.parse_qs(urllib.parse.urlparse(path).query) for path, _ in _Answers.heard if "/audit?" in path
+    ]
+    since = datetime.strptime(asked["since"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before <= since <= before + timedelta(seconds=5)
+    assert asked["until"] == ["2099-01-01T08:00:00Z"]
+    _Answers.heard = []
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--since", "2026-11-30T09:00", "--endpoint", api])
+    assert exit_.value.code == 2
+    assert "bad request: --since: names no time zone: end it with Z (UTC) or its offset" in capsys.readouterr().err
+    assert _Answers.heard == []  # refused before any request
+
+
 def test_every_tables_coverage_side_by_side_then_each_tables_line(
     api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
