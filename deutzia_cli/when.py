@@ -21,10 +21,11 @@ FORMS = "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, a time with its offset (2026-11-30T09
 
 
 def api_time(text: str, now: datetime) -> str:
-    """`text` as GET /audit takes a time; ValueError saying what it takes. A UTC time or day stays as written; a time
+    """`text` as GET /audit takes a time; ValueError saying what it takes. A UTC day or time stays as written; a time
     with an offset, or `Z`, becomes its UTC time; a span is that long before `now`, to the second."""
     try:
-        return parse_time(text)
+        parse_time(text)
+        return text  # a day stays a day: the API, the messages and an evidence bundle's words say it as written
     except ValueError:
         pass
     span = SPAN.fullmatch(text)
