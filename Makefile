@@ -86,7 +86,7 @@ faults: $(STAMP)
 
 # Q travels in single quotes with its own quotes escaped and `$` unexpanded, so any SQL text arrives as typed.
 sql: $(STAMP)
-	@$(BIN)/python -m deutzia_local sql '$(subst ','\'',$(value Q))'
+	@$(BIN)/deutzia sql '$(subst ','\'',$(value Q))'
 
 # The merged template: infra/template.yaml rendered, then merged into Chalice's SAM output. No AWS call.
 package: $(WHEELS)

@@ -782,7 +782,7 @@ def sql(
         answer = local_sql(query)
     if output == "csv":
         _write_csv(answer.columns, answer.rows)
-    else:
+    elif answer.columns:  # a statement that answers no rows has no columns either
         rows = (["NULL" if cell is None else plain(cell) for cell in row] for row in answer.rows)
         print_rows(terminal(), None, [plain(column) for column in answer.columns], rows)
     scanned = "" if answer.scanned_bytes is None else f", {answer.scanned_bytes:,} bytes scanned"

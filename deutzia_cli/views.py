@@ -75,6 +75,9 @@ def print_rows(
             return
     if title is not None:
         console.print(_text(title))
+    if not rows:  # no block to label: the columns it would have, named
+        console.print(_text("no rows; columns: " + ", ".join(columns)))
+        return
     blocks = Table.grid(padding=(0, 1))
     blocks.add_column(style="dim", no_wrap=True)
     blocks.add_column(overflow="fold")

@@ -1,4 +1,4 @@
-"""Entry point: `python -m deutzia_local up|run|demo|poll|sql`."""
+"""Entry point: `python -m deutzia_local up|run|demo|poll|replay|compact|reconcile`."""
 
 import sys
 

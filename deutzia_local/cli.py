@@ -1,5 +1,6 @@
-"""`python -m deutzia_local <command>`: the local stack's commands (what `make up`, `make run`, `make demo` and
-`make sql` call). Errors are one line naming the problem, with a non-zero exit.
+"""`python -m deutzia_local <command>`: the local stack's commands (what `make up`, `make run`, `make demo`,
+`make compact` and `make reconcile` call; `make sql` is `deutzia sql`). Errors are one line naming the problem, with a
+non-zero exit.
 """
 
 from __future__ import annotations
@@ -120,14 +121,6 @@ def _reconcile(settings: LocalSettings, day: str | None) -> int:
     return 1 if problems or any(report.status in (INCOMPLETE, UNCONFIRMED) for report in reports) else 0
 
 
-def _sql(settings: LocalSettings, query: str) -> int:
-    from deutzia_local.sql import run_sql
-
-    settings.apply_to_environment()
-    print(run_sql(settings, query))
-    return 0
-
-
 def _demo(settings: LocalSettings) -> int:
     from deutzia_local.demo import run_demo
 
@@ -147,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("compact", help="compact the audit records into key-sorted Parquet, once")
     reconcile = commands.add_parser("reconcile", help="reconcile the audit records with the trail's files, once")
     reconcile.add_argument("--date", help="the UTC day, YYYY-MM-DD (default: yesterday and today)")
-    sql = commands.add_parser("sql", help="run SQL over the table `audit` (Athena's column names)")
-    sql.add_argument("query")
     arguments = parser.parse_args(argv)
     quiet_ingest_logs()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -169,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             return _replay(settings)
         if arguments.command == "compact":
             return _compact(settings)
-        if arguments.command == "reconcile":
-            return _reconcile(settings, arguments.date or None)
-        return _sql(settings, arguments.query)
+        return _reconcile(settings, arguments.date or None)  # the last command argparse allows
     except DeutziaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

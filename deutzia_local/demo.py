@@ -18,9 +18,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import DeutziaError
-from chalicelib.shown import attributes_text, operation_text, who
+from chalicelib.shown import attributes_text, operation_text, visible_text, who
 from deutzia_local.settings import DEFAULT_API_PORT, DEFAULT_AWS_PORT, LocalSettings
-from deutzia_local.sql import format_table
 from deutzia_local.stack import client, require_running
 
 TABLE = "Music"
@@ -209,3 +208,15 @@ def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
             f"(the stack does it every {settings.compact_interval:g} s)",
         ]
     )
+
+
+def format_table(columns: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, with a rule under the header; every cell as text that cannot act on a
+    terminal (`visible_text`)."""
+    columns = [visible_text(column) for column in columns]
+    rows = [[visible_text(cell) for cell in row] for row in rows]
+    widths = [max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)

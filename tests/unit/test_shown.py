@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib.shown import MAX_ATTRIBUTES_CHARS, attributes_text, operation_text, visible_text, who
-from deutzia_local.sql import format_table
+from deutzia_local.demo import format_table
 
 ERASE_THE_LINE_ABOVE = "\x1b[1A\x1b[2K"
 

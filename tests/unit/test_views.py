@@ -47,6 +47,13 @@ def test_a_history_too_wide_for_its_terminal_is_a_table_only_where_its_rows_take
     assert len(_printed(180, columns, [entry] * 3, whole=("time",))) == 3 + 2 * 3 + 1  # two lines a row
 
 
+def test_no_rows_too_wide_for_the_terminal_still_name_their_columns() -> None:
+    columns = [f"column_{number}" for number in range(12)]
+    shown = " ".join(" ".join(_printed(60, columns, [])).split())
+    assert shown == "no rows; columns: " + ", ".join(columns)
+    assert _printed(80, ["n"], [])[1] == "┃ n ┃"  # a table, where it fits
+
+
 def test_a_block_leaves_out_empty_cells() -> None:
     shown = _printed(40, COLUMNS, [["2026-11-30T00:24:53Z", "", "k" * 90]])
     assert [line.split()[0] for line in shown if not line.startswith(" ")] == ["event_time", "item_key"]
