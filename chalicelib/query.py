@@ -243,6 +243,9 @@ def shown(text: str) -> str:
     return valid_unicode(text[:_SHOWN_CHARS]) + ("…" if len(text) > _SHOWN_CHARS else "")
 
 
+INVALID_TIME = "is not a valid date and time"
+
+
 def parse_time(value: str) -> str:
     """`YYYY-MM-DDTHH:MM:SSZ`, or a date meaning its midnight UTC, as `YYYY-MM-DDTHH:MM:SSZ`."""
     text = value + "T00:00:00Z" if _DATE.fullmatch(value) else value
@@ -251,7 +254,7 @@ def parse_time(value: str) -> str:
     try:
         datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
-        raise ValueError("is not a valid date and time") from None
+        raise ValueError(INVALID_TIME) from None
     return text
 
 

@@ -90,6 +90,15 @@ def _api_time(context: click.Context, parameter: click.Parameter, value: str | N
         raise CliError(f"bad request: --{parameter.name}: {exc}", USAGE) from None
 
 
+def _api_day(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """An option's day: the UTC day of a span back (`7d`) or of a time; anything else as written, for the command to
+    check as a day and say what is wrong with it."""
+    try:
+        return None if value is None else api_time(value, datetime.now(UTC))[:10]
+    except ValueError:
+        return value
+
+
 def _history_filters(function: Any) -> Any:
     """GET /audit's filters as options, for every command that reads a history."""
     options = [
@@ -328,8 +337,12 @@ def _every_table(target: Target) -> list[str]:
 
 @cli.command()
 @click.option("--table", required=True, help="The audited table, or '*': each audited table's days, side by side.")
-@click.option("--since", help="The first day (YYYY-MM-DD); default: 30 days ago.")
-@click.option("--until", help="The day after the last (YYYY-MM-DD); default: tomorrow.")
+@click.option(
+    "--since", callback=_api_day, help="The first day (YYYY-MM-DD, or a span back from now: 7d); default: 30 days ago."
+)
+@click.option(
+    "--until", callback=_api_day, help="The day after the last (YYYY-MM-DD, or 0d: today); default: tomorrow."
+)
 @click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @_with_target
 def coverage(
@@ -381,8 +394,10 @@ def _every_tables_coverage(target: Target, days: dict[str, str], output: str) ->
 
 
 @cli.command()
-@click.option("--since", required=True, help="The first UTC day to check (YYYY-MM-DD).")
-@click.option("--until", help="The last day, included (default: --since); at most 31 days.")
+@click.option(
+    "--since", required=True, callback=_api_day, help="The first UTC day to check (YYYY-MM-DD, or a span back: 2d)."
+)
+@click.option("--until", callback=_api_day, help="The last day, included (default: --since); at most 31 days.")
 @click.option("--stack", help="A deployed Deutzia stack: invokes its reconcile function; without it, the local stack.")
 @click.option("--function", "function", help="The reconcile function (default: the stack's ReconcileFunctionName).")
 @click.option("--profile", help="The AWS profile whose credentials invoke the function.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from chalicelib.query import parse_time
+from chalicelib.query import INVALID_TIME, parse_time
 
 # A span back from now: a whole number of seconds, minutes, hours, days or weeks, at most MAX_SPAN_DAYS.
 SPAN = re.compile(r"([0-9]{1,7})([smhdw])")
@@ -26,8 +26,8 @@ def api_time(text: str, now: datetime) -> str:
     try:
         parse_time(text)
         return text  # a day stays a day: the API, the messages and an evidence bundle's words say it as written
-    except ValueError:
-        pass
+    except ValueError as exc:
+        refused = str(exc)
     span = SPAN.fullmatch(text)
     if span is not None:
         seconds = int(span[1]) * SPAN_SECONDS[span[2]]
@@ -38,8 +38,8 @@ def api_time(text: str, now: datetime) -> str:
         parsed = datetime.fromisoformat(text) if len(text) <= _MAX_TIME_CHARS else None
     except ValueError:
         parsed = None
-    if parsed is None:
-        raise ValueError(f"must be {FORMS}")
+    if parsed is None:  # a UTC time's form with no such day or time (2024-02-30) is told so
+        raise ValueError(refused if refused == INVALID_TIME else f"must be {FORMS}")
     if parsed.tzinfo is None:
         raise ValueError("names no time zone: end it with Z (UTC) or its offset, such as +01:00")
     if parsed.microsecond:

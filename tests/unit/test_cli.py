@@ -839,6 +839,16 @@ def test_since_and_until_take_a_span_back_or_an_offset_and_ask_in_utc(
     assert exit_.value.code == 2
     assert "bad request: --since: names no time zone: end it with Z (UTC) or its offset" in capsys.readouterr().err
     assert _Answers.heard == []  # refused before any request
+    # A coverage's days: the UTC day a span back reaches.
+    _Answers.coverage = INCOMPLETE_COVERAGE
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["coverage", "--table", "Music", "--since", "7d", "--until", "0d", "--endpoint", api])
+    assert exit_.value.code == 0
+    (asked,) = [urllib.parse.parse_qs(urllib.parse.urlparse(path).query) for path, _ in _Answers.heard]
+    today = datetime.now(UTC).date()
+    assert (asked["since"], asked["until"]) in [
+        ([(day - timedelta(days=7)).isoformat()], [day.isoformat()]) for day in (today, today - timedelta(days=1))
+    ]  # the day may turn between the two reads of the clock
 
 
 def test_every_tables_coverage_side_by_side_then_each_tables_line(

@@ -42,6 +42,8 @@ def test_a_time_is_read_as_the_utc_time_it_names(given: str, read: str) -> None:
     ("given", "says"),
     [
         ("yesterday", "must be YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, a time with its offset"),
+        ("2024-02-30", "is not a valid date and time"),
+        ("2024-02-29T24:00:00Z", "is not a valid date and time"),
         ("2026-11-29T09:00:00", "names no time zone: end it with Z (UTC) or its offset"),
         ("2026-11-29T09:00:00.5Z", "must be a whole second"),
         ("0001-01-01T00:00:00+01:00", "is out of range"),
