@@ -487,6 +487,16 @@ def test_every_tables_history_on_one_page_a_leaked_keys_calls(stack: Stack) -> N
                 link.text_content(): urllib.parse.parse_qs(urllib.parse.urlparse(link.get_attribute("href")).query)
                 for link in further.all()
             }
+            around = links.pop("every call within 5 minutes, on every table")
+            (stolen_at,) = [
+                e["event_time"] for e in stolen if e["table_name"] == tables[0] and "stolen-1" in e["item_key"]
+            ]
+            at = datetime.strptime(str(stolen_at), "%Y-%m-%dT%H:%M:%SZ")
+            assert around == {
+                "table": ["*"],
+                "since": [(at - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")],
+                "until": [(at + timedelta(minutes=5, seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")],
+            }  # the call's own second included
             assert links == {
                 "this item's history": {"table": [tables[0]], "key": ['{"id":"stolen-1"}']},
                 "this access key's calls on every table": {"table": ["*"], "principal": [leaked]},
