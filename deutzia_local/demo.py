@@ -203,6 +203,8 @@ def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
             f"  {audit} --data-urlencode principal={ALICE_ARN}",
             f"  {api_port}.venv/bin/deutzia history --table '*' --principal {alice['AccessKeyId']}"
             "   # everything alice's key did, on every table",
+            f"  {api_port}.venv/bin/deutzia history --table '*' --source-ip 127.0.0.0/8 --since 1h"
+            "   # every call from one range of addresses in the last hour",
             f"  {_port_setting(settings)}make sql Q={shlex.quote(sql)}",
             f"  {_port_setting(settings)}make compact   # fresh records into key-sorted Parquet "
             f"(the stack does it every {settings.compact_interval:g} s)",

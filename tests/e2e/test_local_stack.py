@@ -341,6 +341,10 @@ def test_the_demo_prints_the_items_history_and_commands_that_work(stack: Stack) 
     shown = [line.split("│") for line in pasted.stdout.splitlines() if line.startswith("│")]
     assert {cells[2].strip() for cells in shown} == {"Music"}  # every table's, with each line's table
     assert {cells[3].strip() for cells in shown} == {"alice"}  # the demo's calls by alice's key, and only those
+    (ranged_line,) = [line for line in lines if "--source-ip 127.0.0.0/8 --since 1h" in line]
+    pasted = stack.run(ranged_line.split("   #")[0].strip() + " --format json", env=env)  # the stack's latest calls
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    assert {entry["source_ip"] for entry in json.loads(pasted.stdout)} == {"127.0.0.1"}
     (compact_line,) = [line for line in lines if "make compact" in line]
     pasted = stack.run(compact_line.strip(), env=env)
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
