@@ -4,6 +4,8 @@ process (`python -m deutzia_local poll`) so a test can kill and restart it. Stop
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import subprocess
@@ -80,8 +82,14 @@ class Stack:
         return self.run([*command, *arguments], env=env)
 
     def deutzia_local(self, *arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """`python -m deutzia_local ...` against this stack, as `make demo` and `make sql` run it."""
+        """`python -m deutzia_local ...` against this stack, as `make demo` and `make compact` run it."""
         return self.run([sys.executable, "-m", "deutzia_local", *arguments], timeout=timeout)
+
+    def sql_rows(self, query: str) -> list[dict[str, str]]:
+        """The rows of `deutzia sql` on this stack (as `make sql` runs it), read from its CSV."""
+        result = self.run([str(Path(sys.executable).parent / "deutzia"), "sql", query, "--format", "csv"])
+        assert result.returncode == 0, result.stderr
+        return list(csv.DictReader(io.StringIO(result.stdout)))
 
     def run(
         self, command: list[str] | str, env: dict[str, str] | None = None, timeout: float = 60

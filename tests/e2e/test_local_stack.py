@@ -197,12 +197,8 @@ def test_glue_catalog_gets_the_partitions(stack: Stack) -> None:
 
 def _raw_counts(stack: Stack, table: str) -> tuple[int, int]:
     query = f"select count(*) as records, count(distinct event_id) as events from audit where table_name = '{table}'"
-    result = stack.deutzia_local("sql", query)
-    assert result.returncode == 0, result.stderr
-    header, _rule, row, *_ = result.stdout.splitlines()
-    assert header.split() == ["records", "events"]
-    records, events = row.split()
-    return int(records), int(events)
+    (row,) = stack.sql_rows(query)
+    return int(row["records"]), int(row["events"])
 
 
 def test_poller_killed_mid_stream_and_restarted_loses_and_repeats_nothing(stack: Stack) -> None:
