@@ -233,6 +233,9 @@ def history(
         restored = frozenset().union(*(marked_ids(answer, "restored_ids") for answer in found)) - unconfirmed
         merged = table == EVERY_TABLE
         title = f"{f'every audited table ({len(tables)})' if merged else table} {key or '(recent calls)'}, newest first"
+        filtered = filters_in_words({name: value for name, value in parameters.items() if name not in ("table", "key")})
+        if filtered:  # a history pasted into an incident's notes says which calls it shows
+            title += f": only the calls {filtered}"
         columns = [  # one item's key is in the title; a merged history names each line's table
             name for name in HISTORY_COLUMNS if (key is None or name != "key") and (merged or name != "table")
         ]
@@ -683,6 +686,12 @@ policy that allows the rest.
 def _only(parameters: Mapping[str, str]) -> str:
     """Which calls the bundle holds when the query's filters narrowed them, in words, for whoever reads it without its
     manifest (empty when none did)."""
+    words = filters_in_words(parameters)
+    return f"\nIt holds only the calls {words}: the query's filters (manifest.json)." if words else ""
+
+
+def filters_in_words(parameters: Mapping[str, str]) -> str:
+    """The query's filters as words that follow "the calls" (`from 2026-11-20, by AKIA...`); empty when none."""
     results = {"ok": "that worked", "failed": "that failed", "denied": "that were refused their permission"}
     where = parameters.get("source_ip", "")
     parts = [
@@ -699,7 +708,7 @@ def _only(parameters: Mapping[str, str]) -> str:
     result = parameters.get("result")
     if result is not None:
         parts.append(results.get(result.lower(), f"that failed with {result}"))
-    return f"\nIt holds only the calls {', '.join(parts)}: the query's filters (manifest.json)." if parts else ""
+    return ", ".join(parts)
 
 
 def _validate_logs_command(target: Target, first: object, after: str) -> str:

@@ -818,6 +818,26 @@ def test_a_filter_asks_as_the_api_does_and_a_bad_one_is_named_as_the_option_firs
     assert _Answers.heard == []  # refused before any request
 
 
+def test_a_filtered_historys_title_says_which_calls_it_shows(api: str, capsys: pytest.CaptureFixture[str]) -> None:
+    entry = {"event_time": "2026-11-26T12:00:00Z", "principal_name": "alice", "operation": "Put", "success": False}
+    _Answers.status, _Answers.body, _Answers.coverage = (
+        200,
+        {"entries": [entry], "next_token": None},
+        INCOMPLETE_COVERAGE,
+    )
+    filters = ["--principal", "AKIAIOSFODNN7EXAMPLE", "--result", "denied", "--source-ip", "203.0.113.0/24"]
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--key", '{"id": "7"}', *filters, "--endpoint", api])
+    assert exit_.value.code == 0
+    assert " ".join(capsys.readouterr().out.split()).startswith(
+        'Music {"id": "7"}, newest first: only the calls by AKIAIOSFODNN7EXAMPLE, from the addresses of '
+        "203.0.113.0/24, that were refused their permission"
+    )
+    with pytest.raises(SystemExit) as exit_:
+        _run_main(["history", "--table", "Music", "--key", '{"id": "7"}', "--endpoint", api])
+    assert capsys.readouterr().out.splitlines()[0] == 'Music {"id": "7"}, newest first'  # an item's whole history
+
+
 def test_since_and_until_take_a_span_back_or_an_offset_and_ask_in_utc(
     api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -989,14 +1009,15 @@ def test_on_a_narrow_terminal_each_entry_is_a_block_of_labelled_lines_none_cut_n
         lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
         assert not any("┃" in line or "│" in line for line in lines)
         assert all(len(line) <= width for line in lines)
-        labelled = [line.split(maxsplit=1) for line in lines[1:] if line]
+        entries = lines[next(n for n, line in enumerate(lines) if line.startswith("time ")) :]  # after the title
+        labelled = [line.split(maxsplit=1) for line in entries if line]
         assert labelled == [
             ["time", "2024-05-01T12:00:00Z"], ["who", "[red]alice"], ["operation", "Get"], ["key", '{"id":"k-42"}'],
             ["result", "ok"], ["from", "192.0.2.1"],
             ["time", "2024-05-01T12:00:00Z"], ["who", "[red]alice"], ["operation", "Delete"],
             ["key", '{"id":"k-42"}'], ["result", "failed: AccessDenied"], ["from", "192.0.2.1"],
         ]  # fmt: skip  # no attributes: none named; a caller's markup shown as text
-        assert lines[1:].count("") == 1  # one blank line between two entries
+        assert entries.count("") == 1  # one blank line between two entries
     monkeypatch.setenv("COLUMNS", "120")
     with pytest.raises(SystemExit):
         _run_main(["history", "--table", "Music", "--endpoint", api])
