@@ -1,8 +1,10 @@
 """An Athena client that really runs the SQL it is given, on DuckDB over the same S3 objects.
 
 moto's Athena runs no SQL; this fills exactly that gap for the shared contract suite, so the Athena runner's
-SQL, parameters and paging are checked against real results. It answers in Athena's shapes: a header row on
-the first page, every value as VarCharValue text, at most 1000 rows a page.
+SQL, parameters and paging are checked against real results. Each SQL text must be Athena's own, and runs as sqlglot
+translates it to DuckDB's dialect (tests/athena_sql.py); the catalog's tables, named bare or as `"deutzia"."name"`, are
+each tier's records and the trail's files. It answers in Athena's shapes: a header row on the first page, every value
+as VarCharValue text, at most 1000 rows a page.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from pyarrow import fs as pafs
 
 from chalicelib.duckdb_engine import AuditObjects, TrailFiles, connect, s3_filesystem
 from chalicelib.query import Relations, build_view_sql
+from tests.athena_sql import as_duckdb, athena_problems
 
 DATABASE = "deutzia"
 WORKGROUP = "deutzia-test"
 
 _ids = itertools.count()
+# The tables Athena's catalog holds, as this client registers them.
+_CATALOG = {name: f"catalog_{name}" for name in ("audit_compacted", "audit_fresh", "audit", "cloudtrail_logs")}
 
 
 def _from_literal(literal: str) -> str | int:
@@ -62,10 +67,8 @@ class DuckDBAthenaClient:
         tiers = self._objects.read()
         cursor.register("catalog_audit_compacted", tiers.compacted)
         cursor.register("catalog_audit_fresh", tiers.fresh)
-        cursor.execute(
-            f"CREATE TEMPORARY VIEW catalog_audit AS "
-            f"{build_view_sql(Relations('catalog_audit_compacted', 'catalog_audit_fresh'))}"
-        )
+        view = build_view_sql(Relations(f'"{DATABASE}"."audit_compacted"', f'"{DATABASE}"."audit_fresh"'))
+        cursor.execute(f"CREATE TEMPORARY VIEW catalog_audit AS {as_duckdb(view, _CATALOG)}")
         if self._trail_bucket is not None:
             # Partition projection: every file under the trail bucket's AWSLogs/ is a row source; unreadable files
             # fail the query here, as they fail Athena's.
@@ -83,10 +86,9 @@ class DuckDBAthenaClient:
                 }
                 return {"QueryExecutionId": execution_id}
             cursor.register("catalog_cloudtrail_logs", trail)
-        local_sql = QueryString
-        for name in ("audit_compacted", "audit_fresh", "audit", "cloudtrail_logs"):
-            local_sql = local_sql.replace(f'"{DATABASE}"."{name}"', f"catalog_{name}")
-        cursor.execute(local_sql, parameters)
+        problems = athena_problems(QueryString)
+        assert not problems, f"Athena would not run {QueryString!r}: {problems}"
+        cursor.execute(as_duckdb(QueryString, _CATALOG), parameters)
         columns = [description[0] for description in cursor.description]
         rows = cursor.fetchall()
         status = {"State": "SUCCEEDED"}
