@@ -340,9 +340,12 @@ def _vanished(exc: OSError) -> bool:
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with Athena's `json_format` and `slice`, so the shared SQL runs as it is. It reads only
-    what is registered with it: no file, no extension, and its configuration locked."""
-    connection = duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})
+    """A DuckDB connection with Athena's `json_format` and `slice`, so the shared SQL runs as it is, and Athena's time
+    zone, UTC, whatever the machine's (`current_date` is the UTC day, as the audit's days are). It reads only what is
+    registered with it: no file, no extension, and its configuration locked."""
+    connection = duckdb.connect(config={"enable_external_access": False})
+    connection.execute("SET GLOBAL TimeZone = 'UTC'")  # for its cursors too; once ICU (built in) is loaded
+    connection.execute("SET lock_configuration = true")
     connection.execute("CREATE MACRO json_format(document) AS CAST(document AS VARCHAR)")
     connection.execute("CREATE MACRO slice(items, start, length) AS list_slice(items, start, start + length - 1)")
     return connection

@@ -1,7 +1,13 @@
 """Every SQL text Deutzia gives Athena is Athena's own (tests/athena_sql.py): GET /audit's under any filters, the
-`audit` view's, reconciliation's; and the check itself refuses what Athena would not run."""
+`audit` view's, reconciliation's; the check itself refuses what Athena would not run; and the local engine keeps
+Athena's time zone."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -93,3 +99,21 @@ def test_duckdbs_translation_names_the_catalogs_tables_as_given() -> None:
         "SELECT a FROM catalog_audit AS audit JOIN catalog_audit_fresh AS f ON audit.a = f.a "
         "WHERE dt >= STRFTIME(CURRENT_DATE - INTERVAL '7' DAY, '%Y-%m-%d')"
     )
+
+
+def test_the_local_engine_keeps_athenas_time_zone_on_a_machine_in_another() -> None:
+    """`current_date` is the UTC day on DuckDB, as on Athena, on every cursor, and a query cannot change it."""
+    script = (
+        "from chalicelib.duckdb_engine import connect\n"
+        "connection = connect()\n"
+        "for each in (connection, connection.cursor()):\n"
+        "    print(each.sql(\"SELECT current_setting('TimeZone'), CAST(current_date AS VARCHAR)\").fetchall()[0])\n"
+        "try:\n"
+        "    connection.execute(\"SET TimeZone = 'Pacific/Honolulu'\")\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    environment = {**os.environ, "TZ": "Pacific/Honolulu"}
+    shown = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True)
+    today = datetime.now(UTC).date().isoformat()  # Honolulu's day is another from 14:00 to midnight there
+    assert shown.stdout.splitlines() == [f"('UTC', '{today}')", f"('UTC', '{today}')", "InvalidInputException"]
