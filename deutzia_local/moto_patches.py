@@ -1,4 +1,4 @@
-"""Fills four gaps of moto that the local stack hits: three costs that grew without bound, and one old limit.
+"""Fills five gaps of moto that the local stack hits: three costs that grew without bound, an old limit, and a clock.
 - moto keeps every model object it ever made (every version of every item, every overwritten S3 object, such as
   the poller's checkpoint after each batch) in a per-class list for its dashboard, so the stack's memory grew with
   every call and was never trimmed. Here those lists hold weak references: what moto still uses stays, the rest
@@ -11,20 +11,26 @@
   full only when it seems to cross the limit or the item changed behind its back. The limit and its error stay.
 - moto refuses a TransactWriteItems of more than 25 items, DynamoDB's limit until 2022; DynamoDB takes 100 now
   (and such calls are the ones whose CloudTrail events pass CloudWatch Logs' 256 KB). Here the limit is 100.
+- moto's CloudTrail gives a trail's StartLoggingTime and StopLoggingTime as its UTC clock read as the machine's local
+  time (`time.mktime` of a UTC time), so on a machine west of UTC a trail started a minute ago started hours from now
+  (and east of it, hours ago), and the time it did not log was misplaced. Here those times are UTC's, as CloudTrail's.
 
-Safe because the recorder sends DynamoDB calls to moto one at a time. moto is pinned; tests cover both patches.
+Safe because the recorder sends DynamoDB calls to moto one at a time. moto is pinned; tests cover every patch.
 """
 
 from __future__ import annotations
 
+import calendar
 import copy
 import threading
 import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
+from moto.cloudtrail import models as moto_cloudtrail_models
 from moto.core.common_models import BaseModel
 from moto.dynamodb import responses as moto_dynamodb_responses
 from moto.dynamodb.exceptions import ItemSizeTooLarge
@@ -54,6 +60,12 @@ def apply() -> None:
     Table.__deepcopy__ = _table_deepcopy  # type: ignore[attr-defined]
     LimitedSizeDict.__setitem__ = _limited_setitem  # type: ignore[method-assign]
     moto_dynamodb_responses.TRANSACTION_MAX_ITEMS = TRANSACTION_MAX_ITEMS
+    moto_cloudtrail_models.datetime2int = utc_epoch_seconds  # type: ignore[assignment]
+
+
+def utc_epoch_seconds(moment: datetime) -> int:
+    """The epoch seconds of `moment`, a time in UTC without its zone, as moto's clock gives it."""
+    return calendar.timegm(moment.timetuple())
 
 
 class WeakInstances:

@@ -1,9 +1,11 @@
 """The local stack's patches to moto: TransactWriteItems backs up only what it can change, still rolls back
-exactly as moto does, and takes DynamoDB's 100 items."""
+exactly as moto does, and takes DynamoDB's 100 items; a trail's logging times are UTC's whatever the machine's zone."""
 
 from __future__ import annotations
 
 import itertools
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -141,3 +143,29 @@ def test_objects_moto_no_longer_uses_are_freed_and_its_dashboard_still_answers(
     assert s3.get_object(Bucket="patched-checkpoints", Key="checkpoint")["Body"].read() == b"299"
     with urllib.request.urlopen(f"{moto_endpoint}/moto-api/data.json", timeout=30) as response:
         assert "dynamodb" in json.loads(response.read())
+
+
+def test_a_trails_logging_times_are_utcs_on_a_machine_west_of_utc(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto read its UTC clock as local time: in Honolulu a trail started now said it started 10 hours from now."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("TZ", "Pacific/Honolulu")
+    time.tzset()
+    try:
+        moto_patches.apply()
+        name = f"patched-trail-{next(_names)}"
+        boto3.client("s3").create_bucket(Bucket=name)
+        cloudtrail = boto3.client("cloudtrail")
+        cloudtrail.create_trail(Name=name, S3BucketName=name)
+        cloudtrail.start_logging(Name=name)
+        started = cloudtrail.get_trail_status(Name=name)["StartLoggingTime"]
+        cloudtrail.stop_logging(Name=name)
+        stopped = cloudtrail.get_trail_status(Name=name)["StopLoggingTime"]
+        now = datetime.now(UTC)
+        for moment in (started, stopped):
+            assert abs((moment - now).total_seconds()) < 60, (moment, now)
+        assert started <= stopped
+    finally:
+        monkeypatch.undo()  # the zone the tests run in, whatever it was
+        time.tzset()
