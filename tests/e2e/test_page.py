@@ -634,3 +634,49 @@ def test_following_shows_each_new_call_once_at_the_top_until_turned_off(stack: S
             assert complaints == []
         finally:
             browser.close()
+
+
+def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stack) -> None:
+    """axe-core's rules (WCAG 2.1 A and AA, and its best practices), run in the page on a laptop and on a phone: the
+    form, entries with a refused call and its details open (the links looking further), coverage with days missing
+    and the table's notes, following new calls, and a search refused. axe runs as a script in the page, so this test
+    alone opens the page with its Content-Security-Policy bypassed."""
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright").Axe()
+    table = "E2ePageAccessible"
+    stack.create_table(table)
+    dynamodb = stack.client("dynamodb")
+    dynamodb.put_item(TableName=table, Item={"id": {"S": "a-1"}, "n": {"N": "1"}})
+    with pytest.raises(dynamodb.exceptions.ConditionalCheckFailedException):
+        dynamodb.put_item(TableName=table, Item={"id": {"S": "a-1"}}, ConditionExpression="attribute_not_exists(id)")
+    dynamodb.delete_item(TableName=table, Key={"id": {"S": "a-1"}})
+    stack.wait_for(lambda found: len(found) == 3, table=table, key='{"id": "a-1"}')
+    link = f"{stack.api_url}/?" + urllib.parse.urlencode({"table": table, "key": '{"id": "a-1"}'})
+    rules = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]}}
+
+    def broken(page: Any) -> list[str]:
+        violations = axe.run(page, options={**rules, "resultTypes": ["violations"]}).response["violations"]
+        return [f"{rule['id']}: {rule['help']} ({[node['target'] for node in rule['nodes']]})" for rule in violations]
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            for width in (1280, 390):
+                page = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900}).new_page()
+                noted = {**INCOMPLETE_COVERAGE, "table_notes": TABLE_NOTES}
+                page.route("**/audit/coverage?*", functools.partial(_fulfil, noted))
+                page.goto(link)
+                assert broken(page) == [], width  # the form, before any answer
+                _wait_for_entries(page, 3)
+                page.locator("#coverage", has_text="Checked against").wait_for()
+                page.locator("#history tr.failed button.toggle").click()
+                page.locator("#history tr.details dd.further a").first.wait_for()
+                page.check("#follow")
+                assert broken(page) == [], width
+                page.fill("#key", '{"id": ')
+                page.click("#go")
+                page.locator("#status.error").wait_for()
+                assert broken(page) == [], width
+        finally:
+            browser.close()
