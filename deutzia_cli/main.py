@@ -23,7 +23,15 @@ from chalicelib.schema import COLUMN_NAMES
 from chalicelib.shown import attributes_text, operation_text, who
 from deutzia_cli.api import UNAVAILABLE, USAGE, CliError, Target, resolve
 from deutzia_cli.follow import DEFAULT_FOLLOW_INTERVAL, MIN_FOLLOW_INTERVAL
-from deutzia_cli.views import HISTORY_COLUMNS, plain, print_coverage, print_rows, terminal
+from deutzia_cli.views import (
+    HISTORY_COLUMNS,
+    json_text,
+    plain,
+    print_coverage,
+    print_rows,
+    terminal,
+    writable_whatever_the_encoding,
+)
 from deutzia_cli.when import api_time
 
 # Entries per request when paging (the API's own maximum).
@@ -285,7 +293,7 @@ def _follow(
 
     def show(entry: Mapping[str, Any]) -> None:
         if output == "json":
-            sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_text(entry) + "\n")
             sys.stdout.flush()
             return
         failed = not entry.get("success")
@@ -885,12 +893,13 @@ def _write_json(entries: Iterator[dict[str, Any]]) -> None:
     """A JSON array, written as the pages arrive."""
     sys.stdout.write("[")
     for number, entry in enumerate(entries):
-        sys.stdout.write(("," if number else "") + "\n" + json.dumps(entry, ensure_ascii=False))
+        sys.stdout.write(("," if number else "") + "\n" + json_text(entry))
     sys.stdout.write("\n]\n")
 
 
 def main() -> None:
     """The console script: CliError becomes one line on stderr and its exit code."""
+    writable_whatever_the_encoding()
     try:
         cli.main(standalone_mode=False)
     except CliError as exc:

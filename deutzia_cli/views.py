@@ -3,12 +3,17 @@ they wrap to three lines each at most (MAX_LINES_PER_ROW, on average), no headin
 of labelled lines, as the page shows entries on a phone: at 100 columns a table's history of seven columns cut every
 key into six lines. No value is ever cut short (a long one wraps), no column is squeezed to nothing, and no emoji code
 a value holds (`:a:`) is shown as an emoji; a coverage table never wraps a day or its status, leaves out the counts no
-day has, and says a day's counts in one column of words where their headings would not fit. Cells come as rich
-markup, escaped by the caller (`plain`); pure but for printing.
+day has, and says a day's counts in one column of words where their headings would not fit. No value fails to print
+where the output's encoding cannot write it (a terminal or file in Latin-1, cp1252 or ASCII): it is written as its
+backslash escape, and JSON as ASCII. Cells come as rich markup, escaped by the caller (`plain`); pure but for printing.
 """
 
 from __future__ import annotations
 
+import codecs
+import io
+import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 from rich import box
@@ -128,6 +133,29 @@ def _print_lines(console: Console, lines: Iterable[list[Segment]]) -> None:
     console.print(Segments(printed), end="")
 
 
+def writable_whatever_the_encoding() -> None:
+    """Let stdout and stderr write any value: where their encoding cannot write a character a value holds (an emoji
+    in a key, on a terminal or file in Latin-1, cp1252 or ASCII), it is written as its backslash escape
+    (`\\U0001f3b5`) instead of ending the command with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and not _writes_utf8(stream):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def json_text(value: object) -> str:
+    """`value` as JSON for stdout: its text as written where stdout writes UTF-8, else every character past
+    ASCII escaped as JSON escapes it (`\\ud83c\\udfb5`), so that the JSON stays valid whatever the encoding."""
+    return json.dumps(value, ensure_ascii=not _writes_utf8(sys.stdout))
+
+
+def _writes_utf8(stream: object) -> bool:
+    encoding = getattr(stream, "encoding", None)
+    try:
+        return isinstance(encoding, str) and codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
 def terminal(stderr: bool = False, soft_wrap: bool = False, quiet: bool = False) -> Console:
     """A console for what `deutzia` prints: no highlighting of numbers or addresses a value holds, and no emoji codes
     (rich would show a key holding `:a:` as an emoji, a value other than the one logged)."""
@@ -137,8 +165,13 @@ def terminal(stderr: bool = False, soft_wrap: bool = False, quiet: bool = False)
 def plain(value: object) -> str:
     """A value shown as text, never as Rich markup (a key may hold `[red]` or anything else), with every character
     that would move the cursor, hide text or reorder it (a user agent may hold escape sequences that erase lines)
-    written visibly as `\\uXXXX`."""
-    return escape(visible_text(value))
+    written visibly as `\\uXXXX`, and every one the output's encoding cannot write as its backslash escape (so that
+    the table is measured as it prints)."""
+    text = visible_text(value)
+    encoding = getattr(sys.stdout, "encoding", None)
+    if isinstance(encoding, str) and not _writes_utf8(sys.stdout):
+        text = text.encode(encoding, "backslashreplace").decode(encoding)
+    return escape(text)
 
 
 def print_coverage(console: Console, title: str, days: Sequence[Mapping[str, object]]) -> None:

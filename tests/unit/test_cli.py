@@ -973,6 +973,39 @@ def test_emoji_codes_in_values_are_shown_as_written(
         assert "once the time in :a: has passed" in " ".join(err.split())
 
 
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252", "ascii"])
+def test_a_value_the_output_cannot_encode_is_written_as_its_escape_never_a_traceback(
+    api: str, monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """A terminal or file in another encoding than UTF-8 (a Windows console's file, `LANG=C` where there is no UTF-8)
+    and a key holding an emoji: each character it cannot write is its backslash escape, the table still aligned, and
+    JSON stays valid JSON of the value as logged."""
+    import sys
+
+    key = '{"id":"\U0001f3b5 zo\u00eb"}'
+    entry = {"event_time": "2024-05-01T12:00:00Z", "principal_name": "zo\u00eb \u2603", "operation": "Put",
+             "success": True, "event_name": "PutItem", "item_key": key, "table_name": "Music"}  # fmt: skip
+    _Answers.status, _Answers.body = 200, {"entries": [entry], "next_token": None}
+    monkeypatch.setenv("COLUMNS", "200")
+    for output in ("table", "json", "csv"):
+        streams = [io.TextIOWrapper(io.BytesIO(), encoding=encoding) for _ in range(2)]
+        monkeypatch.setattr(sys, "stdout", streams[0])
+        monkeypatch.setattr(sys, "stderr", streams[1])
+        code = _exit_code(["history", "--table", "Music", "--format", output, "--endpoint", api])
+        for stream in streams:
+            stream.flush()
+        out, err = (stream.buffer.getvalue().decode(encoding) for stream in streams)  # type: ignore[attr-defined]
+        assert code == 0, err
+        if output == "json":
+            assert json.loads(out)[0]["item_key"] == key
+        else:
+            assert "\\U0001f3b5" in out
+            assert "\\u2603" in out
+        if output == "table":
+            lengths = {len(line) for line in out.splitlines() if line.startswith(("|", "\u2502", "+"))}
+            assert len(lengths) == 1, out  # every line of the table as wide as the others
+
+
 def test_a_coverage_table_keeps_each_day_and_status_whole_and_leaves_out_counts_no_day_has(
     api: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
