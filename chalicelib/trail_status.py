@@ -77,13 +77,18 @@ class TrailCheck:
 
 def not_logging(status: Mapping[str, object], now: datetime) -> list[tuple[datetime, datetime]]:
     """The latest time the trail did not log, by its GetTrailStatus answer: from its stop to its restart, or to `now`
-    while it is stopped (from the start of time when it says no stop); CloudTrail keeps no earlier one."""
-    stopped, started = status.get("StopLoggingTime"), status.get("StartLoggingTime")
+    while it is stopped (from the start of time when it says no stop); CloudTrail keeps no earlier one. In UTC, as
+    every day the audit has is (botocore gives the times in the machine's zone: its day is another west of UTC)."""
+    stopped, started = (_in_utc(status.get(name)) for name in ("StopLoggingTime", "StartLoggingTime"))
     if status.get("IsLogging") is not True:  # (a stop CloudTrail's clock puts after ours: from now)
         return [(min(stopped, now) if isinstance(stopped, datetime) else datetime.min.replace(tzinfo=UTC), now)]
     if isinstance(stopped, datetime) and isinstance(started, datetime) and stopped <= started <= now:
         return [(stopped, started)]
     return []
+
+
+def _in_utc(moment: object) -> datetime | None:
+    return moment.astimezone(UTC) if isinstance(moment, datetime) else None
 
 
 def trail_problems(status: Mapping[str, object], now: datetime) -> list[str]:

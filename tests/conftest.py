@@ -42,7 +42,12 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """moto in server mode on a free loopback port (DuckDB reads S3 over HTTP, so in-process mocks cannot serve it)."""
+    """moto in server mode on a free loopback port (DuckDB reads S3 over HTTP, so in-process mocks cannot serve it),
+    patched as the local stack's (deutzia_local/moto_patches.py: a trail's logging times in UTC whatever the machine's
+    zone, among others), whichever test comes first."""
+    from deutzia_local import moto_patches
+
+    moto_patches.apply()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import boto3
@@ -313,6 +313,23 @@ def test_the_watch_keeps_a_stop_under_each_recent_day_it_overlaps_named_by_its_s
     old = (datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 26, 23, 0, tzinfo=UTC))  # reconciled days: kept there
     unknown = (datetime.min.replace(tzinfo=UTC), now)  # a trail that never logged: no start to name it by
     assert gap_records([old, unknown], now) == {}
+
+
+def test_a_stop_seen_in_the_machines_zone_is_kept_under_its_utc_days() -> None:
+    """botocore gives StopLoggingTime and StartLoggingTime in the machine's zone: in Honolulu a stop at 04:00 UTC is on
+    the day before. Its gap is UTC's, and kept under the UTC days it overlaps, stopped and then restarted alike (the
+    second sight replaces the first)."""
+    honolulu = timezone(timedelta(hours=-10))
+    now = datetime(2026, 11, 30, 5, 0, tzinfo=UTC)
+    stopped, started = datetime(2026, 11, 30, 4, 0, tzinfo=UTC), datetime(2026, 11, 30, 4, 30, tzinfo=UTC)
+    local = {"StopLoggingTime": stopped.astimezone(honolulu), "StartLoggingTime": started.astimezone(honolulu)}
+    ongoing = not_logging({**local, "IsLogging": False}, now)
+    assert ongoing == [(stopped, now)]
+    assert all(moment.utcoffset() == timedelta(0) for moment in ongoing[0])
+    restarted = not_logging({**local, "IsLogging": True}, now)
+    assert restarted == [(stopped, started)]
+    key = f"{GAPS_PREFIX}dt=2026-11-30/2026-11-30T04:00:00Z.json"
+    assert list(gap_records(ongoing, now)) == list(gap_records(restarted, now)) == [key]
 
 
 @pytest.mark.parametrize(
