@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The AWS CLI of the virtualenv, run as a module: its `aws` script names the interpreter in a `#!` line, which breaks
+# when the clone's path holds a space.
+AWS_CLI := $(BIN)/python -m awscli
 STAMP := $(VENV)/.installed
 
 OUT ?= out
@@ -88,10 +91,14 @@ faults: $(STAMP)
 sql: $(STAMP)
 	@$(BIN)/deutzia sql '$(subst ','\'',$(value Q))'
 
-# The merged template: infra/template.yaml rendered, then merged into Chalice's SAM output. No AWS call.
+# The merged template: infra/template.yaml rendered, then merged into Chalice's SAM output. No AWS call. The wheels are
+# found by their folder's file: URL (pip reads a space in PIP_FIND_LINKS as between two places: a clone's folder may
+# hold one).
+empty :=
+WHEELHOUSE_URL = file://$(subst $(empty) $(empty),%20,$(abspath $(WHEELHOUSE)))
 package: $(WHEELS)
 	$(BIN)/python -m infra.render $(OUT)/templates
-	AWS_DEFAULT_REGION=$(REGION) AWS_EC2_METADATA_DISABLED=true PIP_NO_INDEX=1 PIP_FIND_LINKS=$(abspath $(WHEELHOUSE)) \
+	AWS_DEFAULT_REGION=$(REGION) AWS_EC2_METADATA_DISABLED=true PIP_NO_INDEX=1 PIP_FIND_LINKS=$(WHEELHOUSE_URL) \
 		$(BIN)/chalice package --stage $(STAGE) --merge-template $(OUT)/templates/merge-template.json $(OUT)/package
 	@echo "merged template: $(OUT)/package/sam.json"
 
@@ -99,9 +106,9 @@ package: $(WHEELS)
 deploy: package
 	@test -n "$(DEPLOY_BUCKET)" || { echo "set DEPLOY_BUCKET to an S3 bucket (in $(REGION)) for the code package" >&2; exit 2; }
 	@test -n "$(TABLES)$(filter true,$(DEMO))" || { echo "set TABLES=<table,table> or DEMO=true" >&2; exit 2; }
-	$(BIN)/aws cloudformation package --region $(REGION) --template-file $(OUT)/package/sam.json \
+	$(AWS_CLI) cloudformation package --region $(REGION) --template-file $(OUT)/package/sam.json \
 		--s3-bucket $(DEPLOY_BUCKET) --output-template-file $(OUT)/package/packaged.yaml
-	$(BIN)/aws cloudformation deploy --region $(REGION) --template-file $(OUT)/package/packaged.yaml \
+	$(AWS_CLI) cloudformation deploy --region $(REGION) --template-file $(OUT)/package/packaged.yaml \
 		--stack-name $(STACK) --capabilities CAPABILITY_NAMED_IAM CAPABILITY_AUTO_EXPAND \
 		--parameter-overrides $(PARAMETERS)
 
@@ -109,7 +116,7 @@ deploy: package
 infra-deploy: $(STAMP)
 	@test -n "$(TABLES)$(filter true,$(DEMO))" || { echo "set TABLES=<table,table> or DEMO=true" >&2; exit 2; }
 	$(BIN)/python -m infra.render $(OUT)/templates
-	$(BIN)/aws cloudformation deploy --region $(REGION) --template-file $(OUT)/templates/infrastructure.json \
+	$(AWS_CLI) cloudformation deploy --region $(REGION) --template-file $(OUT)/templates/infrastructure.json \
 		--stack-name $(STACK) --capabilities CAPABILITY_NAMED_IAM --parameter-overrides $(PARAMETERS)
 
 # The `chalice deploy` path, step 2: a Chalice stage from the stack's outputs (then `chalice deploy --stage $(STAGE)`).

@@ -187,7 +187,8 @@ def _port_setting(settings: LocalSettings) -> str:
 def _next_steps(settings: LocalSettings, alice: dict[str, str]) -> str:
     audit = f"curl -sG {settings.api_url}/audit --data-urlencode table={TABLE}"
     credentials = f"AWS_ACCESS_KEY_ID={alice['AccessKeyId']} AWS_SECRET_ACCESS_KEY={alice['SecretAccessKey']}"
-    aws = f".venv/bin/aws --endpoint-url {settings.aws_endpoint} --region {settings.region}"
+    # The virtualenv's AWS CLI as a module: its `aws` script's `#!` line breaks where the clone's path holds a space.
+    aws = f".venv/bin/python -m awscli --endpoint-url {settings.aws_endpoint} --region {settings.region}"
     item = json.dumps({**TYPED_KEY, "Rating": {"N": "5"}})
     sql = "select event_time, principal_name, operation, item_key, success from audit order by event_time desc limit 10"
     api_port = "" if settings.api_port == DEFAULT_API_PORT else f"DEUTZIA_API_PORT={settings.api_port} "

@@ -70,10 +70,13 @@ class Stack:
         return {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
 
     def aws_cli(self, keys: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
-        """The AWS CLI from the virtualenv, as a user pastes it."""
+        """The AWS CLI from the virtualenv, as the demo prints it (`python -m awscli`: the `aws` script's `#!` line
+        breaks where the clone's path holds a space)."""
         env = {**self.env, "AWS_ACCESS_KEY_ID": keys["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": keys["SecretAccessKey"]}
         command = [
-            str(Path(sys.executable).parent / "aws"),
+            sys.executable,
+            "-m",
+            "awscli",
             "--endpoint-url",
             self.aws_endpoint,
             "--region",

@@ -671,7 +671,7 @@ def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stac
                 _wait_for_entries(page, 3)
                 page.locator("#coverage", has_text="Checked against").wait_for()
                 page.locator("#history tr.failed button.toggle").click()
-                page.locator("#history tr.details dd.further a").first.wait_for()
+                page.locator("#history tr.failed + tr.details dd.further a").first.wait_for()  # its own details
                 page.check("#follow")
                 assert broken(page) == [], width
                 page.fill("#key", '{"id": ')
