@@ -637,10 +637,11 @@ def test_following_shows_each_new_call_once_at_the_top_until_turned_off(stack: S
 
 
 def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stack) -> None:
-    """axe-core's rules (WCAG 2.1 A and AA, and its best practices), run in the page on a laptop and on a phone: the
-    form, entries with a refused call and its details open (the links looking further), coverage with days missing
-    and the table's notes, following new calls, and a search refused. axe runs as a script in the page, so this test
-    alone opens the page with its Content-Security-Policy bypassed."""
+    """axe-core's rules (WCAG 2.1 A and AA, and its best practices), run in the page on a laptop and on phones (at 320
+    pixels wide nothing may be wider than the screen, as WCAG's reflow asks): the form, entries with a refused call
+    and its details open (the links looking further), coverage with days missing and the table's notes, following new
+    calls, and a search refused. axe runs as a script in the page, so this test alone opens the page with its
+    Content-Security-Policy bypassed."""
     executable = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api")
     axe = pytest.importorskip("axe_playwright_python.sync_playwright").Axe()
@@ -662,7 +663,7 @@ def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stac
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
         try:
-            for width in (1280, 390):
+            for width in (1280, 390, 320):
                 page = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900}).new_page()
                 noted = {**INCOMPLETE_COVERAGE, "table_notes": TABLE_NOTES}
                 page.route("**/audit/coverage?*", functools.partial(_fulfil, noted))
@@ -674,6 +675,10 @@ def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stac
                 page.locator("#history tr.failed + tr.details dd.further a").first.wait_for()  # its own details
                 page.check("#follow")
                 assert broken(page) == [], width
+                # WCAG's reflow: at 320 pixels (1280 zoomed to 400 %), nothing is wider than the screen.
+                for shown in ("#search label", "#search button", "#history td", "#coverage", "#status"):
+                    boxes = [page.locator(shown).nth(n).bounding_box() for n in range(page.locator(shown).count())]
+                    assert all(box is None or box["x"] + box["width"] <= width + 1 for box in boxes), (width, shown)
                 page.fill("#key", '{"id": ')
                 page.click("#go")
                 page.locator("#status.error").wait_for()
