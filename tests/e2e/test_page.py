@@ -640,8 +640,8 @@ def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stac
     """axe-core's rules (WCAG 2.1 A and AA, and its best practices), run in the page on a laptop and on phones (at 320
     pixels wide nothing may be wider than the screen, as WCAG's reflow asks): the form, entries with a refused call
     and its details open (the links looking further), coverage with days missing and the table's notes, following new
-    calls, and a search refused. axe runs as a script in the page, so this test alone opens the page with its
-    Content-Security-Policy bypassed."""
+    calls (its reads that find none leave the status, a live region, as it is), and a search refused. axe runs as a
+    script in the page, so this test alone opens the page with its Content-Security-Policy bypassed."""
     executable = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api")
     axe = pytest.importorskip("axe_playwright_python.sync_playwright").Axe()
@@ -653,7 +653,7 @@ def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stac
         dynamodb.put_item(TableName=table, Item={"id": {"S": "a-1"}}, ConditionExpression="attribute_not_exists(id)")
     dynamodb.delete_item(TableName=table, Key={"id": {"S": "a-1"}})
     stack.wait_for(lambda found: len(found) == 3, table=table, key='{"id": "a-1"}')
-    link = f"{stack.api_url}/?" + urllib.parse.urlencode({"table": table, "key": '{"id": "a-1"}'})
+    link = f"{stack.api_url}/?" + urllib.parse.urlencode({"table": table, "key": '{"id": "a-1"}', "follow": "2"})
     rules = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]}}
 
     def broken(page: Any) -> list[str]:
@@ -673,8 +673,16 @@ def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stac
                 page.locator("#coverage", has_text="Checked against").wait_for()
                 page.locator("#history tr.failed button.toggle").click()
                 page.locator("#history tr.failed + tr.details dd.further a").first.wait_for()  # its own details
-                page.check("#follow")
+                assert page.is_checked("#follow")  # following every 2 s, as the link asks
                 assert broken(page) == [], width
+                if width == 1280:  # the status is a live region: reads finding no new call do not rewrite it
+                    page.evaluate(
+                        "window.rewrites = 0; new MutationObserver((changes) => { window.rewrites += changes.length; })"
+                        ".observe(document.getElementById('status'), "
+                        "{childList: true, characterData: true, subtree: true})"
+                    )
+                    page.wait_for_timeout(5000)  # two reads
+                    assert page.evaluate("window.rewrites") == 0
                 # WCAG's reflow: at 320 pixels (1280 zoomed to 400 %), nothing is wider than the screen.
                 for shown in ("#search label", "#search button", "#history td", "#coverage", "#status"):
                     boxes = [page.locator(shown).nth(n).bounding_box() for n in range(page.locator(shown).count())]
