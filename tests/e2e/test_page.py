@@ -670,6 +670,9 @@ def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stac
                 page.goto(link)
                 assert broken(page) == [], width  # the form, before any answer
                 _wait_for_entries(page, 3)
+                # Its tab and its table say what it shows: an incident keeps many open.
+                assert page.title() == f'{table} {{"id": "a-1"}} – Deutzia'
+                assert page.locator("#history caption").text_content() == f'{table} {{"id": "a-1"}}, newest first'
                 page.locator("#coverage", has_text="Checked against").wait_for()
                 page.locator("#history tr.failed button.toggle").click()
                 page.locator("#history tr.failed + tr.details dd.further a").first.wait_for()  # its own details
@@ -691,5 +694,9 @@ def test_the_page_breaks_no_accessibility_rule_in_any_state_it_shows(stack: Stac
                 page.click("#go")
                 page.locator("#status.error").wait_for()
                 assert broken(page) == [], width
+                page.fill("#key", json.dumps({"id": "\U0001f3b5" * 300}, ensure_ascii=False))  # a title: 120 of them
+                page.click("#go")
+                page.locator("#status", has_text="0 entries").wait_for()
+                assert page.title() == f'{table} {{"id": "' + "\U0001f3b5" * (120 - len(table) - 9) + "… – Deutzia"
         finally:
             browser.close()
