@@ -181,6 +181,24 @@ def test_denied_calls_are_those_refused_their_permission_in_the_last_seven_days(
     ]
 
 
+def test_every_call_around_a_time_is_every_tables_within_five_minutes_either_side_across_midnight(
+    athena: DuckDBAthenaClient, ingest: Callable[..., Any]
+) -> None:
+    moment = datetime.combine(_today(), time(0, 2), tzinfo=UTC)  # its window begins the day before
+
+    def at(seconds: int, table: str = "Music") -> dict[str, Any]:
+        when = (moment + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return cloudtrail_event(table=table, requestParameters=_key(str(seconds), table), event_time=when)
+
+    calls = [at(-301), at(-300, "Books"), at(-1), at(0), at(300, "Books"), at(301)]
+    deliver(ingest, *calls)
+    asked = ("'2026-11-30T09:30:00Z'", f"'{moment:%Y-%m-%dT%H:%M:%SZ}'")
+    rows = run(athena, "AroundATimeQuery", asked)
+    assert [(row["event_time"], row["table_name"]) for row in rows] == [
+        (call["eventTime"], call["requestParameters"]["tableName"]) for call in reversed(calls[1:-1])
+    ]
+
+
 def test_a_tables_reads_are_who_read_which_item(athena: DuckDBAthenaClient, ingest: Callable[..., Any]) -> None:
     deliver(
         ingest,

@@ -415,7 +415,7 @@ def test_workgroups_are_enabled_enforced_encrypted_and_capped(merged: dict[str, 
     # making more than about 385 calls a second.
     assert parameters["BytesScannedCutoffPerQuery"]["Default"] == 10_000_000_000
     assert parameters["ReconcileBytesScannedCutoffPerQuery"]["Default"] == 1_000_000_000_000
-    assert len(_resources(merged, "AWS::Athena::NamedQuery")) == 7
+    assert len(_resources(merged, "AWS::Athena::NamedQuery")) == 8
     for query in _resources(merged, "AWS::Athena::NamedQuery").values():
         assert query["Properties"]["WorkGroup"] == {"Ref": "AthenaWorkGroup"}
 
